@@ -1,0 +1,55 @@
+//! Kubernetes probes and Prometheus metrics.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::error::{PROBLEM_JSON, chain};
+use crate::state::AppState;
+use crate::telemetry;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/metrics", get(metrics))
+}
+
+/// The process is up and serving. Checks nothing else, so a slow dependency
+/// never gets a pod restarted.
+async fn live() -> impl IntoResponse {
+    axum::Json(json!({"status": "live"}))
+}
+
+/// Cosmos and the PDP both answer. 503 names every dependency that did not.
+async fn ready(State(state): State<AppState>) -> Response {
+    let (cosmos, pdp) = tokio::join!(state.cosmos.ping(), state.pdp.ping());
+    let mut failed = Vec::new();
+    if let Err(e) = cosmos {
+        tracing::warn!(error.chain = %chain(&e), "readiness: cosmos unreachable");
+        failed.push("cosmos");
+    }
+    if let Err(e) = pdp {
+        tracing::warn!(error.chain = %chain(&e), "readiness: PDP unreachable");
+        failed.push("pdp");
+    }
+    if failed.is_empty() {
+        return axum::Json(json!({"status": "ready", "checks": {"cosmos": "ok", "pdp": "ok"}})).into_response();
+    }
+    let checks: serde_json::Map<_, _> = ["cosmos", "pdp"]
+        .iter()
+        .map(|d| (d.to_string(), json!(if failed.contains(d) { "unavailable" } else { "ok" })))
+        .collect();
+    let body = json!({
+        "type": "https://altinn.no/events/problems/not-ready",
+        "title": "Not ready",
+        "status": 503,
+        "detail": format!("Unavailable: {}.", failed.join(", ")),
+        "checks": checks,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()
+}
+
+async fn metrics() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::prometheus().render())
+}

@@ -1,0 +1,42 @@
+//! HTTP routes. Handlers are thin: parse, call the domain, map to HTTP.
+
+mod health;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderName;
+use axum::middleware;
+use axum::response::IntoResponse;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::telemetry;
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The service's own routes, with the layers every request goes through.
+pub fn router(state: AppState, extra: Router) -> Router {
+    let max_body = state.config.limits.max_body_bytes;
+    Router::new()
+        .merge(health::router())
+        .with_state(state)
+        .merge(extra)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(telemetry::record_http_metrics))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(telemetry::make_span)
+                .on_request(())
+                .on_response(telemetry::on_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn not_found() -> impl IntoResponse {
+    ApiError::NotFound("No such endpoint.".into())
+}

@@ -1,0 +1,165 @@
+//! Altinn token validation with keys from the platform's OIDC discovery
+//! document. Keys are cached; a token with an unknown `kid` triggers one
+//! refetch, at most once per `min_refetch` interval, so a flood of forged
+//! `kid`s cannot turn into a flood of JWKS requests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::{Mutex, RwLock};
+use url::Url;
+
+use super::{AuthError, Principal};
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: Option<String>,
+    jwks_uri: Url,
+}
+
+#[derive(Default)]
+struct KeyState {
+    issuer: Option<String>,
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+    /// Last refetch caused by an unknown `kid` (not the first load).
+    refetched_at: Option<Instant>,
+}
+
+pub struct OidcKeys {
+    http: reqwest::Client,
+    discovery_url: Url,
+    min_refetch: Duration,
+    state: RwLock<KeyState>,
+    refetch: Mutex<()>,
+}
+
+impl OidcKeys {
+    pub fn new(http: reqwest::Client, discovery_url: Url, min_refetch: Duration) -> Self {
+        Self { http, discovery_url, min_refetch, state: RwLock::default(), refetch: Mutex::new(()) }
+    }
+
+    /// The keys a token may be checked with (one for a known `kid`; all of
+    /// them for a token without `kid`), and the issuer they belong to.
+    async fn keys_for(&self, kid: Option<&str>) -> Result<(Vec<DecodingKey>, Option<String>), AuthError> {
+        if let Some(found) = self.lookup(kid).await {
+            return Ok(found);
+        }
+        let _guard = self.refetch.lock().await;
+        // Another request may have refetched while this one waited.
+        if let Some(found) = self.lookup(kid).await {
+            return Ok(found);
+        }
+        let (first_load, due) = {
+            let state = self.state.read().await;
+            (state.fetched_at.is_none(), state.refetched_at.is_none_or(|t| t.elapsed() >= self.min_refetch))
+        };
+        if !first_load && !due {
+            return Err(AuthError::invalid("unknown signing key"));
+        }
+        if !first_load {
+            // Counted from the attempt, so a failing platform is not retried per request.
+            self.state.write().await.refetched_at = Some(Instant::now());
+        }
+        self.fetch().await?;
+        self.lookup(kid).await.ok_or_else(|| AuthError::invalid("unknown signing key"))
+    }
+
+    async fn lookup(&self, kid: Option<&str>) -> Option<(Vec<DecodingKey>, Option<String>)> {
+        let state = self.state.read().await;
+        state.fetched_at?;
+        let keys: Vec<DecodingKey> = match kid {
+            Some(kid) => state.keys.get(kid).cloned().into_iter().collect(),
+            None => state.keys.values().cloned().collect(),
+        };
+        (!keys.is_empty()).then(|| (keys, state.issuer.clone()))
+    }
+
+    async fn fetch(&self) -> Result<(), AuthError> {
+        let unavailable = |e: reqwest::Error| AuthError::KeysUnavailable(Box::new(e));
+        let discovery: Discovery = self
+            .http
+            .get(self.discovery_url.clone())
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let set: JwkSet = self
+            .http
+            .get(discovery.jwks_uri)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(unavailable)?
+            .json()
+            .await
+            .map_err(unavailable)?;
+        let mut keys = HashMap::new();
+        for (i, jwk) in set.keys.iter().enumerate() {
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => {
+                    let kid = jwk.common.key_id.clone().unwrap_or_else(|| format!("#{i}"));
+                    keys.insert(kid, key);
+                }
+                Err(e) => tracing::warn!(error = %e, "skipping unusable JWK"),
+            }
+        }
+        tracing::info!(keys = keys.len(), "fetched OIDC signing keys");
+        metrics::counter!("auth_jwks_fetches_total").increment(1);
+        let mut state = self.state.write().await;
+        let now = Instant::now();
+        let refetched_at = state.refetched_at;
+        *state = KeyState { issuer: discovery.issuer, keys, fetched_at: Some(now), refetched_at };
+        Ok(())
+    }
+}
+
+pub struct TokenValidator {
+    keys: OidcKeys,
+    leeway_seconds: u64,
+}
+
+impl TokenValidator {
+    pub fn new(keys: OidcKeys, leeway_seconds: u64) -> Self {
+        Self { keys, leeway_seconds }
+    }
+
+    /// Validates an Altinn token: RS256 only, signature by a platform key,
+    /// `exp` required, `nbf` and issuer checked.
+    pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::invalid)?;
+        if header.alg != Algorithm::RS256 {
+            return Err(AuthError::invalid(format!("algorithm {:?} is not accepted", header.alg)));
+        }
+        let (keys, issuer) = self.keys.keys_for(header.kid.as_deref()).await?;
+        let validation = rs256_validation(self.leeway_seconds, issuer.as_deref());
+        let mut last_err = AuthError::invalid("no key");
+        for key in &keys {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
+                Ok(data) => return Principal::from_claims(&data.claims),
+                Err(e) => last_err = AuthError::invalid(e),
+            }
+        }
+        Err(last_err)
+    }
+}
+
+pub(crate) fn rs256_validation(leeway_seconds: u64, issuer: Option<&str>) -> Validation {
+    let mut v = Validation::new(Algorithm::RS256);
+    v.leeway = leeway_seconds;
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    v.validate_aud = false;
+    v.set_required_spec_claims(&["exp"]);
+    if let Some(iss) = issuer {
+        v.set_issuer(&[iss]);
+    }
+    v
+}

@@ -1,0 +1,189 @@
+//! XACML 3.0 JSON profile, as the Altinn PDP speaks it: one multi-request
+//! per page (`AccessSubject s1`, `Action a1`, `Resource r1..rN`,
+//! `MultiRequests.RequestReference [s1, a1, rK]`), one result per resource.
+
+use serde::{Deserialize, Serialize};
+
+pub const ACTION_ID: &str = "urn:oasis:names:tc:xacml:1.0:action:action-id";
+pub const EVENT_ID: &str = "urn:altinn:event-id";
+pub const MIN_AUTH_LEVEL: &str = "urn:altinn:minimum-authenticationlevel";
+pub const XSD_STRING: &str = "http://www.w3.org/2001/XMLSchema#string";
+pub const CATEGORY_RESOURCE: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:resource";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct XacmlRoot {
+    pub request: XacmlRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct XacmlRequest {
+    #[serde(default)]
+    pub return_policy_id_list: bool,
+    #[serde(default)]
+    pub access_subject: Vec<XacmlCategory>,
+    #[serde(default)]
+    pub action: Vec<XacmlCategory>,
+    #[serde(default)]
+    pub resource: Vec<XacmlCategory>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_requests: Option<MultiRequests>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct XacmlCategory {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category_id: Option<String>,
+    #[serde(default)]
+    pub attribute: Vec<XacmlAttribute>,
+}
+
+impl XacmlCategory {
+    pub fn new(id: impl Into<String>) -> Self {
+        Self { id: Some(id.into()), category_id: None, attribute: Vec::new() }
+    }
+
+    pub fn with(mut self, attribute_id: &str, value: impl Into<String>) -> Self {
+        self.attribute.push(XacmlAttribute::new(attribute_id, value));
+        self
+    }
+
+    /// The value of the first attribute with this id.
+    pub fn get(&self, attribute_id: &str) -> Option<&str> {
+        self.attribute.iter().find(|a| a.attribute_id == attribute_id).map(|a| a.value.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct XacmlAttribute {
+    pub attribute_id: String,
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub include_in_result: bool,
+}
+
+impl XacmlAttribute {
+    pub fn new(attribute_id: &str, value: impl Into<String>) -> Self {
+        Self {
+            attribute_id: attribute_id.to_owned(),
+            value: value.into(),
+            data_type: Some(XSD_STRING.to_owned()),
+            include_in_result: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRequests {
+    pub request_reference: Vec<RequestReference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RequestReference {
+    pub reference_id: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct XacmlResponse {
+    #[serde(default)]
+    pub response: Vec<XacmlResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct XacmlResult {
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub obligations: Vec<Obligation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub category: Vec<XacmlCategory>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Obligation {
+    pub id: String,
+    #[serde(default)]
+    pub attribute_assignment: Vec<AttributeAssignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeAssignment {
+    pub attribute_id: String,
+    pub value: String,
+    #[serde(default)]
+    pub category: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_type: Option<String>,
+}
+
+impl XacmlResult {
+    /// Permit, and every minimum-authentication-level obligation met by
+    /// `auth_level`. Anything else (Deny, NotApplicable, Indeterminate, an
+    /// unreadable obligation) is a deny.
+    pub fn permits(&self, auth_level: u8) -> bool {
+        if self.decision != "Permit" {
+            return false;
+        }
+        self.obligations
+            .iter()
+            .flat_map(|o| &o.attribute_assignment)
+            .filter(|a| a.category == MIN_AUTH_LEVEL)
+            .all(|a| a.value.trim().parse::<u8>().is_ok_and(|min| auth_level >= min))
+    }
+
+    /// The `IncludeInResult` attribute value that ties this result to its resource.
+    pub fn attribute(&self, attribute_id: &str) -> Option<&str> {
+        self.category.iter().find_map(|c| c.get(attribute_id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(decision: &str, min: Option<&str>) -> XacmlResult {
+        XacmlResult {
+            decision: decision.into(),
+            status: None,
+            obligations: min
+                .map(|m| {
+                    vec![Obligation {
+                        id: "urn:altinn:obligation:authenticationLevel1".into(),
+                        attribute_assignment: vec![AttributeAssignment {
+                            attribute_id: "urn:altinn:obligation-assignment:1".into(),
+                            value: m.into(),
+                            category: MIN_AUTH_LEVEL.into(),
+                            data_type: None,
+                        }],
+                    }]
+                })
+                .unwrap_or_default(),
+            category: vec![],
+        }
+    }
+
+    #[test]
+    fn only_permit_with_met_obligations_permits() {
+        assert!(result("Permit", None).permits(0));
+        assert!(result("Permit", Some("2")).permits(2));
+        assert!(!result("Permit", Some("3")).permits(2));
+        assert!(!result("Permit", Some("two")).permits(4));
+        assert!(!result("Deny", None).permits(4));
+        assert!(!result("NotApplicable", None).permits(4));
+        assert!(!result("Indeterminate", None).permits(4));
+    }
+}

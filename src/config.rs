@@ -1,0 +1,352 @@
+//! Service configuration: built-in defaults, then an optional TOML file, then
+//! environment variables `EVENTS__...` (`__` separates nesting levels), read
+//! with figment and validated once at start with errors that name the setting.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::SecretString;
+use serde::Deserialize;
+use url::Url;
+
+/// How the process runs. `Dev` mounts the local Altinn stand-ins and uses the
+/// in-process Cosmos emulator; `Serve` never does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Serve,
+    Dev,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP listener binds.
+    pub listen_addr: SocketAddr,
+    /// Base URL of the Altinn platform (`{platform}/authentication/...`,
+    /// `/authorization/...`, `/register/...`). In dev mode it defaults to the
+    /// service's own address, where the local stand-ins answer.
+    pub platform_url: Option<Url>,
+    pub log_format: Option<LogFormat>,
+    /// `tracing` filter directive, e.g. `info,altinn_events=debug`.
+    pub log_filter: String,
+    /// How long in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: u64,
+    pub auth: AuthConfig,
+    pub pdp: PdpConfig,
+    pub register: RegisterConfig,
+    pub cosmos: CosmosConfig,
+    pub limits: LimitsConfig,
+    pub localtest: LocalTestConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 5080)),
+            platform_url: None,
+            log_format: None,
+            log_filter: "info".to_owned(),
+            shutdown_grace_seconds: 20,
+            auth: AuthConfig::default(),
+            pdp: PdpConfig::default(),
+            register: RegisterConfig::default(),
+            cosmos: CosmosConfig::default(),
+            limits: LimitsConfig::default(),
+            localtest: LocalTestConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Clock skew tolerated on `exp` / `nbf`, in seconds.
+    pub leeway_seconds: u64,
+    /// Minimum time between two JWKS refetches triggered by an unknown `kid`.
+    pub jwks_refetch_min_interval_seconds: u64,
+    /// Directory of `{issuer}.pem` certificates (or public keys) that verify
+    /// platform access tokens. Dev mode writes its own when unset.
+    pub access_token_certs_dir: Option<PathBuf>,
+    /// Timeout for OIDC discovery and JWKS requests, in milliseconds.
+    pub http_timeout_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            leeway_seconds: 30,
+            jwks_refetch_min_interval_seconds: 60,
+            access_token_certs_dir: None,
+            http_timeout_ms: 5000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PdpConfig {
+    /// Decision endpoint; defaults to `{platform}/authorization/api/v1/decision`.
+    pub url: Option<Url>,
+    /// Sent as `Ocp-Apim-Subscription-Key`.
+    pub subscription_key: Option<SecretString>,
+    pub timeout_ms: u64,
+}
+
+impl Default for PdpConfig {
+    fn default() -> Self {
+        Self { url: None, subscription_key: None, timeout_ms: 2000 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegisterConfig {
+    /// Party lookup endpoint; defaults to `{platform}/register/api/v1/parties/lookup`.
+    pub url: Option<Url>,
+    pub subscription_key: Option<SecretString>,
+    pub timeout_ms: u64,
+}
+
+impl Default for RegisterConfig {
+    fn default() -> Self {
+        Self { url: None, subscription_key: None, timeout_ms: 2000 }
+    }
+}
+
+/// How the service authenticates to Cosmos DB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CosmosAuth {
+    /// The SDK's in-process emulator (dev builds only).
+    Emulator,
+    /// Account key (`cosmos.key`), for emulators and test accounts.
+    Key,
+    /// Azure workload identity in AKS (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+    /// `AZURE_FEDERATED_TOKEN_FILE`, injected by the webhook).
+    WorkloadIdentity,
+    /// A system- or user-assigned managed identity.
+    ManagedIdentity,
+    /// The developer's Azure CLI / azd login.
+    DeveloperTools,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CosmosConfig {
+    pub auth: Option<CosmosAuth>,
+    pub endpoint: Option<Url>,
+    pub key: Option<SecretString>,
+    pub database: String,
+    pub container: String,
+    /// Create the database and container at start (dev, tests). Production
+    /// containers come from `infra/`.
+    pub provision: Option<bool>,
+    /// Events per feed segment (one logical partition each).
+    pub segment_size: u64,
+    /// Container default TTL when provisioning (90 days).
+    pub default_ttl_seconds: u32,
+}
+
+impl Default for CosmosConfig {
+    fn default() -> Self {
+        Self {
+            auth: None,
+            endpoint: None,
+            key: None,
+            database: "events".to_owned(),
+            container: "events".to_owned(),
+            provision: None,
+            segment_size: 100_000,
+            default_ttl_seconds: 90 * 24 * 3600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_body_bytes: 256 * 1024 }
+    }
+}
+
+/// Settings of the dev-mode stand-ins (ignored by `serve`).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalTestConfig {
+    /// Demo dataset (TOML); the embedded `dev/dataset.toml` when unset.
+    pub dataset: Option<PathBuf>,
+    /// PKCS#8 PEM RSA key that signs local tokens; generated at start when unset.
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration could not be read: {0}")]
+    Read(#[from] Box<figment::Error>),
+    #[error("invalid setting `{setting}` (env {env}): {message}")]
+    Invalid { setting: &'static str, env: &'static str, message: String },
+}
+
+fn invalid(setting: &'static str, env: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { setting, env, message: message.into() }
+}
+
+impl Config {
+    /// Defaults → optional TOML file → `EVENTS__*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment.merge(Env::prefixed("EVENTS__").split("__"));
+        figment.extract::<Config>().map_err(|e| ConfigError::Read(Box::new(e)))
+    }
+
+    /// Fills mode-dependent defaults and checks what must hold before start.
+    pub fn finalize(mut self, mode: Mode) -> Result<Self, ConfigError> {
+        if self.log_format.is_none() {
+            self.log_format = Some(match mode {
+                Mode::Serve => LogFormat::Json,
+                Mode::Dev => LogFormat::Pretty,
+            });
+        }
+        match mode {
+            Mode::Dev => {
+                self.cosmos.auth.get_or_insert(CosmosAuth::Emulator);
+                self.cosmos.provision.get_or_insert(true);
+            }
+            Mode::Serve => {
+                if self.platform_url.is_none() {
+                    return Err(invalid(
+                        "platform_url",
+                        "EVENTS__PLATFORM_URL",
+                        "required in serve mode, e.g. https://platform.altinn.no",
+                    ));
+                }
+                if self.cosmos.auth == Some(CosmosAuth::Emulator) {
+                    return Err(invalid(
+                        "cosmos.auth",
+                        "EVENTS__COSMOS__AUTH",
+                        "the in-process emulator is for dev mode only",
+                    ));
+                }
+                self.cosmos.auth.get_or_insert(CosmosAuth::WorkloadIdentity);
+                self.cosmos.provision.get_or_insert(false);
+                if self.auth.access_token_certs_dir.is_none() {
+                    return Err(invalid(
+                        "auth.access_token_certs_dir",
+                        "EVENTS__AUTH__ACCESS_TOKEN_CERTS_DIR",
+                        "required in serve mode: a directory of {issuer}.pem certificates",
+                    ));
+                }
+            }
+        }
+        let auth = self.cosmos.auth.unwrap_or(CosmosAuth::Emulator);
+        if auth != CosmosAuth::Emulator && self.cosmos.endpoint.is_none() {
+            return Err(invalid(
+                "cosmos.endpoint",
+                "EVENTS__COSMOS__ENDPOINT",
+                "required unless cosmos.auth = emulator",
+            ));
+        }
+        if auth == CosmosAuth::Key && self.cosmos.key.is_none() {
+            return Err(invalid("cosmos.key", "EVENTS__COSMOS__KEY", "required when cosmos.auth = key"));
+        }
+        if auth == CosmosAuth::Emulator && !cfg!(feature = "dev") {
+            return Err(invalid(
+                "cosmos.auth",
+                "EVENTS__COSMOS__AUTH",
+                "this build has no in-process emulator (built without feature `dev`)",
+            ));
+        }
+        if self.cosmos.segment_size == 0 {
+            return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
+        }
+        if self.cosmos.database.is_empty() || self.cosmos.container.is_empty() {
+            return Err(invalid(
+                "cosmos.database / cosmos.container",
+                "EVENTS__COSMOS__DATABASE / EVENTS__COSMOS__CONTAINER",
+                "must not be empty",
+            ));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        Ok(self)
+    }
+
+    /// The platform base URL with a trailing slash, so that `join` appends.
+    pub fn platform_base(&self) -> Option<Url> {
+        self.platform_url.clone().map(|mut u| {
+            if !u.path().ends_with('/') {
+                let p = format!("{}/", u.path());
+                u.set_path(&p);
+            }
+            u
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_requires_platform_url_and_names_it() {
+        let err = Config::default().finalize(Mode::Serve).unwrap_err().to_string();
+        assert!(err.contains("EVENTS__PLATFORM_URL"), "{err}");
+    }
+
+    #[test]
+    fn serve_rejects_emulator() {
+        let c = Config {
+            platform_url: Some("https://platform.altinn.no".parse().unwrap()),
+            cosmos: CosmosConfig { auth: Some(CosmosAuth::Emulator), ..CosmosConfig::default() },
+            ..Config::default()
+        };
+        let err = c.finalize(Mode::Serve).unwrap_err().to_string();
+        assert!(err.contains("cosmos.auth"), "{err}");
+    }
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+    fn env_nesting_and_bad_values_name_the_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTS__COSMOS__SEGMENT_SIZE", "4");
+            jail.set_env("EVENTS__PDP__TIMEOUT_MS", "150");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.cosmos.segment_size, 4);
+            assert_eq!(c.pdp.timeout_ms, 150);
+            jail.set_env("EVENTS__COSMOS__SEGMENT_SIZE", "many");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("cosmos.segment_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+    fn secrets_do_not_debug_print() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTS__PDP__SUBSCRIPTION_KEY", "very-secret-value");
+            let c = Config::load(None).unwrap();
+            assert!(!format!("{c:?}").contains("very-secret-value"));
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,186 @@
+//! The one error type at the HTTP edge. Every failure a client sees is an
+//! `application/problem+json` document (RFC 9457) with a stable `type` and
+//! `title`; 4xx carry the Altinn `detail` texts, 5xx are opaque and their cause
+//! chain is logged once, here.
+
+use std::error::Error as StdError;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+type BoxError = Box<dyn StdError + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("too many requests")]
+    TooManyRequests { retry_after_seconds: u64 },
+    /// A dependency (Cosmos, the PDP, Register) failed: 503, fail closed.
+    #[error("{dependency} unavailable")]
+    Unavailable {
+        dependency: &'static str,
+        #[source]
+        source: BoxError,
+    },
+    #[error("internal error")]
+    Internal(#[source] BoxError),
+}
+
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+}
+
+impl ApiError {
+    pub fn unavailable(dependency: &'static str, source: impl Into<BoxError>) -> Self {
+        Self::Unavailable { dependency, source: source.into() }
+    }
+
+    pub fn internal(source: impl Into<BoxError>) -> Self {
+        Self::Internal(source.into())
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn kind_and_title(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => ("https://altinn.no/events/problems/bad-request", "Bad request"),
+            Self::Unauthorized(_) => ("https://altinn.no/events/problems/unauthorized", "Unauthorized"),
+            Self::Forbidden(_) => ("https://altinn.no/events/problems/forbidden", "Forbidden"),
+            Self::NotFound(_) => ("https://altinn.no/events/problems/not-found", "Not found"),
+            Self::UnsupportedMediaType(_) => {
+                ("https://altinn.no/events/problems/unsupported-media-type", "Unsupported media type")
+            }
+            Self::PayloadTooLarge => ("https://altinn.no/events/problems/payload-too-large", "Payload too large"),
+            Self::TooManyRequests { .. } => {
+                ("https://altinn.no/events/problems/too-many-requests", "Too many requests")
+            }
+            Self::Unavailable { .. } => {
+                ("https://altinn.no/events/problems/service-unavailable", "Service unavailable")
+            }
+            Self::Internal(_) => ("https://altinn.no/events/problems/internal", "Internal server error"),
+        }
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Self::BadRequest(d)
+            | Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::UnsupportedMediaType(d) => Some(d.clone()),
+            Self::PayloadTooLarge => Some("The request body is larger than this service accepts.".into()),
+            Self::TooManyRequests { .. } => Some("Too many requests; retry later.".into()),
+            // Names the dependency, never the cause: 5xx bodies stay opaque.
+            Self::Unavailable { dependency, .. } => Some(format!("A dependency is unavailable: {dependency}.")),
+            Self::Internal(_) => None,
+        }
+    }
+}
+
+/// `a: b: c` for an error and its sources.
+pub fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
+
+/// Renders a problem document; used by `ApiError` and by the layers that
+/// answer before a handler runs (body limit, fallback).
+pub fn problem_response(status: StatusCode, kind: &str, title: &str, detail: Option<&str>) -> Response {
+    let body = Problem { kind, title, status: status.as_u16(), detail };
+    let mut resp = (status, Json(body)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    resp
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            // Logged once, inside the request span, with the whole chain.
+            tracing::error!(error.chain = %chain(&self), "request failed");
+        } else {
+            tracing::debug!(error = %self, "request rejected");
+        }
+        let (kind, title) = self.kind_and_title();
+        let detail = self.detail();
+        let mut resp = problem_response(status, kind, title, detail.as_deref());
+        if let Self::TooManyRequests { retry_after_seconds } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        resp
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rej: JsonRejection) -> Self {
+        match rej {
+            JsonRejection::MissingJsonContentType(_) => {
+                Self::UnsupportedMediaType("Expected request with `Content-Type: application/json`".into())
+            }
+            JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rej: QueryRejection) -> Self {
+        Self::BadRequest(rej.body_text())
+    }
+}
+
+/// `axum::Json` whose rejections are problem documents.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// `axum::extract::Query` whose rejections are problem documents.
+#[derive(Debug, Clone, Copy, Default, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);

@@ -1,0 +1,139 @@
+//! Cosmos client construction in one place: the in-process emulator (dev),
+//! account key, or Entra ID (workload identity, managed identity, developer
+//! tools), and optional provisioning of the database and container.
+
+use std::sync::Arc;
+
+use azure_core::credentials::{Secret, TokenCredential};
+use azure_data_cosmos::models::{ContainerProperties, IndexingMode, IndexingPolicy, PropertyPath};
+use azure_data_cosmos::{AccountReference, ContainerClient, CosmosClient, RoutingStrategy};
+use secrecy::ExposeSecret;
+
+use crate::config::{CosmosAuth, CosmosConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CosmosError {
+    #[error("cosmos configuration: {0}")]
+    Config(String),
+    #[error("azure identity")]
+    Identity(#[source] azure_core::Error),
+    #[error("cosmos {operation}")]
+    Sdk {
+        operation: &'static str,
+        #[source]
+        source: azure_data_cosmos::CosmosError,
+    },
+}
+
+impl CosmosError {
+    pub(crate) fn sdk(operation: &'static str) -> impl FnOnce(azure_data_cosmos::CosmosError) -> Self {
+        move |source| Self::Sdk { operation, source }
+    }
+}
+
+/// A connected container.
+#[derive(Clone)]
+pub struct Cosmos {
+    pub(crate) container: ContainerClient,
+}
+
+impl Cosmos {
+    /// Connects as configured. `emulator` is the shared in-process account to
+    /// use when `cosmos.auth = emulator` (a fresh one when `None`).
+    pub async fn connect(
+        config: &CosmosConfig,
+        #[cfg(feature = "dev")] emulator: Option<super::emulator::EmulatorAccount>,
+    ) -> Result<Self, CosmosError> {
+        let auth = config.auth.unwrap_or(CosmosAuth::Emulator);
+        let client = match auth {
+            CosmosAuth::Emulator => {
+                #[cfg(feature = "dev")]
+                {
+                    let account = emulator.unwrap_or_default();
+                    account.client().await.map_err(CosmosError::sdk("connect to emulator"))?
+                }
+                #[cfg(not(feature = "dev"))]
+                return Err(CosmosError::Config("this build has no in-process emulator".into()));
+            }
+            other => {
+                let endpoint =
+                    config.endpoint.clone().ok_or_else(|| CosmosError::Config("cosmos.endpoint is required".into()))?;
+                let account = match other {
+                    CosmosAuth::Key => {
+                        let key =
+                            config.key.as_ref().ok_or_else(|| CosmosError::Config("cosmos.key is required".into()))?;
+                        AccountReference::with_authentication_key(
+                            endpoint.into(),
+                            Secret::new(key.expose_secret().to_owned()),
+                        )
+                    }
+                    _ => AccountReference::with_credential(endpoint.into(), credential(other)?),
+                };
+                CosmosClient::builder()
+                    .build(account, RoutingStrategy::PreferredRegions(vec![]))
+                    .await
+                    .map_err(CosmosError::sdk("build client"))?
+            }
+        };
+        if config.provision.unwrap_or(false) {
+            provision(&client, config).await?;
+        }
+        let container = client
+            .database_client(config.database.as_str())
+            .container_client(config.container.as_str(), None)
+            .await
+            .map_err(CosmosError::sdk("resolve container"))?;
+        Ok(Self { container })
+    }
+
+    /// Cheap reachability check for `/health/ready`: reads the container's
+    /// properties.
+    pub async fn ping(&self) -> Result<(), CosmosError> {
+        self.container.read(None).await.map_err(CosmosError::sdk("read container"))?;
+        Ok(())
+    }
+}
+
+fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, CosmosError> {
+    Ok(match auth {
+        CosmosAuth::WorkloadIdentity => {
+            azure_identity::WorkloadIdentityCredential::new(None).map_err(CosmosError::Identity)?
+        }
+        CosmosAuth::ManagedIdentity => {
+            azure_identity::ManagedIdentityCredential::new(None).map_err(CosmosError::Identity)?
+        }
+        CosmosAuth::DeveloperTools => {
+            azure_identity::DeveloperToolsCredential::new(None).map_err(CosmosError::Identity)?
+        }
+        CosmosAuth::Key | CosmosAuth::Emulator => {
+            return Err(CosmosError::Config("not a credential-based auth mode".into()));
+        }
+    })
+}
+
+/// The indexing policy of the design: only what queries filter or order on.
+pub(crate) fn indexing_policy() -> IndexingPolicy {
+    let mut policy = IndexingPolicy::default().with_indexing_mode(IndexingMode::Consistent);
+    policy.automatic = true;
+    for path in ["seq", "type", "source", "subject", "alternativesubject", "time", "resource", "resourceinstance"] {
+        policy = policy.with_included_path(PropertyPath::default().with_path(format!("/{path}/?")));
+    }
+    policy.with_excluded_path(PropertyPath::default().with_path("/*"))
+}
+
+async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), CosmosError> {
+    match client.create_database(&config.database, None).await {
+        Ok(_) => {}
+        Err(e) if e.status().is_conflict() => {}
+        Err(e) => return Err(CosmosError::Sdk { operation: "create database", source: e }),
+    }
+    let props = ContainerProperties::new(config.container.clone(), "/pk".into())
+        .with_indexing_policy(indexing_policy())
+        .with_default_ttl(config.default_ttl_seconds);
+    match client.database_client(config.database.as_str()).create_container(props, None).await {
+        Ok(_) => {}
+        Err(e) if e.status().is_conflict() => {}
+        Err(e) => return Err(CosmosError::Sdk { operation: "create container", source: e }),
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! altinn-events: the Altinn 3 Events API on Azure Cosmos DB.
+//!
+//! `start` builds the app from a validated [`Config`] and serves it on a
+//! listener the caller bound, so tests can bind port 0.
+
+pub mod api;
+pub mod auth;
+pub mod authz;
+pub mod config;
+pub mod error;
+pub mod feeds;
+#[cfg(feature = "dev")]
+pub mod localtest;
+pub mod state;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use url::Url;
+
+use crate::auth::{AccessTokenVerifier, OidcKeys, TokenValidator};
+use crate::authz::Pdp;
+pub use crate::config::{Config, Mode};
+use crate::feeds::Cosmos;
+use crate::state::AppState;
+
+/// What tests (and only tests) may put in place of the defaults.
+#[derive(Default)]
+pub struct Overrides {
+    /// Share one in-process Cosmos account between several app instances.
+    #[cfg(feature = "dev")]
+    pub emulator: Option<feeds::emulator::EmulatorAccount>,
+}
+
+/// A started service.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub base_url: Url,
+    #[cfg(feature = "dev")]
+    pub local: Option<Arc<localtest::LocalPlatform>>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections and gives in-flight requests `grace` to
+    /// finish; what is still running after that is dropped.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        let abort = self.server.abort_handle();
+        match tokio::time::timeout(grace, self.server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("shut down cleanly"),
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(grace_s = grace.as_secs(), "grace period over; dropping in-flight requests");
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn http_client(timeout_ms: u64) -> anyhow::Result<reqwest::Client> {
+    let timeout = Duration::from_millis(timeout_ms);
+    reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().context("building HTTP client")
+}
+
+/// Builds the app from `config` and serves it on `listener` until
+/// [`Running::shutdown`].
+pub async fn start(
+    mut config: Config,
+    mode: Mode,
+    listener: TcpListener,
+    overrides: Overrides,
+) -> anyhow::Result<Running> {
+    let _ = &overrides;
+    telemetry::prometheus();
+    let addr = listener.local_addr().context("listener address")?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+    let base_url: Url = format!("http://{host}:{}/", addr.port()).parse().context("base URL")?;
+    if mode == Mode::Dev && config.platform_url.is_none() {
+        config.platform_url = Some(base_url.clone());
+    }
+    let platform = config.platform_base().context("platform_url is not set")?;
+
+    #[cfg(feature = "dev")]
+    let local = match mode {
+        Mode::Dev => Some(Arc::new(dev_platform(&mut config, &platform, addr)?)),
+        Mode::Serve => None,
+    };
+    #[cfg(not(feature = "dev"))]
+    anyhow::ensure!(mode == Mode::Serve, "this build has no dev mode (built without feature `dev`)");
+
+    let discovery = platform.join(OIDC_DISCOVERY_PATH).context("OIDC discovery URL")?;
+    let keys = OidcKeys::new(
+        http_client(config.auth.http_timeout_ms)?,
+        discovery,
+        Duration::from_secs(config.auth.jwks_refetch_min_interval_seconds),
+    );
+    let tokens = TokenValidator::new(keys, config.auth.leeway_seconds);
+    let certs_dir = config.auth.access_token_certs_dir.clone().context("auth.access_token_certs_dir is not set")?;
+    let access_tokens = AccessTokenVerifier::new(certs_dir, config.auth.leeway_seconds);
+    let pdp_url = match &config.pdp.url {
+        Some(u) => u.clone(),
+        None => platform.join("authorization/api/v1/decision").context("PDP URL")?,
+    };
+    let pdp = Pdp::new(pdp_url, config.pdp.subscription_key.clone(), Duration::from_millis(config.pdp.timeout_ms))
+        .context("building PDP client")?;
+
+    let cosmos = Cosmos::connect(
+        &config.cosmos,
+        #[cfg(feature = "dev")]
+        overrides.emulator,
+    )
+    .await
+    .context("connecting to Cosmos DB")?;
+
+    let state = AppState {
+        config: Arc::new(config),
+        tokens: Arc::new(tokens),
+        access_tokens: Arc::new(access_tokens),
+        pdp: Arc::new(pdp),
+        cosmos,
+    };
+
+    #[allow(unused_mut)]
+    let mut extra = axum::Router::new();
+    #[cfg(feature = "dev")]
+    if let Some(local) = &local {
+        extra =
+            extra.merge(localtest::router(local.clone())).merge(localtest::whoami_router().with_state(state.clone()));
+    }
+    let app = api::router(state, extra);
+
+    let (shutdown, mut rx) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, ?mode, "listening");
+    Ok(Running {
+        addr,
+        base_url,
+        #[cfg(feature = "dev")]
+        local,
+        shutdown,
+        server,
+    })
+}
+
+/// Altinn's OIDC discovery document, relative to the platform URL.
+pub const OIDC_DISCOVERY_PATH: &str = "authentication/api/v1/openid/.well-known/openid-configuration";
+
+/// Dev mode: the local platform's keys and dataset, and the access-token
+/// certificates it writes for the production verifier.
+#[cfg(feature = "dev")]
+fn dev_platform(config: &mut Config, platform: &Url, addr: SocketAddr) -> anyhow::Result<localtest::LocalPlatform> {
+    let keys = match &config.localtest.key_file {
+        Some(path) => {
+            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            localtest::LocalKeys::from_pem(&pem).context("localtest.key_file")?
+        }
+        None => localtest::LocalKeys::generate().context("generating the local signing key")?,
+    };
+    let dataset = localtest::Dataset::load(config.localtest.dataset.as_deref()).context("localtest.dataset")?;
+    let local = localtest::LocalPlatform::new(keys, dataset, platform.clone());
+    let dir = match &config.auth.access_token_certs_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = std::env::temp_dir()
+                .join(format!("altinn-events-dev-{}-{}", std::process::id(), addr.port()))
+                .join("certs");
+            config.auth.access_token_certs_dir = Some(dir.clone());
+            dir
+        }
+    };
+    local.write_access_token_certs(&dir).with_context(|| format!("writing certificates to {}", dir.display()))?;
+    Ok(local)
+}

@@ -1,0 +1,327 @@
+//! Dev-only stand-ins for the Altinn platform services this service calls,
+//! at their Altinn paths, so that dev mode runs the production code paths
+//! over real HTTP: OIDC discovery + JWKS, the Maskinporten exchange, the PDP
+//! and Register; plus token endpoints for developers. Never mounted by `serve`.
+
+pub mod dataset;
+pub mod keys;
+mod pdp;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jsonwebtoken::{Algorithm, Validation};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use url::Url;
+
+use crate::authz::xacml::XacmlRoot;
+use crate::error::ApiError;
+pub use dataset::Dataset;
+pub use keys::LocalKeys;
+
+pub const OIDC_PATH: &str = crate::OIDC_DISCOVERY_PATH;
+
+/// The local platform: keys, dataset, and request counters for tests.
+pub struct LocalPlatform {
+    pub keys: LocalKeys,
+    pub dataset: Dataset,
+    base: Url,
+    jwks_requests: AtomicU64,
+    pdp_requests: AtomicU64,
+}
+
+impl LocalPlatform {
+    /// `base` is the platform URL with a trailing slash.
+    pub fn new(keys: LocalKeys, dataset: Dataset, base: Url) -> Self {
+        Self { keys, dataset, base, jwks_requests: AtomicU64::new(0), pdp_requests: AtomicU64::new(0) }
+    }
+
+    fn url(&self, path: &str) -> String {
+        self.base.join(path).map(String::from).unwrap_or_default()
+    }
+
+    /// The `iss` of Altinn tokens, as the discovery document states it.
+    pub fn issuer(&self) -> String {
+        self.url("authentication/api/v1/openid/")
+    }
+
+    fn maskinporten_issuer(&self) -> String {
+        self.url("localtest/maskinporten/")
+    }
+
+    /// Writes `{issuer}.pem` for every service owner into `dir`, so that the
+    /// production access-token verifier accepts local platform tokens.
+    pub fn write_access_token_certs(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let pem = self.keys.public_pem().map_err(std::io::Error::other)?;
+        for owner in &self.dataset.service_owners {
+            std::fs::write(dir.join(format!("{}.pem", owner.org)), &pem)?;
+        }
+        Ok(())
+    }
+
+    fn sign(&self, claims: Value) -> Result<String, ApiError> {
+        self.keys.sign(&claims).map_err(ApiError::internal)
+    }
+
+    fn timed(&self, iss: String, mut claims: Map<String, Value>) -> Value {
+        let now = now();
+        claims.insert("iss".into(), json!(iss));
+        claims.insert("iat".into(), json!(now));
+        claims.insert("nbf".into(), json!(now));
+        claims.insert("exp".into(), json!(now + 3600));
+        Value::Object(claims)
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+pub fn router(platform: Arc<LocalPlatform>) -> Router {
+    Router::new()
+        .route(&format!("/{OIDC_PATH}"), get(discovery))
+        .route(&format!("/{OIDC_PATH}/jwks"), get(jwks))
+        .route("/authentication/api/v1/exchange/maskinporten", get(exchange_maskinporten))
+        .route("/authorization/api/v1/decision", post(decision))
+        .route("/register/api/v1/parties/lookup", post(party_lookup))
+        .route("/localtest/token/user", get(user_token))
+        .route("/localtest/token/org", get(org_token))
+        .route("/localtest/token/platform", get(platform_token))
+        .route("/localtest/token/maskinporten", get(maskinporten_token))
+        .route("/localtest/keys/rotate", post(rotate_keys))
+        .route("/localtest/stats", get(stats))
+        .with_state(platform)
+}
+
+type P = State<Arc<LocalPlatform>>;
+
+async fn discovery(State(p): P) -> Json<Value> {
+    Json(json!({
+        "issuer": p.issuer(),
+        "jwks_uri": p.url(&format!("{OIDC_PATH}/jwks")),
+        "id_token_signing_alg_values_supported": ["RS256"],
+    }))
+}
+
+async fn jwks(State(p): P) -> Json<Value> {
+    p.jwks_requests.fetch_add(1, Ordering::SeqCst);
+    Json(p.keys.jwks())
+}
+
+fn text(token: String) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], token).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UserTokenQuery {
+    user_id: Option<u64>,
+    party_id: Option<u64>,
+    auth_level: Option<u8>,
+    scope: Option<String>,
+}
+
+/// `GET /localtest/token/user?userId=1337&partyId=1337&authLevel=2[&scope=...]`
+async fn user_token(State(p): P, Query(q): Query<UserTokenQuery>) -> Result<Response, ApiError> {
+    let user_id = q.user_id.unwrap_or(1337);
+    let party_id = q.party_id.or_else(|| p.dataset.person_by_user(user_id).map(|u| u.party_id)).unwrap_or(user_id);
+    let auth_level = q.auth_level.unwrap_or(2);
+    if auth_level > 4 {
+        return Err(ApiError::BadRequest("authLevel must be 0-4".into()));
+    }
+    let mut claims = Map::new();
+    claims.insert("urn:altinn:userid".into(), json!(user_id.to_string()));
+    claims.insert("urn:altinn:partyid".into(), json!(party_id.to_string()));
+    claims.insert("urn:altinn:authlevel".into(), json!(auth_level.to_string()));
+    claims.insert("urn:altinn:authenticatemethod".into(), json!("localtest"));
+    if let Some(scope) = q.scope.filter(|s| !s.trim().is_empty()) {
+        claims.insert("scope".into(), json!(scope));
+    }
+    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OrgTokenQuery {
+    org: Option<String>,
+    org_number: Option<String>,
+    scope: Option<String>,
+}
+
+fn org_claims(org: Option<&str>, org_number: &str, scope: Option<&str>) -> Map<String, Value> {
+    let mut claims = Map::new();
+    if let Some(org) = org {
+        claims.insert("urn:altinn:org".into(), json!(org));
+    }
+    claims.insert("urn:altinn:orgNumber".into(), json!(org_number));
+    claims.insert("urn:altinn:authlevel".into(), json!("3"));
+    claims.insert("urn:altinn:authenticatemethod".into(), json!("maskinporten"));
+    if let Some(scope) = scope.filter(|s| !s.trim().is_empty()) {
+        claims.insert("scope".into(), json!(scope));
+    }
+    claims
+}
+
+/// `GET /localtest/token/org?org=ttd&orgNumber=991825827[&scope=...]`; an
+/// organisation without org code gives `orgNumber` alone.
+async fn org_token(State(p): P, Query(q): Query<OrgTokenQuery>) -> Result<Response, ApiError> {
+    let org = q.org.filter(|o| !o.is_empty());
+    let org_number = match (&org, q.org_number) {
+        (_, Some(n)) => n,
+        (Some(o), None) => p
+            .dataset
+            .service_owner(o)
+            .map(|s| s.org_number.clone())
+            .ok_or_else(|| ApiError::BadRequest(format!("unknown org {o}; give orgNumber")))?,
+        (None, None) => return Err(ApiError::BadRequest("give org or orgNumber".into())),
+    };
+    if org_number.len() != 9 || !org_number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest("orgNumber must be 9 digits".into()));
+    }
+    let claims = org_claims(org.as_deref(), &org_number, q.scope.as_deref());
+    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+}
+
+#[derive(Deserialize)]
+struct PlatformTokenQuery {
+    issuer: Option<String>,
+    app: Option<String>,
+}
+
+/// `GET /localtest/token/platform?issuer=ttd&app=apps-test`
+async fn platform_token(State(p): P, Query(q): Query<PlatformTokenQuery>) -> Result<Response, ApiError> {
+    let issuer = q.issuer.unwrap_or_else(|| "ttd".into());
+    let app = q.app.unwrap_or_else(|| "apps-test".into());
+    let mut claims = Map::new();
+    claims.insert("urn:altinn:app".into(), json!(app));
+    Ok(text(p.sign(p.timed(issuer, claims))?))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MaskinportenQuery {
+    org_number: String,
+    scope: Option<String>,
+}
+
+/// `GET /localtest/token/maskinporten?orgNumber=991825827&scope=...`: a
+/// Maskinporten-style token that the exchange endpoint accepts.
+async fn maskinporten_token(State(p): P, Query(q): Query<MaskinportenQuery>) -> Result<Response, ApiError> {
+    let mut claims = Map::new();
+    claims.insert(
+        "consumer".into(),
+        json!({"authority": "iso6523-actorid-upis", "ID": format!("0192:{}", q.org_number)}),
+    );
+    claims.insert("scope".into(), json!(q.scope.unwrap_or_default()));
+    claims.insert("client_id".into(), json!(format!("localtest-{}", q.org_number)));
+    Ok(text(p.sign(p.timed(p.maskinporten_issuer(), claims))?))
+}
+
+/// `GET /authentication/api/v1/exchange/maskinporten` with the Maskinporten
+/// token as bearer → an Altinn token with the same scopes.
+async fn exchange_maskinporten(State(p): P, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = crate::auth::token_from_headers(&headers)
+        .ok_or_else(|| ApiError::Unauthorized("Missing Maskinporten bearer token.".into()))?;
+    let mut validation = Validation::new(Algorithm::RS256);
+    validation.set_issuer(&[p.maskinporten_issuer()]);
+    validation.validate_aud = false;
+    let claims = p
+        .keys
+        .decoding_keys()
+        .iter()
+        .find_map(|k| jsonwebtoken::decode::<Map<String, Value>>(token, k, &validation).ok())
+        .ok_or_else(|| ApiError::Unauthorized("The Maskinporten token is not valid.".into()))?
+        .claims;
+    let org_number = claims
+        .get("consumer")
+        .and_then(|c| c.get("ID"))
+        .and_then(Value::as_str)
+        .and_then(|id| id.rsplit(':').next())
+        .ok_or_else(|| ApiError::Unauthorized("The Maskinporten token names no consumer.".into()))?
+        .to_owned();
+    let org = p.dataset.service_owner_by_number(&org_number).map(|o| o.org.clone());
+    let scope = claims.get("scope").and_then(Value::as_str);
+    let claims = org_claims(org.as_deref(), &org_number, scope);
+    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+}
+
+async fn decision(State(p): P, Json(root): Json<XacmlRoot>) -> Response {
+    p.pdp_requests.fetch_add(1, Ordering::SeqCst);
+    Json(pdp::decide(&p.dataset, &root.request)).into_response()
+}
+
+#[derive(Deserialize)]
+struct PartyLookup {
+    #[serde(rename = "OrgNo", alias = "orgNo")]
+    org_no: Option<String>,
+    #[serde(rename = "Ssn", alias = "ssn")]
+    ssn: Option<String>,
+}
+
+/// Register's party lookup: `{"OrgNo": ".."}` or `{"Ssn": ".."}` → the party.
+async fn party_lookup(State(p): P, Json(q): Json<PartyLookup>) -> Response {
+    let found = match (&q.org_no, &q.ssn) {
+        (Some(org_no), None) => p
+            .dataset
+            .organisations
+            .iter()
+            .find(|o| &o.org_number == org_no)
+            .map(|o| json!({"PartyId": o.party_id, "PartyTypeName": 2, "OrgNumber": o.org_number, "Name": o.name})),
+        (None, Some(ssn)) => p
+            .dataset
+            .persons
+            .iter()
+            .find(|x| &x.ssn == ssn)
+            .map(|x| json!({"PartyId": x.party_id, "PartyTypeName": 1, "SSN": x.ssn, "Name": x.name})),
+        _ => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"error": "give exactly one of OrgNo or Ssn"})))
+                .into_response();
+        }
+    };
+    match found {
+        Some(party) => Json(party).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!([]))).into_response(),
+    }
+}
+
+async fn rotate_keys(State(p): P) -> Result<Response, ApiError> {
+    let kid = p.keys.rotate().map_err(ApiError::internal)?;
+    Ok(Json(json!({"kid": kid})).into_response())
+}
+
+/// Request counters of the stand-ins, for tests and curious developers.
+async fn stats(State(p): P) -> Json<Value> {
+    Json(json!({
+        "jwks_requests": p.jwks_requests.load(Ordering::SeqCst),
+        "pdp_requests": p.pdp_requests.load(Ordering::SeqCst),
+    }))
+}
+
+/// Debugging aids on the service's own extractors: how the service sees a
+/// token. `GET /localtest/whoami` (Altinn token) and
+/// `GET /localtest/whoami/platform` (platform access token).
+pub fn whoami_router() -> Router<crate::state::AppState> {
+    Router::new().route("/localtest/whoami", get(whoami)).route("/localtest/whoami/platform", get(whoami_platform))
+}
+
+async fn whoami(principal: crate::auth::Principal) -> Json<Value> {
+    let subject = match &principal.subject {
+        crate::auth::Subject::User { user_id, party_id } => {
+            json!({"kind": "user", "userId": user_id, "partyId": party_id})
+        }
+        crate::auth::Subject::Org { org, org_number } => json!({"kind": "org", "org": org, "orgNumber": org_number}),
+    };
+    Json(json!({"subject": subject, "authLevel": principal.auth_level, "scopes": principal.scopes}))
+}
+
+async fn whoami_platform(app: crate::auth::PlatformApp) -> Json<Value> {
+    Json(json!({"issuer": app.issuer, "app": app.app, "appId": app.app_id()}))
+}

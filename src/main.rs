@@ -1,0 +1,122 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use altinn_events::config::{Config, Mode};
+use altinn_events::telemetry;
+
+/// Altinn 3 Events on Azure Cosmos DB.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Optional TOML config file (then `EVENTS__*` environment variables).
+    #[arg(long, global = true, env = "EVENTS_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Production: everything from configuration.
+    Serve,
+    /// Local development: the whole platform on one port, no Azure needed.
+    Dev {
+        /// Address to listen on (overrides `listen_addr`).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+    },
+    /// Exits 0 when the service at `--url` is live (for container probes).
+    Healthcheck {
+        #[arg(long, default_value = "http://127.0.0.1:8080/health/live")]
+        url: String,
+        #[arg(long, default_value_t = 3)]
+        timeout_seconds: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Healthcheck { url, timeout_seconds } => healthcheck(&url, timeout_seconds).await,
+        Command::Serve => run(cli.config, Mode::Serve, None).await,
+        Command::Dev { addr } => run(cli.config, Mode::Dev, addr).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("altinn-events: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn healthcheck(url: &str, timeout_seconds: u64) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(timeout_seconds)).build()?;
+    let resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    anyhow::ensure!(resp.status().is_success(), "GET {url} answered {}", resp.status());
+    Ok(())
+}
+
+async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut config = Config::load(file.as_deref())?;
+    if let Some(addr) = addr {
+        config.listen_addr = addr;
+    }
+    let config = config.finalize(mode)?;
+    telemetry::init_tracing(config.log_format.expect("finalize sets it"), &config.log_filter);
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("binding {}", config.listen_addr))?;
+    let running = altinn_events::start(config, mode, listener, Default::default()).await?;
+    if mode == Mode::Dev {
+        print_dev_banner(running.base_url.as_str());
+    }
+    shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    running.shutdown(grace).await;
+    Ok(())
+}
+
+fn print_dev_banner(base: &str) {
+    let base = base.trim_end_matches('/');
+    println!(
+        r#"
+altinn-events dev mode: the Events API and a local Altinn platform at {base}
+
+Try it (copy and paste):
+  TOKEN=$(curl -s '{base}/localtest/token/user?userId=1337&partyId=1337&authLevel=2')
+  curl -s -H "Authorization: Bearer $TOKEN" {base}/localtest/whoami
+  curl -s {base}/health/ready
+
+Press Ctrl+C to stop.
+"#
+    );
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,17 @@
+//! What every handler can reach.
+
+use std::sync::Arc;
+
+use crate::auth::{AccessTokenVerifier, TokenValidator};
+use crate::authz::Pdp;
+use crate::config::Config;
+use crate::feeds::Cosmos;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub tokens: Arc<TokenValidator>,
+    pub access_tokens: Arc<AccessTokenVerifier>,
+    pub pdp: Arc<Pdp>,
+    pub cosmos: Cosmos,
+}

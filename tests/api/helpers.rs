@@ -1,0 +1,129 @@
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use altinn_events::config::{Config, Mode};
+use altinn_events::{Overrides, Running};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::Value;
+
+/// The PKCS#8 key the local issuer signs with, generated once per test
+/// process (RSA key generation is the slowest part of a start).
+pub fn key_file() -> &'static PathBuf {
+    static FILE: OnceLock<PathBuf> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let pem = altinn_events::localtest::keys::generate_pem().expect("key");
+        let path = std::env::temp_dir().join(format!("altinn-events-test-key-{}.pem", std::process::id()));
+        std::fs::write(&path, pem).expect("write key");
+        path
+    })
+}
+
+/// A second key that the platform does not know.
+pub fn foreign_key_pem() -> &'static str {
+    static PEM: OnceLock<String> = OnceLock::new();
+    PEM.get_or_init(|| altinn_events::localtest::keys::generate_pem().expect("key"))
+}
+
+pub fn test_config() -> Config {
+    let mut config = Config::default();
+    config.localtest.key_file = Some(key_file().clone());
+    config.cosmos.segment_size = 4;
+    config
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(test_config(), Overrides::default()).await
+    }
+
+    pub async fn spawn_with(config: Config, overrides: Overrides) -> Self {
+        let config = config.finalize(Mode::Dev).expect("valid config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let running = altinn_events::start(config, Mode::Dev, listener, overrides).await.expect("start");
+        let base = running.base_url.as_str().trim_end_matches('/').to_owned();
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { base, http, running: Some(running) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = self.http.get(self.url(path)).send().await.unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.text().await.unwrap()
+    }
+
+    pub async fn user_token(&self, user_id: u64, party_id: u64, auth_level: u8) -> String {
+        self.get_text(&format!("/localtest/token/user?userId={user_id}&partyId={party_id}&authLevel={auth_level}"))
+            .await
+    }
+
+    pub async fn org_token(&self, org: &str, scope: &str) -> String {
+        self.get_text(&format!("/localtest/token/org?org={org}&scope={}", urlencode(scope))).await
+    }
+
+    pub async fn platform_token(&self, issuer: &str, app: &str) -> String {
+        self.get_text(&format!("/localtest/token/platform?issuer={issuer}&app={app}")).await
+    }
+
+    pub async fn get_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http.get(self.url(path)).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap()
+    }
+
+    pub async fn stats(&self) -> Value {
+        self.http.get(self.url("/localtest/stats")).send().await.unwrap().json().await.unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown(Duration::from_secs(5)).await;
+        }
+    }
+}
+
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// Asserts a problem+json answer with this status; returns the body.
+pub async fn assert_problem(resp: reqwest::Response, status: u16) -> Value {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    let ct = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!(ct, "application/problem+json", "content type");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status, "{body}");
+    assert!(body["type"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+    assert!(body["title"].as_str().is_some_and(|t| !t.is_empty()), "{body}");
+    body
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Signs `claims` as RS256 with a PKCS#8 PEM key and the given `kid`.
+pub fn sign_rs256(pem: &str, kid: Option<&str>, claims: &Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = kid.map(str::to_owned);
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+}
+
+/// Header and claims of a token, unverified.
+pub fn parts(token: &str) -> (Value, Value) {
+    use base64::Engine;
+    let mut it = token.split('.');
+    let dec = |s: &str| -> Value {
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap()
+    };
+    (dec(it.next().unwrap()), dec(it.next().unwrap()))
+}

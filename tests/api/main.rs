@@ -1,0 +1,6 @@
+//! One integration binary: every test spawns the app on 127.0.0.1:0 in dev
+//! mode (in-process Cosmos emulator, local Altinn platform) and talks HTTP.
+
+mod auth;
+mod health;
+mod helpers;
