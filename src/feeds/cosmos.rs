@@ -35,6 +35,7 @@ impl CosmosError {
 #[derive(Clone)]
 pub struct Cosmos {
     pub(crate) container: ContainerClient,
+    pub(crate) config: CosmosConfig,
 }
 
 impl Cosmos {
@@ -83,7 +84,7 @@ impl Cosmos {
             .container_client(config.container.as_str(), None)
             .await
             .map_err(CosmosError::sdk("resolve container"))?;
-        Ok(Self { container })
+        Ok(Self { container, config: config.clone() })
     }
 
     /// Cheap reachability check for `/health/ready`: reads the container's

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use azure_core::credentials::Secret;
+use azure_data_cosmos::fault_injection::FaultInjectionRule;
 use azure_data_cosmos::options::Region;
 use azure_data_cosmos::{
     AccountEndpoint, AccountReference, CosmosClient, CosmosClientBuilder, CosmosRuntimeBuilder, RoutingStrategy,
@@ -22,6 +23,7 @@ const GATEWAY: &str = "https://eastus.emulator.local";
 #[derive(Clone)]
 pub struct EmulatorAccount {
     http: Arc<InMemoryEmulatorHttpClient>,
+    faults: Vec<Arc<FaultInjectionRule>>,
 }
 
 impl std::fmt::Debug for EmulatorAccount {
@@ -42,12 +44,23 @@ impl EmulatorAccount {
         let config = VirtualAccountConfig::new(vec![region])
             .expect("one region is a valid account")
             .with_consistency(ConsistencyLevel::Session);
-        Self { http: Arc::new(InMemoryEmulatorHttpClient::new(config)) }
+        Self { http: Arc::new(InMemoryEmulatorHttpClient::new(config)), faults: Vec::new() }
+    }
+
+    /// The same account, reached through clients that inject these faults
+    /// (429s, timeouts, 503s, ...) before requests reach the emulator.
+    pub fn with_faults(&self, faults: Vec<Arc<FaultInjectionRule>>) -> Self {
+        Self { http: self.http.clone(), faults }
     }
 
     /// A new SDK client on this account.
     pub async fn client(&self) -> azure_data_cosmos::Result<CosmosClient> {
-        let runtime = CosmosRuntimeBuilder::from(self.http.runtime_builder()).build().await?;
+        let builder = if self.faults.is_empty() {
+            self.http.runtime_builder()
+        } else {
+            self.http.runtime_builder_with_fault_rules(self.faults.clone())
+        };
+        let runtime = CosmosRuntimeBuilder::from(builder).build().await?;
         let account = AccountReference::with_authentication_key(
             GATEWAY.parse::<AccountEndpoint>().expect("static endpoint"),
             Secret::new("ZW11bGF0b3Ita2V5"),

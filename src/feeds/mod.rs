@@ -1,8 +1,149 @@
-//! The feed store on Cosmos DB (design: `docs/storage.md`). No Cosmos type
-//! leaves this module.
+//! The feed store on Cosmos DB (design: `docs/storage.md`).
+//!
+//! Every event is appended to two feeds, its resource feed and its subject
+//! feed. A feed is a dense, gapless sequence cut into segments of at most
+//! `segment_size` events; segment `k` of feed `F` is the logical partition
+//! `"{F}|{k}"`, holding a head document (the count) and the event documents.
+//! No Cosmos type leaves this module.
 
 mod cosmos;
+pub mod docs;
 #[cfg(feature = "dev")]
 pub mod emulator;
+mod reader;
+mod repairer;
+mod segment;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Instant;
 
 pub use cosmos::{Cosmos, CosmosError};
+pub use docs::{EventRecord, FeedId};
+pub use reader::{Filters, ReadPage, StoredEvent};
+pub use repairer::{RepairReport, Repairer};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("cosmos {operation}")]
+    Cosmos {
+        operation: &'static str,
+        #[source]
+        source: azure_data_cosmos::CosmosError,
+    },
+    #[error("a Cosmos response had no ETag")]
+    MissingEtag,
+    #[error("a segment head disappeared")]
+    HeadVanished,
+    #[error("the feed writer stopped")]
+    WriterGone,
+    #[error("retries exhausted")]
+    Exhausted,
+    #[error("transient failure: {0}")]
+    Transient(String),
+    #[error("refused: {0}")]
+    Rejected(String),
+    #[error("event id {id} is already used by another source in this feed")]
+    IdTaken { id: String },
+}
+
+impl FeedError {
+    pub(crate) fn cosmos(operation: &'static str) -> impl FnOnce(azure_data_cosmos::CosmosError) -> Self {
+        move |source| Self::Cosmos { operation, source }
+    }
+
+    /// Whether the caller's input caused it (4xx), as opposed to the store.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::IdTaken { .. } | Self::Rejected(_))
+    }
+}
+
+/// Records one Cosmos round trip: latency and request charge per kind.
+pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>) {
+    metrics::histogram!("cosmos_request_duration_seconds", "operation" => kind).record(started.elapsed().as_secs_f64());
+    metrics::counter!("cosmos_requests_total", "operation" => kind).increment(1);
+    if let Some(ru) = charge {
+        metrics::histogram!("cosmos_request_charge_ru", "operation" => kind).record(ru);
+    }
+}
+
+/// Positions of a published event in its two feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub resource_seq: u64,
+    pub subject_seq: u64,
+}
+
+#[derive(Clone)]
+pub struct FeedStore {
+    cosmos: Cosmos,
+    writer: Arc<writer::Writer>,
+    segment_size: u64,
+}
+
+impl FeedStore {
+    pub fn new(cosmos: Cosmos) -> Self {
+        let segment_size = cosmos.config.segment_size;
+        let writer = writer::Writer::new(cosmos.container.clone(), segment_size);
+        Self { cosmos, writer, segment_size }
+    }
+
+    pub fn cosmos(&self) -> &Cosmos {
+        &self.cosmos
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.segment_size
+    }
+
+    /// Appends an event to its resource feed, then its subject feed. Both
+    /// appends are idempotent by event id; `dedupe` also looks one segment
+    /// back (for publisher-chosen ids).
+    pub async fn append(&self, record: EventRecord, dedupe: bool) -> Result<Appended, FeedError> {
+        let record = Arc::new(record);
+        let resource = FeedId::Resource(record.resource.clone());
+        let subject = FeedId::Subject(record.subject.clone());
+        let resource_seq = self.writer.append(&resource, record.clone(), dedupe).await?;
+        let subject_seq = self.writer.append(&subject, record, dedupe).await?;
+        Ok(Appended { resource_seq, subject_seq })
+    }
+
+    /// Appends several events, in order, to both their feeds.
+    pub async fn append_all(&self, records: Vec<EventRecord>, dedupe: bool) -> Vec<Result<Appended, FeedError>> {
+        futures::future::join_all(records.into_iter().map(|r| self.append(r, dedupe))).await
+    }
+
+    /// Appends to one feed only (the repairer, and tests that stop a
+    /// publisher between its two appends).
+    pub async fn append_to(&self, feed: &FeedId, record: EventRecord, dedupe: bool) -> Result<u64, FeedError> {
+        self.writer.append(feed, Arc::new(record), dedupe).await
+    }
+
+    /// Events of `feed` from position `from` (the number of events before
+    /// them), filtered, at most `limit`, scanning at most `scan_budget`
+    /// positions. `next` is the position after the last event scanned.
+    pub async fn read(
+        &self,
+        feed: &FeedId,
+        from: u64,
+        filters: &Filters,
+        limit: usize,
+        scan_budget: u64,
+    ) -> Result<ReadPage, FeedError> {
+        reader::read(&self.cosmos.container, self.segment_size, feed, from, filters, limit, scan_budget).await
+    }
+
+    /// The position just after the event `event_id` in `feed`; `None` when
+    /// the feed does not hold it.
+    pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
+        reader::locate(&self.cosmos.container, feed, event_id).await
+    }
+
+    /// The number of events in `feed` (the position after its newest event).
+    pub async fn len(&self, feed: &FeedId) -> Result<u64, FeedError> {
+        Ok(segment::newest_head(&self.cosmos.container, feed)
+            .await?
+            .map(|h| h.segment * self.segment_size + h.count)
+            .unwrap_or(0))
+    }
+}

@@ -2,5 +2,6 @@
 //! mode (in-process Cosmos emulator, local Altinn platform) and talks HTTP.
 
 mod auth;
+mod feeds;
 mod health;
 mod helpers;

@@ -1,0 +1,155 @@
+//! The documents of a feed segment partition (`pk = "{feed}|{segment}"`):
+//! one head with the segment's event count, and the events with their `seq`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const HEAD_ID: &str = "head";
+
+/// Which feed an event is appended to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FeedId {
+    /// `urn:altinn:resource:...`: serves the app owner and `/events` queries.
+    Resource(String),
+    /// `/party/1337`, ...: serves the party queries.
+    Subject(String),
+}
+
+impl FeedId {
+    pub fn key(&self) -> String {
+        match self {
+            Self::Resource(r) => format!("r:{r}"),
+            Self::Subject(s) => format!("s:{s}"),
+        }
+    }
+
+    /// The partition key of segment `k`.
+    pub fn pk(&self, segment: u64) -> String {
+        format!("{}|{segment}", self.key())
+    }
+}
+
+impl std::fmt::Display for FeedId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// Cosmos ids may not contain `/`, `\`, `?` or `#`; event ids may. Those
+/// (and `%`) are percent-encoded, which keeps ids readable and reversible.
+pub fn doc_id(event_id: &str) -> String {
+    let mut out = String::with_capacity(event_id.len());
+    for c in event_id.chars() {
+        match c {
+            '/' | '\\' | '?' | '#' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadDoc {
+    pub id: String,
+    pub pk: String,
+    pub count: u64,
+    /// Heads never expire, so a segment's count survives its events' TTL.
+    pub ttl: i64,
+}
+
+impl HeadDoc {
+    pub fn new(pk: String, count: u64) -> Self {
+        Self { id: HEAD_ID.to_owned(), pk, count, ttl: -1 }
+    }
+}
+
+/// An event to append: the full CloudEvent and the fields queries filter on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub source: String,
+    pub subject: String,
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternativesubject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resourceinstance: Option<String>,
+    /// The CloudEvent as published (with server-set fields).
+    pub cloud_event: Value,
+}
+
+/// An event document in a segment partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventDoc {
+    /// `doc_id(event id)`.
+    pub id: String,
+    pub pk: String,
+    pub seq: u64,
+    /// The event id as published.
+    pub eid: String,
+    pub source: String,
+    pub subject: String,
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternativesubject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resourceinstance: Option<String>,
+    pub ev: Value,
+}
+
+impl EventDoc {
+    pub fn new(record: &EventRecord, pk: String, seq: u64) -> Self {
+        Self {
+            id: doc_id(&record.id),
+            pk,
+            seq,
+            eid: record.id.clone(),
+            source: record.source.clone(),
+            subject: record.subject.clone(),
+            resource: record.resource.clone(),
+            event_type: record.event_type.clone(),
+            time: record.time.clone(),
+            alternativesubject: record.alternativesubject.clone(),
+            resourceinstance: record.resourceinstance.clone(),
+            ev: record.cloud_event.clone(),
+        }
+    }
+
+    pub fn into_record(self) -> EventRecord {
+        EventRecord {
+            id: self.eid,
+            source: self.source,
+            subject: self.subject,
+            resource: self.resource,
+            event_type: self.event_type,
+            time: self.time,
+            alternativesubject: self.alternativesubject,
+            resourceinstance: self.resourceinstance,
+            cloud_event: self.ev,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn doc_ids_escape_what_cosmos_forbids_and_nothing_else() {
+        assert_eq!(doc_id("3f0b1c2d-aaaa"), "3f0b1c2d-aaaa");
+        assert_eq!(doc_id("a/b\\c?d#e%f"), "a%2Fb%5Cc%3Fd%23e%25f");
+        assert_ne!(doc_id("a/b"), doc_id("a%2Fb"), "escaping is injective");
+    }
+
+    #[test]
+    fn partition_keys_keep_the_feeds_apart() {
+        assert_eq!(FeedId::Resource("urn:altinn:resource:x".into()).pk(3), "r:urn:altinn:resource:x|3");
+        assert_eq!(FeedId::Subject("/party/1337".into()).pk(0), "s:/party/1337|0");
+    }
+}

@@ -1,0 +1,217 @@
+//! The repairer completes publishes that were interrupted between their two
+//! appends. It follows the container's change feed, and for every event in a
+//! resource feed that is older than a grace period (so that a publisher
+//! still working on it is left alone) makes sure its subject feed holds it.
+//! One instance works at a time: a lease document with an expiry decides
+//! which, and carries the change-feed continuation, so a new owner resumes
+//! where the last one stopped.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use azure_data_cosmos::feed::ContinuationToken;
+use azure_data_cosmos::options::{
+    ChangeFeedOptions, ChangeFeedStartFrom, ItemWriteOptions, MaxItemCountHint, Precondition,
+};
+use azure_data_cosmos::{ContainerClient, FeedScope};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::docs::{EventDoc, FeedId};
+use super::{FeedError, FeedStore};
+
+const LEASE_PK: &str = "lease|repairer";
+const LEASE_ID: &str = "lease";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LeaseDoc {
+    id: String,
+    pk: String,
+    owner: String,
+    /// Milliseconds since the epoch.
+    expires_at: u64,
+    continuation: Option<String>,
+    ttl: i64,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    /// This instance held the lease for the round.
+    pub leader: bool,
+    /// Resource-feed events looked at.
+    pub checked: u64,
+    /// Events appended to their subject feed.
+    pub repaired: u64,
+    /// Events left for a later round because they are younger than the grace.
+    pub deferred: u64,
+}
+
+pub struct Repairer {
+    store: FeedStore,
+    owner: String,
+    lease_for: Duration,
+    grace: Duration,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Repairer {
+    pub fn new(store: FeedStore, owner: impl Into<String>, lease_for: Duration, grace: Duration) -> Self {
+        Self { store, owner: owner.into(), lease_for, grace }
+    }
+
+    fn container(&self) -> &ContainerClient {
+        &self.store.cosmos.container
+    }
+
+    /// Takes or renews the lease; returns it with its ETag when this
+    /// instance holds it.
+    async fn acquire(&self) -> Result<Option<(LeaseDoc, String)>, FeedError> {
+        let now = now_ms();
+        let current = match self.container().read_item(LEASE_PK, LEASE_ID, None).await {
+            Ok(resp) => {
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                let doc: LeaseDoc = resp.into_model().map_err(FeedError::cosmos("decode lease"))?;
+                Some((doc, etag))
+            }
+            Err(e) if e.status().is_not_found() => None,
+            Err(e) => return Err(FeedError::Cosmos { operation: "read lease", source: e }),
+        };
+        let mut doc = match &current {
+            Some((doc, _)) if doc.owner != self.owner && doc.expires_at > now => return Ok(None),
+            Some((doc, _)) => doc.clone(),
+            None => LeaseDoc {
+                id: LEASE_ID.into(),
+                pk: LEASE_PK.into(),
+                owner: String::new(),
+                expires_at: 0,
+                continuation: None,
+                ttl: -1,
+            },
+        };
+        doc.owner = self.owner.clone();
+        doc.expires_at = now + self.lease_for.as_millis() as u64;
+        let written = match &current {
+            Some((_, etag)) => {
+                let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
+                self.container().replace_item(LEASE_PK, LEASE_ID, &doc, Some(options)).await
+            }
+            None => self.container().create_item(LEASE_PK, LEASE_ID, &doc, None).await,
+        };
+        match written {
+            Ok(resp) => {
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                Ok(Some((doc, etag)))
+            }
+            // Another instance took it first.
+            Err(e)
+                if e.status().is_conflict()
+                    || e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(FeedError::Cosmos { operation: "write lease", source: e }),
+        }
+    }
+
+    /// One round: take the lease, read the change feed from the saved
+    /// continuation, repair what is missing, save the continuation.
+    pub async fn run_once(&self) -> Result<RepairReport, FeedError> {
+        let Some((mut lease, mut etag)) = self.acquire().await? else {
+            return Ok(RepairReport::default());
+        };
+        let mut report = RepairReport { leader: true, ..RepairReport::default() };
+        let mut options = ChangeFeedOptions::default()
+            .with_max_item_count(MaxItemCountHint::Limit(std::num::NonZeroU32::new(200).expect("non-zero")));
+        if let Some(token) = &lease.continuation {
+            options = options.with_continuation_token(ContinuationToken::from_string(token.clone()));
+        }
+        let mut pages = self
+            .container()
+            .query_change_feed::<Value>(FeedScope::full_container(), ChangeFeedStartFrom::Beginning, Some(options))
+            .await
+            .map_err(FeedError::cosmos("change feed"))?;
+        // The stream never ends: each partition range answers an empty page
+        // when it has caught up, so stop after that many empty pages in a row.
+        let ranges =
+            self.container().read_feed_ranges(None).await.map_err(FeedError::cosmos("feed ranges"))?.len().max(1);
+        let cutoff_s = (now_ms().saturating_sub(self.grace.as_millis() as u64)) / 1000;
+        let mut pages_read = 0;
+        let mut empty_streak = 0;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(FeedError::cosmos("change feed"))?;
+            pages_read += 1;
+            if page.items().is_empty() {
+                empty_streak += 1;
+                if empty_streak >= ranges {
+                    break;
+                }
+                continue;
+            }
+            empty_streak = 0;
+            let mut young = false;
+            for item in page.items() {
+                let Some(doc) = item.current() else { continue };
+                let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
+                    && doc.get("seq").is_some();
+                if !is_resource_event {
+                    continue;
+                }
+                let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
+                if ts > cutoff_s {
+                    young = true;
+                    report.deferred += 1;
+                    continue;
+                }
+                let event: EventDoc = serde_json::from_value(doc.clone())
+                    .map_err(|e| FeedError::Rejected(format!("unreadable event document: {e}")))?;
+                report.checked += 1;
+                let subject = FeedId::Subject(event.subject.clone());
+                if self.store.locate(&subject, &event.eid).await?.is_none() {
+                    tracing::warn!(event.id = %event.eid, feed = %subject, "repairing an event missing from its subject feed");
+                    self.store.append_to(&subject, event.into_record(), true).await?;
+                    report.repaired += 1;
+                    metrics::counter!("feed_repaired_events_total").increment(1);
+                }
+            }
+            if young {
+                // Keep the continuation before this page: it is read again
+                // next round (checks are idempotent).
+                break;
+            }
+            let token = pages.to_continuation_token().map_err(FeedError::cosmos("change feed continuation"))?;
+            lease.continuation = Some(token.as_str().to_owned());
+            lease.expires_at = now_ms() + self.lease_for.as_millis() as u64;
+            let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
+            match self.container().replace_item(LEASE_PK, LEASE_ID, &lease, Some(options)).await {
+                Ok(resp) => etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?,
+                Err(e) if e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => {
+                    // Lost the lease mid-round; the new owner continues.
+                    return Ok(report);
+                }
+                Err(e) => return Err(FeedError::Cosmos { operation: "save continuation", source: e }),
+            }
+            if pages_read >= 50 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs rounds every `interval` until `stop` fires.
+    pub async fn run(self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            match self.run_once().await {
+                Ok(r) if r.repaired > 0 => tracing::info!(repaired = r.repaired, checked = r.checked, "repair round"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error.chain = %crate::error::chain(&e), "repair round failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}

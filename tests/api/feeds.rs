@@ -1,0 +1,383 @@
+//! The feed store on the in-process emulator, segment size 4 so that every
+//! test rolls segments over.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use altinn_events::config::{CosmosAuth, CosmosConfig};
+use altinn_events::feeds::emulator::EmulatorAccount;
+use altinn_events::feeds::{Cosmos, EventRecord, FeedId, FeedStore, Filters, Repairer};
+use azure_data_cosmos::fault_injection::{
+    FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder, FaultInjectionRule,
+    FaultInjectionRuleBuilder, FaultOperationType,
+};
+use proptest::prelude::*;
+use serde_json::json;
+
+const S: u64 = 4;
+
+fn cosmos_config() -> CosmosConfig {
+    CosmosConfig { auth: Some(CosmosAuth::Emulator), provision: Some(true), segment_size: S, ..CosmosConfig::default() }
+}
+
+async fn store_on(account: &EmulatorAccount) -> FeedStore {
+    FeedStore::new(Cosmos::connect(&cosmos_config(), Some(account.clone())).await.expect("connect"))
+}
+
+fn event(id: &str, resource: &str, subject: &str, event_type: &str) -> EventRecord {
+    let source = format!("https://ttd.apps.altinn.no/ttd/apps-test/instances{subject}/{id}");
+    EventRecord {
+        id: id.to_owned(),
+        source: source.clone(),
+        subject: subject.to_owned(),
+        resource: resource.to_owned(),
+        event_type: event_type.to_owned(),
+        time: "2026-11-27T10:00:00.000000Z".to_owned(),
+        alternativesubject: None,
+        resourceinstance: None,
+        cloud_event: json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "subject": subject}),
+    }
+}
+
+/// Every event of a feed, paging with `limit`.
+async fn read_all(store: &FeedStore, feed: &FeedId, limit: usize) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    loop {
+        let page = store.read(feed, pos, &Filters::default(), limit, u64::MAX).await.expect("read");
+        assert!(page.next >= pos);
+        out.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
+        pos = page.next;
+        if page.at_end {
+            return out;
+        }
+    }
+}
+
+/// Dense from 0, each id once.
+fn assert_dense_and_unique(feed: &FeedId, events: &[(u64, String)]) {
+    for (i, (seq, _)) in events.iter().enumerate() {
+        assert_eq!(*seq, i as u64, "{feed}: sequence has a gap or disorder: {events:?}");
+    }
+    let mut ids: Vec<_> = events.iter().map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(before, ids.len(), "{feed}: an event appears twice: {events:?}");
+}
+
+#[tokio::test]
+async fn append_read_page_and_locate_across_segments() {
+    let account = EmulatorAccount::new();
+    let store = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    for i in 0..10 {
+        let subject = if i % 2 == 0 { "/party/1337" } else { "/party/500000" };
+        let kind = if i % 3 == 0 { "app.instance.created" } else { "app.instance.process.completed" };
+        let a = store.append(event(&format!("e{i}"), res, subject, kind), false).await.unwrap();
+        assert_eq!(a.resource_seq, i);
+        assert_eq!(a.subject_seq, i / 2);
+    }
+    let resource = FeedId::Resource(res.into());
+    let all = read_all(&store, &resource, 3).await;
+    assert_eq!(
+        all.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),
+        ["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"]
+    );
+    assert_dense_and_unique(&resource, &all);
+    let party = FeedId::Subject("/party/1337".into());
+    let mine = read_all(&store, &party, 50).await;
+    assert_eq!(mine.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["e0", "e2", "e4", "e6", "e8"]);
+    assert_eq!(store.len(&resource).await.unwrap(), 10);
+
+    // Filters: the page is filled from several segments, next is past the scan.
+    let created = Filters { types: vec!["app.instance.created".into()], ..Filters::default() };
+    let page = store.read(&resource, 0, &created, 10, u64::MAX).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.record.id.as_str()).collect::<Vec<_>>(), ["e0", "e3", "e6", "e9"]);
+    assert_eq!(page.next, 10);
+    assert!(page.at_end);
+    // A bounded scan stops early and says where.
+    let page = store.read(&resource, 0, &created, 10, 5).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.record.id.as_str()).collect::<Vec<_>>(), ["e0", "e3"]);
+    assert_eq!(page.next, 5);
+    assert!(!page.at_end);
+    // Wildcard sources.
+    let sources = Filters {
+        sources: vec!["https://ttd.apps.altinn.no/ttd/apps-test/instances/party/500000/%".into()],
+        ..Filters::default()
+    };
+    let page = store.read(&resource, 0, &sources, 10, u64::MAX).await.unwrap();
+    assert_eq!(page.events.len(), 5);
+    assert!(page.events.iter().all(|e| e.record.subject == "/party/500000"));
+
+    // locate: the position after the event, in any segment; unknown → None.
+    assert_eq!(store.locate(&resource, "e0").await.unwrap(), Some(1));
+    assert_eq!(store.locate(&resource, "e9").await.unwrap(), Some(10));
+    assert_eq!(store.locate(&party, "e8").await.unwrap(), Some(5));
+    assert_eq!(store.locate(&resource, "nope").await.unwrap(), None);
+    assert_eq!(store.locate(&FeedId::Subject("/party/1".into()), "e0").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn appends_are_idempotent_by_event_id_and_refuse_a_stolen_id() {
+    let account = EmulatorAccount::new();
+    let store = store_on(&account).await;
+    let res = "urn:altinn:resource:ttd-estate-of-deceased";
+    let first = store.append(event("same", res, "/party/1337", "t"), true).await.unwrap();
+    // Move into the next segment, then retry the first event.
+    for i in 0..3 {
+        store.append(event(&format!("x{i}"), res, "/party/1338", "t"), true).await.unwrap();
+    }
+    let again = store.append(event("same", res, "/party/1337", "t"), true).await.unwrap();
+    assert_eq!(first, again, "a retry returns the stored positions");
+    let mut thief = event("same", res, "/party/1337", "t");
+    thief.source = "https://elsewhere/".into();
+    let err = store.append(thief, true).await.unwrap_err();
+    assert!(err.is_client_error(), "{err}");
+    assert_eq!(store.len(&FeedId::Resource(res.into())).await.unwrap(), 4);
+}
+
+/// What one publisher saw: when it started and finished each append.
+#[derive(Clone, Debug)]
+struct Ack {
+    id: String,
+    resource: String,
+    subject: String,
+    started: Instant,
+    acked: Instant,
+    resource_seq: u64,
+    subject_seq: u64,
+}
+
+/// Several tasks on several FeedStore instances (as pods would be) append
+/// concurrently; every acknowledged event is in both its feeds exactly once,
+/// the feeds are dense, and order follows acknowledgement order.
+async fn concurrent_publishers(
+    account: EmulatorAccount,
+    stores: usize,
+    tasks: usize,
+    per_task: usize,
+    seed: u64,
+) -> Vec<Ack> {
+    let mut instances = Vec::new();
+    for _ in 0..stores {
+        instances.push(store_on(&account).await);
+    }
+    let resources = ["urn:altinn:resource:app_ttd_apps-test", "urn:altinn:resource:app_skd_taxreport"];
+    let subjects = ["/party/1337", "/party/1338", "/party/500000"];
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let store = instances[t % stores].clone();
+        handles.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..per_task {
+                let pick = (seed as usize).wrapping_mul(31).wrapping_add(t * 7 + i * 13);
+                let resource = resources[pick % 2];
+                let subject = subjects[(pick / 2) % 3];
+                let id = format!("t{t}-e{i}-{seed}");
+                let started = Instant::now();
+                match store.append(event(&id, resource, subject, "t"), false).await {
+                    Ok(a) => acks.push(Ack {
+                        id,
+                        resource: resource.to_owned(),
+                        subject: subject.to_owned(),
+                        started,
+                        acked: Instant::now(),
+                        resource_seq: a.resource_seq,
+                        subject_seq: a.subject_seq,
+                    }),
+                    Err(e) => panic!("append failed beyond retries: {e}"),
+                }
+            }
+            acks
+        }));
+    }
+    let mut acks = Vec::new();
+    for h in handles {
+        acks.extend(h.await.unwrap());
+    }
+    let reader = store_on(&account).await;
+    check_feeds(&reader, &acks).await;
+    acks
+}
+
+async fn check_feeds(reader: &FeedStore, acks: &[Ack]) {
+    let mut by_feed: BTreeMap<FeedId, Vec<(&Ack, u64)>> = BTreeMap::new();
+    for a in acks {
+        by_feed.entry(FeedId::Resource(a.resource.clone())).or_default().push((a, a.resource_seq));
+        by_feed.entry(FeedId::Subject(a.subject.clone())).or_default().push((a, a.subject_seq));
+    }
+    for (feed, entries) in &by_feed {
+        let stored = read_all(reader, feed, 7).await;
+        assert_dense_and_unique(feed, &stored);
+        assert_eq!(stored.len(), entries.len(), "{feed}: stored {} acknowledged {}", stored.len(), entries.len());
+        let at: HashMap<&str, u64> = stored.iter().map(|(s, id)| (id.as_str(), *s)).collect();
+        for (ack, seq) in entries {
+            assert_eq!(at.get(ack.id.as_str()), Some(seq), "{feed}: {} is not where its ack said", ack.id);
+        }
+        // Acknowledged before another append started ⇒ earlier in the feed.
+        for (a, sa) in entries {
+            for (b, sb) in entries {
+                if a.acked < b.started {
+                    assert!(sa < sb, "{feed}: {} acked before {} started but is not before it", a.id, b.id);
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, .. ProptestConfig::default() })]
+    #[test]
+    fn concurrent_publishers_lose_and_duplicate_nothing(stores in 1usize..4, tasks in 1usize..7, per_task in 1usize..9, seed in any::<u64>()) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        rt.block_on(async {
+            let acks = concurrent_publishers(EmulatorAccount::new(), stores, tasks, per_task, seed).await;
+            prop_assert_eq!(acks.len(), tasks * per_task);
+            Ok(())
+        })?;
+    }
+}
+
+fn rule(id: &str, op: FaultOperationType, error: FaultInjectionErrorType, probability: f32) -> Arc<FaultInjectionRule> {
+    let result = FaultInjectionResultBuilder::new().with_error(error).with_probability(probability).build();
+    let condition = FaultInjectionConditionBuilder::new().with_operation_type(op).build();
+    Arc::new(
+        FaultInjectionRuleBuilder::new(id, result)
+            .with_condition(condition)
+            .with_end_time(Instant::now() + Duration::from_secs(60))
+            .build(),
+    )
+}
+
+/// One fault rule per operation type: the first rule whose condition
+/// matches a request decides for it.
+async fn publish_through_faults(rules: Vec<Arc<FaultInjectionRule>>, split: bool) {
+    let base = EmulatorAccount::new();
+    // Provision through a clean client first.
+    store_on(&base).await;
+    let faulty = base.with_faults(rules.clone());
+    let store = base.store();
+    let splitter = tokio::spawn(async move {
+        if !split {
+            return 2;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let epk = store.midpoint_split_epk("events", "events", 0).expect("partition 0");
+        store
+            .split_partition_and_wait("events", "events", 0, epk, Duration::from_millis(20))
+            .await
+            .expect("split")
+            .len()
+    });
+    let acks = concurrent_publishers(faulty, 3, 6, 8, 7).await;
+    assert_eq!(splitter.await.unwrap(), 2, "the partition split during the run");
+    for r in &rules {
+        assert!(r.hit_count() > 0, "fault {} was never injected", r.id());
+    }
+    assert_eq!(acks.len(), 48);
+    // And the feeds read back the same through a clean client.
+    check_feeds(&store_on(&base).await, &acks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_unavailability_timeouts_and_a_split_lose_and_duplicate_nothing() {
+    publish_through_faults(
+        vec![
+            rule("throttled-batches", FaultOperationType::BatchItem, FaultInjectionErrorType::TooManyRequests, 0.3),
+            rule("unavailable-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::ServiceUnavailable, 0.2),
+            rule("timeouts-on-create", FaultOperationType::CreateItem, FaultInjectionErrorType::Timeout, 0.2),
+        ],
+        true,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_batch_answers_lose_and_duplicate_nothing() {
+    publish_through_faults(
+        vec![
+            // The batch reached the service and committed; the answer was lost.
+            rule(
+                "lost-batch-answers",
+                FaultOperationType::BatchItem,
+                FaultInjectionErrorType::ResponseTimeoutAfterService,
+                0.25,
+            ),
+            rule("throttled-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::TooManyRequests, 0.2),
+            rule(
+                "unavailable-creates",
+                FaultOperationType::CreateItem,
+                FaultInjectionErrorType::ServiceUnavailable,
+                0.2,
+            ),
+        ],
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_repairer_completes_an_interrupted_publish() {
+    let account = EmulatorAccount::new();
+    let store = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    store.append(event("whole", res, "/party/1337", "t"), false).await.unwrap();
+    // The publisher dies after its first append.
+    let half = event("half", res, "/party/1337", "t");
+    store.append_to(&FeedId::Resource(res.into()), half, false).await.unwrap();
+    let subject = FeedId::Subject("/party/1337".into());
+    assert_eq!(read_all(&store, &subject, 10).await.len(), 1);
+
+    // A repairer with a grace period leaves young events alone.
+    let patient = Repairer::new(store.clone(), "pod-a", Duration::from_secs(30), Duration::from_secs(3600));
+    let report = patient.run_once().await.unwrap();
+    assert!(report.leader);
+    assert_eq!(report.repaired, 0);
+    assert!(report.deferred >= 2);
+
+    let repairer = Repairer::new(store.clone(), "pod-a", Duration::from_secs(30), Duration::ZERO);
+    let report = repairer.run_once().await.unwrap();
+    assert_eq!(report.repaired, 1, "{report:?}");
+    let feed = read_all(&store, &subject, 10).await;
+    assert_eq!(feed.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["whole", "half"]);
+
+    // Another pod cannot take the lease while it is held; a second round repairs nothing twice.
+    let other = Repairer::new(store.clone(), "pod-b", Duration::from_secs(30), Duration::ZERO);
+    assert!(!other.run_once().await.unwrap().leader);
+    let again = repairer.run_once().await.unwrap();
+    assert_eq!(again.repaired, 0);
+    assert_eq!(read_all(&store, &subject, 10).await.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_paging_while_writers_append_sees_each_event_once_in_order() {
+    let account = EmulatorAccount::new();
+    let writer = store_on(&account).await;
+    let reader = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let total = 60;
+    let w = tokio::spawn(async move {
+        for i in 0..total {
+            writer.append(event(&format!("w{i}"), res, "/party/1337", "t"), false).await.unwrap();
+        }
+    });
+    let feed = FeedId::Resource(res.into());
+    let mut seen = Vec::new();
+    let mut pos = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(Instant::now() < deadline, "reader did not catch up: {} of {total}", seen.len());
+        let page = reader.read(&feed, pos, &Filters::default(), 5, u64::MAX).await.unwrap();
+        seen.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
+        pos = page.next;
+        if page.events.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+    w.await.unwrap();
+    assert_dense_and_unique(&feed, &seen);
+    let expected: Vec<String> = (0..total).map(|i| format!("w{i}")).collect();
+    assert_eq!(seen.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), expected);
+}
