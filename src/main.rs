@@ -25,6 +25,7 @@ enum Command {
     /// Production: everything from configuration.
     Serve,
     /// Local development: the whole platform on one port, no Azure needed.
+    #[cfg(feature = "dev")]
     Dev {
         /// Address to listen on (overrides `listen_addr`).
         #[arg(long)]
@@ -45,6 +46,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Healthcheck { url, timeout_seconds } => healthcheck(&url, timeout_seconds).await,
         Command::Serve => run(cli.config, Mode::Serve, None).await,
+        #[cfg(feature = "dev")]
         Command::Dev { addr } => run(cli.config, Mode::Dev, addr).await,
     };
     match result {
@@ -75,6 +77,7 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
     let running = altinn_events::start(config, mode, listener, Default::default()).await?;
+    #[cfg(feature = "dev")]
     if mode == Mode::Dev {
         print_dev_banner(running.base_url.as_str());
     }
@@ -84,6 +87,7 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
     Ok(())
 }
 
+#[cfg(feature = "dev")]
 fn print_dev_banner(base: &str) {
     let base = base.trim_end_matches('/');
     println!(

@@ -49,7 +49,8 @@ impl Pdp {
     async fn post(&self, request: &XacmlRoot) -> Result<reqwest::Response, PdpError> {
         let mut req = self.http.post(self.url.clone()).json(request);
         if let Some(key) = &self.subscription_key {
-            req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret());
+            // Keys mounted from files often end in a newline.
+            req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());
         }
         req.send().await.map_err(PdpError::Transport)
     }

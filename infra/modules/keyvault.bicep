@@ -1,0 +1,87 @@
+// Key Vault for the service's secrets (the PDP subscription key) and the
+// public certificates that verify platform access tokens. RBAC authorization:
+// the service's identity may read secrets and certificates, nothing else; the
+// operators named in adminPrincipalIds may manage them.
+
+param name string
+param location string
+param tags object
+
+@description('Public network access; closed unless the caller opens it.')
+@allowed(['Enabled', 'Disabled'])
+param publicNetworkAccess string = 'Disabled'
+
+@description('IPv4 addresses or CIDR ranges allowed through the firewall when public network access is enabled.')
+param allowedIpRanges array
+
+@description('Principal (object) id of the service\'s managed identity.')
+param readerPrincipalId string
+
+@description('Object ids of users or groups that manage the secrets and certificates.')
+param adminPrincipalIds array
+
+var roles = {
+  secretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
+  certificateUser: 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba' // Key Vault Certificate User
+  secretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7' // Key Vault Secrets Officer
+  certificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985' // Key Vault Certificates Officer
+}
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enablePurgeProtection: true
+    publicNetworkAccess: publicNetworkAccess
+    networkAcls: {
+      defaultAction: 'Deny'
+      bypass: 'None'
+      ipRules: [for ip in allowedIpRanges: {
+        value: ip
+      }]
+    }
+  }
+}
+
+// The secrets store CSI driver reads secrets (objectType secret) and
+// certificates (objectType cert) with the pod's workload identity.
+resource readerRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in [roles.secretsUser, roles.certificateUser]: {
+  scope: vault
+  name: guid(vault.id, readerPrincipalId, role)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+    principalId: readerPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+resource adminSecretsRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in adminPrincipalIds: {
+  scope: vault
+  name: guid(vault.id, id, roles.secretsOfficer)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsOfficer)
+    principalId: id
+  }
+}]
+
+resource adminCertificatesRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in adminPrincipalIds: {
+  scope: vault
+  name: guid(vault.id, id, roles.certificatesOfficer)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.certificatesOfficer)
+    principalId: id
+  }
+}]
+
+output id string = vault.id
+output name string = vault.name
+output uri string = vault.properties.vaultUri
