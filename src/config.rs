@@ -154,6 +154,10 @@ pub struct CosmosConfig {
     pub segment_size: u64,
     /// Container default TTL when provisioning (90 days).
     pub default_ttl_seconds: u32,
+    /// How often the repairer follows the change feed (0 disables it).
+    pub repair_interval_seconds: u64,
+    /// Events younger than this are left to their publisher.
+    pub repair_grace_seconds: u64,
 }
 
 impl Default for CosmosConfig {
@@ -167,6 +171,8 @@ impl Default for CosmosConfig {
             provision: None,
             segment_size: 100_000,
             default_ttl_seconds: 90 * 24 * 3600,
+            repair_interval_seconds: 10,
+            repair_grace_seconds: 30,
         }
     }
 }

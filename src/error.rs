@@ -25,6 +25,8 @@ pub enum ApiError {
     Forbidden(String),
     #[error("not found: {0}")]
     NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("unsupported media type: {0}")]
     UnsupportedMediaType(String),
     #[error("payload too large")]
@@ -67,6 +69,7 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -81,6 +84,7 @@ impl ApiError {
             Self::Unauthorized(_) => ("https://altinn.no/events/problems/unauthorized", "Unauthorized"),
             Self::Forbidden(_) => ("https://altinn.no/events/problems/forbidden", "Forbidden"),
             Self::NotFound(_) => ("https://altinn.no/events/problems/not-found", "Not found"),
+            Self::Conflict(_) => ("https://altinn.no/events/problems/conflict", "Conflict"),
             Self::UnsupportedMediaType(_) => {
                 ("https://altinn.no/events/problems/unsupported-media-type", "Unsupported media type")
             }
@@ -101,6 +105,7 @@ impl ApiError {
             | Self::Unauthorized(d)
             | Self::Forbidden(d)
             | Self::NotFound(d)
+            | Self::Conflict(d)
             | Self::UnsupportedMediaType(d) => Some(d.clone()),
             Self::PayloadTooLarge => Some("The request body is larger than this service accepts.".into()),
             Self::TooManyRequests { .. } => Some("Too many requests; retry later.".into()),
@@ -159,6 +164,28 @@ impl From<JsonRejection> for ApiError {
             }
             JsonRejection::BytesRejection(b) if b.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
             other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rej: axum::extract::rejection::BytesRejection) -> Self {
+        if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::PayloadTooLarge
+        } else {
+            Self::BadRequest(rej.body_text())
+        }
+    }
+}
+
+impl From<crate::feeds::FeedError> for ApiError {
+    fn from(e: crate::feeds::FeedError) -> Self {
+        match e {
+            crate::feeds::FeedError::IdTaken { .. } => {
+                Self::Conflict("An event with this id and another source is already registered.".into())
+            }
+            crate::feeds::FeedError::Rejected(_) => Self::BadRequest("The event could not be stored.".into()),
+            other => Self::unavailable("storage", other),
         }
     }
 }

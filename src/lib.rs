@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod domain;
 pub mod error;
 pub mod feeds;
 #[cfg(feature = "dev")]
@@ -27,7 +28,7 @@ use url::Url;
 use crate::auth::{AccessTokenVerifier, OidcKeys, TokenValidator};
 use crate::authz::Pdp;
 pub use crate::config::{Config, Mode};
-use crate::feeds::Cosmos;
+use crate::feeds::{Cosmos, FeedStore, Repairer};
 use crate::state::AppState;
 
 /// What tests (and only tests) may put in place of the defaults.
@@ -44,6 +45,8 @@ pub struct Running {
     pub base_url: Url,
     #[cfg(feature = "dev")]
     pub local: Option<Arc<localtest::LocalPlatform>>,
+    /// The app's feed store (for tests that check what was stored).
+    pub feeds: FeedStore,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -121,12 +124,24 @@ pub async fn start(
     .await
     .context("connecting to Cosmos DB")?;
 
+    let feeds = FeedStore::new(cosmos);
+    let (shutdown, rx) = watch::channel(false);
+    if config.cosmos.repair_interval_seconds > 0 {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let repairer = Repairer::new(
+            feeds.clone(),
+            owner,
+            Duration::from_secs(config.cosmos.repair_interval_seconds * 3),
+            Duration::from_secs(config.cosmos.repair_grace_seconds),
+        );
+        tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
+    }
     let state = AppState {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         access_tokens: Arc::new(access_tokens),
         pdp: Arc::new(pdp),
-        cosmos,
+        feeds,
     };
 
     #[allow(unused_mut)]
@@ -136,9 +151,10 @@ pub async fn start(
         extra =
             extra.merge(localtest::router(local.clone())).merge(localtest::whoami_router().with_state(state.clone()));
     }
+    let feeds = state.feeds.clone();
     let app = api::router(state, extra);
 
-    let (shutdown, mut rx) = watch::channel(false);
+    let mut rx = rx;
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -152,6 +168,7 @@ pub async fn start(
         base_url,
         #[cfg(feature = "dev")]
         local,
+        feeds,
         shutdown,
         server,
     })

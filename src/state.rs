@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::auth::{AccessTokenVerifier, TokenValidator};
 use crate::authz::Pdp;
 use crate::config::Config;
-use crate::feeds::Cosmos;
+use crate::feeds::FeedStore;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,5 +13,5 @@ pub struct AppState {
     pub tokens: Arc<TokenValidator>,
     pub access_tokens: Arc<AccessTokenVerifier>,
     pub pdp: Arc<Pdp>,
-    pub cosmos: Cosmos,
+    pub feeds: FeedStore,
 }

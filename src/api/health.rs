@@ -23,7 +23,7 @@ async fn live() -> impl IntoResponse {
 
 /// Cosmos and the PDP both answer. 503 names every dependency that did not.
 async fn ready(State(state): State<AppState>) -> Response {
-    let (cosmos, pdp) = tokio::join!(state.cosmos.ping(), state.pdp.ping());
+    let (cosmos, pdp) = tokio::join!(state.feeds.cosmos().ping(), state.pdp.ping());
     let mut failed = Vec::new();
     if let Err(e) = cosmos {
         tracing::warn!(error.chain = %chain(&e), "readiness: cosmos unreachable");

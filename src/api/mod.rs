@@ -1,6 +1,7 @@
 //! HTTP routes. Handlers are thin: parse, call the domain, map to HTTP.
 
 mod health;
+mod publish;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -21,6 +22,7 @@ pub fn router(state: AppState, extra: Router) -> Router {
     let max_body = state.config.limits.max_body_bytes;
     Router::new()
         .merge(health::router())
+        .merge(publish::router())
         .with_state(state)
         .merge(extra)
         .fallback(not_found)

@@ -1,9 +1,16 @@
 //! The Altinn PDP client. Every decision that is not an explicit, readable
 //! Permit is a deny: a PDP failure never lets an event through.
 
+pub mod request;
 pub mod xacml;
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub use request::{Action, Caller};
+
+use crate::feeds::EventRecord;
 
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -19,21 +26,100 @@ pub enum PdpError {
     Status(StatusCode),
     #[error("PDP answer unreadable")]
     Body(#[source] reqwest::Error),
+    #[error("PDP circuit open after repeated failures")]
+    CircuitOpen,
+}
+
+impl PdpError {
+    fn retryable(&self) -> bool {
+        match self {
+            Self::Transport(_) => true,
+            Self::Status(s) => s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS,
+            Self::Body(_) | Self::CircuitOpen => false,
+        }
+    }
+}
+
+/// Consecutive failures that open the circuit, and how long it stays open.
+const BREAKER_THRESHOLD: u32 = 5;
+const BREAKER_OPEN_FOR: Duration = Duration::from_secs(5);
+/// Retries after the first attempt, for transport errors and 5xx/429.
+const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(200)];
+
+#[derive(Default)]
+struct Breaker {
+    failures: AtomicU32,
+    open_until: Mutex<Option<Instant>>,
+}
+
+impl Breaker {
+    fn is_open(&self) -> bool {
+        let open = self.open_until.lock().expect("breaker lock");
+        open.is_some_and(|until| Instant::now() < until)
+    }
+
+    fn record(&self, ok: bool) {
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            *self.open_until.lock().expect("breaker lock") = None;
+        } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_THRESHOLD {
+            *self.open_until.lock().expect("breaker lock") = Some(Instant::now() + BREAKER_OPEN_FOR);
+            metrics::counter!("pdp_circuit_opened_total").increment(1);
+        }
+    }
 }
 
 pub struct Pdp {
     http: reqwest::Client,
     url: Url,
     subscription_key: Option<SecretString>,
+    breaker: Breaker,
 }
 
 impl Pdp {
     pub fn new(url: Url, subscription_key: Option<SecretString>, timeout: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()?;
-        Ok(Self { http, url, subscription_key })
+        Ok(Self { http, url, subscription_key, breaker: Breaker::default() })
     }
 
+    /// One decision per event, in order, from one multi-request. Any failure
+    /// is an error, never a permit.
+    pub async fn authorize(
+        &self,
+        caller: Caller<'_>,
+        action: Action,
+        events: &[&EventRecord],
+    ) -> Result<Vec<bool>, PdpError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let request = request::multi_request(caller, action, events);
+        let response = self.decide(&request).await?;
+        Ok(request::decisions(&response, events, caller.auth_level()))
+    }
+
+    /// Sends a request with bounded retries behind a circuit breaker.
     pub async fn decide(&self, request: &XacmlRoot) -> Result<XacmlResponse, PdpError> {
+        if self.breaker.is_open() {
+            return Err(PdpError::CircuitOpen);
+        }
+        let mut attempt = 0;
+        loop {
+            let result = self.decide_once(request).await;
+            match &result {
+                Err(e) if e.retryable() && attempt < RETRY_DELAYS.len() => {
+                    tokio::time::sleep(RETRY_DELAYS[attempt]).await;
+                    attempt += 1;
+                }
+                _ => {
+                    self.breaker.record(result.is_ok());
+                    return result;
+                }
+            }
+        }
+    }
+
+    async fn decide_once(&self, request: &XacmlRoot) -> Result<XacmlResponse, PdpError> {
         let started = std::time::Instant::now();
         let result = self.post(request).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };

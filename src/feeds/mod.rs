@@ -71,7 +71,7 @@ pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
     pub resource_seq: u64,
-    pub subject_seq: u64,
+    pub subject_seq: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -104,7 +104,9 @@ impl FeedStore {
         let resource = FeedId::Resource(record.resource.clone());
         let subject = FeedId::Subject(record.subject.clone());
         let resource_seq = self.writer.append(&resource, record.clone(), dedupe).await?;
-        let subject_seq = self.writer.append(&subject, record, dedupe).await?;
+        // An event without a subject has no subject feed.
+        let subject_seq =
+            if record.subject.is_empty() { None } else { Some(self.writer.append(&subject, record, dedupe).await?) };
         Ok(Appended { resource_seq, subject_seq })
     }
 

@@ -168,6 +168,9 @@ impl Repairer {
                 let event: EventDoc = serde_json::from_value(doc.clone())
                     .map_err(|e| FeedError::Rejected(format!("unreadable event document: {e}")))?;
                 report.checked += 1;
+                if event.subject.is_empty() {
+                    continue;
+                }
                 let subject = FeedId::Subject(event.subject.clone());
                 if self.store.locate(&subject, &event.eid).await?.is_none() {
                     tracing::warn!(event.id = %event.eid, feed = %subject, "repairing an event missing from its subject feed");

@@ -77,7 +77,7 @@ async fn append_read_page_and_locate_across_segments() {
         let kind = if i % 3 == 0 { "app.instance.created" } else { "app.instance.process.completed" };
         let a = store.append(event(&format!("e{i}"), res, subject, kind), false).await.unwrap();
         assert_eq!(a.resource_seq, i);
-        assert_eq!(a.subject_seq, i / 2);
+        assert_eq!(a.subject_seq, Some(i / 2));
     }
     let resource = FeedId::Resource(res.into());
     let all = read_all(&store, &resource, 3).await;
@@ -185,7 +185,7 @@ async fn concurrent_publishers(
                         started,
                         acked: Instant::now(),
                         resource_seq: a.resource_seq,
-                        subject_seq: a.subject_seq,
+                        subject_seq: a.subject_seq.expect("a subject feed"),
                     }),
                     Err(e) => panic!("append failed beyond retries: {e}"),
                 }

@@ -36,6 +36,7 @@ pub fn test_config() -> Config {
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
+    pub feeds: altinn_events::feeds::FeedStore,
     running: Option<Running>,
 }
 
@@ -50,7 +51,8 @@ impl TestApp {
         let running = altinn_events::start(config, Mode::Dev, listener, overrides).await.expect("start");
         let base = running.base_url.as_str().trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
-        Self { base, http, running: Some(running) }
+        let feeds = running.feeds.clone();
+        Self { base, http, feeds, running: Some(running) }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -5,3 +5,4 @@ mod auth;
 mod feeds;
 mod health;
 mod helpers;
+mod publish;

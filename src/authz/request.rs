@@ -1,0 +1,262 @@
+//! Building the PDP multi-request for a page of events, and reading the
+//! answer back by `urn:altinn:event-id`.
+
+use std::collections::HashMap;
+
+use crate::auth::{PlatformApp, Principal, Subject};
+use crate::domain::AppSource;
+use crate::feeds::EventRecord;
+
+use super::xacml::{
+    ACTION_ID, EVENT_ID, MultiRequests, RequestReference, XacmlAttribute, XacmlCategory, XacmlRequest, XacmlResponse,
+    XacmlRoot,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// App events and party feeds.
+    Read,
+    /// Generic event feeds.
+    Subscribe,
+    /// Generic publish.
+    Publish,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Subscribe => "subscribe",
+            Self::Publish => "publish",
+        }
+    }
+}
+
+/// Who asks the PDP: an Altinn token's principal, or (publish only) the app
+/// of a platform access token.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Principal(&'a Principal),
+    App(&'a PlatformApp),
+}
+
+impl Caller<'_> {
+    pub fn auth_level(&self) -> u8 {
+        match self {
+            Self::Principal(p) => p.auth_level,
+            Self::App(_) => 3,
+        }
+    }
+}
+
+fn subject_category(caller: Caller<'_>) -> XacmlCategory {
+    let mut s = XacmlCategory::new("s1");
+    match caller {
+        Caller::Principal(p) => {
+            match &p.subject {
+                Subject::User { user_id, party_id } => {
+                    s = s.with("urn:altinn:userid", user_id.to_string());
+                    if let Some(party) = party_id {
+                        s = s.with("urn:altinn:partyid", party.to_string());
+                    }
+                }
+                Subject::Org { org, org_number } => {
+                    if let Some(org) = org {
+                        s = s.with("urn:altinn:org", org.clone());
+                    }
+                    if !org_number.is_empty() {
+                        s = s.with("urn:altinn:organization:identifier-no", org_number.clone());
+                    }
+                }
+            }
+            if !p.scopes.is_empty() {
+                s = s.with("urn:scope", p.scopes.join(" "));
+            }
+        }
+        Caller::App(app) => {
+            s = s.with("urn:altinn:org", app.issuer.clone()).with("urn:altinn:app", app.app.clone());
+        }
+    }
+    s
+}
+
+/// The subject of a generic event as a PDP attribute.
+fn subject_attribute(subject: &str) -> Option<(String, String)> {
+    let pairs = [
+        ("/party/", "urn:altinn:partyid"),
+        ("/user/", "urn:altinn:userid"),
+        ("/org/", "urn:altinn:org"),
+        ("/organisation/", "urn:altinn:organization:identifier-no"),
+        ("/person/", "urn:altinn:person:identifier-no"),
+        ("/systemuser/", "urn:altinn:systemuser:uuid"),
+    ];
+    for (prefix, attribute) in pairs {
+        if let Some(value) = subject.strip_prefix(prefix).filter(|v| !v.is_empty()) {
+            return Some((attribute.to_owned(), value.to_owned()));
+        }
+    }
+    // A URN subject: the last part is the value, the rest the attribute id.
+    if subject.starts_with("urn:") {
+        return subject.rsplit_once(':').map(|(a, v)| (a.to_owned(), v.to_owned()));
+    }
+    None
+}
+
+fn resource_category(id: String, event: &EventRecord) -> XacmlCategory {
+    let mut r = XacmlCategory::new(id);
+    let app = event
+        .resource
+        .strip_prefix("urn:altinn:resource:app_")
+        .and_then(|_| AppSource::parse(&event.source))
+        .filter(|a| event.resource == a.resource());
+    match app {
+        Some(app) => {
+            if let Some(instance) = &event.resourceinstance {
+                r = r.with("urn:altinn:instance-id", instance.clone());
+            }
+            r = r.with("urn:altinn:appresource", "events");
+            r.attribute.push(event_id_attribute(&event.id));
+            if let Some((party, _)) = app.instance {
+                r = r.with("urn:altinn:partyid", party.to_string());
+            } else if let Some(party) = event.subject.strip_prefix("/party/") {
+                r = r.with("urn:altinn:partyid", party);
+            }
+            r = r.with("urn:altinn:org", app.org).with("urn:altinn:app", app.app);
+        }
+        None => {
+            r.attribute.push(event_id_attribute(&event.id));
+            r = r
+                .with("urn:altinn:eventtype", event.event_type.clone())
+                .with("urn:altinn:eventsource", event.source.clone());
+            if let Some((attribute, value)) = event.resource.rsplit_once(':') {
+                r = r.with(attribute, value);
+            }
+            if let Some((attribute, value)) = subject_attribute(&event.subject) {
+                r = r.with(&attribute, value);
+            }
+        }
+    }
+    r
+}
+
+fn event_id_attribute(id: &str) -> XacmlAttribute {
+    let mut a = XacmlAttribute::new(EVENT_ID, id);
+    a.include_in_result = true;
+    a
+}
+
+/// One multi-request for all `events`: `s1`, `a1`, `r1..rN`.
+pub fn multi_request(caller: Caller<'_>, action: Action, events: &[&EventRecord]) -> XacmlRoot {
+    let resource: Vec<XacmlCategory> =
+        events.iter().enumerate().map(|(i, e)| resource_category(format!("r{}", i + 1), e)).collect();
+    let request_reference = (1..=events.len())
+        .map(|i| RequestReference { reference_id: vec!["s1".into(), "a1".into(), format!("r{i}")] })
+        .collect();
+    XacmlRoot {
+        request: XacmlRequest {
+            return_policy_id_list: false,
+            access_subject: vec![subject_category(caller)],
+            action: vec![XacmlCategory::new("a1").with(ACTION_ID, action.as_str())],
+            resource,
+            multi_requests: Some(MultiRequests { request_reference }),
+        },
+    }
+}
+
+/// Per event, in order: permitted (Permit, obligations met) or not. An event
+/// the answer does not mention is denied.
+pub fn decisions(response: &XacmlResponse, events: &[&EventRecord], auth_level: u8) -> Vec<bool> {
+    let mut by_id: HashMap<&str, bool> = HashMap::new();
+    for result in &response.response {
+        if let Some(id) = result.attribute(EVENT_ID) {
+            let permit = result.permits(auth_level);
+            // The same id twice in an answer: both must permit.
+            by_id.entry(id).and_modify(|p| *p &= permit).or_insert(permit);
+        }
+    }
+    events.iter().map(|e| by_id.get(e.id.as_str()).copied().unwrap_or(false)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::authz::xacml::{XacmlResponse, XacmlResult};
+    use serde_json::json;
+
+    fn app_event(id: &str, org: &str, app: &str, party: u64, guid: &str) -> EventRecord {
+        let source = format!("https://{org}.apps.altinn.no/{org}/{app}/instances/{party}/{guid}");
+        EventRecord {
+            id: id.into(),
+            source: source.clone(),
+            subject: format!("/party/{party}"),
+            resource: format!("urn:altinn:resource:app_{org}_{app}"),
+            event_type: "app.instance.created".into(),
+            time: "2026-11-27T10:00:00.000000Z".into(),
+            alternativesubject: None,
+            resourceinstance: Some(format!("{party}/{guid}")),
+            cloud_event: json!({}),
+        }
+    }
+
+    /// The exact request the PDP receives for a page of three app events and
+    /// one generic event: a contract with the Altinn PDP.
+    #[test]
+    fn multi_request_for_a_page_is_pinned() {
+        let events = [
+            app_event("e1", "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd"),
+            app_event("e2", "ttd", "apps-test", 500000, "0b8d7fd5-6d4e-4c8c-9a1c-7b4a1d2f3e40"),
+            app_event("e3", "skd", "taxreport", 1337, "c2a1e8a4-12f0-4a6e-8f7e-2b9c3d4e5f60"),
+            EventRecord {
+                id: "estate-1".into(),
+                source: "urn:no:skatteetaten:estate:1".into(),
+                subject: "/party/1337".into(),
+                resource: "urn:altinn:resource:ttd-estate-of-deceased".into(),
+                event_type: "no.altinn.estate.registered".into(),
+                time: "2026-11-27T10:00:00.000000Z".into(),
+                alternativesubject: None,
+                resourceinstance: None,
+                cloud_event: json!({}),
+            },
+        ];
+        let principal = Principal {
+            subject: Subject::User { user_id: 1337, party_id: Some(1337) },
+            auth_level: 2,
+            scopes: vec!["altinn:events.subscribe".into()],
+        };
+        let refs: Vec<&EventRecord> = events.iter().collect();
+        let request = multi_request(Caller::Principal(&principal), Action::Read, &refs);
+        insta::assert_json_snapshot!(request);
+    }
+
+    #[test]
+    fn decisions_are_mapped_by_event_id_not_position() {
+        let events = [app_event("a", "ttd", "apps-test", 1, "g"), app_event("b", "ttd", "apps-test", 1, "g")];
+        let refs: Vec<&EventRecord> = events.iter().collect();
+        let result = |id: &str, decision: &str| XacmlResult {
+            decision: decision.into(),
+            status: None,
+            obligations: vec![],
+            category: vec![XacmlCategory::new("x").with(EVENT_ID, id)],
+        };
+        // Answered out of order, and one result missing entirely.
+        let response = XacmlResponse { response: vec![result("b", "Permit")] };
+        assert_eq!(decisions(&response, &refs, 2), [false, true]);
+        let response = XacmlResponse { response: vec![result("b", "Deny"), result("a", "Permit")] };
+        assert_eq!(decisions(&response, &refs, 2), [true, false]);
+    }
+
+    #[test]
+    fn subjects_map_to_pdp_attributes() {
+        assert_eq!(subject_attribute("/party/1337"), Some(("urn:altinn:partyid".into(), "1337".into())));
+        assert_eq!(
+            subject_attribute("/organisation/897069650"),
+            Some(("urn:altinn:organization:identifier-no".into(), "897069650".into()))
+        );
+        assert_eq!(
+            subject_attribute("urn:altinn:person:identifier-no:01039012345"),
+            Some(("urn:altinn:person:identifier-no".into(), "01039012345".into()))
+        );
+        assert_eq!(subject_attribute("/party/"), None);
+        assert_eq!(subject_attribute("nonsense"), None);
+    }
+}

@@ -1,0 +1,242 @@
+//! CloudEvents 1.0 (JSON) as this service accepts them: the fields it needs
+//! are checked, everything else (data, extension attributes) is kept as given.
+
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::FormatItem;
+use time::macros::format_description;
+
+use crate::feeds::EventRecord;
+
+pub const RESOURCE_PREFIX: &str = "urn:altinn:resource:";
+/// Longest accepted event id (Cosmos document ids are at most 255 bytes,
+/// and escaping may grow an id).
+pub const MAX_ID_LEN: usize = 128;
+const MAX_FIELD_LEN: usize = 1024;
+
+/// Fixed width, microseconds, UTC: string order is time order.
+const TIME_FORMAT: &[FormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
+
+pub fn server_time() -> String {
+    OffsetDateTime::now_utc().format(TIME_FORMAT).expect("UTC timestamps format")
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CloudEventError {
+    #[error("Missing parameter values: source, subject and type cannot be null")]
+    MissingAppFields,
+    #[error("The CloudEvent must be a JSON object.")]
+    NotAnObject,
+    #[error("'specversion' must be \"1.0\".")]
+    SpecVersion,
+    #[error("'{0}' is required.")]
+    Missing(&'static str),
+    #[error("'{0}' must be a string.")]
+    NotAString(&'static str),
+    #[error("'{field}' is longer than {max} characters.")]
+    TooLong { field: &'static str, max: usize },
+    #[error("'source' must be an absolute URI.")]
+    SourceNotUri,
+    #[error("The 'resource' must begin with `urn:altinn:resource:`")]
+    Resource,
+}
+
+fn string(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, CloudEventError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
+        Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => {
+            Err(CloudEventError::TooLong { field, max: MAX_FIELD_LEN })
+        }
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(CloudEventError::NotAString(field)),
+    }
+}
+
+/// `https://{org}.apps.{host}/{org}/{app}/instances/{partyId}/{instanceGuid}`
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppSource {
+    pub org: String,
+    pub app: String,
+    pub instance: Option<(u64, String)>,
+}
+
+impl AppSource {
+    pub fn parse(source: &str) -> Option<Self> {
+        let url = url::Url::parse(source).ok()?;
+        let mut parts = url.path_segments()?.filter(|s| !s.is_empty());
+        let org = parts.next()?.to_owned();
+        let app = parts.next()?.to_owned();
+        let instance = match (parts.next(), parts.next(), parts.next()) {
+            (Some("instances"), Some(party), Some(guid)) => party.parse().ok().map(|p| (p, guid.to_owned())),
+            _ => None,
+        };
+        Some(Self { org, app, instance })
+    }
+
+    pub fn resource(&self) -> String {
+        format!("{RESOURCE_PREFIX}app_{}_{}", self.org, self.app)
+    }
+}
+
+fn base(body: Value) -> Result<Map<String, Value>, CloudEventError> {
+    let Value::Object(mut map) = body else { return Err(CloudEventError::NotAnObject) };
+    // `contenttype` is Altinn's input alias of `datacontenttype`.
+    if !map.contains_key("datacontenttype")
+        && let Some(ct) = map.remove("contenttype")
+    {
+        map.insert("datacontenttype".into(), ct);
+    }
+    Ok(map)
+}
+
+fn check_source(source: &str) -> Result<(), CloudEventError> {
+    match url::Url::parse(source) {
+        Ok(u) if !u.cannot_be_a_base() || u.scheme() == "urn" => Ok(()),
+        _ => Err(CloudEventError::SourceNotUri),
+    }
+}
+
+/// An app event (`POST /app`): no id or time from the caller; the server
+/// assigns `id`, `time`, `resource` and `resourceinstance`.
+pub fn app_event(body: Value, id: String, time: String) -> Result<(EventRecord, AppSource), CloudEventError> {
+    let mut map = base(body)?;
+    let source = string(&map, "source")?;
+    let subject = string(&map, "subject")?;
+    let event_type = string(&map, "type")?;
+    let spec = string(&map, "specversion")?;
+    let (Some(source), Some(subject), Some(event_type), Some(spec)) = (source, subject, event_type, spec) else {
+        return Err(CloudEventError::MissingAppFields);
+    };
+    if spec != "1.0" {
+        return Err(CloudEventError::SpecVersion);
+    }
+    check_source(&source)?;
+    let app = AppSource::parse(&source).ok_or(CloudEventError::SourceNotUri)?;
+    let alternativesubject = string(&map, "alternativesubject")?;
+    let resource = app.resource();
+    let resourceinstance = app.instance.as_ref().map(|(p, g)| format!("{p}/{g}"));
+    map.insert("id".into(), Value::String(id.clone()));
+    map.insert("time".into(), Value::String(time.clone()));
+    map.insert("resource".into(), Value::String(resource.clone()));
+    if let Some(ri) = &resourceinstance {
+        map.insert("resourceinstance".into(), Value::String(ri.clone()));
+    }
+    let record = EventRecord {
+        id,
+        source,
+        subject,
+        resource,
+        event_type,
+        time,
+        alternativesubject,
+        resourceinstance,
+        cloud_event: Value::Object(map),
+    };
+    Ok((record, app))
+}
+
+/// A generic event (`POST /events`): the publisher gives `id` and
+/// `resource`; the server sets `time`.
+pub fn generic_event(body: Value, time: String) -> Result<EventRecord, CloudEventError> {
+    let mut map = base(body)?;
+    match string(&map, "specversion")? {
+        Some(v) if v == "1.0" => {}
+        Some(_) => return Err(CloudEventError::SpecVersion),
+        None => return Err(CloudEventError::Missing("specversion")),
+    }
+    let id = string(&map, "id")?.ok_or(CloudEventError::Missing("id"))?;
+    if id.chars().count() > MAX_ID_LEN {
+        return Err(CloudEventError::TooLong { field: "id", max: MAX_ID_LEN });
+    }
+    let source = string(&map, "source")?.ok_or(CloudEventError::Missing("source"))?;
+    check_source(&source)?;
+    let event_type = string(&map, "type")?.ok_or(CloudEventError::Missing("type"))?;
+    let resource = string(&map, "resource")?.ok_or(CloudEventError::Missing("resource"))?;
+    if !resource.starts_with(RESOURCE_PREFIX) || resource.len() == RESOURCE_PREFIX.len() {
+        return Err(CloudEventError::Resource);
+    }
+    let subject = string(&map, "subject")?.unwrap_or_default();
+    let alternativesubject = string(&map, "alternativesubject")?;
+    let resourceinstance = string(&map, "resourceinstance")?;
+    map.insert("time".into(), Value::String(time.clone()));
+    Ok(EventRecord {
+        id,
+        source,
+        subject,
+        resource,
+        event_type,
+        time,
+        alternativesubject,
+        resourceinstance,
+        cloud_event: Value::Object(map),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    const SRC: &str = "https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/6fb3f738-6800-4f29-9f3e-1c66862656cd";
+
+    #[test]
+    fn app_events_get_server_fields_and_keep_extensions() {
+        let body = json!({"specversion": "1.0", "type": "app.instance.created", "source": SRC,
+            "subject": "/party/1337", "contenttype": "application/json", "data": {"a": 1}, "myext": "kept"});
+        let (rec, app) = app_event(body, "id-1".into(), "2026-11-27T10:00:00.000000Z".into()).unwrap();
+        assert_eq!(app.org, "ttd");
+        assert_eq!(rec.resource, "urn:altinn:resource:app_ttd_apps-test");
+        assert_eq!(rec.resourceinstance.as_deref(), Some("1337/6fb3f738-6800-4f29-9f3e-1c66862656cd"));
+        assert_eq!(rec.cloud_event["myext"], "kept");
+        assert_eq!(rec.cloud_event["datacontenttype"], "application/json");
+        assert_eq!(rec.cloud_event["id"], "id-1");
+    }
+
+    #[test]
+    fn app_events_missing_fields_use_altinns_text() {
+        for body in [
+            json!({"specversion": "1.0", "type": "t", "source": SRC}),
+            json!({"specversion": "1.0", "subject": "/party/1", "source": SRC}),
+            json!({"type": "t", "subject": "/party/1", "source": SRC}),
+            json!({"specversion": "1.0", "type": "t", "subject": "/party/1"}),
+        ] {
+            let err = app_event(body, "i".into(), "t".into()).unwrap_err();
+            assert_eq!(err.to_string(), "Missing parameter values: source, subject and type cannot be null");
+        }
+    }
+
+    #[test]
+    fn generic_events_need_a_resource_urn_and_bounded_id() {
+        let ok = json!({"specversion": "1.0", "id": "e1", "type": "t", "source": "urn:altinn:x",
+            "resource": "urn:altinn:resource:ttd-estate-of-deceased", "subject": "/party/1337"});
+        assert!(generic_event(ok.clone(), "t".into()).is_ok());
+        let mut bad = ok.clone();
+        bad["resource"] = json!("ttd-estate-of-deceased");
+        assert_eq!(generic_event(bad, "t".into()).unwrap_err(), CloudEventError::Resource);
+        let mut long = ok.clone();
+        long["id"] = json!("x".repeat(MAX_ID_LEN + 1));
+        assert!(matches!(generic_event(long, "t".into()).unwrap_err(), CloudEventError::TooLong { .. }));
+        let mut not_uri = ok;
+        not_uri["source"] = json!("not a uri");
+        assert_eq!(generic_event(not_uri, "t".into()).unwrap_err(), CloudEventError::SourceNotUri);
+    }
+
+    #[test]
+    fn server_time_is_fixed_width_utc() {
+        let t = server_time();
+        assert_eq!(t.len(), "2026-11-27T10:00:00.000000Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(s in ".{0,200}") {
+            let _ = AppSource::parse(&s);
+            let _ = app_event(json!({"specversion": "1.0", "type": s.clone(), "source": s.clone(), "subject": s.clone()}), "i".into(), "t".into());
+            let _ = generic_event(json!({"specversion": "1.0", "id": s.clone(), "type": "t", "source": s.clone(), "resource": s}), "t".into());
+        }
+    }
+}

@@ -1,0 +1,186 @@
+use altinn_events::Overrides;
+use altinn_events::feeds::{FeedId, Filters};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const SOURCE: &str = "https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/6fb3f738-6800-4f29-9f3e-1c66862656cd";
+const ESTATE: &str = "urn:altinn:resource:ttd-estate-of-deceased";
+
+fn app_event() -> Value {
+    json!({"specversion": "1.0", "type": "app.instance.created", "source": SOURCE, "subject": "/party/1337",
+        "alternativesubject": "/person/01039012345", "datacontenttype": "application/json", "data": {"step": 1}, "myextension": 7})
+}
+
+fn generic_event(id: &str) -> Value {
+    json!({"specversion": "1.0", "id": id, "type": "no.altinn.estate.registered", "source": "urn:no:skatteetaten:estate:1",
+        "subject": "/party/1337", "resource": ESTATE, "data": {"x": 1}})
+}
+
+async fn post_app(app: &TestApp, bearer: Option<&str>, access: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut req = app.http.post(app.url("/events/api/v1/app")).json(body);
+    if let Some(t) = bearer {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(t) = access {
+        req = req.header("PlatformAccessToken", t);
+    }
+    req.send().await.unwrap()
+}
+
+async fn post_generic(app: &TestApp, bearer: Option<&str>, content_type: &str, body: &Value) -> reqwest::Response {
+    let mut req =
+        app.http.post(app.url("/events/api/v1/events")).header(CONTENT_TYPE, content_type).body(body.to_string());
+    if let Some(t) = bearer {
+        req = req.header(AUTHORIZATION, format!("Bearer {t}"));
+    }
+    req.send().await.unwrap()
+}
+
+async fn all_events(app: &TestApp, feed: FeedId) -> Vec<Value> {
+    let page = app.feeds.read(&feed, 0, &Filters::default(), 1000, u64::MAX).await.unwrap();
+    page.events.into_iter().map(|e| e.record.cloud_event).collect()
+}
+
+#[tokio::test]
+async fn an_app_publishes_and_the_event_is_in_both_feeds() {
+    let app = TestApp::spawn().await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    let resp = post_app(&app, Some(&user), Some(&access), &app_event()).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(resp.headers()[LOCATION], "/party/1337");
+    let id: String = resp.json().await.unwrap();
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+
+    let in_resource = all_events(&app, FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await;
+    let in_subject = all_events(&app, FeedId::Subject("/party/1337".into())).await;
+    assert_eq!(in_resource, in_subject);
+    assert_eq!(in_resource.len(), 1);
+    let stored = &in_resource[0];
+    assert_eq!(stored["id"], id.as_str());
+    assert_eq!(stored["resource"], "urn:altinn:resource:app_ttd_apps-test");
+    assert_eq!(stored["resourceinstance"], "1337/6fb3f738-6800-4f29-9f3e-1c66862656cd");
+    assert_eq!(stored["myextension"], 7, "extension attributes are kept");
+    assert_eq!(stored["data"], json!({"step": 1}));
+    assert_eq!(stored["time"].as_str().unwrap().len(), 27, "fixed-width time: {stored}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn app_publish_errors_are_altinns() {
+    let app = TestApp::spawn().await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+
+    let body = assert_problem(post_app(&app, None, Some(&access), &app_event()).await, 401).await;
+    assert!(body["detail"].as_str().unwrap().contains("Missing"), "{body}");
+    assert_problem(post_app(&app, Some(&user), None, &app_event()).await, 403).await;
+
+    for missing in ["source", "subject", "type", "specversion"] {
+        let mut ev = app_event();
+        ev.as_object_mut().unwrap().remove(missing);
+        let body = assert_problem(post_app(&app, Some(&user), Some(&access), &ev).await, 400).await;
+        assert_eq!(body["detail"], "Missing parameter values: source, subject and type cannot be null", "{missing}");
+    }
+
+    let skd = app.platform_token("skd", "taxreport").await;
+    let body = assert_problem(post_app(&app, Some(&user), Some(&skd), &app_event()).await, 401).await;
+    assert_eq!(body["detail"], format!("skd/taxreport is not authorized to create events for {SOURCE}"));
+
+    let garbage = app
+        .http
+        .post(app.url("/events/api/v1/app"))
+        .header(AUTHORIZATION, format!("Bearer {user}"))
+        .header("PlatformAccessToken", &access)
+        .header(CONTENT_TYPE, "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(garbage, 400).await;
+    assert!(body["detail"].as_str().unwrap().contains("not valid JSON"), "{body}");
+
+    let mut huge = app_event();
+    huge["data"] = json!("x".repeat(300 * 1024));
+    assert_problem(post_app(&app, Some(&user), Some(&access), &huge).await, 413).await;
+
+    let xml = app
+        .http
+        .post(app.url("/events/api/v1/app"))
+        .header(AUTHORIZATION, format!("Bearer {user}"))
+        .header("PlatformAccessToken", &access)
+        .header(CONTENT_TYPE, "application/xml")
+        .body("<event/>")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(xml, 415).await;
+    // Nothing of the above was stored.
+    assert_eq!(app.feeds.len(&FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await.unwrap(), 0);
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn generic_publish_scopes_pdp_and_idempotent_retries() {
+    let app = TestApp::spawn().await;
+    let owner = app.org_token("ttd", "altinn:events.publish").await;
+    let ev = generic_event("estate-1");
+
+    // Media type, authentication, scope.
+    assert_problem(post_generic(&app, Some(&owner), "application/json", &ev).await, 415).await;
+    assert_problem(post_generic(&app, None, "application/cloudevents+json", &ev).await, 401).await;
+    let no_scope = app.org_token("ttd", "altinn:events.subscribe").await;
+    assert_problem(post_generic(&app, Some(&no_scope), "application/cloudevents+json", &ev).await, 403).await;
+
+    // The PDP decides: skd does not own the resource.
+    let skd = app.org_token("skd", "altinn:events.publish").await;
+    assert_problem(post_generic(&app, Some(&skd), "application/cloudevents+json", &ev).await, 403).await;
+
+    // The owner may; a retry stores nothing new.
+    let resp = post_generic(&app, Some(&owner), "application/cloudevents+json; charset=utf-8", &ev).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<String>().await.unwrap(), "estate-1");
+    let retry = post_generic(&app, Some(&owner), "application/cloudevents+json", &ev).await;
+    assert_eq!(retry.status(), 200);
+    assert_eq!(all_events(&app, FeedId::Resource(ESTATE.into())).await.len(), 1);
+    assert_eq!(all_events(&app, FeedId::Subject("/party/1337".into())).await.len(), 1);
+
+    // The same id from another source is not the same event.
+    let mut other = generic_event("estate-1");
+    other["source"] = json!("urn:no:other:source");
+    assert_problem(post_generic(&app, Some(&owner), "application/cloudevents+json", &other).await, 409).await;
+
+    // Admin scope skips the PDP.
+    let before = app.stats().await["pdp_requests"].as_u64().unwrap();
+    let admin = app.org_token("skd", "altinn:events.publish.admin").await;
+    let resp = post_generic(&app, Some(&admin), "application/cloudevents+json", &generic_event("estate-2")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(app.stats().await["pdp_requests"].as_u64().unwrap(), before);
+
+    // Bad input.
+    let mut bad = generic_event("estate-3");
+    bad["resource"] = json!("ttd-estate-of-deceased");
+    let body = assert_problem(post_generic(&app, Some(&owner), "application/cloudevents+json", &bad).await, 400).await;
+    assert_eq!(body["detail"], "The 'resource' must begin with `urn:altinn:resource:`");
+    let mut no_id = generic_event("x");
+    no_id.as_object_mut().unwrap().remove("id");
+    assert_problem(post_generic(&app, Some(&owner), "application/cloudevents+json", &no_id).await, 400).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn generic_publish_is_503_when_the_pdp_is_down() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut config = test_config();
+    config.pdp.url = Some(format!("http://{closed}/authorization/api/v1/decision").parse().unwrap());
+    config.pdp.timeout_ms = 300;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let owner = app.org_token("ttd", "altinn:events.publish").await;
+    let resp = post_generic(&app, Some(&owner), "application/cloudevents+json", &generic_event("e")).await;
+    let body = assert_problem(resp, 503).await;
+    assert!(body["detail"].as_str().unwrap().contains("authorization"), "{body}");
+    assert_eq!(app.feeds.len(&FeedId::Resource(ESTATE.into())).await.unwrap(), 0, "nothing stored");
+    app.shutdown().await;
+}
