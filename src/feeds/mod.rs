@@ -68,10 +68,13 @@ pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>)
 }
 
 /// Positions of a published event in its two feeds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Appended {
     pub resource_seq: u64,
     pub subject_seq: Option<u64>,
+    /// This event's share of the RU charge of the batches that stored it
+    /// (0 for an idempotent retry).
+    pub request_charge: f64,
 }
 
 #[derive(Clone)]
@@ -103,11 +106,16 @@ impl FeedStore {
         let record = Arc::new(record);
         let resource = FeedId::Resource(record.resource.clone());
         let subject = FeedId::Subject(record.subject.clone());
-        let resource_seq = self.writer.append(&resource, record.clone(), dedupe).await?;
+        let (resource_seq, mut request_charge) = self.writer.append(&resource, record.clone(), dedupe).await?;
         // An event without a subject has no subject feed.
-        let subject_seq =
-            if record.subject.is_empty() { None } else { Some(self.writer.append(&subject, record, dedupe).await?) };
-        Ok(Appended { resource_seq, subject_seq })
+        let subject_seq = if record.subject.is_empty() {
+            None
+        } else {
+            let (seq, charge) = self.writer.append(&subject, record, dedupe).await?;
+            request_charge += charge;
+            Some(seq)
+        };
+        Ok(Appended { resource_seq, subject_seq, request_charge })
     }
 
     /// Appends several events, in order, to both their feeds.
@@ -118,7 +126,7 @@ impl FeedStore {
     /// Appends to one feed only (the repairer, and tests that stop a
     /// publisher between its two appends).
     pub async fn append_to(&self, feed: &FeedId, record: EventRecord, dedupe: bool) -> Result<u64, FeedError> {
-        self.writer.append(feed, Arc::new(record), dedupe).await
+        self.writer.append(feed, Arc::new(record), dedupe).await.map(|(seq, _)| seq)
     }
 
     /// Events of `feed` from position `from` (the number of events before
@@ -147,5 +155,25 @@ impl FeedStore {
             .await?
             .map(|h| h.segment * self.segment_size + h.count)
             .unwrap_or(0))
+    }
+}
+
+#[cfg(feature = "dev")]
+impl FeedStore {
+    /// RU charge of storing `record` as one plain document (the event
+    /// document, in a scratch partition): the baseline that cost
+    /// measurements compare appends to. The document is deleted afterwards.
+    pub async fn single_create_charge(&self, record: &EventRecord) -> Result<f64, FeedError> {
+        let pk = format!("baseline|{}", uuid::Uuid::new_v4());
+        let doc = docs::EventDoc::new(record, pk.clone(), 0);
+        let resp = self
+            .cosmos
+            .container
+            .create_item(pk.clone(), &doc.id, &doc, None)
+            .await
+            .map_err(FeedError::cosmos("baseline create"))?;
+        let charge = resp.headers().request_charge().map(|c| f64::from(*c)).unwrap_or(0.0);
+        let _ = self.cosmos.container.delete_item(pk, &doc.id, None).await;
+        Ok(charge)
     }
 }

@@ -30,7 +30,8 @@ struct Pending {
     record: Arc<EventRecord>,
     /// Also look for the event in the previous segment (publisher-chosen ids).
     dedupe: bool,
-    reply: oneshot::Sender<Result<u64, FeedError>>,
+    /// The sequence number, and this event's share of the batch's RU charge.
+    reply: oneshot::Sender<Result<(u64, f64), FeedError>>,
 }
 
 struct Item {
@@ -62,7 +63,7 @@ impl Writer {
         feed: &FeedId,
         record: Arc<EventRecord>,
         dedupe: bool,
-    ) -> Result<u64, FeedError> {
+    ) -> Result<(u64, f64), FeedError> {
         let (reply, rx) = oneshot::channel();
         let pending = Pending { record, dedupe, reply };
         {
@@ -228,13 +229,14 @@ impl Writer {
         };
         let charge = resp.headers().request_charge().map(|c| f64::from(*c));
         observe("append_batch", started, charge);
+        let share = charge.unwrap_or(0.0) / n as f64;
         let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
         let results = model.results();
         if results.iter().all(|r| r.is_success()) {
             let etag = results.first().and_then(|r| r.etag()).ok_or(FeedError::MissingEtag)?.to_owned();
             metrics::histogram!("feed_batch_events").record(n as f64);
             for (i, item) in queue.drain(..n).enumerate() {
-                let _ = item.pending.reply.send(Ok(base + i as u64));
+                let _ = item.pending.reply.send(Ok((base + i as u64, share)));
             }
             *head = Some(Head { segment: h.segment, count: h.count + n as u64, etag });
             return Ok(());
@@ -296,7 +298,7 @@ impl Writer {
 /// id is refused.
 fn settle_existing(item: Item, doc: &EventDoc) {
     let result = if doc.source == item.pending.record.source {
-        Ok(doc.seq)
+        Ok((doc.seq, 0.0))
     } else {
         Err(FeedError::IdTaken { id: item.pending.record.id.clone() })
     };

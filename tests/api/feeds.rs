@@ -381,3 +381,47 @@ async fn a_reader_paging_while_writers_append_sees_each_event_once_in_order() {
     let expected: Vec<String> = (0..total).map(|i| format!("w{i}")).collect();
     assert_eq!(seen.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), expected);
 }
+
+/// Write cost per published event, in the emulator's RU model, against one
+/// plain document create of the same event. Prints the numbers that
+/// docs/storage.md quotes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_cost_per_event_against_a_single_document_create() {
+    let account = EmulatorAccount::new();
+    let store = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let baseline = store.single_create_charge(&event("baseline", res, "/party/1", "t")).await.unwrap();
+
+    // Sequential publishes to fresh parties: every subject feed is cold.
+    let mut cold = 0.0;
+    for i in 0..8 {
+        cold += store.append(event(&format!("c{i}"), res, &format!("/party/{}", 100 + i), "t"), false).await.unwrap().request_charge;
+    }
+    let cold = cold / 8.0;
+
+    // Concurrent publishes to one hot resource feed and a few parties: group commit.
+    let futures = (0..96).map(|i| {
+        let store = store.clone();
+        async move { store.append(event(&format!("h{i}"), res, &format!("/party/{}", i % 3), "t"), false).await.unwrap() }
+    });
+    let hot: f64 = futures::future::join_all(futures).await.iter().map(|a| a.request_charge).sum::<f64>() / 96.0;
+
+    eprintln!("RU per event: single document create {baseline:.2}; publish (two feeds) cold {cold:.2} ({:.2}x), concurrent {hot:.2} ({:.2}x)", cold / baseline, hot / baseline);
+    assert!(baseline > 0.0 && cold > 0.0);
+    // The emulator bills each batch operation a flat 1.24 RU, so a cold
+    // publish is exactly two batches of two operations (head + event).
+    assert!((cold - 4.0 * 1.24).abs() < 1e-6, "cold publish: {cold}");
+    assert!(hot < cold, "group commit amortizes the head replacement");
+
+    // Reads: a page of the hot resource feed, unfiltered and filtered.
+    let feed = FeedId::Resource(res.into());
+    let plain = store.read(&feed, 8, &Filters::default(), 50, u64::MAX).await.unwrap();
+    let typed = Filters { types: vec!["t".into()], ..Filters::default() };
+    let filtered = store.read(&feed, 8, &typed, 50, u64::MAX).await.unwrap();
+    eprintln!(
+        "page of 50 from segment size {S}: unfiltered {} round trips {:.2} RU; filtered {} round trips {:.2} RU",
+        plain.round_trips, plain.request_charge, filtered.round_trips, filtered.request_charge
+    );
+    assert_eq!(plain.events.len(), 50);
+    assert_eq!(filtered.events.len(), 50);
+}
