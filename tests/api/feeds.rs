@@ -395,18 +395,29 @@ async fn write_cost_per_event_against_a_single_document_create() {
     // Sequential publishes to fresh parties: every subject feed is cold.
     let mut cold = 0.0;
     for i in 0..8 {
-        cold += store.append(event(&format!("c{i}"), res, &format!("/party/{}", 100 + i), "t"), false).await.unwrap().request_charge;
+        cold += store
+            .append(event(&format!("c{i}"), res, &format!("/party/{}", 100 + i), "t"), false)
+            .await
+            .unwrap()
+            .request_charge;
     }
     let cold = cold / 8.0;
 
     // Concurrent publishes to one hot resource feed and a few parties: group commit.
-    let futures = (0..96).map(|i| {
-        let store = store.clone();
-        async move { store.append(event(&format!("h{i}"), res, &format!("/party/{}", i % 3), "t"), false).await.unwrap() }
-    });
+    let futures =
+        (0..96).map(|i| {
+            let store = store.clone();
+            async move {
+                store.append(event(&format!("h{i}"), res, &format!("/party/{}", i % 3), "t"), false).await.unwrap()
+            }
+        });
     let hot: f64 = futures::future::join_all(futures).await.iter().map(|a| a.request_charge).sum::<f64>() / 96.0;
 
-    eprintln!("RU per event: single document create {baseline:.2}; publish (two feeds) cold {cold:.2} ({:.2}x), concurrent {hot:.2} ({:.2}x)", cold / baseline, hot / baseline);
+    eprintln!(
+        "RU per event: single document create {baseline:.2}; publish (two feeds) cold {cold:.2} ({:.2}x), concurrent {hot:.2} ({:.2}x)",
+        cold / baseline,
+        hot / baseline
+    );
     assert!(baseline > 0.0 && cold > 0.0);
     // The emulator bills each batch operation a flat 1.24 RU, so a cold
     // publish is exactly two batches of two operations (head + event).
