@@ -182,11 +182,14 @@ impl Default for CosmosConfig {
 pub struct LimitsConfig {
     /// Largest accepted request body, in bytes (413 beyond).
     pub max_body_bytes: usize,
+    /// A query page scans at most `size` x this many events (at least 100)
+    /// while filling itself with permitted events.
+    pub scan_budget_factor: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024 }
+        Self { max_body_bytes: 256 * 1024, scan_budget_factor: 10 }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod error;
 pub mod feeds;
 #[cfg(feature = "dev")]
 pub mod localtest;
+pub mod register;
 pub mod state;
 pub mod telemetry;
 
@@ -116,6 +117,17 @@ pub async fn start(
     let pdp = Pdp::new(pdp_url, config.pdp.subscription_key.clone(), Duration::from_millis(config.pdp.timeout_ms))
         .context("building PDP client")?;
 
+    let register_url = match &config.register.url {
+        Some(u) => u.clone(),
+        None => platform.join("register/api/v1/parties/lookup").context("Register URL")?,
+    };
+    let register = register::Register::new(
+        register_url,
+        config.register.subscription_key.clone(),
+        Duration::from_millis(config.register.timeout_ms),
+    )
+    .context("building Register client")?;
+
     let cosmos = Cosmos::connect(
         &config.cosmos,
         #[cfg(feature = "dev")]
@@ -141,6 +153,7 @@ pub async fn start(
         tokens: Arc::new(tokens),
         access_tokens: Arc::new(access_tokens),
         pdp: Arc::new(pdp),
+        register: Arc::new(register),
         feeds,
     };
 

@@ -6,6 +6,7 @@ use crate::auth::{AccessTokenVerifier, TokenValidator};
 use crate::authz::Pdp;
 use crate::config::Config;
 use crate::feeds::FeedStore;
+use crate::register::Register;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -13,5 +14,6 @@ pub struct AppState {
     pub tokens: Arc<TokenValidator>,
     pub access_tokens: Arc<AccessTokenVerifier>,
     pub pdp: Arc<Pdp>,
+    pub register: Arc<Register>,
     pub feeds: FeedStore,
 }

@@ -2,12 +2,14 @@
 
 mod health;
 mod publish;
+mod query;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use axum::middleware;
 use axum::response::IntoResponse;
+use axum::routing::{get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -22,7 +24,11 @@ pub fn router(state: AppState, extra: Router) -> Router {
     let max_body = state.config.limits.max_body_bytes;
     Router::new()
         .merge(health::router())
-        .merge(publish::router())
+        .route("/events/api/v1/app", post(publish::publish_app))
+        .route("/events/api/v1/events", post(publish::publish_generic).get(query::generic))
+        .route("/events/api/v1/app/party", get(query::app_party))
+        .route("/events/api/v1/app/{org}/{app}", get(query::app_owner))
+        .route("/events/api/v1/party", post(query::party_post))
         .with_state(state)
         .merge(extra)
         .fallback(not_found)

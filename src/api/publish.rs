@@ -1,13 +1,11 @@
 //! Publishing: `POST /events/api/v1/app` (Altinn apps) and
 //! `POST /events/api/v1/events` (generic CloudEvents).
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use serde_json::Value;
 
 use crate::auth::{MaybePlatformApp, MaybePrincipal, PlatformApp, Principal};
@@ -19,10 +17,6 @@ use crate::state::AppState;
 pub const SCOPE_PUBLISH: &str = "altinn:events.publish";
 pub const SCOPE_PUBLISH_ADMIN: &str = "altinn:events.publish.admin";
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
-
-pub fn router() -> Router<AppState> {
-    Router::new().route("/events/api/v1/app", post(publish_app)).route("/events/api/v1/events", post(publish_generic))
-}
 
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
@@ -43,7 +37,7 @@ impl From<CloudEventError> for ApiError {
 /// An app publishes an event about one of its instances. Needs an Altinn
 /// token and the app's platform access token, whose `{org}/{app}` must own
 /// the source.
-async fn publish_app(
+pub async fn publish_app(
     State(state): State<AppState>,
     _principal: Principal,
     app: PlatformApp,
@@ -76,7 +70,7 @@ async fn publish_app(
 /// platform access token), then the PDP's `publish` decision unless the
 /// caller has `altinn:events.publish.admin`. Publishing the same `(id,
 /// source)` again stores nothing new.
-async fn publish_generic(
+pub async fn publish_generic(
     State(state): State<AppState>,
     MaybePrincipal(principal): MaybePrincipal,
     MaybePlatformApp(app): MaybePlatformApp,

@@ -19,7 +19,12 @@ const TIME_FORMAT: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 pub fn server_time() -> String {
-    OffsetDateTime::now_utc().format(TIME_FORMAT).expect("UTC timestamps format")
+    format_time(OffsetDateTime::now_utc())
+}
+
+/// A UTC time in the fixed-width form stored with events.
+pub fn format_time(t: OffsetDateTime) -> String {
+    t.format(TIME_FORMAT).expect("UTC timestamps format")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -28,6 +28,8 @@ pub struct Filters {
     pub subject: Option<String>,
     pub alternative_subject: Option<String>,
     pub resource_instance: Option<String>,
+    /// Only events of this resource (a subject feed holds several).
+    pub resource: Option<String>,
 }
 
 impl Filters {
@@ -76,6 +78,9 @@ impl Filters {
         }
         if let Some(s) = &self.alternative_subject {
             sql.push_str(&format!(" AND c.alternativesubject = {}", bind("alt", s.clone().into(), &mut params)));
+        }
+        if let Some(s) = &self.resource {
+            sql.push_str(&format!(" AND c.resource = {}", bind("res", s.clone().into(), &mut params)));
         }
         if let Some(s) = &self.resource_instance {
             sql.push_str(&format!(" AND c.resourceinstance = {}", bind("ri", s.clone().into(), &mut params)));

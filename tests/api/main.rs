@@ -2,7 +2,10 @@
 //! mode (in-process Cosmos emulator, local Altinn platform) and talks HTTP.
 
 mod auth;
+mod cosmosdb_server;
 mod feeds;
 mod health;
 mod helpers;
+mod logs;
 mod publish;
+mod query;

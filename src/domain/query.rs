@@ -1,0 +1,284 @@
+//! Query parameters of the feed endpoints, parsed with Altinn's validation
+//! texts. Keys are case-insensitive (as in Altinn's ASP.NET binding) and
+//! `type` / `source` repeat.
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+pub const DEFAULT_SIZE: usize = 50;
+pub const MAX_SIZE: usize = 1000;
+
+/// Where a consumer continues: a position in the feed (the opaque cursor of
+/// `next` links), or an event id (what Altinn clients store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum After {
+    Position(u64),
+    EventId(String),
+}
+
+const CURSOR_PREFIX: &str = "~p";
+
+impl After {
+    pub fn parse(value: &str) -> Self {
+        if value == "0" {
+            return Self::Position(0);
+        }
+        match value.strip_prefix(CURSOR_PREFIX).and_then(|n| n.parse().ok()) {
+            Some(pos) => Self::Position(pos),
+            None => Self::EventId(value.to_owned()),
+        }
+    }
+
+    /// The opaque cursor for position `pos`.
+    pub fn cursor(pos: u64) -> String {
+        format!("{CURSOR_PREFIX}{pos}")
+    }
+}
+
+/// The raw parameters of one request (query string, or the JSON body of
+/// `POST /party`), before validation.
+#[derive(Debug, Default, Clone)]
+pub struct RawParams {
+    pub after: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub party: Option<String>,
+    pub unit: Option<String>,
+    pub person: Option<String>,
+    pub types: Vec<String>,
+    pub sources: Vec<String>,
+    pub size: Option<String>,
+    pub resource: Option<String>,
+    pub subject: Option<String>,
+    pub alternative_subject: Option<String>,
+}
+
+impl RawParams {
+    /// From a query string: keys case-insensitive, `type`/`source` repeated.
+    pub fn from_query(query: Option<&str>) -> Self {
+        let mut p = Self::default();
+        for (k, v) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let v = v.into_owned();
+            match k.to_ascii_lowercase().as_str() {
+                "after" => p.after = Some(v),
+                "from" => p.from = Some(v),
+                "to" => p.to = Some(v),
+                "party" => p.party = Some(v),
+                "unit" => p.unit = Some(v),
+                "type" => p.types.push(v),
+                "source" => p.sources.push(v),
+                "size" => p.size = Some(v),
+                "resource" => p.resource = Some(v),
+                "subject" => p.subject = Some(v),
+                _ => {}
+            }
+        }
+        p
+    }
+}
+
+fn blank_to_none(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A timestamp with an explicit offset, as fixed-width UTC.
+fn parse_time(value: Option<&str>, name: &str) -> Result<Option<String>, String> {
+    let Some(v) = value else { return Ok(None) };
+    // An unencoded `+02:00` in a query string arrives as ` 02:00`.
+    let parsed = OffsetDateTime::parse(v, &Rfc3339).or_else(|e| match v.contains(' ') {
+        true => OffsetDateTime::parse(&v.replace(' ', "+"), &Rfc3339),
+        false => Err(e),
+    });
+    match parsed {
+        Ok(t) => Ok(Some(crate::domain::cloud_event::format_time(t.to_offset(time::UtcOffset::UTC)))),
+        Err(_) => Err(format!("The '{name}' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC")),
+    }
+}
+
+pub fn parse_size(value: Option<&str>) -> Result<usize, String> {
+    const MSG: &str = "The 'Size' parameter must be a number larger that 0.";
+    match value {
+        None => Ok(DEFAULT_SIZE),
+        Some(v) => match v.trim().parse::<i64>() {
+            Ok(n) if n > 0 => Ok((n as u64).min(MAX_SIZE as u64) as usize),
+            _ => Err(MSG.to_owned()),
+        },
+    }
+}
+
+/// Whose events a party query asks for, before Register resolves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartyParam {
+    Party(u64),
+    Unit(String),
+    Person(String),
+}
+
+/// A validated app or party query.
+#[derive(Debug, Clone)]
+pub struct AppQuery {
+    pub after: Option<After>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub party: Option<PartyParam>,
+    pub types: Vec<String>,
+    pub sources: Vec<String>,
+    pub size: usize,
+}
+
+/// Validation shared by `GET /app/{org}/{app}`, `GET /app/party`, `POST /party`.
+pub fn app_query(raw: &RawParams, party_required: bool) -> Result<AppQuery, String> {
+    let after = blank_to_none(&raw.after).map(After::parse);
+    let from = parse_time(blank_to_none(&raw.from), "From")?;
+    let to = parse_time(blank_to_none(&raw.to), "To")?;
+    if after.is_none() && from.is_none() {
+        return Err("The 'From' or 'After' parameter must be defined.".into());
+    }
+    let size = parse_size(blank_to_none(&raw.size))?;
+    let party = blank_to_none(&raw.party);
+    let unit = blank_to_none(&raw.unit);
+    let person = blank_to_none(&raw.person);
+    if party.is_some() && person.is_some() {
+        return Err("Only one of 'Party' or 'Person' can be defined.".into());
+    }
+    if party.is_some() && unit.is_some() {
+        return Err("Only one of 'Party' or 'Unit' can be defined.".into());
+    }
+    if unit.is_some() && person.is_some() {
+        return Err("Only one of 'Unit' or 'Person' can be defined.".into());
+    }
+    if let Some(u) = unit
+        && (u.len() != 9 || !u.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("Value of 'Unit' needs to be exactly 9 digits.".into());
+    }
+    let party = match (party, unit, person) {
+        (Some(p), _, _) => {
+            Some(PartyParam::Party(p.parse().map_err(|_| "The 'Party' parameter must be a party id.".to_owned())?))
+        }
+        (_, Some(u), _) => Some(PartyParam::Unit(u.to_owned())),
+        (_, _, Some(n)) => Some(PartyParam::Person(n.to_owned())),
+        _ => None,
+    };
+    if party_required && party.is_none() {
+        return Err("Subject must be specified using either query params party or unit or header value person.".into());
+    }
+    Ok(AppQuery { after, from, to, party, types: raw.types.clone(), sources: raw.sources.clone(), size })
+}
+
+/// A validated `GET /events` query.
+#[derive(Debug, Clone)]
+pub struct GenericQuery {
+    pub resource: String,
+    pub after: After,
+    pub subject: Option<String>,
+    pub alternative_subject: Option<String>,
+    pub types: Vec<String>,
+    pub size: usize,
+}
+
+pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
+    let resource = blank_to_none(&raw.resource).unwrap_or_default();
+    if !resource.starts_with(crate::domain::cloud_event::RESOURCE_PREFIX) {
+        return Err("The 'resource' parameter must begin with `urn:altinn:resource:`".into());
+    }
+    let after = blank_to_none(&raw.after).map(After::parse).ok_or("The 'after' parameter must be defined.")?;
+    let subject = blank_to_none(&raw.subject).map(str::to_owned);
+    let alternative_subject = blank_to_none(&raw.alternative_subject).map(str::to_owned);
+    if subject.is_some() && alternative_subject.is_some() {
+        return Err("Only one of 'subject' or 'alternativeSubject' can be defined.".into());
+    }
+    let size = parse_size(blank_to_none(&raw.size))?;
+    Ok(GenericQuery {
+        resource: resource.to_owned(),
+        after,
+        subject,
+        alternative_subject,
+        types: raw.types.clone(),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn raw(q: &str) -> RawParams {
+        RawParams::from_query(Some(q))
+    }
+
+    #[test]
+    fn altinn_validation_texts() {
+        let cases = [
+            ("party=1", "The 'From' or 'After' parameter must be defined."),
+            (
+                "from=2022-07-07T11:00:53",
+                "The 'From' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC",
+            ),
+            (
+                "after=1&to=2022-07-07",
+                "The 'To' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC",
+            ),
+            ("after=1&size=0", "The 'Size' parameter must be a number larger that 0."),
+            ("after=1&size=abc", "The 'Size' parameter must be a number larger that 0."),
+            ("after=1&party=1&unit=123456789", "Only one of 'Party' or 'Unit' can be defined."),
+            ("after=1&unit=12345", "Value of 'Unit' needs to be exactly 9 digits."),
+            ("after=1", "Subject must be specified using either query params party or unit or header value person."),
+        ];
+        for (q, msg) in cases {
+            assert_eq!(app_query(&raw(q), true).unwrap_err(), msg, "{q}");
+        }
+        let mut with_person = raw("after=1&party=1");
+        with_person.person = Some("01039012345".into());
+        assert_eq!(app_query(&with_person, true).unwrap_err(), "Only one of 'Party' or 'Person' can be defined.");
+        assert_eq!(
+            generic_query(&raw("after=0&resource=x")).unwrap_err(),
+            "The 'resource' parameter must begin with `urn:altinn:resource:`"
+        );
+        assert_eq!(
+            generic_query(&raw("resource=urn:altinn:resource:x")).unwrap_err(),
+            "The 'after' parameter must be defined."
+        );
+        let mut both = raw("after=0&resource=urn:altinn:resource:x&subject=/party/1");
+        both.alternative_subject = Some("/person/1".into());
+        assert_eq!(generic_query(&both).unwrap_err(), "Only one of 'subject' or 'alternativeSubject' can be defined.");
+    }
+
+    #[test]
+    fn sizes_default_and_cap() {
+        assert_eq!(app_query(&raw("after=1"), false).unwrap().size, 50);
+        assert_eq!(app_query(&raw("after=1&size=5000"), false).unwrap().size, 1000);
+    }
+
+    #[test]
+    fn keys_are_case_insensitive_and_types_repeat() {
+        let q = app_query(&raw("After=e1&Type=a&type=b&Party=1337&from=2022-07-07T13:00:53%2B02:00"), true).unwrap();
+        assert_eq!(q.after, Some(After::EventId("e1".into())));
+        assert_eq!(q.types, ["a", "b"]);
+        assert_eq!(q.party, Some(PartyParam::Party(1337)));
+        assert_eq!(q.from.as_deref(), Some("2022-07-07T11:00:53.000000Z"), "converted to UTC");
+    }
+
+    #[test]
+    fn cursors_and_event_ids() {
+        assert_eq!(After::parse("0"), After::Position(0));
+        assert_eq!(After::parse(&After::cursor(42)), After::Position(42));
+        assert_eq!(After::parse("3f2c"), After::EventId("3f2c".into()));
+        assert_eq!(After::parse("~pnope"), After::EventId("~pnope".into()));
+    }
+
+    proptest! {
+        #[test]
+        fn cursor_roundtrip(pos in any::<u64>()) {
+            prop_assert_eq!(After::parse(&After::cursor(pos)), After::Position(pos));
+        }
+
+        #[test]
+        fn parsing_never_panics(q in ".{0,120}") {
+            let r = RawParams::from_query(Some(&q));
+            let _ = app_query(&r, true);
+            let _ = generic_query(&r);
+        }
+    }
+}

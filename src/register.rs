@@ -1,0 +1,90 @@
+//! Altinn Register: resolves organisation numbers and national identity
+//! numbers to party ids, with a short cache. Lookups never log the number.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::RwLock;
+use url::Url;
+
+const CACHE_FOR: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("no party with that number")]
+    NotFound,
+    #[error("register request failed")]
+    Transport(#[source] reqwest::Error),
+    #[error("register answered {0}")]
+    Status(StatusCode),
+}
+
+/// What to look up. `Debug` never shows the number.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum PartyRef {
+    OrgNo(String),
+    Ssn(String),
+}
+
+impl std::fmt::Debug for PartyRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::OrgNo(_) => f.write_str("OrgNo(..)"),
+            Self::Ssn(_) => f.write_str("Ssn(..)"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Party {
+    #[serde(rename = "PartyId", alias = "partyId")]
+    party_id: u64,
+}
+
+pub struct Register {
+    http: reqwest::Client,
+    url: Url,
+    subscription_key: Option<SecretString>,
+    cache: RwLock<HashMap<PartyRef, (u64, Instant)>>,
+}
+
+impl Register {
+    pub fn new(url: Url, subscription_key: Option<SecretString>, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()?;
+        Ok(Self { http, url, subscription_key, cache: RwLock::default() })
+    }
+
+    pub async fn party_id(&self, party: &PartyRef) -> Result<u64, RegisterError> {
+        if let Some((id, at)) = self.cache.read().await.get(party)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(*id);
+        }
+        let body = match party {
+            PartyRef::OrgNo(n) => json!({ "OrgNo": n }),
+            PartyRef::Ssn(n) => json!({ "Ssn": n }),
+        };
+        let mut req = self.http.post(self.url.clone()).json(&body);
+        if let Some(key) = &self.subscription_key {
+            req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());
+        }
+        // The error is built without the request, so the number is not in it.
+        let resp = req.send().await.map_err(|e| RegisterError::Transport(e.without_url()))?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Err(RegisterError::NotFound),
+            s if !s.is_success() => return Err(RegisterError::Status(s)),
+            _ => {}
+        }
+        let found: Party = resp.json().await.map_err(|e| RegisterError::Transport(e.without_url()))?;
+        let mut cache = self.cache.write().await;
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
+        }
+        cache.insert(party.clone(), (found.party_id, Instant::now()));
+        Ok(found.party_id)
+    }
+}

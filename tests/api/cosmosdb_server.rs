@@ -1,0 +1,180 @@
+//! The feed store through the SDK's real HTTP stack, against
+//! `@vercel/cosmosdb-server` (a separate Node process, see
+//! `.ci/cosmosdb-server/`). Ignored in the normal run: `.ci/cosmosdb-server/run-test`
+//! starts the server and runs this test with `EVENTS_TEST_COSMOS_ENDPOINT` set.
+
+use altinn_events::config::{CosmosAuth, CosmosConfig};
+use altinn_events::feeds::{Cosmos, EventRecord, FeedId, FeedStore, Filters};
+use secrecy::SecretString;
+use serde_json::json;
+
+const S: u64 = 4;
+/// The server accepts any key; the SDK wants one that decodes as base64.
+const KEY: &str = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
+
+async fn store(segment_size: u64) -> FeedStore {
+    let endpoint = std::env::var("EVENTS_TEST_COSMOS_ENDPOINT")
+        .expect("EVENTS_TEST_COSMOS_ENDPOINT is not set: run this test with .ci/cosmosdb-server/run-test");
+    let config = CosmosConfig {
+        auth: Some(CosmosAuth::Key),
+        endpoint: Some(endpoint.parse().expect("EVENTS_TEST_COSMOS_ENDPOINT is a URL")),
+        key: Some(SecretString::from(KEY)),
+        provision: Some(true),
+        segment_size,
+        ..CosmosConfig::default()
+    };
+    let cosmos = Cosmos::connect(
+        &config,
+        #[cfg(feature = "dev")]
+        None,
+    )
+    .await
+    .expect("connect to cosmosdb-server");
+    FeedStore::new(cosmos)
+}
+
+fn event(id: &str, resource: &str, subject: &str, event_type: &str) -> EventRecord {
+    let source = format!("https://ttd.apps.altinn.no/ttd/apps_test/instances{subject}/{id}");
+    EventRecord {
+        id: id.to_owned(),
+        source: source.clone(),
+        subject: subject.to_owned(),
+        resource: resource.to_owned(),
+        event_type: event_type.to_owned(),
+        time: "2026-11-27T10:00:00.000000Z".to_owned(),
+        alternativesubject: None,
+        resourceinstance: None,
+        cloud_event: json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "subject": subject}),
+    }
+}
+
+/// Every event of a feed, paging with `limit`; asserts dense seqs from 0.
+async fn read_all(store: &FeedStore, feed: &FeedId, limit: usize) -> Vec<String> {
+    let mut out: Vec<(u64, String)> = Vec::new();
+    let mut pos = 0;
+    loop {
+        let page = store.read(feed, pos, &Filters::default(), limit, u64::MAX).await.expect("read");
+        assert!(page.events.len() <= limit);
+        out.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
+        assert!(page.next >= pos);
+        pos = page.next;
+        if page.at_end {
+            break;
+        }
+    }
+    for (i, (seq, _)) in out.iter().enumerate() {
+        assert_eq!(*seq, i as u64, "{feed}: a gap or disorder: {out:?}");
+    }
+    assert_eq!(pos, out.len() as u64, "{feed}: the cursor ends after the last event");
+    out.into_iter().map(|(_, id)| id).collect()
+}
+
+fn ids(names: &[&str], run: &str) -> Vec<String> {
+    names.iter().map(|n| format!("{n}-{run}")).collect()
+}
+
+#[tokio::test]
+#[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
+async fn cosmosdb_server_feed_store_round_trip() {
+    let store = store(S).await;
+    // Unique per run, so that a rerun against the same server starts afresh.
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let res = format!("urn:altinn:resource:app_ttd_apps-test-{run}");
+    let (me, other) = (format!("/party/1337-{run}"), format!("/party/500000-{run}"));
+    let created = "app.instance.created";
+
+    // Ten appends across two subjects: resource segments 0..=2, subject segments 0..=1.
+    for i in 0..10u64 {
+        let subject = if i % 2 == 0 { &me } else { &other };
+        let kind = if i % 3 == 0 { created } else { "app.instance.process.completed" };
+        let a = store.append(event(&format!("e{i}-{run}"), &res, subject, kind), false).await.expect("append");
+        assert_eq!((a.resource_seq, a.subject_seq), (i, Some(i / 2)));
+    }
+    let resource = FeedId::Resource(res.clone());
+    let party = FeedId::Subject(me.clone());
+    assert_eq!(
+        read_all(&store, &resource, 3).await,
+        ids(&["e0", "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8", "e9"], &run)
+    );
+    assert_eq!(read_all(&store, &party, 3).await, ids(&["e0", "e2", "e4", "e6", "e8"], &run));
+    assert_eq!(read_all(&store, &FeedId::Subject(other.clone()), 2).await, ids(&["e1", "e3", "e5", "e7", "e9"], &run));
+    assert_eq!(store.len(&resource).await.unwrap(), 10);
+
+    // A type filter fills the page from all three segments.
+    let types = Filters { types: vec![created.into()], ..Filters::default() };
+    let page = store.read(&resource, 0, &types, 10, u64::MAX).await.unwrap();
+    let got: Vec<_> = page.events.iter().map(|e| (e.seq, e.record.id.clone())).collect();
+    let want: Vec<_> = [0u64, 3, 6, 9].iter().map(|&i| (i, format!("e{i}-{run}"))).collect();
+    assert_eq!(got, want);
+    assert_eq!((page.next, page.at_end), (10, true));
+    // A short page stops after its last event; a bounded scan stops early.
+    let page = store.read(&resource, 1, &types, 1, u64::MAX).await.unwrap();
+    assert_eq!((page.events[0].seq, page.next, page.at_end), (3, 4, false));
+    let page = store.read(&resource, 0, &types, 10, 5).await.unwrap();
+    assert_eq!((page.events.len(), page.next, page.at_end), (2, 5, false));
+    // A wildcard source (LIKE).
+    let sources = Filters {
+        sources: vec![format!("https://ttd.apps.altinn.no/ttd/apps_test/instances{other}/%")],
+        ..Filters::default()
+    };
+    let page = store.read(&resource, 0, &sources, 10, u64::MAX).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 3, 5, 7, 9]);
+    let no_match = Filters {
+        sources: vec![format!("https://ttd.apps.altinn.no/ttd/apps_test/instances{me}9/%")],
+        ..Filters::default()
+    };
+    assert!(store.read(&resource, 0, &no_match, 10, u64::MAX).await.unwrap().events.is_empty());
+
+    // locate: point reads in the newest segments.
+    assert_eq!(store.locate(&resource, &format!("e0-{run}")).await.unwrap(), Some(1));
+    assert_eq!(store.locate(&resource, &format!("e9-{run}")).await.unwrap(), Some(10));
+    assert_eq!(store.locate(&party, &format!("e2-{run}")).await.unwrap(), Some(2));
+    assert_eq!(store.locate(&resource, "nope").await.unwrap(), None);
+    assert_eq!(store.locate(&FeedId::Subject(format!("/party/1-{run}")), &format!("e0-{run}")).await.unwrap(), None);
+
+    // Appending again is idempotent: the batch's create answers 409 and the
+    // whole batch (its head replacement too) is rolled back.
+    let again = store.append(event(&format!("e9-{run}"), &res, &other, created), false).await.unwrap();
+    assert_eq!((again.resource_seq, again.subject_seq), (9, Some(4)));
+    let mut thief = event(&format!("e9-{run}"), &res, &other, created);
+    thief.source = "https://elsewhere/".into();
+    assert!(store.append(thief, false).await.unwrap_err().is_client_error());
+    assert_eq!(store.len(&resource).await.unwrap(), 10);
+    assert_eq!(read_all(&store, &resource, 4).await.len(), 10);
+
+    // A second store (another pod): each one's cached head goes stale, so
+    // their batches meet If-Match failures (412) and retry.
+    let pod_b = self::store(S).await;
+    for i in 10..14u64 {
+        let writer = if i % 2 == 0 { &pod_b } else { &store };
+        let a = writer.append(event(&format!("e{i}-{run}"), &res, &me, created), false).await.unwrap();
+        assert_eq!(a.resource_seq, i);
+    }
+    // Group commit: concurrent appends share batches of several creates.
+    let burst: Vec<_> = (14..20).map(|i| event(&format!("e{i}-{run}"), &res, &other, created)).collect();
+    let burst_ids: Vec<_> = burst.iter().map(|e| e.id.clone()).collect();
+    let acks = store.append_all(burst, false).await;
+    let all = read_all(&pod_b, &resource, 5).await;
+    assert_eq!(all.len(), 20);
+    assert_eq!(all[..14], (0..14).map(|i| format!("e{i}-{run}")).collect::<Vec<_>>());
+    for (id, ack) in burst_ids.iter().zip(acks) {
+        let seq = usize::try_from(ack.expect("burst append").resource_seq).unwrap();
+        assert_eq!(&all[seq], id, "stored where its append said");
+    }
+
+    // With one event per segment, an event nine segments back is found by
+    // the cross-partition query that follows the point reads.
+    let tiny = self::store(1).await;
+    let narrow = format!("urn:altinn:resource:app_ttd_narrow-{run}");
+    for i in 0..10 {
+        tiny.append(event(&format!("n{i}-{run}"), &narrow, &me, created), false).await.unwrap();
+    }
+    let narrow = FeedId::Resource(narrow);
+    assert_eq!(tiny.locate(&narrow, &format!("n0-{run}")).await.unwrap(), Some(1));
+    assert_eq!(tiny.locate(&narrow, &format!("n1-{run}")).await.unwrap(), Some(2));
+    assert_eq!(tiny.locate(&narrow, &format!("e0-{run}")).await.unwrap(), None, "another feed's event");
+    assert_eq!(
+        read_all(&tiny, &narrow, 3).await,
+        ids(&["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"], &run)
+    );
+}
