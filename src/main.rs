@@ -94,12 +94,15 @@ fn print_dev_banner(base: &str) {
         r#"
 altinn-events dev mode: the Events API and a local Altinn platform at {base}
 
-Try it (copy and paste):
+Try it (copy and paste): publish as the app ttd/apps-test, read as user 1337
   TOKEN=$(curl -s '{base}/localtest/token/user?userId=1337&partyId=1337&authLevel=2')
-  curl -s -H "Authorization: Bearer $TOKEN" {base}/localtest/whoami
-  curl -s {base}/health/ready
+  ACCESS=$(curl -s '{base}/localtest/token/platform?issuer=ttd&app=apps-test')
+  curl -s -X POST {base}/events/api/v1/app -H "Authorization: Bearer $TOKEN" -H "PlatformAccessToken: $ACCESS" \
+    -H 'Content-Type: application/json' \
+    -d '{{"specversion":"1.0","type":"app.instance.created","subject":"/party/1337","source":"https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/6fb3f738-6800-4f29-9f3e-1c66862656cd"}}'
+  curl -s -H "Authorization: Bearer $TOKEN" '{base}/events/api/v1/app/party?party=1337&after=0'
 
-Press Ctrl+C to stop.
+More: docs/api.md. Press Ctrl+C to stop.
 "#
     );
 }
