@@ -160,20 +160,19 @@ impl FeedStore {
 
 #[cfg(feature = "dev")]
 impl FeedStore {
-    /// RU charge of storing `record` as one plain document (the event
-    /// document, in a scratch partition): the baseline that cost
-    /// measurements compare appends to. The document is deleted afterwards.
-    pub async fn single_create_charge(&self, record: &EventRecord) -> Result<f64, FeedError> {
-        let pk = format!("baseline|{}", uuid::Uuid::new_v4());
+    /// Stores `record` as one plain document (the event document, in a
+    /// scratch partition `baseline|{subject}`) with the raw SDK and returns
+    /// the RU charge: the baseline that cost and throughput measurements
+    /// compare appends to. Not part of any feed.
+    pub async fn baseline_create(&self, record: &EventRecord) -> Result<f64, FeedError> {
+        let pk = format!("baseline|{}", record.subject);
         let doc = docs::EventDoc::new(record, pk.clone(), 0);
         let resp = self
             .cosmos
             .container
-            .create_item(pk.clone(), &doc.id, &doc, None)
+            .create_item(pk, &doc.id, &doc, None)
             .await
             .map_err(FeedError::cosmos("baseline create"))?;
-        let charge = resp.headers().request_charge().map(|c| f64::from(*c)).unwrap_or(0.0);
-        let _ = self.cosmos.container.delete_item(pk, &doc.id, None).await;
-        Ok(charge)
+        Ok(resp.headers().request_charge().map(|c| f64::from(*c)).unwrap_or(0.0))
     }
 }

@@ -390,7 +390,7 @@ async fn write_cost_per_event_against_a_single_document_create() {
     let account = EmulatorAccount::new();
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let baseline = store.single_create_charge(&event("baseline", res, "/party/1", "t")).await.unwrap();
+    let baseline = store.baseline_create(&event("baseline", res, "/party/1", "t")).await.unwrap();
 
     // Sequential publishes to fresh parties: every subject feed is cold.
     let mut cold = 0.0;

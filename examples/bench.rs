@@ -1,0 +1,431 @@
+//! Load benchmark of one service instance, in process, on 127.0.0.1.
+//!
+//!     cargo run --release --example bench [-- --events 4000 --concurrency 32]
+//!
+//! Starts the service in dev mode (in-process Cosmos emulator, local PDP and
+//! token issuer), runs bounded scenarios over real HTTP, and prints one table.
+//! Every scenario stops after its count or its time limit, whichever first.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use altinn_events::config::{Config, Mode};
+use altinn_events::feeds::EventRecord;
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+struct Args {
+    events: usize,
+    concurrency: usize,
+    limit: Duration,
+}
+
+fn args() -> Args {
+    let mut a = Args { events: 4000, concurrency: 32, limit: Duration::from_secs(30) };
+    let argv: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < argv.len() {
+        let value = argv.get(i + 1).and_then(|v| v.parse::<u64>().ok());
+        match (argv[i].as_str(), value) {
+            ("--events", Some(v)) => a.events = v as usize,
+            ("--concurrency", Some(v)) => a.concurrency = v as usize,
+            ("--limit-seconds", Some(v)) => a.limit = Duration::from_secs(v),
+            ("--bench", _) => {
+                i += 1;
+                continue;
+            }
+            (other, _) => panic!("unknown argument {other}; use --events N --concurrency N --limit-seconds N"),
+        }
+        i += 2;
+    }
+    a
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx].as_secs_f64() * 1000.0
+}
+
+struct Row {
+    scenario: String,
+    count: usize,
+    per_second: f64,
+    unit: &'static str,
+    p50_ms: f64,
+    p99_ms: f64,
+    note: String,
+}
+
+/// Sum of a Prometheus metric family (all label sets) matching `filter`.
+fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+struct Bench {
+    base: String,
+    http: reqwest::Client,
+    user_tokens: HashMap<u64, String>,
+    access: HashMap<&'static str, String>,
+}
+
+const APPS: [(&str, &str); 2] = [("ttd", "apps-test"), ("skd", "taxreport")];
+
+impl Bench {
+    async fn text(&self, path: &str) -> String {
+        self.http.get(format!("{}{path}", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
+    async fn pdp_requests(&self) -> u64 {
+        let v: Value =
+            self.http.get(format!("{}/localtest/stats", self.base)).send().await.unwrap().json().await.unwrap();
+        v["pdp_requests"].as_u64().unwrap_or(0)
+    }
+
+    fn event(org: &str, app: &str, party: u64, n: usize) -> Value {
+        json!({"specversion": "1.0", "type": "app.instance.process.completed", "subject": format!("/party/{party}"),
+            "source": format!("https://{org}.apps.altinn.no/{org}/{app}/instances/{party}/00000000-0000-4000-8000-{n:012}"),
+            "data": {"n": n}})
+    }
+
+    /// Publishes `count` events from `concurrency` tasks; returns latencies
+    /// and (id, acknowledged at) pairs.
+    async fn ingest(
+        self: &Arc<Self>,
+        count: usize,
+        concurrency: usize,
+        limit: Duration,
+        pick: impl Fn(usize) -> (usize, u64) + Send + Sync + 'static,
+        acks: Option<Arc<Mutex<HashMap<String, Instant>>>>,
+    ) -> (Vec<Duration>, Duration) {
+        let next = Arc::new(AtomicUsize::new(0));
+        let pick = Arc::new(pick);
+        let started = Instant::now();
+        let deadline = started + limit;
+        let mut tasks = Vec::new();
+        for _ in 0..concurrency {
+            let (b, next, pick, acks) = (self.clone(), next.clone(), pick.clone(), acks.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut lat = Vec::new();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count || Instant::now() > deadline {
+                        return lat;
+                    }
+                    let (app, party) = pick(n);
+                    let (org, name) = APPS[app];
+                    let t = Instant::now();
+                    let resp = b
+                        .http
+                        .post(format!("{}/events/api/v1/app", b.base))
+                        .bearer_auth(&b.user_tokens[&1337])
+                        .header("PlatformAccessToken", &b.access[org])
+                        .json(&Self::event(org, name, party, n))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(resp.status(), 201, "publish failed");
+                    let id: String = resp.json().await.unwrap();
+                    let done = Instant::now();
+                    lat.push(done - t);
+                    if let Some(acks) = &acks {
+                        acks.lock().await.insert(id, done);
+                    }
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        let elapsed = started.elapsed();
+        all.sort();
+        (all, elapsed)
+    }
+
+    /// Pages through a feed from the start with `token`; returns per-page
+    /// latencies, events seen and elapsed time.
+    async fn page_through(
+        &self,
+        first: String,
+        token: &str,
+        headers: &[(&str, &str)],
+        limit: Duration,
+    ) -> (Vec<Duration>, usize, Duration) {
+        let started = Instant::now();
+        let mut url = first;
+        let mut lat = Vec::new();
+        let mut events = 0;
+        while started.elapsed() < limit {
+            let t = Instant::now();
+            let mut req = self.http.get(&url).bearer_auth(token);
+            for (k, v) in headers {
+                req = req.header(*k, *v);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let next = resp.headers()["next"].to_str().unwrap().to_owned();
+            let page: Vec<Value> = resp.json().await.unwrap();
+            lat.push(t.elapsed());
+            if page.is_empty() {
+                break;
+            }
+            events += page.len();
+            url = next;
+        }
+        let elapsed = started.elapsed();
+        lat.sort();
+        (lat, events, elapsed)
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    // No repairer: it would add change-feed reads to what is measured.
+    let config = Config {
+        cosmos: altinn_events::config::CosmosConfig { repair_interval_seconds: 0, ..Default::default() },
+        ..Config::default()
+    };
+    let config = config.finalize(Mode::Dev).expect("config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let running = altinn_events::start(config, Mode::Dev, listener, Default::default()).await.expect("start");
+    let base = running.base_url.as_str().trim_end_matches('/').to_owned();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let mut bench = Bench { base, http, user_tokens: HashMap::new(), access: HashMap::new() };
+    for (user, level) in [(1337u64, 2u8), (1338, 2)] {
+        let t = bench.text(&format!("/localtest/token/user?userId={user}&partyId={user}&authLevel={level}")).await;
+        bench.user_tokens.insert(user, t);
+    }
+    for (org, app) in APPS {
+        let t = bench.text(&format!("/localtest/token/platform?issuer={org}&app={app}")).await;
+        bench.access.insert(org, t);
+    }
+    let owner = bench.text("/localtest/token/org?org=ttd&scope=altinn:events/ttd/apps-test").await;
+    let bench = Arc::new(bench);
+    let feeds = running.feeds.clone();
+    let mut rows = Vec::new();
+    let metrics = || altinn_events::telemetry::prometheus().render();
+
+    // 5. Baseline: the raw SDK storing one document per event, same account, same concurrency.
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.concurrency {
+        let (feeds, next) = (feeds.clone(), next.clone());
+        let (count, limit) = (a.events, a.limit);
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut ru = 0.0;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count || started.elapsed() > limit {
+                    return (lat, ru);
+                }
+                let body = Bench::event("ttd", "apps-test", 1000 + (n % 200) as u64, n);
+                let record = EventRecord {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    source: body["source"].as_str().unwrap().to_owned(),
+                    subject: body["subject"].as_str().unwrap().to_owned(),
+                    resource: "urn:altinn:resource:app_ttd_apps-test".into(),
+                    event_type: "app.instance.process.completed".into(),
+                    time: altinn_events::domain::server_time(),
+                    alternativesubject: None,
+                    resourceinstance: None,
+                    cloud_event: body,
+                };
+                let t = Instant::now();
+                ru += feeds.baseline_create(&record).await.unwrap();
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let (mut lat, mut baseline_ru) = (Vec::new(), 0.0);
+    for t in tasks {
+        let (l, r) = t.await.unwrap();
+        lat.extend(l);
+        baseline_ru += r;
+    }
+    let baseline_elapsed = started.elapsed();
+    lat.sort();
+    let baseline_rate = lat.len() as f64 / baseline_elapsed.as_secs_f64();
+    let baseline_ru_per_doc = baseline_ru / lat.len() as f64;
+    rows.push(Row {
+        scenario: "baseline: raw SDK, 1 document per event".into(),
+        count: lat.len(),
+        per_second: baseline_rate,
+        unit: "docs/s",
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        note: format!("{baseline_ru_per_doc:.2} RU/doc (no HTTP)"),
+    });
+
+    // 1. Ingest: POST /app, many parties, two apps.
+    let before = metrics();
+    let (lat, elapsed) =
+        bench.ingest(a.events, a.concurrency, a.limit, |n| (n % 2, 1000 + (n % 200) as u64), None).await;
+    let after = metrics();
+    let ru = metric_sum(&after, "cosmos_request_charge_ru_sum", "append_batch")
+        - metric_sum(&before, "cosmos_request_charge_ru_sum", "append_batch");
+    let batches = metric_sum(&after, "cosmos_requests_total", "append_batch")
+        - metric_sum(&before, "cosmos_requests_total", "append_batch");
+    let rate = lat.len() as f64 / elapsed.as_secs_f64();
+    rows.push(Row {
+        scenario: format!("ingest: POST /app x{}", a.concurrency),
+        count: lat.len(),
+        per_second: rate,
+        unit: "events/s",
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        note: format!(
+            "{:.2}x baseline; {:.2} RU/event ({:.2}x 1 doc); {:.1} events/batch",
+            rate / baseline_rate,
+            ru / lat.len() as f64,
+            ru / lat.len() as f64 / baseline_ru_per_doc,
+            2.0 * lat.len() as f64 / batches.max(1.0)
+        ),
+    });
+
+    // 2. App feed: the owner pages through ttd/apps-test.
+    for size in [50, 1000] {
+        let before = metrics();
+        let first = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size={size}", bench.base);
+        let (lat, events, elapsed) = bench.page_through(first, &owner, &[], a.limit).await;
+        let after = metrics();
+        let queries = metric_sum(&after, "cosmos_requests_total", "query_feed")
+            - metric_sum(&before, "cosmos_requests_total", "query_feed");
+        rows.push(Row {
+            scenario: format!("app feed, size {size}"),
+            count: lat.len(),
+            per_second: lat.len() as f64 / elapsed.as_secs_f64(),
+            unit: "pages/s",
+            p50_ms: percentile(&lat, 0.5),
+            p99_ms: percentile(&lat, 0.99),
+            note: format!(
+                "{:.0} events/s; {:.2} Cosmos queries/page",
+                events as f64 / elapsed.as_secs_f64(),
+                queries / lat.len() as f64
+            ),
+        });
+    }
+
+    // 3. Party feeds read by user 1337 (level 2): its own party, all ttd
+    // events (permitted); and party 500000 (a role), where 4 of 5 events are
+    // skd's, which need level 3 (denied).
+    let mixes: [(&str, u64, usize); 2] = [("mostly permitted", 1337, 0), ("mostly denied (4 of 5)", 500000, 4)];
+    for (label, party, denied_per_permitted) in mixes {
+        let count = (a.events / 4).max(100);
+        let period = denied_per_permitted + 1;
+        let _ = bench
+            .ingest(count, a.concurrency, a.limit, move |n| (usize::from(n % period != period - 1), party), None)
+            .await;
+        let before_pdp = bench.pdp_requests().await;
+        let first = format!("{}/events/api/v1/app/party?party={party}&after=0&size=50", bench.base);
+        let (lat, events, elapsed) = bench.page_through(first, &bench.user_tokens[&1337], &[], a.limit).await;
+        let pdp = bench.pdp_requests().await - before_pdp;
+        rows.push(Row {
+            scenario: format!("party feed, {label}"),
+            count: lat.len(),
+            per_second: lat.len() as f64 / elapsed.as_secs_f64(),
+            unit: "pages/s",
+            p50_ms: percentile(&lat, 0.5),
+            p99_ms: percentile(&lat, 0.99),
+            note: format!("{events} events; {:.2} PDP requests/page", pdp as f64 / lat.len() as f64),
+        });
+    }
+
+    // 4. Mixed: ingest while a reader follows the app feed from its head;
+    // publish-to-visible = first page that shows an event - its 201.
+    let acks: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let head_page = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size=1000", bench.base);
+    // Move the reader's cursor to the current end first.
+    let mut url = head_page;
+    loop {
+        let resp = bench.http.get(&url).bearer_auth(&owner).send().await.unwrap();
+        let next = resp.headers()["next"].to_str().unwrap().to_owned();
+        let page: Vec<Value> = resp.json().await.unwrap();
+        url = next;
+        if page.is_empty() {
+            break;
+        }
+    }
+    let reader_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (b, acks, owner, done) = (bench.clone(), acks.clone(), owner.clone(), reader_done.clone());
+        tokio::spawn(async move {
+            let mut url = url;
+            let mut delays = Vec::new();
+            let mut pages = 0;
+            while !done.load(Ordering::Relaxed) {
+                let resp = b.http.get(&url).bearer_auth(&owner).send().await.unwrap();
+                let seen_at = Instant::now();
+                let next = resp.headers()["next"].to_str().unwrap().to_owned();
+                let page: Vec<Value> = resp.json().await.unwrap();
+                pages += 1;
+                let acks = acks.lock().await;
+                for e in &page {
+                    if let Some(acked) = e["id"].as_str().and_then(|id| acks.get(id)) {
+                        delays.push(seen_at.saturating_duration_since(*acked));
+                    }
+                }
+                url = next;
+            }
+            (delays, pages)
+        })
+    };
+    let (lat, elapsed) =
+        bench.ingest(a.events / 2, a.concurrency, a.limit, |n| (0, 1000 + (n % 200) as u64), Some(acks.clone())).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    reader_done.store(true, Ordering::Relaxed);
+    let (mut delays, reader_pages) = reader.await.unwrap();
+    delays.sort();
+    rows.push(Row {
+        scenario: "mixed: ingest + 1 reader at the head".into(),
+        count: lat.len(),
+        per_second: lat.len() as f64 / elapsed.as_secs_f64(),
+        unit: "events/s",
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        note: format!(
+            "publish-to-visible p50 {:.1} ms, p99 {:.1} ms ({} events seen, {reader_pages} reader pages)",
+            percentile(&delays, 0.5),
+            percentile(&delays, 0.99),
+            delays.len()
+        ),
+    });
+
+    println!();
+    println!("| scenario | n | rate | p50 ms | p99 ms | notes |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {:.0} {} | {:.2} | {:.2} | {} |",
+            r.scenario, r.count, r.per_second, r.unit, r.p50_ms, r.p99_ms, r.note
+        );
+    }
+    println!();
+    println!(
+        "peak RSS {:.0} MiB; {} cores; events {}, concurrency {}",
+        peak_rss_mib(),
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        a.events,
+        a.concurrency
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+}
