@@ -45,6 +45,7 @@ pub struct Config {
     pub register: RegisterConfig,
     pub cosmos: CosmosConfig,
     pub limits: LimitsConfig,
+    pub instance_access: InstanceAccessConfig,
     pub localtest: LocalTestConfig,
 }
 
@@ -61,6 +62,7 @@ impl Default for Config {
             register: RegisterConfig::default(),
             cosmos: CosmosConfig::default(),
             limits: LimitsConfig::default(),
+            instance_access: InstanceAccessConfig::default(),
             localtest: LocalTestConfig::default(),
         }
     }
@@ -185,11 +187,45 @@ pub struct LimitsConfig {
     /// A query page scans at most `size` x this many events (at least 100)
     /// while filling itself with permitted events.
     pub scan_budget_factor: u64,
+    /// Long-polling requests one instance holds at once (503 beyond).
+    pub max_waiters: usize,
+    /// How often a watched feed's head is read, to see appends made by
+    /// other instances (appends through this instance wake at once).
+    pub wait_poll_interval_ms: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, scan_budget_factor: 10 }
+        Self { max_body_bytes: 256 * 1024, scan_budget_factor: 10, max_waiters: 1000, wait_poll_interval_ms: 1000 }
+    }
+}
+
+/// Instance access keys (anonymous follow-up of one instance's events).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceAccessConfig {
+    /// Key id → secret (`EVENTS__INSTANCE_ACCESS__KEYS__K1=...`). Several
+    /// ids verify; `signing_key` signs new keys. Dev mode makes one up when
+    /// empty; without keys `serve` does not issue or accept any.
+    pub keys: std::collections::HashMap<String, SecretString>,
+    pub signing_key: Option<String>,
+    /// How long an issued key is valid (30 days).
+    pub ttl_seconds: u64,
+    /// Anonymous requests per minute from one client address.
+    pub rate_per_minute_per_client: u32,
+    /// Anonymous requests per minute for one instance.
+    pub rate_per_minute_per_instance: u32,
+}
+
+impl Default for InstanceAccessConfig {
+    fn default() -> Self {
+        Self {
+            keys: std::collections::HashMap::new(),
+            signing_key: None,
+            ttl_seconds: 30 * 24 * 3600,
+            rate_per_minute_per_client: 60,
+            rate_per_minute_per_instance: 120,
+        }
     }
 }
 
@@ -291,6 +327,15 @@ impl Config {
                 "cosmos.database / cosmos.container",
                 "EVENTS__COSMOS__DATABASE / EVENTS__COSMOS__CONTAINER",
                 "must not be empty",
+            ));
+        }
+        if let Some(signing) = &self.instance_access.signing_key
+            && !self.instance_access.keys.keys().any(|k| k.eq_ignore_ascii_case(signing))
+        {
+            return Err(invalid(
+                "instance_access.signing_key",
+                "EVENTS__INSTANCE_ACCESS__SIGNING_KEY",
+                "names no key in instance_access.keys",
             ));
         }
         if self.limits.max_body_bytes < 1024 {

@@ -148,6 +148,8 @@ pub async fn start(
         );
         tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
     }
+    let waiters = config.limits.max_waiters;
+    let instance_keys = instance_keys(&config, mode);
     let state = AppState {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
@@ -155,6 +157,10 @@ pub async fn start(
         pdp: Arc::new(pdp),
         register: Arc::new(register),
         feeds,
+        instance_keys: Arc::new(instance_keys),
+        limiter: Arc::default(),
+        waiters: Arc::new(tokio::sync::Semaphore::new(waiters)),
+        shutdown: rx.clone(),
     };
 
     #[allow(unused_mut)]
@@ -169,7 +175,7 @@ pub async fn start(
 
     let mut rx = rx;
     let server = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = rx.wait_for(|stop| *stop).await;
             })
@@ -185,6 +191,19 @@ pub async fn start(
         shutdown,
         server,
     })
+}
+
+/// The configured instance access keys; dev mode makes one up when none is
+/// configured, `serve` then issues and accepts none.
+fn instance_keys(config: &Config, mode: Mode) -> auth::instance_key::InstanceKeys {
+    let cfg = &config.instance_access;
+    let mut keys = cfg.keys.clone();
+    if keys.is_empty() && mode == Mode::Dev {
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        keys.insert("dev".into(), secrecy::SecretString::from(secret));
+    }
+    let signing = cfg.signing_key.clone().or_else(|| (keys.len() == 1).then(|| keys.keys().next().cloned()).flatten());
+    auth::instance_key::InstanceKeys::new(signing, keys, Duration::from_secs(cfg.ttl_seconds))
 }
 
 /// Altinn's OIDC discovery document, relative to the platform URL.

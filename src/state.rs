@@ -16,4 +16,10 @@ pub struct AppState {
     pub pdp: Arc<Pdp>,
     pub register: Arc<Register>,
     pub feeds: FeedStore,
+    pub instance_keys: Arc<crate::auth::instance_key::InstanceKeys>,
+    pub limiter: Arc<crate::api::rate_limit::RateLimiter>,
+    /// Permits for long-polling requests.
+    pub waiters: Arc<tokio::sync::Semaphore>,
+    /// Turns true when the instance shuts down: long polls answer at once.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

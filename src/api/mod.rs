@@ -1,8 +1,10 @@
 //! HTTP routes. Handlers are thin: parse, call the domain, map to HTTP.
 
 mod health;
+mod instance;
 mod publish;
 mod query;
+pub(crate) mod rate_limit;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -29,6 +31,8 @@ pub fn router(state: AppState, extra: Router) -> Router {
         .route("/events/api/v1/app/party", get(query::app_party))
         .route("/events/api/v1/app/{org}/{app}", get(query::app_owner))
         .route("/events/api/v1/party", post(query::party_post))
+        .route("/events/api/v1/app/{org}/{app}/instances/{party}/{guid}/accesskey", post(instance::issue_key))
+        .route("/events/instanceeventsforinstance/{party}/{guid}", post(instance::read_with_key))
         .with_state(state)
         .merge(extra)
         .fallback(not_found)

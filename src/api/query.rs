@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
+use std::time::Duration;
 
 use crate::auth::Principal;
 use crate::authz::{Action, Caller};
@@ -26,25 +27,76 @@ const PERSON_HEADER: &str = "person";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 
 /// One feed read on behalf of a caller.
-struct FeedQuery<'a> {
-    feed: FeedId,
-    after: Option<After>,
-    filters: Filters,
-    size: usize,
-    caller: Caller<'a>,
-    action: Action,
+pub(crate) struct FeedQuery<'a> {
+    pub feed: FeedId,
+    pub after: Option<After>,
+    pub filters: Filters,
+    pub size: usize,
+    /// Who the PDP decides for; `None` when the request holds a capability
+    /// (an instance access key) that already grants the whole query.
+    pub caller: Option<Caller<'a>>,
+    pub action: Action,
+    /// Long-poll: hold an empty page open this long for new events.
+    pub wait: Duration,
 }
 
-/// Fills a page: read, authorize the batch, keep the permitted, continue
-/// until `size` are kept, the feed ends, or the scan budget is spent.
-/// Returns the events and the position after the last event scanned.
-async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value>, u64), ApiError> {
+/// Answers a query: a filled page at once, or, when the page is empty and
+/// the caller asked to wait, the first page with permitted events that
+/// arrive within `wait` (an empty page with `next` when none do).
+pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value>, u64), ApiError> {
     let start = match &q.after {
         None => 0,
         Some(After::Position(p)) => *p,
         // Altinn semantics: an unknown id reads from the beginning.
         Some(After::EventId(id)) => state.feeds.locate(&q.feed, id).await?.unwrap_or(0),
     };
+    let (events, next) = fill(state, &q, start).await?;
+    if !events.is_empty() || q.wait.is_zero() {
+        return Ok((events, next));
+    }
+    let Ok(_permit) = state.waiters.clone().try_acquire_owned() else {
+        return Err(ApiError::unavailable("long-polling capacity", "too many waiting requests"));
+    };
+    metrics::gauge!("query_waiters").increment(1.0);
+    let _gauge = scopeguard(|| metrics::gauge!("query_waiters").decrement(1.0));
+    let interval = Duration::from_millis(state.config.limits.wait_poll_interval_ms);
+    let mut changes = state.feeds.watch(&q.feed, interval);
+    let mut shutdown = state.shutdown.clone();
+    let deadline = tokio::time::Instant::now() + q.wait;
+    let mut pos = next;
+    loop {
+        // Read again after subscribing, so an append in between is not missed.
+        let (events, next) = fill(state, &q, pos).await?;
+        pos = next;
+        if !events.is_empty() {
+            return Ok((events, pos));
+        }
+        tokio::select! {
+            changed = changes.changed() => if changed.is_err() { break },
+            () = tokio::time::sleep_until(deadline) => break,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        }
+    }
+    Ok((Vec::new(), pos))
+}
+
+/// Runs `f` when dropped (a request cancelled by its client included).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// Fills a page from `start`: read, authorize the batch, keep the permitted,
+/// continue until `size` are kept, the feed ends, or the scan budget is
+/// spent. Returns the events and the position after the last event scanned.
+async fn fill(state: &AppState, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Value>, u64), ApiError> {
     let budget = (q.size as u64).saturating_mul(state.config.limits.scan_budget_factor).max(100);
     let mut kept = Vec::with_capacity(q.size);
     let mut pos = start;
@@ -59,11 +111,14 @@ async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value>, u64), Ap
         let mut next = page.next;
         if !page.events.is_empty() {
             let records: Vec<_> = page.events.iter().map(|e| &e.record).collect();
-            let permitted = state
-                .pdp
-                .authorize(q.caller, q.action, &records)
-                .await
-                .map_err(|e| ApiError::unavailable("authorization", e))?;
+            let permitted = match q.caller {
+                Some(caller) => state
+                    .pdp
+                    .authorize(caller, q.action, &records)
+                    .await
+                    .map_err(|e| ApiError::unavailable("authorization", e))?,
+                None => vec![true; records.len()],
+            };
             let denied = permitted.iter().filter(|p| !**p).count();
             metrics::counter!("query_events_denied_total").increment(denied as u64);
             for (event, ok) in page.events.into_iter().zip(permitted) {
@@ -90,7 +145,7 @@ async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value>, u64), Ap
 }
 
 /// The same request with `after` set to the cursor, as an absolute URL.
-fn next_link(state: &AppState, uri: &Uri, keep_query: bool, next: u64) -> String {
+pub(crate) fn next_link(state: &AppState, uri: &Uri, keep_query: bool, next: u64) -> String {
     let base = state.config.platform_base().map(String::from).unwrap_or_default();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if keep_query {
@@ -104,7 +159,7 @@ fn next_link(state: &AppState, uri: &Uri, keep_query: bool, next: u64) -> String
     format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish())
 }
 
-fn page_response(events: Vec<Value>, next: String, content_type: &'static str) -> Response {
+pub(crate) fn page_response(events: Vec<Value>, next: String, content_type: &'static str) -> Response {
     let mut resp = axum::Json(events).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&next) {
@@ -161,8 +216,9 @@ pub async fn app_owner(
         after: q.after,
         filters,
         size: q.size,
-        caller: Caller::Principal(&principal),
+        caller: Some(Caller::Principal(&principal)),
         action: Action::Read,
+        wait: q.wait,
     };
     let (events, next) = run(&state, query).await?;
     Ok(page_response(events, next_link(&state, &uri, true, next), "application/json"))
@@ -178,8 +234,9 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
         after: q.after,
         filters,
         size: q.size,
-        caller: Caller::Principal(principal),
+        caller: Some(Caller::Principal(principal)),
         action: Action::Read,
+        wait: q.wait,
     };
     run(state, query).await
 }
@@ -211,6 +268,7 @@ struct PartyBody {
     #[serde(rename = "type")]
     types: Vec<String>,
     size: Option<Value>,
+    wait: Option<Value>,
 }
 
 fn scalar(v: Option<Value>) -> Option<String> {
@@ -248,6 +306,7 @@ pub async fn party_post(
         types: parsed.types,
         sources: parsed.source,
         size: scalar(parsed.size),
+        wait: RawParams::from_query(uri.query()).wait.or(scalar(parsed.wait)),
         ..RawParams::default()
     };
     let (events, next) = party_query(&state, &principal, raw).await?;
@@ -279,8 +338,9 @@ pub async fn generic(
         after: Some(q.after),
         filters,
         size: q.size,
-        caller: Caller::Principal(&principal),
+        caller: Some(Caller::Principal(&principal)),
         action: Action::Subscribe,
+        wait: q.wait,
     };
     let (events, next) = run(&state, query).await?;
     Ok(page_response(events, next_link(&state, &uri, true, next), "application/cloudevents+json"))

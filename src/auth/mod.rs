@@ -4,6 +4,7 @@
 
 mod access_token;
 mod claims;
+pub mod instance_key;
 mod oidc;
 
 use std::sync::Arc;

@@ -51,6 +51,7 @@ pub struct RawParams {
     pub resource: Option<String>,
     pub subject: Option<String>,
     pub alternative_subject: Option<String>,
+    pub wait: Option<String>,
 }
 
 impl RawParams {
@@ -70,6 +71,7 @@ impl RawParams {
                 "size" => p.size = Some(v),
                 "resource" => p.resource = Some(v),
                 "subject" => p.subject = Some(v),
+                "wait" => p.wait = Some(v),
                 _ => {}
             }
         }
@@ -106,6 +108,20 @@ pub fn parse_size(value: Option<&str>) -> Result<usize, String> {
     }
 }
 
+/// Longest long-poll, in seconds.
+pub const MAX_WAIT_SECONDS: u64 = 30;
+
+/// `wait`: seconds to hold an empty page open, 0 to 30.
+pub fn parse_wait(value: Option<&str>) -> Result<std::time::Duration, String> {
+    match value {
+        None => Ok(std::time::Duration::ZERO),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n <= MAX_WAIT_SECONDS => Ok(std::time::Duration::from_secs(n)),
+            _ => Err(format!("The 'wait' parameter must be a number of seconds from 0 to {MAX_WAIT_SECONDS}.")),
+        },
+    }
+}
+
 /// Whose events a party query asks for, before Register resolves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartyParam {
@@ -124,6 +140,7 @@ pub struct AppQuery {
     pub types: Vec<String>,
     pub sources: Vec<String>,
     pub size: usize,
+    pub wait: std::time::Duration,
 }
 
 /// Validation shared by `GET /app/{org}/{app}`, `GET /app/party`, `POST /party`.
@@ -135,6 +152,7 @@ pub fn app_query(raw: &RawParams, party_required: bool) -> Result<AppQuery, Stri
         return Err("The 'From' or 'After' parameter must be defined.".into());
     }
     let size = parse_size(blank_to_none(&raw.size))?;
+    let wait = parse_wait(blank_to_none(&raw.wait))?;
     let party = blank_to_none(&raw.party);
     let unit = blank_to_none(&raw.unit);
     let person = blank_to_none(&raw.person);
@@ -163,7 +181,7 @@ pub fn app_query(raw: &RawParams, party_required: bool) -> Result<AppQuery, Stri
     if party_required && party.is_none() {
         return Err("Subject must be specified using either query params party or unit or header value person.".into());
     }
-    Ok(AppQuery { after, from, to, party, types: raw.types.clone(), sources: raw.sources.clone(), size })
+    Ok(AppQuery { after, from, to, party, types: raw.types.clone(), sources: raw.sources.clone(), size, wait })
 }
 
 /// A validated `GET /events` query.
@@ -175,6 +193,7 @@ pub struct GenericQuery {
     pub alternative_subject: Option<String>,
     pub types: Vec<String>,
     pub size: usize,
+    pub wait: std::time::Duration,
 }
 
 pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
@@ -189,6 +208,7 @@ pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
         return Err("Only one of 'subject' or 'alternativeSubject' can be defined.".into());
     }
     let size = parse_size(blank_to_none(&raw.size))?;
+    let wait = parse_wait(blank_to_none(&raw.wait))?;
     Ok(GenericQuery {
         resource: resource.to_owned(),
         after,
@@ -196,6 +216,7 @@ pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
         alternative_subject,
         types: raw.types.clone(),
         size,
+        wait,
     })
 }
 
@@ -224,6 +245,7 @@ mod tests {
             ("after=1&size=abc", "The 'Size' parameter must be a number larger that 0."),
             ("after=1&party=1&unit=123456789", "Only one of 'Party' or 'Unit' can be defined."),
             ("after=1&unit=12345", "Value of 'Unit' needs to be exactly 9 digits."),
+            ("after=1&party=1&wait=31", "The 'wait' parameter must be a number of seconds from 0 to 30."),
             ("after=1", "Subject must be specified using either query params party or unit or header value person."),
         ];
         for (q, msg) in cases {

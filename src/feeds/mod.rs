@@ -10,6 +10,7 @@ mod cosmos;
 pub mod docs;
 #[cfg(feature = "dev")]
 pub mod emulator;
+pub mod notify;
 mod reader;
 mod repairer;
 mod segment;
@@ -82,13 +83,15 @@ pub struct FeedStore {
     cosmos: Cosmos,
     writer: Arc<writer::Writer>,
     segment_size: u64,
+    notifier: Arc<notify::Notifier>,
 }
 
 impl FeedStore {
     pub fn new(cosmos: Cosmos) -> Self {
         let segment_size = cosmos.config.segment_size;
-        let writer = writer::Writer::new(cosmos.container.clone(), segment_size);
-        Self { cosmos, writer, segment_size }
+        let notifier = Arc::new(notify::Notifier::default());
+        let writer = writer::Writer::new(cosmos.container.clone(), segment_size, notifier.clone());
+        Self { cosmos, writer, segment_size, notifier }
     }
 
     pub fn cosmos(&self) -> &Cosmos {
@@ -147,6 +150,26 @@ impl FeedStore {
     /// the feed does not hold it.
     pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
         reader::locate(&self.cosmos.container, feed, event_id).await
+    }
+
+    /// A receiver that changes when `feed` may have new events: at once for
+    /// appends through this store, within `interval` for appends elsewhere.
+    pub fn watch(&self, feed: &FeedId, interval: std::time::Duration) -> tokio::sync::watch::Receiver<u64> {
+        self.notifier.subscribe(self, feed, interval)
+    }
+
+    /// The feed's length and newest segment, starting from a known segment
+    /// (one or two point reads) or from scratch.
+    pub async fn head_position(&self, feed: &FeedId, segment_hint: Option<u64>) -> Result<(u64, u64), FeedError> {
+        let s = self.segment_size;
+        let head = match segment_hint {
+            Some(k) => match segment::read_head(&self.cosmos.container, feed, k).await? {
+                Some(h) if h.count >= s => segment::read_head(&self.cosmos.container, feed, k + 1).await?.or(Some(h)),
+                other => other,
+            },
+            None => segment::newest_head(&self.cosmos.container, feed).await?,
+        };
+        Ok(head.map(|h| (h.segment * s + h.count, h.segment)).unwrap_or((0, 0)))
     }
 
     /// The number of events in `feed` (the position after its newest event).

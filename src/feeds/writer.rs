@@ -14,6 +14,7 @@ use azure_data_cosmos::{ContainerClient, TransactionalBatch};
 use tokio::sync::{mpsc, oneshot};
 
 use super::docs::{EventDoc, EventRecord, FeedId, HEAD_ID, HeadDoc, doc_id};
+use super::notify::Notifier;
 use super::segment::{Head, newest_head, open_segment};
 use super::{FeedError, observe};
 
@@ -46,12 +47,13 @@ struct Item {
 pub struct Writer {
     container: ContainerClient,
     segment_size: u64,
+    notifier: Arc<Notifier>,
     feeds: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
 
 impl Writer {
-    pub fn new(container: ContainerClient, segment_size: u64) -> Arc<Self> {
-        Arc::new(Self { container, segment_size, feeds: Mutex::new(HashMap::new()) })
+    pub fn new(container: ContainerClient, segment_size: u64, notifier: Arc<Notifier>) -> Arc<Self> {
+        Arc::new(Self { container, segment_size, notifier, feeds: Mutex::new(HashMap::new()) })
     }
 
     /// Appends one event to `feed`; returns its sequence number. An event
@@ -239,6 +241,7 @@ impl Writer {
                 let _ = item.pending.reply.send(Ok((base + i as u64, share)));
             }
             *head = Some(Head { segment: h.segment, count: h.count + n as u64, etag });
+            self.notifier.notify(feed);
             return Ok(());
         }
         // Rolled back: find the operation that failed (the others say 424).

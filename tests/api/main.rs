@@ -6,6 +6,7 @@ mod cosmosdb_server;
 mod feeds;
 mod health;
 mod helpers;
+mod instance;
 mod logs;
 mod publish;
 mod query;

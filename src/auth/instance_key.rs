@@ -1,0 +1,131 @@
+//! Instance access keys: a capability to read one instance's events without
+//! logging in (the follow-up scenario of the event architecture). A key is
+//! `v1.{key id}.{expiry}.{HMAC-SHA256}` over the instance and the expiry,
+//! verifiable without storage. Several verification keys may be configured
+//! (rotation); one of them signs.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const VERSION: &str = "v1";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("instance access keys are not configured")]
+    NotConfigured,
+    #[error("malformed key")]
+    Malformed,
+    #[error("unknown key id")]
+    UnknownKeyId,
+    #[error("signature mismatch")]
+    BadSignature,
+    #[error("expired")]
+    Expired,
+}
+
+pub struct InstanceKeys {
+    signing: Option<String>,
+    keys: HashMap<String, SecretString>,
+    ttl: Duration,
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn message(instance: &str, expires: u64) -> String {
+    format!("altinn-events/instance-access/{VERSION}|{instance}|{expires}")
+}
+
+impl InstanceKeys {
+    /// `keys`: key id → secret; `signing`: the id that signs new keys.
+    pub fn new(signing: Option<String>, keys: HashMap<String, SecretString>, ttl: Duration) -> Self {
+        let keys = keys.into_iter().map(|(id, s)| (id.to_ascii_lowercase(), s)).collect();
+        Self { signing: signing.map(|s| s.to_ascii_lowercase()), keys, ttl }
+    }
+
+    fn mac(&self, id: &str) -> Option<HmacSha256> {
+        let secret = self.keys.get(id)?;
+        HmacSha256::new_from_slice(secret.expose_secret().trim().as_bytes()).ok()
+    }
+
+    /// A key for `instance` (`{partyId}/{instanceGuid}`) and its expiry (Unix seconds).
+    pub fn issue(&self, instance: &str) -> Result<(String, u64), KeyError> {
+        let id = self.signing.as_deref().ok_or(KeyError::NotConfigured)?;
+        let mut mac = self.mac(id).ok_or(KeyError::NotConfigured)?;
+        let expires = now() + self.ttl.as_secs();
+        mac.update(message(instance, expires).as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        Ok((format!("{VERSION}.{id}.{expires}.{sig}"), expires))
+    }
+
+    /// Checks that `key` grants access to `instance` now.
+    pub fn verify(&self, key: &str, instance: &str) -> Result<(), KeyError> {
+        let mut parts = key.trim().split('.');
+        let (Some(VERSION), Some(id), Some(expires), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(KeyError::Malformed);
+        };
+        let expires: u64 = expires.parse().map_err(|_| KeyError::Malformed)?;
+        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| KeyError::Malformed)?;
+        let mut mac = self.mac(&id.to_ascii_lowercase()).ok_or(KeyError::UnknownKeyId)?;
+        mac.update(message(instance, expires).as_bytes());
+        // Constant-time comparison.
+        mac.verify_slice(&sig).map_err(|_| KeyError::BadSignature)?;
+        if expires <= now() {
+            return Err(KeyError::Expired);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(signing: &str, ids: &[(&str, &str)]) -> InstanceKeys {
+        let map = ids.iter().map(|(id, s)| (id.to_string(), SecretString::from(s.to_string()))).collect();
+        InstanceKeys::new(Some(signing.into()), map, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn keys_bind_the_instance_and_survive_rotation() {
+        let old = keys("k1", &[("k1", "first secret")]);
+        let (key, _) = old.issue("1337/abc").unwrap();
+        assert_eq!(old.verify(&key, "1337/abc"), Ok(()));
+        assert_eq!(old.verify(&key, "1337/abd"), Err(KeyError::BadSignature));
+        // Rotation: k2 signs now, k1 still verifies.
+        let rotated = keys("k2", &[("k1", "first secret"), ("k2", "second secret")]);
+        assert_eq!(rotated.verify(&key, "1337/abc"), Ok(()));
+        let (new_key, _) = rotated.issue("1337/abc").unwrap();
+        assert!(new_key.starts_with("v1.k2."));
+        // k1 retired: its keys stop working.
+        let retired = keys("k2", &[("k2", "second secret")]);
+        assert_eq!(retired.verify(&key, "1337/abc"), Err(KeyError::UnknownKeyId));
+    }
+
+    #[test]
+    fn forged_and_expired_keys_fail() {
+        let k = keys("k1", &[("k1", "s")]);
+        let (key, expires) = k.issue("1/g").unwrap();
+        let forged_expiry = key.replace(&expires.to_string(), &(expires + 1000).to_string());
+        assert_eq!(k.verify(&forged_expiry, "1/g"), Err(KeyError::BadSignature));
+        assert_eq!(k.verify("garbage", "1/g"), Err(KeyError::Malformed));
+        assert_eq!(k.verify("v1.k1.1.AAAA", "1/g"), Err(KeyError::BadSignature));
+        let mut mac = k.mac("k1").unwrap();
+        mac.update(message("1/g", 10).as_bytes());
+        let past = format!("v1.k1.10.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        assert_eq!(k.verify(&past, "1/g"), Err(KeyError::Expired));
+        let none = InstanceKeys::new(None, HashMap::new(), Duration::from_secs(1));
+        assert_eq!(none.issue("1/g"), Err(KeyError::NotConfigured));
+    }
+}

@@ -1,0 +1,275 @@
+use std::time::{Duration, Instant};
+
+use altinn_events::Overrides;
+use altinn_events::feeds::emulator::EmulatorAccount;
+use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const GUID_A: &str = "6fb3f738-6800-4f29-9f3e-1c66862656cd";
+const GUID_B: &str = "0b8d7fd5-6d4e-4c8c-9a1c-7b4a1d2f3e40";
+
+async fn publish(app: &TestApp, party: u64, guid: &str, kind: &str) -> String {
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    let body = json!({"specversion": "1.0", "type": kind, "subject": format!("/party/{party}"),
+        "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/{party}/{guid}")});
+    let resp = app
+        .http
+        .post(app.url("/events/api/v1/app"))
+        .header(AUTHORIZATION, format!("Bearer {user}"))
+        .header("PlatformAccessToken", access)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    resp.json().await.unwrap()
+}
+
+async fn issue(app: &TestApp, token: &str, party: u64, guid: &str) -> reqwest::Response {
+    app.http
+        .post(app.url(&format!("/events/api/v1/app/ttd/apps-test/instances/{party}/{guid}/accesskey")))
+        .header(AUTHORIZATION, format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn key_for(app: &TestApp, party: u64, guid: &str) -> String {
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let resp = issue(app, &owner, party, guid).await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["instance"], format!("{party}/{guid}"));
+    body["key"].as_str().unwrap().to_owned()
+}
+
+async fn read(app: &TestApp, party: u64, guid: &str, key: Option<&str>, query: &str) -> reqwest::Response {
+    let mut req = app.http.post(app.url(&format!("/events/instanceeventsforinstance/{party}/{guid}?{query}")));
+    if let Some(k) = key {
+        req = req.header("Altinn-Instance-Access-Key", k);
+    }
+    req.send().await.unwrap()
+}
+
+fn ids(body: &[Value]) -> Vec<&str> {
+    body.iter().map(|e| e["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn only_the_app_owner_with_the_app_scope_gets_instance_keys() {
+    let app = TestApp::spawn().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let resp = issue(&app, &owner, 1337, GUID_A).await;
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["key"].as_str().unwrap().starts_with("v1.dev."));
+    assert_eq!(body["expires"].as_str().unwrap().len(), 27);
+    let skd = app.org_token("skd", "altinn:events/ttd/apps-test").await;
+    assert_problem(issue(&app, &skd, 1337, GUID_A).await, 403).await;
+    let no_scope = app.org_token("ttd", "altinn:events/ttd/other").await;
+    assert_problem(issue(&app, &no_scope, 1337, GUID_A).await, 403).await;
+    let user = app.user_token(1337, 1337, 2).await;
+    assert_problem(issue(&app, &user, 1337, GUID_A).await, 403).await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/events/api/v1/app/ttd/apps-test/instances/1337/{GUID_A}/accesskey")))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 401).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_key_reads_its_instance_and_nothing_else() {
+    let app = TestApp::spawn().await;
+    let a1 = publish(&app, 1337, GUID_A, "app.instance.created").await;
+    let _b = publish(&app, 1337, GUID_B, "app.instance.created").await;
+    let a2 = publish(&app, 1337, GUID_A, "app.instance.process.completed").await;
+    let key_a = key_for(&app, 1337, GUID_A).await;
+    let key_b = key_for(&app, 1337, GUID_B).await;
+
+    let resp = read(&app, 1337, GUID_A, Some(&key_a), "after=0&size=1").await;
+    assert_eq!(resp.status(), 200);
+    let next = resp.headers()["next"].to_str().unwrap().to_owned();
+    let body: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(ids(&body), [a1.as_str()]);
+    let rest: Vec<Value> =
+        app.http.post(&next).header("Altinn-Instance-Access-Key", &key_a).send().await.unwrap().json().await.unwrap();
+    assert_eq!(ids(&rest), [a2.as_str()]);
+
+    // Missing, forged, other-instance and nonexistent-instance keys all look the same.
+    let forged = format!("{}x", &key_a[..key_a.len() - 1]);
+    let mut details = Vec::new();
+    for (party, guid, key) in [
+        (1337, GUID_A, None),
+        (1337, GUID_A, Some(forged.as_str())),
+        (1337, GUID_A, Some(key_b.as_str())),
+        (1337, "11111111-2222-4333-8444-555555555555", Some(key_a.as_str())),
+        (1338, GUID_A, Some(key_a.as_str())),
+    ] {
+        let body = assert_problem(read(&app, party, guid, key, "after=0").await, 401).await;
+        details.push(body["detail"].clone());
+    }
+    assert!(details.windows(2).all(|w| w[0] == w[1]), "{details:?}");
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn expired_keys_are_refused() {
+    let mut config = test_config();
+    config.instance_access.ttl_seconds = 0;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    publish(&app, 1337, GUID_A, "t").await;
+    let key = key_for(&app, 1337, GUID_A).await;
+    assert_problem(read(&app, 1337, GUID_A, Some(&key), "after=0").await, 401).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn anonymous_reads_are_rate_limited_per_client() {
+    let mut config = test_config();
+    config.instance_access.rate_per_minute_per_client = 3;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    for _ in 0..3 {
+        assert_eq!(read(&app, 1337, GUID_A, Some("guess"), "after=0").await.status(), 401);
+    }
+    let resp = read(&app, 1337, GUID_A, Some("guess"), "after=0").await;
+    let retry: u64 = resp.headers()[RETRY_AFTER].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry));
+    assert_problem(resp, 429).await;
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn anonymous_reads_are_rate_limited_per_instance() {
+    let mut config = test_config();
+    config.instance_access.rate_per_minute_per_instance = 2;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    publish(&app, 1337, GUID_A, "t").await;
+    let key = key_for(&app, 1337, GUID_A).await;
+    assert_eq!(read(&app, 1337, GUID_A, Some(&key), "after=0").await.status(), 200);
+    assert_eq!(read(&app, 1337, GUID_A, Some(&key), "after=0").await.status(), 200);
+    assert_problem(read(&app, 1337, GUID_A, Some(&key), "after=0").await, 429).await;
+    // Another instance is not affected.
+    assert_eq!(read(&app, 1337, GUID_B, Some(&key), "after=0").await.status(), 401);
+    app.shutdown().await;
+}
+
+/// The cursor at the current end of party 1337's feed.
+async fn end_cursor(app: &TestApp, token: &str) -> String {
+    let resp = app.get_bearer("/events/api/v1/app/party?party=1337&after=0&size=1000", token).await;
+    let next = resp.headers()["next"].to_str().unwrap().to_owned();
+    next.rsplit("after=").next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_is_answered_as_soon_as_an_event_is_published() {
+    let app = TestApp::spawn().await;
+    publish(&app, 1337, GUID_A, "before").await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let cursor = end_cursor(&app, &user).await;
+    let url = app.url(&format!("/events/api/v1/app/party?party=1337&after={cursor}&wait=20"));
+    let http = app.http.clone();
+    let token = user.clone();
+    let waiter = tokio::spawn(async move {
+        let resp = http.get(url).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap();
+        (Instant::now(), resp.json::<Vec<Value>>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiter.is_finished(), "the request waits while there is nothing");
+    let id = publish(&app, 1337, GUID_A, "after").await;
+    let published = Instant::now();
+    let (answered, body) = waiter.await.unwrap();
+    assert_eq!(ids(&body), [id.as_str()]);
+    let delay = answered.saturating_duration_since(published);
+    assert!(delay < Duration::from_millis(500), "woken by the append itself: {delay:?}");
+
+    // Nothing arrives: an empty page with next after the wait.
+    let started = Instant::now();
+    let resp = app
+        .get_bearer(
+            &format!("/events/api/v1/app/party?party=1337&after={}&wait=1", end_cursor(&app, &user).await),
+            &user,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("next").is_some());
+    assert!(resp.json::<Vec<Value>>().await.unwrap().is_empty());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    let body =
+        assert_problem(app.get_bearer("/events/api/v1/app/party?party=1337&after=0&wait=31", &user).await, 400).await;
+    assert_eq!(body["detail"], "The 'wait' parameter must be a number of seconds from 0 to 30.");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_sees_events_published_through_another_instance_within_the_poll_interval() {
+    let account = EmulatorAccount::new();
+    let mut config = test_config();
+    config.limits.wait_poll_interval_ms = 100;
+    let reader = TestApp::spawn_with(config.clone(), Overrides { emulator: Some(account.clone()) }).await;
+    let writer = TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await;
+    publish(&writer, 1337, GUID_A, "before").await;
+    let user = reader.user_token(1337, 1337, 2).await;
+    let cursor = end_cursor(&reader, &user).await;
+    let url = reader.url(&format!("/events/api/v1/app/party?party=1337&after={cursor}&wait=20"));
+    let http = reader.http.clone();
+    let waiter = tokio::spawn(async move {
+        let resp = http.get(url).header(AUTHORIZATION, format!("Bearer {user}")).send().await.unwrap();
+        (Instant::now(), resp.json::<Vec<Value>>().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let id = publish(&writer, 1337, GUID_A, "elsewhere").await;
+    let published = Instant::now();
+    let (answered, body) = waiter.await.unwrap();
+    assert_eq!(ids(&body), [id.as_str()]);
+    let delay = answered.saturating_duration_since(published);
+    assert!(delay < Duration::from_millis(1000), "within a few poll intervals: {delay:?}");
+    reader.shutdown().await;
+    writer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_are_bounded_and_released_when_the_client_goes_away() {
+    let mut config = test_config();
+    config.limits.max_waiters = 1;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let url = app.url("/events/api/v1/app/party?party=1337&after=0&wait=30");
+    // A client that gives up after 300 ms.
+    let impatient = reqwest::Client::builder().timeout(Duration::from_millis(300)).build().unwrap();
+    let held = {
+        let (url, user) = (url.clone(), user.clone());
+        tokio::spawn(async move { impatient.get(url).header(AUTHORIZATION, format!("Bearer {user}")).send().await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body =
+        assert_problem(app.get_bearer("/events/api/v1/app/party?party=1337&after=0&wait=5", &user).await, 503).await;
+    assert!(body["detail"].as_str().unwrap().contains("long-polling"), "{body}");
+    assert!(held.await.unwrap().is_err(), "the impatient client timed out");
+    // Its waiter is gone: the slot is free again.
+    let mut freed = false;
+    for _ in 0..20 {
+        let resp = reqwest::Client::builder()
+            .timeout(Duration::from_millis(400))
+            .build()
+            .unwrap()
+            .get(&url)
+            .header(AUTHORIZATION, format!("Bearer {user}"))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status() == 503 => tokio::time::sleep(Duration::from_millis(50)).await,
+            _ => {
+                freed = true;
+                break;
+            }
+        }
+    }
+    assert!(freed, "the cancelled waiter released its slot");
+    app.shutdown().await;
+}
