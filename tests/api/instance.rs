@@ -273,3 +273,24 @@ async fn waiters_are_bounded_and_released_when_the_client_goes_away() {
     assert!(freed, "the cancelled waiter released its slot");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_waiting_requests_at_once() {
+    let app = TestApp::spawn().await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let url = app.url("/events/api/v1/app/party?party=1337&after=0&wait=30");
+    let http = app.http.clone();
+    let waiter =
+        tokio::spawn(async move { http.get(url).header(AUTHORIZATION, format!("Bearer {user}")).send().await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
+    app.shutdown().await;
+    let resp = waiter.await.unwrap().expect("the in-flight request is answered, not dropped");
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("next").is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "shutdown did not wait out the long poll: {:?}",
+        started.elapsed()
+    );
+}
