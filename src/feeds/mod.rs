@@ -59,6 +59,11 @@ impl FeedError {
     }
 }
 
+/// The RU charge a response reports.
+pub(crate) fn charge(headers: &azure_data_cosmos::models::ResponseHeaders) -> Option<f64> {
+    headers.request_charge().map(|c| f64::from(*c))
+}
+
 /// Records one Cosmos round trip: latency and request charge per kind.
 pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>) {
     metrics::histogram!("cosmos_request_duration_seconds", "operation" => kind).record(started.elapsed().as_secs_f64());
@@ -196,6 +201,6 @@ impl FeedStore {
             .create_item(pk, &doc.id, &doc, None)
             .await
             .map_err(FeedError::cosmos("baseline create"))?;
-        Ok(resp.headers().request_charge().map(|c| f64::from(*c)).unwrap_or(0.0))
+        Ok(charge(resp.headers()).unwrap_or(0.0))
     }
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 
 use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
 use super::segment::{newest_head, read_head};
-use super::{FeedError, observe};
+use super::{FeedError, charge, observe};
 
 /// Newest segments that `locate` point-reads before it falls back to a query.
 const LOCATE_POINT_READS: u64 = 8;
@@ -231,7 +231,7 @@ async fn query(
     while let Some(p) = pages.next().await {
         let p = p.map_err(FeedError::cosmos("query feed"))?;
         page.round_trips += 1;
-        let charge = p.headers().request_charge().map(|c| f64::from(*c));
+        let charge = charge(p.headers());
         page.request_charge += charge.unwrap_or(0.0);
         observe("query_feed", started, charge);
         docs.extend(p.into_items());
@@ -255,7 +255,7 @@ pub(crate) async fn locate(
         let started = Instant::now();
         match container.read_item(feed.pk(k), &id, None).await {
             Ok(resp) => {
-                observe("read_event", started, resp.headers().request_charge().map(|c| f64::from(*c)));
+                observe("read_event", started, charge(resp.headers()));
                 let doc: EventDoc = resp.into_model().map_err(FeedError::cosmos("decode event"))?;
                 return Ok(Some(doc.seq + 1));
             }
@@ -280,7 +280,7 @@ pub(crate) async fn locate(
         .into_pages();
     while let Some(p) = pages.next().await {
         let p = p.map_err(FeedError::cosmos("locate query"))?;
-        observe("locate_query", started, p.headers().request_charge().map(|c| f64::from(*c)));
+        observe("locate_query", started, charge(p.headers()));
         if let Some(seq) = p.items().first() {
             return Ok(Some(seq + 1));
         }

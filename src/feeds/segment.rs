@@ -5,7 +5,7 @@ use azure_data_cosmos::ContainerClient;
 use azure_data_cosmos::options::ItemWriteOptions;
 
 use super::docs::{FeedId, HEAD_ID, HeadDoc};
-use super::{FeedError, observe};
+use super::{FeedError, charge, observe};
 
 /// A segment head as last read: its count and the ETag that guards it.
 #[derive(Debug, Clone)]
@@ -20,7 +20,7 @@ pub async fn read_head(container: &ContainerClient, feed: &FeedId, k: u64) -> Re
     let started = std::time::Instant::now();
     match container.read_item(feed.pk(k), HEAD_ID, None).await {
         Ok(resp) => {
-            observe("read_head", started, resp.headers().request_charge().map(|c| f64::from(*c)));
+            observe("read_head", started, charge(resp.headers()));
             let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
             let doc: HeadDoc = resp.into_model().map_err(FeedError::cosmos("decode head"))?;
             Ok(Some(Head { segment: k, count: doc.count, etag }))
@@ -39,7 +39,7 @@ pub async fn open_segment(container: &ContainerClient, feed: &FeedId, k: u64) ->
     let doc = HeadDoc::new(feed.pk(k), 0);
     match container.create_item(feed.pk(k), HEAD_ID, &doc, None::<ItemWriteOptions>).await {
         Ok(resp) => {
-            observe("create_head", started, resp.headers().request_charge().map(|c| f64::from(*c)));
+            observe("create_head", started, charge(resp.headers()));
             let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
             Ok(Head { segment: k, count: 0, etag })
         }

@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::docs::{EventDoc, EventRecord, FeedId, HEAD_ID, HeadDoc, doc_id};
 use super::notify::Notifier;
 use super::segment::{Head, newest_head, open_segment};
-use super::{FeedError, observe};
+use super::{FeedError, charge, observe};
 
 /// A transactional batch holds at most 100 operations: the head and 99 events.
 const MAX_EVENTS_PER_BATCH: usize = 99;
@@ -229,7 +229,7 @@ impl Writer {
                 return Err(FeedError::Cosmos { operation: "append batch", source: e });
             }
         };
-        let charge = resp.headers().request_charge().map(|c| f64::from(*c));
+        let charge = charge(resp.headers());
         observe("append_batch", started, charge);
         let share = charge.unwrap_or(0.0) / n as f64;
         let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
@@ -287,7 +287,7 @@ impl Writer {
         let started = Instant::now();
         match self.container.read_item(feed.pk(k), id, None).await {
             Ok(resp) => {
-                observe("read_event", started, resp.headers().request_charge().map(|c| f64::from(*c)));
+                observe("read_event", started, charge(resp.headers()));
                 Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode event"))?))
             }
             Err(e) if e.status().is_not_found() => Ok(None),

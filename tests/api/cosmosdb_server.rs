@@ -6,7 +6,6 @@
 use altinn_events::config::{CosmosAuth, CosmosConfig};
 use altinn_events::feeds::{Cosmos, EventRecord, FeedId, FeedStore, Filters};
 use secrecy::SecretString;
-use serde_json::json;
 
 const S: u64 = 4;
 /// The server accepts any key; the SDK wants one that decodes as base64.
@@ -33,19 +32,9 @@ async fn store(segment_size: u64) -> FeedStore {
     FeedStore::new(cosmos)
 }
 
+/// The app name has a `_`, which LIKE must match literally.
 fn event(id: &str, resource: &str, subject: &str, event_type: &str) -> EventRecord {
-    let source = format!("https://ttd.apps.altinn.no/ttd/apps_test/instances{subject}/{id}");
-    EventRecord {
-        id: id.to_owned(),
-        source: source.clone(),
-        subject: subject.to_owned(),
-        resource: resource.to_owned(),
-        event_type: event_type.to_owned(),
-        time: "2026-11-27T10:00:00.000000Z".to_owned(),
-        alternativesubject: None,
-        resourceinstance: None,
-        cloud_event: json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "subject": subject}),
-    }
+    crate::helpers::event_record("ttd/apps_test", id, resource, subject, event_type)
 }
 
 /// Every event of a feed, paging with `limit`; asserts dense seqs from 0.

@@ -13,7 +13,6 @@ use azure_data_cosmos::fault_injection::{
     FaultInjectionRuleBuilder, FaultOperationType,
 };
 use proptest::prelude::*;
-use serde_json::json;
 
 const S: u64 = 4;
 
@@ -26,18 +25,7 @@ async fn store_on(account: &EmulatorAccount) -> FeedStore {
 }
 
 fn event(id: &str, resource: &str, subject: &str, event_type: &str) -> EventRecord {
-    let source = format!("https://ttd.apps.altinn.no/ttd/apps-test/instances{subject}/{id}");
-    EventRecord {
-        id: id.to_owned(),
-        source: source.clone(),
-        subject: subject.to_owned(),
-        resource: resource.to_owned(),
-        event_type: event_type.to_owned(),
-        time: "2026-11-27T10:00:00.000000Z".to_owned(),
-        alternativesubject: None,
-        resourceinstance: None,
-        cloud_event: json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "subject": subject}),
-    }
+    crate::helpers::event_record("ttd/apps-test", id, resource, subject, event_type)
 }
 
 /// Every event of a feed, paging with `limit`.

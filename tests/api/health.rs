@@ -21,9 +21,8 @@ async fn live_and_ready_with_every_dependency_up() {
 #[tokio::test]
 async fn ready_is_503_naming_the_pdp_when_it_is_down() {
     // A port that nothing listens on.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config = test_config();
-    config.pdp.url = Some(format!("http://{closed}/authorization/api/v1/decision").parse().unwrap());
+    config.pdp.url = Some(closed_url("/authorization/api/v1/decision"));
     config.pdp.timeout_ms = 500;
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     let body = assert_problem(app.http.get(app.url("/health/ready")).send().await.unwrap(), 503).await;
@@ -69,11 +68,9 @@ async fn healthcheck_command_exits_by_liveness() {
         .unwrap()
         .unwrap();
     assert!(ok.success());
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = closed_url("/health/live").to_string();
     let bad = tokio::task::spawn_blocking(move || {
-        Command::new(bin)
-            .args(["healthcheck", "--url", &format!("http://{closed}/health/live"), "--timeout-seconds", "1"])
-            .status()
+        Command::new(bin).args(["healthcheck", "--url", &down, "--timeout-seconds", "1"]).status()
     })
     .await
     .unwrap()

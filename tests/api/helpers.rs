@@ -129,3 +129,51 @@ pub fn parts(token: &str) -> (Value, Value) {
     };
     (dec(it.next().unwrap()), dec(it.next().unwrap()))
 }
+
+/// An event record as the feed store takes it, from app `app_path` (`org/app`).
+pub fn event_record(
+    app_path: &str,
+    id: &str,
+    resource: &str,
+    subject: &str,
+    event_type: &str,
+) -> altinn_events::feeds::EventRecord {
+    let source = format!("https://ttd.apps.altinn.no/{app_path}/instances{subject}/{id}");
+    altinn_events::feeds::EventRecord {
+        id: id.to_owned(),
+        source: source.clone(),
+        subject: subject.to_owned(),
+        resource: resource.to_owned(),
+        event_type: event_type.to_owned(),
+        time: "2026-11-27T10:00:00.000000Z".to_owned(),
+        alternativesubject: None,
+        resourceinstance: None,
+        cloud_event: serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "subject": subject}),
+    }
+}
+
+/// A URL on 127.0.0.1 where nothing listens: a dependency that is down.
+pub fn closed_url(path: &str) -> url::Url {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    format!("http://{closed}{path}").parse().unwrap()
+}
+
+/// Publishes an app event through `POST /app` as `{org}/{app}` for the
+/// instance `{party}/{guid}`; returns its id.
+pub async fn publish_app_event(app: &TestApp, org: &str, name: &str, party: u64, guid: &str, kind: &str) -> String {
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token(org, name).await;
+    let body = serde_json::json!({"specversion": "1.0", "type": kind, "subject": format!("/party/{party}"),
+        "source": format!("https://{org}.apps.altinn.no/{org}/{name}/instances/{party}/{guid}")});
+    let resp = app
+        .http
+        .post(app.url("/events/api/v1/app"))
+        .header(AUTHORIZATION, format!("Bearer {user}"))
+        .header("PlatformAccessToken", access)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 use altinn_events::Overrides;
 use altinn_events::feeds::emulator::EmulatorAccount;
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::*;
 
@@ -11,21 +11,7 @@ const GUID_A: &str = "6fb3f738-6800-4f29-9f3e-1c66862656cd";
 const GUID_B: &str = "0b8d7fd5-6d4e-4c8c-9a1c-7b4a1d2f3e40";
 
 async fn publish(app: &TestApp, party: u64, guid: &str, kind: &str) -> String {
-    let user = app.user_token(1337, 1337, 2).await;
-    let access = app.platform_token("ttd", "apps-test").await;
-    let body = json!({"specversion": "1.0", "type": kind, "subject": format!("/party/{party}"),
-        "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/{party}/{guid}")});
-    let resp = app
-        .http
-        .post(app.url("/events/api/v1/app"))
-        .header(AUTHORIZATION, format!("Bearer {user}"))
-        .header("PlatformAccessToken", access)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    resp.json().await.unwrap()
+    publish_app_event(app, "ttd", "apps-test", party, guid, kind).await
 }
 
 async fn issue(app: &TestApp, token: &str, party: u64, guid: &str) -> reqwest::Response {

@@ -172,9 +172,8 @@ async fn generic_publish_scopes_pdp_and_idempotent_retries() {
 
 #[tokio::test]
 async fn generic_publish_is_503_when_the_pdp_is_down() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config = test_config();
-    config.pdp.url = Some(format!("http://{closed}/authorization/api/v1/decision").parse().unwrap());
+    config.pdp.url = Some(closed_url("/authorization/api/v1/decision"));
     config.pdp.timeout_ms = 300;
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     let owner = app.org_token("ttd", "altinn:events.publish").await;

@@ -14,22 +14,9 @@ fn source(org: &str, app: &str, party: u64, n: usize) -> String {
 
 /// Publishes app events as the app would; returns their ids in order.
 async fn publish(app: &TestApp, events: &[(&str, &str, u64, &str)]) -> Vec<String> {
-    let user = app.user_token(1337, 1337, 2).await;
     let mut ids = Vec::new();
     for (n, (org, name, party, kind)) in events.iter().enumerate() {
-        let access = app.platform_token(org, name).await;
-        let body = json!({"specversion": "1.0", "type": kind, "source": source(org, name, *party, n), "subject": format!("/party/{party}")});
-        let resp = app
-            .http
-            .post(app.url("/events/api/v1/app"))
-            .header(AUTHORIZATION, format!("Bearer {user}"))
-            .header("PlatformAccessToken", access)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-        ids.push(resp.json().await.unwrap());
+        ids.push(publish_app_event(app, org, name, *party, &format!("00000000-0000-4000-8000-{n:012}"), kind).await);
     }
     ids
 }
@@ -362,9 +349,8 @@ async fn paging_while_publishing_loses_and_duplicates_nothing() {
 
 #[tokio::test]
 async fn queries_fail_closed_when_the_pdp_or_register_is_down() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut config = test_config();
-    config.register.url = Some(format!("http://{closed}/register/api/v1/parties/lookup").parse().unwrap());
+    config.register.url = Some(closed_url("/register/api/v1/parties/lookup"));
     config.register.timeout_ms = 300;
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     publish(&app, &[("ttd", "apps-test", 1337, "t")]).await;
@@ -375,7 +361,7 @@ async fn queries_fail_closed_when_the_pdp_or_register_is_down() {
     app.shutdown().await;
 
     let mut config = test_config();
-    config.pdp.url = Some(format!("http://{closed}/authorization/api/v1/decision").parse().unwrap());
+    config.pdp.url = Some(closed_url("/authorization/api/v1/decision"));
     config.pdp.timeout_ms = 300;
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     // Store an event directly: publishing needs no PDP for apps, reading does.
