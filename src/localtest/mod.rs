@@ -98,6 +98,9 @@ pub fn router(platform: Arc<LocalPlatform>) -> Router {
         .route("/localtest/token/maskinporten", get(maskinporten_token))
         .route("/localtest/keys/rotate", post(rotate_keys))
         .route("/localtest/stats", get(stats))
+        // A PDP multi-request for a 1000-event page is far larger than an
+        // event: the stand-ins take what the Altinn services take.
+        .layer(axum::extract::DefaultBodyLimit::max(32 * 1024 * 1024))
         .with_state(platform)
 }
 

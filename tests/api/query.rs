@@ -372,3 +372,30 @@ async fn queries_fail_closed_when_the_pdp_or_register_is_down() {
     assert!(body["detail"].as_str().unwrap().contains("authorization"), "{body}");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_local_pdp_takes_a_multi_request_for_a_full_1000_event_page() {
+    let app = TestApp::spawn().await;
+    let resources: Vec<Value> = (0..1000)
+        .map(|i| {
+            json!({"Id": format!("r{i}"), "Attribute": [
+                {"AttributeId": "urn:altinn:event-id", "Value": format!("00000000-0000-4000-8000-{i:012}"), "IncludeInResult": true},
+                {"AttributeId": "urn:altinn:instance-id", "Value": format!("1337/00000000-0000-4000-8000-{i:012}")},
+                {"AttributeId": "urn:altinn:org", "Value": "ttd"}, {"AttributeId": "urn:altinn:app", "Value": "apps-test"},
+                {"AttributeId": "urn:altinn:partyid", "Value": "1337"}, {"AttributeId": "urn:altinn:appresource", "Value": "events"}]})
+        })
+        .collect();
+    let refs: Vec<Value> = (0..1000).map(|i| json!({"ReferenceId": ["s1", "a1", format!("r{i}")]})).collect();
+    let body = json!({"Request": {
+        "AccessSubject": [{"Id": "s1", "Attribute": [{"AttributeId": "urn:altinn:org", "Value": "ttd"}]}],
+        "Action": [{"Id": "a1", "Attribute": [{"AttributeId": "urn:oasis:names:tc:xacml:1.0:action:action-id", "Value": "read"}]}],
+        "Resource": resources, "MultiRequests": {"RequestReference": refs}}});
+    assert!(body.to_string().len() > 256 * 1024, "larger than the API's body limit");
+    let resp = app.http.post(app.url("/authorization/api/v1/decision")).json(&body).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let answer: Value = resp.json().await.unwrap();
+    let results = answer["Response"].as_array().unwrap();
+    assert_eq!(results.len(), 1000);
+    assert!(results.iter().all(|r| r["Decision"] == "Permit"));
+    app.shutdown().await;
+}
