@@ -174,7 +174,8 @@ impl Default for CosmosConfig {
             segment_size: 100_000,
             default_ttl_seconds: 90 * 24 * 3600,
             repair_interval_seconds: 10,
-            repair_grace_seconds: 30,
+            // Well above a writer's 30 s retry deadline (twice: two feeds).
+            repair_grace_seconds: 120,
         }
     }
 }
@@ -215,6 +216,10 @@ pub struct InstanceAccessConfig {
     pub rate_per_minute_per_client: u32,
     /// Anonymous requests per minute for one instance.
     pub rate_per_minute_per_instance: u32,
+    /// Header that carries the client address when a trusted proxy sits in
+    /// front (e.g. `x-forwarded-for`; its first address counts). Unset: the
+    /// TCP peer.
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for InstanceAccessConfig {
@@ -225,6 +230,7 @@ impl Default for InstanceAccessConfig {
             ttl_seconds: 30 * 24 * 3600,
             rate_per_minute_per_client: 60,
             rate_per_minute_per_instance: 120,
+            client_ip_header: None,
         }
     }
 }

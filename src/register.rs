@@ -21,6 +21,8 @@ pub enum RegisterError {
     Transport(#[source] reqwest::Error),
     #[error("register answered {0}")]
     Status(StatusCode),
+    #[error("register refused the lookup ({0})")]
+    Refused(StatusCode),
 }
 
 /// What to look up. `Debug` never shows the number.
@@ -76,6 +78,7 @@ impl Register {
         let resp = req.send().await.map_err(|e| RegisterError::Transport(e.without_url()))?;
         match resp.status() {
             StatusCode::NOT_FOUND => return Err(RegisterError::NotFound),
+            s if s.is_client_error() => return Err(RegisterError::Refused(s)),
             s if !s.is_success() => return Err(RegisterError::Status(s)),
             _ => {}
         }

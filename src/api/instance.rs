@@ -43,8 +43,10 @@ pub async fn issue_key(
         return Err(ApiError::Forbidden(format!("The token lacks the scope altinn:events/{org}/{app}.")));
     }
     let instance = instance_id(party, &guid)?;
-    let (key, expires) =
-        state.instance_keys.issue(&instance).map_err(|e| ApiError::unavailable("instance access keys", e))?;
+    let (key, expires) = state.instance_keys.issue(&org, &app, &instance).map_err(|e| match e {
+        KeyError::Malformed => ApiError::BadRequest("The org or app name is not valid.".into()),
+        other => ApiError::unavailable("instance access keys", other),
+    })?;
     let expires = time::OffsetDateTime::from_unix_timestamp(expires as i64)
         .map(crate::domain::cloud_event::format_time)
         .unwrap_or_default();
@@ -63,14 +65,27 @@ pub async fn read_with_key(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.instance_access;
+    let client_ip = limits
+        .client_ip_header
+        .as_deref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| client.ip().to_string());
     state
         .limiter
-        .check(&format!("client:{}", client.ip()), limits.rate_per_minute_per_client)
-        .and_then(|()| state.limiter.check(&format!("instance:{party}/{guid}"), limits.rate_per_minute_per_instance))
+        .check(&format!("client:{client_ip}"), limits.rate_per_minute_per_client)
         .map_err(|retry_after_seconds| ApiError::TooManyRequests { retry_after_seconds })?;
     let instance = instance_id(party, &guid).map_err(|_| ApiError::Unauthorized(DENIED.into()))?;
+    // Keyed on the normalised instance, so spellings of one id share a budget.
+    state
+        .limiter
+        .check(&format!("instance:{instance}"), limits.rate_per_minute_per_instance)
+        .map_err(|retry_after_seconds| ApiError::TooManyRequests { retry_after_seconds })?;
     let key = headers.get(KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    state.instance_keys.verify(key, &instance).map_err(|e: KeyError| {
+    let (org, app) = state.instance_keys.verify(key, &instance).map_err(|e: KeyError| {
         tracing::info!(reason = %e, "instance access key refused");
         ApiError::Unauthorized(DENIED.into())
     })?;
@@ -80,7 +95,12 @@ pub async fn read_with_key(
     let q = FeedQuery {
         feed: FeedId::Subject(format!("/party/{party}")),
         after: Some(raw.after.as_deref().map(After::parse).unwrap_or(After::Position(0))),
-        filters: Filters { resource_instance: Some(instance), ..Filters::default() },
+        // Only the issuing app's events of that instance.
+        filters: Filters {
+            resource_instance: Some(instance),
+            resource: Some(format!("urn:altinn:resource:app_{org}_{app}")),
+            ..Filters::default()
+        },
         size,
         // The key is the authorization: no PDP.
         caller: None,

@@ -50,8 +50,10 @@ pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value
         // Altinn semantics: an unknown id reads from the beginning.
         Some(After::EventId(id)) => state.feeds.locate(&q.feed, id).await?.unwrap_or(0),
     };
-    let (events, next) = fill(state, &q, start).await?;
-    if !events.is_empty() || q.wait.is_zero() {
+    let (events, next, at_end) = fill(state, &q, start).await?;
+    // Wait only at the end of the feed: an empty page that ran out of scan
+    // budget answers at once, so the consumer moves on with `next`.
+    if !events.is_empty() || q.wait.is_zero() || !at_end {
         return Ok((events, next));
     }
     let Ok(_permit) = state.waiters.clone().try_acquire_owned() else {
@@ -60,15 +62,15 @@ pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value
     metrics::gauge!("query_waiters").increment(1.0);
     let _gauge = scopeguard(|| metrics::gauge!("query_waiters").decrement(1.0));
     let interval = Duration::from_millis(state.config.limits.wait_poll_interval_ms);
-    let mut changes = state.feeds.watch(&q.feed, interval);
+    let mut changes = state.feeds.watch(&q.feed, interval, next);
     let mut shutdown = state.shutdown.clone();
     let deadline = tokio::time::Instant::now() + q.wait;
     let mut pos = next;
     loop {
         // Read again after subscribing, so an append in between is not missed.
-        let (events, next) = fill(state, &q, pos).await?;
+        let (events, next, at_end) = fill(state, &q, pos).await?;
         pos = next;
-        if !events.is_empty() {
+        if !events.is_empty() || !at_end {
             return Ok((events, pos));
         }
         tokio::select! {
@@ -95,8 +97,9 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 
 /// Fills a page from `start`: read, authorize the batch, keep the permitted,
 /// continue until `size` are kept, the feed ends, or the scan budget is
-/// spent. Returns the events and the position after the last event scanned.
-async fn fill(state: &AppState, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Value>, u64), ApiError> {
+/// spent. Returns the events, the position after the last event scanned, and
+/// whether the scan reached the end of the feed.
+async fn fill(state: &AppState, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Value>, u64, bool), ApiError> {
     let budget = (q.size as u64).saturating_mul(state.config.limits.scan_budget_factor).max(100);
     let mut kept = Vec::with_capacity(q.size);
     let mut pos = start;
@@ -137,9 +140,12 @@ async fn fill(state: &AppState, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Va
                 batch = (batch * 2).min(crate::domain::query::MAX_SIZE);
             }
         }
+        // No progress without reaching the end cannot happen with a sound
+        // feed; stop rather than spin.
+        let stuck = next <= pos && !page.at_end;
         pos = next;
-        if kept.len() >= q.size || page.at_end || pos - start >= budget {
-            return Ok((kept, pos));
+        if kept.len() >= q.size || page.at_end || pos - start >= budget || stuck {
+            return Ok((kept, pos, page.at_end));
         }
     }
 }
@@ -176,6 +182,7 @@ async fn resolve_party(state: &AppState, party: &PartyParam) -> Result<u64, ApiE
     };
     state.register.party_id(&reference).await.map_err(|e| match e {
         RegisterError::NotFound => ApiError::NotFound("No party found for the given unit or person.".into()),
+        RegisterError::Refused(_) => ApiError::BadRequest("The given unit or person is not valid.".into()),
         other => ApiError::unavailable("register", other),
     })
 }
@@ -293,7 +300,8 @@ pub async fn party_post(
         PartyBody::default()
     } else {
         serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadRequest(format!("The body is not a valid party query: {e}")))?
+            // A fixed text: serde's message could quote an identity number.
+            .map_err(|_| ApiError::BadRequest("The body is not a valid party query: expected a JSON object with party, unit, person, after, from, to, source, type, size, wait.".into()))?
     };
     let url_after = RawParams::from_query(uri.query()).after;
     let raw = RawParams {

@@ -1,7 +1,7 @@
 //! Instance access keys: a capability to read one instance's events without
 //! logging in (the follow-up scenario of the event architecture). A key is
-//! `v1.{key id}.{expiry}.{HMAC-SHA256}` over the instance and the expiry,
-//! verifiable without storage. Several verification keys may be configured
+//! `v1.{key id}.{org}.{app}.{expiry}.{HMAC-SHA256}` over the app, the
+//! instance and the expiry, verifiable without storage. Several verification keys may be configured
 //! (rotation); one of them signs.
 
 use std::collections::HashMap;
@@ -41,8 +41,13 @@ fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
-fn message(instance: &str, expires: u64) -> String {
-    format!("altinn-events/instance-access/{VERSION}|{instance}|{expires}")
+fn message(org: &str, app: &str, instance: &str, expires: u64) -> String {
+    format!("altinn-events/instance-access/{VERSION}|{org}/{app}|{instance}|{expires}")
+}
+
+/// Org codes and app names as Altinn spells them: they never hold a `.`.
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl InstanceKeys {
@@ -57,34 +62,39 @@ impl InstanceKeys {
         HmacSha256::new_from_slice(secret.expose_secret().trim().as_bytes()).ok()
     }
 
-    /// A key for `instance` (`{partyId}/{instanceGuid}`) and its expiry (Unix seconds).
-    pub fn issue(&self, instance: &str) -> Result<(String, u64), KeyError> {
+    /// A key for `instance` (`{partyId}/{instanceGuid}`) of app `{org}/{app}`
+    /// and its expiry (Unix seconds).
+    pub fn issue(&self, org: &str, app: &str, instance: &str) -> Result<(String, u64), KeyError> {
+        if !is_name(org) || !is_name(app) {
+            return Err(KeyError::Malformed);
+        }
         let id = self.signing.as_deref().ok_or(KeyError::NotConfigured)?;
         let mut mac = self.mac(id).ok_or(KeyError::NotConfigured)?;
         let expires = now() + self.ttl.as_secs();
-        mac.update(message(instance, expires).as_bytes());
+        mac.update(message(org, app, instance, expires).as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        Ok((format!("{VERSION}.{id}.{expires}.{sig}"), expires))
+        Ok((format!("{VERSION}.{id}.{org}.{app}.{expires}.{sig}"), expires))
     }
 
-    /// Checks that `key` grants access to `instance` now.
-    pub fn verify(&self, key: &str, instance: &str) -> Result<(), KeyError> {
+    /// Checks that `key` grants access to `instance` now; returns the app
+    /// (`org`, `app`) whose events of that instance it opens.
+    pub fn verify(&self, key: &str, instance: &str) -> Result<(String, String), KeyError> {
         let mut parts = key.trim().split('.');
-        let (Some(VERSION), Some(id), Some(expires), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(VERSION), Some(id), Some(org), Some(app), Some(expires), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(KeyError::Malformed);
         };
         let expires: u64 = expires.parse().map_err(|_| KeyError::Malformed)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| KeyError::Malformed)?;
         let mut mac = self.mac(&id.to_ascii_lowercase()).ok_or(KeyError::UnknownKeyId)?;
-        mac.update(message(instance, expires).as_bytes());
+        mac.update(message(org, app, instance, expires).as_bytes());
         // Constant-time comparison.
         mac.verify_slice(&sig).map_err(|_| KeyError::BadSignature)?;
         if expires <= now() {
             return Err(KeyError::Expired);
         }
-        Ok(())
+        Ok((org.to_owned(), app.to_owned()))
     }
 }
 
@@ -100,13 +110,16 @@ mod tests {
     #[test]
     fn keys_bind_the_instance_and_survive_rotation() {
         let old = keys("k1", &[("k1", "first secret")]);
-        let (key, _) = old.issue("1337/abc").unwrap();
-        assert_eq!(old.verify(&key, "1337/abc"), Ok(()));
+        let (key, _) = old.issue("ttd", "apps-test", "1337/abc").unwrap();
+        let app = Ok(("ttd".to_owned(), "apps-test".to_owned()));
+        assert_eq!(old.verify(&key, "1337/abc"), app);
         assert_eq!(old.verify(&key, "1337/abd"), Err(KeyError::BadSignature));
+        // The app is signed too: another org's name does not verify.
+        assert_eq!(old.verify(&key.replace(".ttd.", ".skd."), "1337/abc"), Err(KeyError::BadSignature));
         // Rotation: k2 signs now, k1 still verifies.
         let rotated = keys("k2", &[("k1", "first secret"), ("k2", "second secret")]);
-        assert_eq!(rotated.verify(&key, "1337/abc"), Ok(()));
-        let (new_key, _) = rotated.issue("1337/abc").unwrap();
+        assert_eq!(rotated.verify(&key, "1337/abc"), app);
+        let (new_key, _) = rotated.issue("ttd", "apps-test", "1337/abc").unwrap();
         assert!(new_key.starts_with("v1.k2."));
         // k1 retired: its keys stop working.
         let retired = keys("k2", &[("k2", "second secret")]);
@@ -116,16 +129,17 @@ mod tests {
     #[test]
     fn forged_and_expired_keys_fail() {
         let k = keys("k1", &[("k1", "s")]);
-        let (key, expires) = k.issue("1/g").unwrap();
+        let (key, expires) = k.issue("ttd", "a", "1/g").unwrap();
         let forged_expiry = key.replace(&expires.to_string(), &(expires + 1000).to_string());
         assert_eq!(k.verify(&forged_expiry, "1/g"), Err(KeyError::BadSignature));
         assert_eq!(k.verify("garbage", "1/g"), Err(KeyError::Malformed));
-        assert_eq!(k.verify("v1.k1.1.AAAA", "1/g"), Err(KeyError::BadSignature));
+        assert_eq!(k.verify("v1.k1.ttd.a.1.AAAA", "1/g"), Err(KeyError::BadSignature));
         let mut mac = k.mac("k1").unwrap();
-        mac.update(message("1/g", 10).as_bytes());
-        let past = format!("v1.k1.10.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
+        mac.update(message("ttd", "a", "1/g", 10).as_bytes());
+        let past = format!("v1.k1.ttd.a.10.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
         assert_eq!(k.verify(&past, "1/g"), Err(KeyError::Expired));
         let none = InstanceKeys::new(None, HashMap::new(), Duration::from_secs(1));
-        assert_eq!(none.issue("1/g"), Err(KeyError::NotConfigured));
+        assert_eq!(none.issue("ttd", "a", "1/g"), Err(KeyError::NotConfigured));
+        assert_eq!(k.issue("t.d", "a", "1/g"), Err(KeyError::Malformed));
     }
 }

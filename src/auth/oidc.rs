@@ -28,7 +28,15 @@ struct KeyState {
     fetched_at: Option<Instant>,
     /// Last refetch caused by an unknown `kid` (not the first load).
     refetched_at: Option<Instant>,
+    /// Last failed first load: retried at most every `FAILED_LOAD_RETRY`.
+    failed_at: Option<Instant>,
 }
+
+/// Keys are re-read this often even when every `kid` is known, so a key
+/// the platform withdrew stops being trusted.
+const MAX_KEY_AGE: Duration = Duration::from_secs(3600);
+/// A platform that could not be reached is not asked again per request.
+const FAILED_LOAD_RETRY: Duration = Duration::from_secs(5);
 
 pub struct OidcKeys {
     http: reqwest::Client,
@@ -46,6 +54,20 @@ impl OidcKeys {
     /// The keys a token may be checked with (one for a known `kid`; all of
     /// them for a token without `kid`), and the issuer they belong to.
     async fn keys_for(&self, kid: Option<&str>) -> Result<(Vec<DecodingKey>, Option<String>), AuthError> {
+        let stale = self.state.read().await.fetched_at.is_some_and(|t| t.elapsed() >= MAX_KEY_AGE);
+        if stale {
+            let _guard = self.refetch.lock().await;
+            if self.state.read().await.fetched_at.is_some_and(|t| t.elapsed() >= MAX_KEY_AGE) {
+                // On failure the old keys stay in use until the next try.
+                if let Err(e) = self.fetch().await {
+                    tracing::warn!(error = %e, "refreshing the OIDC signing keys failed");
+                    // Try again in FAILED_LOAD_RETRY, not on every request.
+                    let retry_at =
+                        Instant::now().checked_sub(MAX_KEY_AGE - FAILED_LOAD_RETRY).unwrap_or_else(Instant::now);
+                    self.state.write().await.fetched_at = Some(retry_at);
+                }
+            }
+        }
         if let Some(found) = self.lookup(kid).await {
             return Ok(found);
         }
@@ -61,11 +83,19 @@ impl OidcKeys {
         if !first_load && !due {
             return Err(AuthError::invalid("unknown signing key"));
         }
+        if first_load && self.state.read().await.failed_at.is_some_and(|t| t.elapsed() < FAILED_LOAD_RETRY) {
+            return Err(AuthError::KeysUnavailable("the OIDC keys could not be loaded a moment ago".into()));
+        }
         if !first_load {
             // Counted from the attempt, so a failing platform is not retried per request.
             self.state.write().await.refetched_at = Some(Instant::now());
         }
-        self.fetch().await?;
+        if let Err(e) = self.fetch().await {
+            if first_load {
+                self.state.write().await.failed_at = Some(Instant::now());
+            }
+            return Err(e);
+        }
         self.lookup(kid).await.ok_or_else(|| AuthError::invalid("unknown signing key"))
     }
 
@@ -116,7 +146,7 @@ impl OidcKeys {
         let mut state = self.state.write().await;
         let now = Instant::now();
         let refetched_at = state.refetched_at;
-        *state = KeyState { issuer: discovery.issuer, keys, fetched_at: Some(now), refetched_at };
+        *state = KeyState { issuer: discovery.issuer, keys, fetched_at: Some(now), refetched_at, failed_at: None };
         Ok(())
     }
 }

@@ -170,6 +170,11 @@ pub fn app_query(raw: &RawParams, party_required: bool) -> Result<AppQuery, Stri
     {
         return Err("Value of 'Unit' needs to be exactly 9 digits.".into());
     }
+    if let Some(n) = person
+        && (n.len() != 11 || !n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("Value of 'Person' needs to be exactly 11 digits.".into());
+    }
     let party = match (party, unit, person) {
         (Some(p), _, _) => {
             Some(PartyParam::Party(p.parse().map_err(|_| "The 'Party' parameter must be a party id.".to_owned())?))

@@ -23,6 +23,19 @@ impl FeedId {
         }
     }
 
+    /// For logs: the kind and a hash, never the key itself (a subject can
+    /// be `/person/{national identity number}`).
+    pub fn log_label(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.key().hash(&mut h);
+        let kind = match self {
+            Self::Resource(_) => "resource",
+            Self::Subject(_) => "subject",
+        };
+        format!("{kind}#{:016x}", h.finish())
+    }
+
     /// The partition key of segment `k`.
     pub fn pk(&self, segment: u64) -> String {
         format!("{}|{segment}", self.key())
@@ -44,6 +57,10 @@ pub fn doc_id(event_id: &str) -> String {
             '/' | '\\' | '?' | '#' | '%' => out.push_str(&format!("%{:02X}", c as u32)),
             c => out.push(c),
         }
+    }
+    // The head document owns this id in every segment.
+    if out == HEAD_ID {
+        return "%68ead".to_owned();
     }
     out
 }
@@ -145,6 +162,8 @@ mod tests {
         assert_eq!(doc_id("3f0b1c2d-aaaa"), "3f0b1c2d-aaaa");
         assert_eq!(doc_id("a/b\\c?d#e%f"), "a%2Fb%5Cc%3Fd%23e%25f");
         assert_ne!(doc_id("a/b"), doc_id("a%2Fb"), "escaping is injective");
+        assert_ne!(doc_id("head"), HEAD_ID, "an event called head is not the head");
+        assert_ne!(doc_id("head"), doc_id("%68ead"));
     }
 
     #[test]

@@ -159,8 +159,15 @@ impl FeedStore {
 
     /// A receiver that changes when `feed` may have new events: at once for
     /// appends through this store, within `interval` for appends elsewhere.
-    pub fn watch(&self, feed: &FeedId, interval: std::time::Duration) -> tokio::sync::watch::Receiver<u64> {
-        self.notifier.subscribe(self, feed, interval)
+    /// `known_len` is the feed's length as the caller last read it: a head
+    /// poll that finds more wakes the waiters even on its first read.
+    pub fn watch(
+        &self,
+        feed: &FeedId,
+        interval: std::time::Duration,
+        known_len: u64,
+    ) -> tokio::sync::watch::Receiver<u64> {
+        self.notifier.subscribe(self, feed, interval, known_len)
     }
 
     /// The feed's length and newest segment, starting from a known segment

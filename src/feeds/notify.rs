@@ -31,7 +31,13 @@ impl Notifier {
     /// A receiver that changes whenever `feed` may have new events. The
     /// first subscriber of a feed starts its head poller, which stops when
     /// the last one is gone.
-    pub fn subscribe(self: &Arc<Self>, store: &FeedStore, feed: &FeedId, interval: Duration) -> watch::Receiver<u64> {
+    pub fn subscribe(
+        self: &Arc<Self>,
+        store: &FeedStore,
+        feed: &FeedId,
+        interval: Duration,
+        known_len: u64,
+    ) -> watch::Receiver<u64> {
         let mut feeds = self.feeds.lock().expect("notifier lock");
         if let Some(tx) = feeds.get(&feed.key())
             && !tx.is_closed()
@@ -40,7 +46,7 @@ impl Notifier {
         }
         let (tx, rx) = watch::channel(0);
         feeds.insert(feed.key(), tx.clone());
-        tokio::spawn(poll_head(self.clone(), store.clone(), feed.clone(), tx, interval));
+        tokio::spawn(poll_head(self.clone(), store.clone(), feed.clone(), tx, interval, known_len));
         rx
     }
 }
@@ -51,8 +57,11 @@ async fn poll_head(
     feed: FeedId,
     tx: watch::Sender<u64>,
     interval: Duration,
+    known_len: u64,
 ) {
-    let mut last: Option<u64> = None;
+    // The first subscriber's view of the feed: an append made elsewhere
+    // before the first poll still counts as a change.
+    let mut last: Option<u64> = Some(known_len);
     let mut segment_hint = None;
     loop {
         tokio::select! {
@@ -67,7 +76,7 @@ async fn poll_head(
                 }
                 last = Some(position);
             }
-            Err(e) => tracing::debug!(feed = %feed, error = %e, "head poll failed"),
+            Err(e) => tracing::debug!(feed = %feed.log_label(), error = %e, "head poll failed"),
         }
     }
     let mut feeds = notifier.feeds.lock().expect("notifier lock");

@@ -135,6 +135,11 @@ pub(crate) async fn read(
     let (filter_sql, filter_params) = filters.to_sql();
     let mut page = ReadPage { events: Vec::new(), next: from, at_end: false, round_trips: 0, request_charge: 0.0 };
     let budget_end = from.saturating_add(scan_budget.max(1));
+    if budget_end == from || from / s >= u64::MAX / s - 1 {
+        // A position at the end of the number range: nothing is there.
+        page.at_end = true;
+        return Ok(page);
+    }
     while page.events.len() < limit && page.next < budget_end {
         let k = page.next / s;
         let segment_end_if_full = (k + 1) * s;
@@ -153,6 +158,34 @@ pub(crate) async fn read(
             }
             if got > 0 && page.next == segment_end_if_full {
                 continue;
+            }
+            if got == 0 {
+                // Nothing from here in this segment: the end of the feed, or
+                // events removed by TTL (heads never expire). The head says
+                // which; it is read before the second look, so whatever the
+                // second look does not find below the head's count is gone,
+                // not merely late.
+                let head = read_head(container, feed, k).await?;
+                page.round_trips += 1;
+                if let Some(head) = head {
+                    let end = k * s + head.count;
+                    if page.next < end {
+                        let docs = query(container, feed.pk(k), page.next, Some(end), "", &[], want, &mut page).await?;
+                        if let Some(last) = docs.last() {
+                            page.next = last.seq + 1;
+                            page.events.extend(docs.into_iter().map(into_stored));
+                            continue;
+                        }
+                        // Expired: skip them (within the scan budget).
+                        page.next = end.min(budget_end);
+                        if page.next < end {
+                            break;
+                        }
+                    }
+                    if head.count == s && page.next == segment_end_if_full {
+                        continue;
+                    }
+                }
             }
             page.at_end = true;
             break;

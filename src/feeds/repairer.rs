@@ -165,15 +165,22 @@ impl Repairer {
                     report.deferred += 1;
                     continue;
                 }
-                let event: EventDoc = serde_json::from_value(doc.clone())
-                    .map_err(|e| FeedError::Rejected(format!("unreadable event document: {e}")))?;
+                let event: EventDoc = match serde_json::from_value(doc.clone()) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        // One bad document must not stop every later repair.
+                        tracing::error!(error = %e, "skipping an unreadable event document");
+                        metrics::counter!("feed_repair_skipped_total").increment(1);
+                        continue;
+                    }
+                };
                 report.checked += 1;
                 if event.subject.is_empty() {
                     continue;
                 }
                 let subject = FeedId::Subject(event.subject.clone());
                 if self.store.locate(&subject, &event.eid).await?.is_none() {
-                    tracing::warn!(event.id = %event.eid, feed = %subject, "repairing an event missing from its subject feed");
+                    tracing::warn!(event.id = %event.eid, feed = %subject.log_label(), "repairing an event missing from its subject feed");
                     self.store.append_to(&subject, event.into_record(), true).await?;
                     report.repaired += 1;
                     metrics::counter!("feed_repaired_events_total").increment(1);

@@ -41,7 +41,8 @@ struct Item {
     bytes: usize,
     /// Segments where an attempt ended ambiguously (it may have committed).
     maybe_in: BTreeSet<u64>,
-    previous_checked: bool,
+    /// The segment whose predecessor was last checked (dedupe).
+    previous_checked_for: Option<u64>,
 }
 
 pub struct Writer {
@@ -121,7 +122,7 @@ impl Writer {
             .map(|pending| {
                 let doc_id = doc_id(&pending.record.id);
                 let bytes = serde_json::to_vec(&pending.record.cloud_event).map(|v| v.len()).unwrap_or(0) + 1024;
-                Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked: false }
+                Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked_for: None }
             })
             .collect();
         let deadline = Instant::now() + RETRY_DEADLINE;
@@ -139,7 +140,7 @@ impl Writer {
             match self.step(feed, head, &mut queue).await {
                 Ok(()) => backoff = Duration::from_millis(5),
                 Err(e) => {
-                    tracing::debug!(feed = %feed, error = %e, "append step failed; retrying");
+                    tracing::debug!(feed = %feed.log_label(), error = %e, "append step failed; retrying");
                     *head = None;
                     last_error = Some(e);
                     tokio::time::sleep(backoff).await;
@@ -169,7 +170,7 @@ impl Writer {
         while i < queue.len() {
             let item = &mut queue[i];
             let mut look: Vec<u64> = item.maybe_in.iter().copied().filter(|k| *k != h.segment).collect();
-            if item.pending.dedupe && !item.previous_checked && h.segment > 0 {
+            if item.pending.dedupe && item.previous_checked_for != Some(h.segment) && h.segment > 0 {
                 look.push(h.segment - 1);
             }
             let mut found = None;
@@ -179,7 +180,7 @@ impl Writer {
                     break;
                 }
             }
-            item.previous_checked = true;
+            item.previous_checked_for = Some(h.segment);
             match found {
                 Some(doc) => {
                     let item = queue.remove(i).expect("index in range");
@@ -232,6 +233,11 @@ impl Writer {
         let charge = charge(resp.headers());
         observe("append_batch", started, charge);
         let share = charge.unwrap_or(0.0) / n as f64;
+        // From here on the batch may have committed: if reading its answer
+        // fails, the retry must look for these events before writing them.
+        for item in queue.iter_mut().take(n) {
+            item.maybe_in.insert(h.segment);
+        }
         let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
         let results = model.results();
         if results.iter().all(|r| r.is_success()) {

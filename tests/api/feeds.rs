@@ -124,11 +124,15 @@ async fn appends_are_idempotent_by_event_id_and_refuse_a_stolen_id() {
         "a retry returns the stored positions"
     );
     assert_eq!(again.request_charge, 0.0, "and stores nothing");
+    // An event may be called "head" without touching the segment's head.
+    let head = store.append(event("head", res, "/party/1337", "t"), true).await.unwrap();
+    assert_eq!(head.resource_seq, 4);
+    assert_eq!(store.locate(&FeedId::Resource(res.into()), "head").await.unwrap(), Some(5));
     let mut thief = event("same", res, "/party/1337", "t");
     thief.source = "https://elsewhere/".into();
     let err = store.append(thief, true).await.unwrap_err();
     assert!(err.is_client_error(), "{err}");
-    assert_eq!(store.len(&FeedId::Resource(res.into())).await.unwrap(), 4);
+    assert_eq!(store.len(&FeedId::Resource(res.into())).await.unwrap(), 5);
 }
 
 /// What one publisher saw: when it started and finished each append.

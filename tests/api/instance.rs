@@ -51,7 +51,7 @@ async fn only_the_app_owner_with_the_app_scope_gets_instance_keys() {
     let resp = issue(&app, &owner, 1337, GUID_A).await;
     assert_eq!(resp.status(), 201);
     let body: Value = resp.json().await.unwrap();
-    assert!(body["key"].as_str().unwrap().starts_with("v1.dev."));
+    assert!(body["key"].as_str().unwrap().starts_with("v1.dev.ttd.apps-test."));
     assert_eq!(body["expires"].as_str().unwrap().len(), 27);
     let skd = app.org_token("skd", "altinn:events/ttd/apps-test").await;
     assert_problem(issue(&app, &skd, 1337, GUID_A).await, 403).await;
@@ -75,6 +75,8 @@ async fn a_key_reads_its_instance_and_nothing_else() {
     let a1 = publish(&app, 1337, GUID_A, "app.instance.created").await;
     let _b = publish(&app, 1337, GUID_B, "app.instance.created").await;
     let a2 = publish(&app, 1337, GUID_A, "app.instance.process.completed").await;
+    // Another app's event for the same instance id: not opened by ttd's key.
+    publish_app_event(&app, "skd", "taxreport", 1337, GUID_A, "app.instance.created").await;
     let key_a = key_for(&app, 1337, GUID_A).await;
     let key_b = key_for(&app, 1337, GUID_B).await;
 

@@ -182,6 +182,19 @@ async fn a_user_sees_their_own_and_their_organisations_events_never_another_part
     );
     let body = assert_problem(app.get_bearer("/events/api/v1/app/party?after=0&unit=12", &level2).await, 400).await;
     assert_eq!(body["detail"], "Value of 'Unit' needs to be exactly 9 digits.");
+    let resp = app
+        .http
+        .get(app.url("/events/api/v1/app/party?after=0"))
+        .header(AUTHORIZATION, format!("Bearer {level2}"))
+        .header("person", "0103")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_problem(resp, 400).await;
+    assert_eq!(body["detail"], "Value of 'Person' needs to be exactly 11 digits.");
+    // A cursor at the end of the number range is an empty page, at once.
+    let far = get_page(&app, &party("party=1337&after=~p18446744073709551615"), &level2, &[]).await;
+    assert!(far.ids.is_empty());
     assert_problem(app.get_bearer("/events/api/v1/app/party?after=0&unit=999999999", &level2).await, 404).await;
     let body =
         assert_problem(app.get_bearer("/events/api/v1/app/party?after=0&party=1&size=0", &level2).await, 400).await;
