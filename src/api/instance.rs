@@ -95,6 +95,7 @@ pub async fn read_with_key(
     let q = FeedQuery {
         feed: FeedId::Subject(format!("/party/{party}")),
         after: Some(raw.after.as_deref().map(After::parse).unwrap_or(After::Position(0))),
+        from: None,
         // Only the issuing app's events of that instance.
         filters: Filters {
             resource_instance: Some(instance),

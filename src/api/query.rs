@@ -30,6 +30,8 @@ const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 pub(crate) struct FeedQuery<'a> {
     pub feed: FeedId,
     pub after: Option<After>,
+    /// Without `after`: start at the first event at or after this time.
+    pub from: Option<String>,
     pub filters: Filters,
     pub size: usize,
     /// Who the PDP decides for; `None` when the request holds a capability
@@ -45,7 +47,10 @@ pub(crate) struct FeedQuery<'a> {
 /// arrive within `wait` (an empty page with `next` when none do).
 pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value>, u64), ApiError> {
     let start = match &q.after {
-        None => 0,
+        None => match &q.from {
+            Some(from) => state.feeds.position_at_time(&q.feed, &search_time(from)).await?,
+            None => 0,
+        },
         Some(After::Position(p)) => *p,
         // Altinn semantics: an unknown id reads from the beginning.
         Some(After::EventId(id)) => state.feeds.locate(&q.feed, id).await?.unwrap_or(0),
@@ -80,6 +85,19 @@ pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value
         }
     }
     Ok((Vec::new(), pos))
+}
+
+/// Event times come from the clocks of several instances: where a `from`
+/// query starts, allow events registered this much out of order.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+fn search_time(from: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(from, &Rfc3339) {
+        Ok(t) => crate::domain::cloud_event::format_time(t - CLOCK_SKEW),
+        // Starting at the beginning is always correct, only slower.
+        Err(_) => String::new(),
+    }
 }
 
 /// Runs `f` when dropped (a request cancelled by its client included).
@@ -209,7 +227,7 @@ pub async fn app_owner(
     raw.person = header_str(&headers, PERSON_HEADER);
     let q = app_query(&raw, false).map_err(ApiError::BadRequest)?;
     let resource = format!("urn:altinn:resource:app_{org}_{app}");
-    let mut filters = Filters { from_time: q.from, to_time: q.to, types: q.types, ..Filters::default() };
+    let mut filters = Filters { from_time: q.from.clone(), to_time: q.to, types: q.types, ..Filters::default() };
     // A party narrows to its subject feed; otherwise the app's resource feed.
     let feed = match &q.party {
         Some(p) => {
@@ -221,6 +239,7 @@ pub async fn app_owner(
     let query = FeedQuery {
         feed,
         after: q.after,
+        from: q.from,
         filters,
         size: q.size,
         caller: Some(Caller::Principal(&principal)),
@@ -235,10 +254,11 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
     let q = app_query(&raw, true).map_err(ApiError::BadRequest)?;
     let party = resolve_party(state, q.party.as_ref().expect("required above")).await?;
     let filters =
-        Filters { from_time: q.from, to_time: q.to, types: q.types, sources: q.sources, ..Filters::default() };
+        Filters { from_time: q.from.clone(), to_time: q.to, types: q.types, sources: q.sources, ..Filters::default() };
     let query = FeedQuery {
         feed: FeedId::Subject(format!("/party/{party}")),
         after: q.after,
+        from: q.from,
         filters,
         size: q.size,
         caller: Some(Caller::Principal(principal)),
@@ -344,6 +364,7 @@ pub async fn generic(
     let query = FeedQuery {
         feed: FeedId::Resource(q.resource),
         after: Some(q.after),
+        from: None,
         filters,
         size: q.size,
         caller: Some(Caller::Principal(&principal)),

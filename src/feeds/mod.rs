@@ -151,6 +151,12 @@ impl FeedStore {
         reader::read(&self.cosmos.container, self.segment_size, feed, from, filters, limit, scan_budget).await
     }
 
+    /// The position of the first event of `feed` registered at or after
+    /// `time` (fixed-width UTC): where a `from` query without `after` starts.
+    pub async fn position_at_time(&self, feed: &FeedId, time: &str) -> Result<u64, FeedError> {
+        reader::position_at_time(&self.cosmos.container, self.segment_size, feed, time).await
+    }
+
     /// The position just after the event `event_id` in `feed`; `None` when
     /// the feed does not hold it.
     pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {

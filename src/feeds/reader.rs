@@ -321,6 +321,61 @@ pub(crate) async fn locate(
     Ok(None)
 }
 
+/// The time of the last event of segment `k`; `None` when it has none.
+async fn last_time(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<String>, FeedError> {
+    let q = Query::from("SELECT TOP 1 VALUE c.time FROM c WHERE c.seq >= 0 ORDER BY c.seq DESC");
+    first_value(container, feed.pk(k), q).await
+}
+
+async fn first_value<T: serde::de::DeserializeOwned + Send + 'static>(
+    container: &ContainerClient,
+    pk: String,
+    q: Query,
+) -> Result<Option<T>, FeedError> {
+    let started = Instant::now();
+    let mut pages = container
+        .query_items::<T>(q, FeedScope::partition(pk), None)
+        .await
+        .map_err(FeedError::cosmos("query feed"))?
+        .into_pages();
+    while let Some(p) = pages.next().await {
+        let p = p.map_err(FeedError::cosmos("query feed"))?;
+        observe("query_feed", started, charge(p.headers()));
+        if let Some(v) = p.into_items().into_iter().next() {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
+/// The position of the first event registered at or after `time`: a binary
+/// search over the segments by their last event's time, then one query in
+/// the segment found. `O(log k)` queries for a feed of `k` segments.
+pub(crate) async fn position_at_time(
+    container: &ContainerClient,
+    s: u64,
+    feed: &FeedId,
+    time: &str,
+) -> Result<u64, FeedError> {
+    let Some(newest) = newest_head(container, feed).await? else { return Ok(0) };
+    let (mut lo, mut hi) = (0, newest.segment + 1);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        // A segment emptied by TTL counts as older than any time.
+        match last_time(container, feed, mid).await? {
+            Some(t) if t.as_str() >= time => hi = mid,
+            _ => lo = mid + 1,
+        }
+    }
+    if lo > newest.segment {
+        return Ok(newest.segment * s + newest.count);
+    }
+    let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= 0 AND c.time >= @time ORDER BY c.seq")
+        .with_parameter("@time", time)
+        .map_err(FeedError::cosmos("bind"))?;
+    Ok(first_value::<u64>(container, feed.pk(lo), q).await?.unwrap_or(lo * s))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -433,3 +433,26 @@ async fn write_cost_per_event_against_a_single_document_create() {
     assert_eq!(plain.events.len(), 50);
     assert_eq!(filtered.events.len(), 50);
 }
+
+#[tokio::test]
+async fn position_at_time_finds_where_a_from_query_starts() {
+    let account = EmulatorAccount::new();
+    let store = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    for i in 0..10 {
+        let mut e = event(&format!("t{i}"), res, "/party/1337", "t");
+        e.time = format!("2026-01-01T00:00:{:02}.000000Z", i * 2);
+        store.append(e, false).await.unwrap();
+    }
+    let feed = FeedId::Resource(res.into());
+    let at = |t: &'static str| {
+        let (store, feed) = (store.clone(), feed.clone());
+        async move { store.position_at_time(&feed, t).await.unwrap() }
+    };
+    assert_eq!(at("2025-12-31T00:00:00.000000Z").await, 0, "before everything");
+    assert_eq!(at("2026-01-01T00:00:10.000000Z").await, 5, "an event's own time");
+    assert_eq!(at("2026-01-01T00:00:09.000000Z").await, 5, "between two events");
+    assert_eq!(at("2026-01-01T00:00:14.000000Z").await, 7, "in a later segment");
+    assert_eq!(at("2026-01-02T00:00:00.000000Z").await, 10, "after everything: the end");
+    assert_eq!(store.position_at_time(&FeedId::Resource("urn:altinn:resource:none".into()), "2026").await.unwrap(), 0);
+}

@@ -105,6 +105,13 @@ async fn the_app_owner_sees_all_its_app_events_in_order() {
     let one_party =
         get_page(&app, &app.url("/events/api/v1/app/ttd/apps-test?after=0&party=500001"), &owner, &[]).await;
     assert_eq!(one_party.ids, [ids[1].as_str()]);
+    // `from` alone: the events registered at or after that time.
+    let all: Vec<Value> =
+        app.get_bearer("/events/api/v1/app/ttd/apps-test?after=0", &owner).await.json().await.unwrap();
+    let third_time = urlencode(all[2]["time"].as_str().unwrap());
+    let from =
+        get_page(&app, &app.url(&format!("/events/api/v1/app/ttd/apps-test?from={third_time}")), &owner, &[]).await;
+    assert_eq!(from.ids, [ids[3].as_str(), ids[4].as_str()]);
     let after_id =
         get_page(&app, &app.url(&format!("/events/api/v1/app/ttd/apps-test?after={}", ids[1])), &owner, &[]).await;
     assert_eq!(after_id.ids, [ids[3].as_str(), ids[4].as_str()]);
