@@ -22,6 +22,7 @@ use crate::register::{PartyRef, RegisterError};
 use crate::state::AppState;
 
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
+const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
 pub const SCOPE_INSTANCES_READ: &str = "altinn:serviceowner/instances.read";
 const PERSON_HEADER: &str = "person";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
@@ -253,8 +254,16 @@ pub async fn app_owner(
 async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) -> Result<(Vec<Value>, u64), ApiError> {
     let q = app_query(&raw, true).map_err(ApiError::BadRequest)?;
     let party = resolve_party(state, q.party.as_ref().expect("required above")).await?;
-    let filters =
-        Filters { from_time: q.from.clone(), to_time: q.to, types: q.types, sources: q.sources, ..Filters::default() };
+    let filters = Filters {
+        from_time: q.from.clone(),
+        to_time: q.to,
+        types: q.types,
+        sources: q.sources,
+        // The party's subject feed also holds generic events; this endpoint
+        // is about app events (generic ones are read through /events).
+        resource_prefix: Some(APP_RESOURCE_PREFIX.to_owned()),
+        ..Filters::default()
+    };
     let query = FeedQuery {
         feed: FeedId::Subject(format!("/party/{party}")),
         after: q.after,

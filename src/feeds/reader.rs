@@ -30,6 +30,8 @@ pub struct Filters {
     pub resource_instance: Option<String>,
     /// Only events of this resource (a subject feed holds several).
     pub resource: Option<String>,
+    /// Only events of resources that start with this (e.g. all app resources).
+    pub resource_prefix: Option<String>,
 }
 
 impl Filters {
@@ -81,6 +83,9 @@ impl Filters {
         }
         if let Some(s) = &self.resource {
             sql.push_str(&format!(" AND c.resource = {}", bind("res", s.clone().into(), &mut params)));
+        }
+        if let Some(s) = &self.resource_prefix {
+            sql.push_str(&format!(" AND STARTSWITH(c.resource, {})", bind("resprefix", s.clone().into(), &mut params)));
         }
         if let Some(s) = &self.resource_instance {
             sql.push_str(&format!(" AND c.resourceinstance = {}", bind("ri", s.clone().into(), &mut params)));

@@ -159,6 +159,8 @@ async fn a_user_sees_their_own_and_their_organisations_events_never_another_part
         ],
     )
     .await;
+    // A generic event in the same party feed: not an app event.
+    publish_generic(&app, "estate-for-1337", "/party/1337").await;
     let level2 = app.user_token(1337, 1337, 2).await;
     let party = |q: &str| app.url(&format!("/events/api/v1/app/party?after=0&{q}"));
     assert_eq!(get_page(&app, &party("party=1337"), &level2, &[]).await.ids, [ids[0].as_str()], "skd needs level 3");
