@@ -332,9 +332,9 @@ pub async fn party_post(
             // A fixed text: serde's message could quote an identity number.
             .map_err(|_| ApiError::BadRequest("The body is not a valid party query: expected a JSON object with party, unit, person, after, from, to, source, type, size, wait.".into()))?
     };
-    let url_after = RawParams::from_query(uri.query()).after;
+    let url = RawParams::from_query(uri.query());
     let raw = RawParams {
-        after: url_after.or(parsed.after),
+        after: url.after.or(parsed.after),
         from: parsed.from,
         to: parsed.to,
         party: scalar(parsed.party),
@@ -343,7 +343,7 @@ pub async fn party_post(
         types: parsed.types,
         sources: parsed.source,
         size: scalar(parsed.size),
-        wait: RawParams::from_query(uri.query()).wait.or(scalar(parsed.wait)),
+        wait: url.wait.or(scalar(parsed.wait)),
         ..RawParams::default()
     };
     let (events, next) = party_query(&state, &principal, raw).await?;
