@@ -114,6 +114,14 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
           { path: '/*' }
         ]
       }
+      // A sequence number is taken once per segment partition: appends rely
+      // on it (src/feeds/writer.rs). Unique keys can only be set when the
+      // container is created.
+      uniqueKeyPolicy: {
+        uniqueKeys: [
+          { paths: [ '/seq' ] }
+        ]
+      }
     }
     options: {
       autoscaleSettings: {

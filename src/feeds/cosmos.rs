@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use azure_core::credentials::{Secret, TokenCredential};
-use azure_data_cosmos::models::{ContainerProperties, IndexingMode, IndexingPolicy, PropertyPath};
+use azure_data_cosmos::models::{
+    ContainerProperties, IndexingMode, IndexingPolicy, PropertyPath, UniqueKey, UniqueKeyPolicy,
+};
 use azure_data_cosmos::{AccountReference, ContainerClient, CosmosClient, RoutingStrategy};
 use secrecy::ExposeSecret;
 
@@ -84,6 +86,7 @@ impl Cosmos {
             .container_client(config.container.as_str(), None)
             .await
             .map_err(CosmosError::sdk("resolve container"))?;
+        check_unique_key(&container).await?;
         Ok(Self { container, config: config.clone() })
     }
 
@@ -122,6 +125,37 @@ pub(crate) fn indexing_policy() -> IndexingPolicy {
     policy.with_excluded_path(PropertyPath::default().with_path("/*"))
 }
 
+/// `seq` is unique in each logical partition (a feed segment): a sequence
+/// number is taken by the first create that stores it.
+pub(crate) fn unique_key_policy() -> UniqueKeyPolicy {
+    UniqueKeyPolicy::default().with_unique_key(UniqueKey::default().with_path("/seq"))
+}
+
+/// Appends are only correct on a container whose `seq` is unique per
+/// partition; refuse to start on one without it (unique keys cannot be
+/// added to an existing container: create a new one, see docs/deploy.md).
+async fn check_unique_key(container: &ContainerClient) -> Result<(), CosmosError> {
+    let props: ContainerProperties = container
+        .read(None)
+        .await
+        .map_err(CosmosError::sdk("read container"))?
+        .into_model()
+        .map_err(CosmosError::sdk("decode container"))?;
+    let has_seq = props
+        .unique_key_policy
+        .as_ref()
+        .is_some_and(|p| p.unique_keys.iter().any(|k| k.paths.iter().map(String::as_str).eq(["/seq"])));
+    if has_seq {
+        Ok(())
+    } else {
+        Err(CosmosError::Config(format!(
+            "container {} has no unique key on /seq; the feed store needs one (create the container with \
+             uniqueKeyPolicy {{ uniqueKeys: [{{ paths: [\"/seq\"] }}] }}, as infra/ does)",
+            props.id
+        )))
+    }
+}
+
 async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), CosmosError> {
     match client.create_database(&config.database, None).await {
         Ok(_) => {}
@@ -130,6 +164,7 @@ async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), C
     }
     let props = ContainerProperties::new(config.container.clone(), "/pk".into())
         .with_indexing_policy(indexing_policy())
+        .with_unique_key_policy(unique_key_policy())
         .with_default_ttl(config.default_ttl_seconds);
     match client.database_client(config.database.as_str()).create_container(props, None).await {
         Ok(_) => {}

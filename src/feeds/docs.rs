@@ -1,5 +1,7 @@
 //! The documents of a feed segment partition (`pk = "{feed}|{segment}"`):
-//! one head with the segment's event count, and the events with their `seq`.
+//! one head (the segment's marker, written once when the segment opens) and
+//! the events with their `seq`, which a unique key keeps unique in the
+//! partition.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -65,18 +67,24 @@ pub fn doc_id(event_id: &str) -> String {
     out
 }
 
+/// A segment's marker: the segment exists. Created once, when the segment
+/// opens, and never changed; appends do not touch it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeadDoc {
     pub id: String,
     pub pk: String,
-    pub count: u64,
-    /// Heads never expire, so a segment's count survives its events' TTL.
+    /// When the segment opened (Cosmos sets `_ts`, in Unix seconds): its
+    /// events are younger.
+    #[serde(rename = "_ts", default, skip_serializing)]
+    pub opened: i64,
+    /// Heads never expire, so a feed's segments are known after their
+    /// events' TTL.
     pub ttl: i64,
 }
 
 impl HeadDoc {
-    pub fn new(pk: String, count: u64) -> Self {
-        Self { id: HEAD_ID.to_owned(), pk, count, ttl: -1 }
+    pub fn new(pk: String) -> Self {
+        Self { id: HEAD_ID.to_owned(), pk, opened: 0, ttl: -1 }
     }
 }
 

@@ -3,7 +3,8 @@
 //! Every event is appended to two feeds, its resource feed and its subject
 //! feed. A feed is a dense, gapless sequence cut into segments of at most
 //! `segment_size` events; segment `k` of feed `F` is the logical partition
-//! `"{F}|{k}"`, holding a head document (the count) and the event documents.
+//! `"{F}|{k}"`, holding a head document (the segment's marker) and the event
+//! documents, whose `seq` is unique in the partition.
 //! No Cosmos type leaves this module.
 
 mod cosmos;
@@ -87,16 +88,19 @@ pub struct Appended {
 pub struct FeedStore {
     cosmos: Cosmos,
     writer: Arc<writer::Writer>,
-    segment_size: u64,
+    layout: segment::Layout,
     notifier: Arc<notify::Notifier>,
 }
 
 impl FeedStore {
     pub fn new(cosmos: Cosmos) -> Self {
-        let segment_size = cosmos.config.segment_size;
+        let layout = segment::Layout {
+            size: cosmos.config.segment_size,
+            ttl_seconds: i64::from(cosmos.config.default_ttl_seconds),
+        };
         let notifier = Arc::new(notify::Notifier::default());
-        let writer = writer::Writer::new(cosmos.container.clone(), segment_size, notifier.clone());
-        Self { cosmos, writer, segment_size, notifier }
+        let writer = writer::Writer::new(cosmos.container.clone(), layout, notifier.clone());
+        Self { cosmos, writer, layout, notifier }
     }
 
     pub fn cosmos(&self) -> &Cosmos {
@@ -104,7 +108,7 @@ impl FeedStore {
     }
 
     pub fn segment_size(&self) -> u64 {
-        self.segment_size
+        self.layout.size
     }
 
     /// Appends an event to its resource feed, then its subject feed. Both
@@ -148,19 +152,19 @@ impl FeedStore {
         limit: usize,
         scan_budget: u64,
     ) -> Result<ReadPage, FeedError> {
-        reader::read(&self.cosmos.container, self.segment_size, feed, from, filters, limit, scan_budget).await
+        reader::read(&self.cosmos.container, self.layout, feed, from, filters, limit, scan_budget).await
     }
 
     /// The position of the first event of `feed` registered at or after
     /// `time` (fixed-width UTC): where a `from` query without `after` starts.
     pub async fn position_at_time(&self, feed: &FeedId, time: &str) -> Result<u64, FeedError> {
-        reader::position_at_time(&self.cosmos.container, self.segment_size, feed, time).await
+        reader::position_at_time(&self.cosmos.container, self.layout, feed, time).await
     }
 
     /// The position just after the event `event_id` in `feed`; `None` when
     /// the feed does not hold it.
     pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
-        reader::locate(&self.cosmos.container, feed, event_id).await
+        reader::locate(&self.cosmos.container, self.layout, feed, event_id).await
     }
 
     /// A receiver that changes when `feed` may have new events: at once for
@@ -177,24 +181,24 @@ impl FeedStore {
     }
 
     /// The feed's length and newest segment, starting from a known segment
-    /// (one or two point reads) or from scratch.
+    /// (one or two queries) or from scratch.
     pub async fn head_position(&self, feed: &FeedId, segment_hint: Option<u64>) -> Result<(u64, u64), FeedError> {
-        let s = self.segment_size;
+        let (c, l) = (&self.cosmos.container, self.layout);
         let head = match segment_hint {
-            Some(k) => match segment::read_head(&self.cosmos.container, feed, k).await? {
-                Some(h) if h.count >= s => segment::read_head(&self.cosmos.container, feed, k + 1).await?.or(Some(h)),
+            Some(k) => match segment::read_head(c, l, feed, k).await? {
+                Some(h) if h.count >= l.size => segment::read_head(c, l, feed, k + 1).await?.or(Some(h)),
                 other => other,
             },
-            None => segment::newest_head(&self.cosmos.container, feed).await?,
+            None => segment::newest_head(c, l, feed).await?,
         };
-        Ok(head.map(|h| (h.segment * s + h.count, h.segment)).unwrap_or((0, 0)))
+        Ok(head.map(|h| (h.segment * l.size + h.count, h.segment)).unwrap_or((0, 0)))
     }
 
     /// The number of events in `feed` (the position after its newest event).
     pub async fn len(&self, feed: &FeedId) -> Result<u64, FeedError> {
-        Ok(segment::newest_head(&self.cosmos.container, feed)
+        Ok(segment::newest_head(&self.cosmos.container, self.layout, feed)
             .await?
-            .map(|h| h.segment * self.segment_size + h.count)
+            .map(|h| h.segment * self.layout.size + h.count)
             .unwrap_or(0))
     }
 }

@@ -9,7 +9,7 @@ use azure_data_cosmos::{ContainerClient, FeedScope, Query};
 use futures::StreamExt;
 
 use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
-use super::segment::{newest_head, read_head};
+use super::segment::{Layout, newest_head, read_head};
 use super::{FeedError, charge, observe};
 
 /// Newest segments that `locate` point-reads before it falls back to a query.
@@ -130,13 +130,14 @@ pub struct ReadPage {
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn read(
     container: &ContainerClient,
-    s: u64,
+    layout: Layout,
     feed: &FeedId,
     from: u64,
     filters: &Filters,
     limit: usize,
     scan_budget: u64,
 ) -> Result<ReadPage, FeedError> {
+    let s = layout.size;
     let (filter_sql, filter_params) = filters.to_sql();
     let mut page = ReadPage { events: Vec::new(), next: from, at_end: false, round_trips: 0, request_charge: 0.0 };
     let budget_end = from.saturating_add(scan_budget.max(1));
@@ -170,7 +171,7 @@ pub(crate) async fn read(
                 // which; it is read before the second look, so whatever the
                 // second look does not find below the head's count is gone,
                 // not merely late.
-                let head = read_head(container, feed, k).await?;
+                let head = read_head(container, layout, feed, k).await?;
                 page.round_trips += 1;
                 if let Some(head) = head {
                     let end = k * s + head.count;
@@ -196,7 +197,7 @@ pub(crate) async fn read(
             break;
         }
         // Filtered: the head says how far a short result has scanned.
-        let head = read_head(container, feed, k).await?;
+        let head = read_head(container, layout, feed, k).await?;
         page.round_trips += 1;
         let Some(head) = head else {
             page.at_end = true;
@@ -283,11 +284,12 @@ async fn query(
 
 pub(crate) async fn locate(
     container: &ContainerClient,
+    layout: Layout,
     feed: &FeedId,
     event_id: &str,
 ) -> Result<Option<u64>, FeedError> {
     let id = doc_id(event_id);
-    let Some(newest) = newest_head(container, feed).await? else { return Ok(None) };
+    let Some(newest) = newest_head(container, layout, feed).await? else { return Ok(None) };
     let oldest_point_read = newest.segment.saturating_sub(LOCATE_POINT_READS - 1);
     for k in (oldest_point_read..=newest.segment).rev() {
         let started = Instant::now();
@@ -358,11 +360,12 @@ async fn first_value<T: serde::de::DeserializeOwned + Send + 'static>(
 /// the segment found. `O(log k)` queries for a feed of `k` segments.
 pub(crate) async fn position_at_time(
     container: &ContainerClient,
-    s: u64,
+    layout: Layout,
     feed: &FeedId,
     time: &str,
 ) -> Result<u64, FeedError> {
-    let Some(newest) = newest_head(container, feed).await? else { return Ok(0) };
+    let s = layout.size;
+    let Some(newest) = newest_head(container, layout, feed).await? else { return Ok(0) };
     let (mut lo, mut hi) = (0, newest.segment + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;

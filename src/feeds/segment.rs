@@ -1,29 +1,42 @@
-//! Segment heads: reading them, finding a feed's current segment, opening
+//! Segments: how many events one holds, finding a feed's newest one, opening
 //! the next one. Shared by the writer and the reader.
+//!
+//! A segment exists once its head (a marker that never changes) exists.
+//! Its length is read from its events: they are gapless (a writer creates
+//! `seq` n + 1 only once n is stored), so the highest `seq` in the segment
+//! says how many there are.
 
-use azure_data_cosmos::ContainerClient;
+use std::time::Instant;
+
 use azure_data_cosmos::options::ItemWriteOptions;
+use azure_data_cosmos::{ContainerClient, FeedScope, Query};
+use futures::StreamExt;
 
 use super::docs::{FeedId, HEAD_ID, HeadDoc};
 use super::{FeedError, charge, observe};
 
-/// A segment head as last read: its count and the ETag that guards it.
-#[derive(Debug, Clone)]
+/// A segment as last read: the number of events it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Head {
     pub segment: u64,
     pub count: u64,
-    pub etag: String,
 }
 
-/// Reads the head of segment `k`; `None` when the segment does not exist.
-pub async fn read_head(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<Head>, FeedError> {
-    let started = std::time::Instant::now();
+/// How segments are laid out: their size, and the TTL of their events
+/// (`<= 0`: events never expire).
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    pub size: u64,
+    pub ttl_seconds: i64,
+}
+
+/// Reads the marker of segment `k`; `None` when the segment does not exist.
+async fn read_marker(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<HeadDoc>, FeedError> {
+    let started = Instant::now();
     match container.read_item(feed.pk(k), HEAD_ID, None).await {
         Ok(resp) => {
             observe("read_head", started, charge(resp.headers()));
-            let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
-            let doc: HeadDoc = resp.into_model().map_err(FeedError::cosmos("decode head"))?;
-            Ok(Some(Head { segment: k, count: doc.count, etag }))
+            Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode head"))?))
         }
         Err(e) if e.status().is_not_found() => {
             observe("read_head", started, None);
@@ -33,46 +46,99 @@ pub async fn read_head(container: &ContainerClient, feed: &FeedId, k: u64) -> Re
     }
 }
 
-/// Creates the head of segment `k` (count 0); an existing one is read.
-pub async fn open_segment(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Head, FeedError> {
-    let started = std::time::Instant::now();
-    let doc = HeadDoc::new(feed.pk(k), 0);
+/// The highest `seq` stored in segment `k`: one query.
+async fn last_seq(container: &ContainerClient, feed: &FeedId, k: u64, s: u64) -> Result<Option<u64>, FeedError> {
+    let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= @first ORDER BY c.seq DESC")
+        .with_parameter("@first", k * s)
+        .map_err(FeedError::cosmos("bind"))?;
+    let started = Instant::now();
+    let mut pages = container
+        .query_items::<u64>(q, FeedScope::partition(feed.pk(k)), None)
+        .await
+        .map_err(FeedError::cosmos("query segment length"))?
+        .into_pages();
+    while let Some(p) = pages.next().await {
+        let p = p.map_err(FeedError::cosmos("query segment length"))?;
+        observe("segment_length", started, charge(p.headers()));
+        if let Some(seq) = p.into_items().into_iter().next() {
+            return Ok(Some(seq));
+        }
+    }
+    Ok(None)
+}
+
+/// The length of segment `k` as stored now; `None` when the segment does
+/// not exist. One query when it holds events. An empty segment whose head
+/// is older than the events' TTL lost its events to it and counts as full,
+/// so that neither a writer nor a reader uses its positions again.
+pub async fn read_head(
+    container: &ContainerClient,
+    layout: Layout,
+    feed: &FeedId,
+    k: u64,
+) -> Result<Option<Head>, FeedError> {
+    let s = layout.size;
+    if let Some(last) = last_seq(container, feed, k, s).await? {
+        return Ok(Some(Head { segment: k, count: (last + 1 - k * s).min(s) }));
+    }
+    let Some(marker) = read_marker(container, feed, k).await? else { return Ok(None) };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expired = layout.ttl_seconds > 0 && now - marker.opened > layout.ttl_seconds;
+    Ok(Some(Head { segment: k, count: if expired { s } else { 0 } }))
+}
+
+/// Opens segment `k` (creates its head); when it is open already, reads it.
+pub async fn open_segment(
+    container: &ContainerClient,
+    layout: Layout,
+    feed: &FeedId,
+    k: u64,
+) -> Result<Head, FeedError> {
+    let started = Instant::now();
+    let doc = HeadDoc::new(feed.pk(k));
     match container.create_item(feed.pk(k), HEAD_ID, &doc, None::<ItemWriteOptions>).await {
         Ok(resp) => {
             observe("create_head", started, charge(resp.headers()));
-            let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
-            Ok(Head { segment: k, count: 0, etag })
+            Ok(Head { segment: k, count: 0 })
         }
-        Err(e) if e.status().is_conflict() => read_head(container, feed, k).await?.ok_or(FeedError::HeadVanished),
+        Err(e) if e.status().is_conflict() => {
+            read_head(container, layout, feed, k).await?.ok_or(FeedError::HeadVanished)
+        }
         Err(e) => Err(FeedError::Cosmos { operation: "create head", source: e }),
     }
 }
 
-/// The newest existing segment of a feed (its head), or `None` for a feed
-/// with no segment yet. Exponential probing, then binary search: O(log k)
-/// point reads for a feed with k segments.
-pub async fn newest_head(container: &ContainerClient, feed: &FeedId) -> Result<Option<Head>, FeedError> {
-    let Some(first) = read_head(container, feed, 0).await? else { return Ok(None) };
-    let mut lo = first; // exists
+/// The newest existing segment of a feed, or `None` for a feed with no
+/// segment yet. Exponential probing of heads, then binary search: O(log k)
+/// point reads for a feed with k segments, then one query for its length.
+pub async fn newest_head(
+    container: &ContainerClient,
+    layout: Layout,
+    feed: &FeedId,
+) -> Result<Option<Head>, FeedError> {
+    if read_marker(container, feed, 0).await?.is_none() {
+        return Ok(None);
+    }
+    let mut lo = 0; // exists
     let mut step = 1;
     let hi = loop {
-        let probe = lo.segment + step;
-        match read_head(container, feed, probe).await? {
-            Some(h) => {
-                lo = h;
-                step *= 2;
-            }
-            None => break probe,
+        let probe = lo + step;
+        if read_marker(container, feed, probe).await?.is_some() {
+            lo = probe;
+            step *= 2;
+        } else {
+            break probe;
         }
     };
     // Segments are opened in order, so existence is a prefix: search (lo, hi).
     let (mut lo, mut hi) = (lo, hi);
-    while hi - lo.segment > 1 {
-        let mid = lo.segment + (hi - lo.segment) / 2;
-        match read_head(container, feed, mid).await? {
-            Some(h) => lo = h,
-            None => hi = mid,
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if read_marker(container, feed, mid).await?.is_some() {
+            lo = mid;
+        } else {
+            hi = mid;
         }
     }
-    Ok(Some(lo))
+    read_head(container, layout, feed, lo).await
 }

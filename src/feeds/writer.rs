@@ -1,25 +1,27 @@
 //! Appends with group commit. Each feed has at most one writer task in a
 //! process; concurrent appends to that feed queue up behind it and are
-//! committed together: one transactional batch per segment partition that
-//! replaces the head (`If-Match` its ETag, count += n) and creates the n
-//! event documents with the next n sequence numbers. Across processes the
-//! head's ETag serializes the batches; the loser re-reads and retries.
+//! stored together: the next n sequence numbers of the segment, as one
+//! document create (n = 1) or one transactional batch of n creates. The
+//! container's unique key on `seq` makes a sequence number a lock: across
+//! processes, the writer whose create lands first owns it, the other one
+//! gets 409, re-reads the segment's length and retries. A writer only ever
+//! creates `seq` n + 1 after it has seen n stored, so feeds stay gapless.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use azure_data_cosmos::options::{BatchReplaceOptions, Precondition};
+use azure_data_cosmos::options::ItemWriteOptions;
 use azure_data_cosmos::{ContainerClient, TransactionalBatch};
 use tokio::sync::{mpsc, oneshot};
 
-use super::docs::{EventDoc, EventRecord, FeedId, HEAD_ID, HeadDoc, doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
 use super::notify::Notifier;
-use super::segment::{Head, newest_head, open_segment};
+use super::segment::{Head, Layout, newest_head, open_segment, read_head};
 use super::{FeedError, charge, observe};
 
-/// A transactional batch holds at most 100 operations: the head and 99 events.
-const MAX_EVENTS_PER_BATCH: usize = 99;
+/// A transactional batch holds at most 100 operations.
+const MAX_EVENTS_PER_BATCH: usize = 100;
 /// And at most 2 MB; leave room for the envelope.
 const MAX_BATCH_BYTES: usize = 1_900_000;
 /// How long one append keeps retrying transient failures before giving up.
@@ -45,16 +47,24 @@ struct Item {
     previous_checked_for: Option<u64>,
 }
 
+/// What one write attempt did.
+enum Outcome {
+    /// Every event of the chunk is stored; the RU charge.
+    Stored(f64),
+    /// The chunk's operation at this index answered 409; nothing is stored.
+    Conflict(usize),
+}
+
 pub struct Writer {
     container: ContainerClient,
-    segment_size: u64,
+    layout: Layout,
     notifier: Arc<Notifier>,
     feeds: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
 
 impl Writer {
-    pub fn new(container: ContainerClient, segment_size: u64, notifier: Arc<Notifier>) -> Arc<Self> {
-        Arc::new(Self { container, segment_size, notifier, feeds: Mutex::new(HashMap::new()) })
+    pub fn new(container: ContainerClient, layout: Layout, notifier: Arc<Notifier>) -> Arc<Self> {
+        Arc::new(Self { container, layout, notifier, feeds: Mutex::new(HashMap::new()) })
     }
 
     /// Appends one event to `feed`; returns its sequence number. An event
@@ -87,7 +97,7 @@ impl Writer {
     }
 
     async fn run(self: Arc<Self>, feed: FeedId, mut rx: mpsc::UnboundedReceiver<Pending>) {
-        let mut head: Option<Head> = None;
+        let mut tail: Option<Head> = None;
         loop {
             let first = match tokio::time::timeout(IDLE, rx.recv()).await {
                 Ok(Some(p)) => p,
@@ -112,11 +122,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(&feed, &mut head, items).await;
+            self.commit(&feed, &mut tail, items).await;
         }
     }
 
-    async fn commit(&self, feed: &FeedId, head: &mut Option<Head>, pendings: Vec<Pending>) {
+    async fn commit(&self, feed: &FeedId, tail: &mut Option<Head>, pendings: Vec<Pending>) {
         let mut queue: VecDeque<Item> = pendings
             .into_iter()
             .map(|pending| {
@@ -137,11 +147,11 @@ impl Writer {
                 }
                 return;
             }
-            match self.step(feed, head, &mut queue).await {
+            match self.step(feed, tail, &mut queue).await {
                 Ok(()) => backoff = Duration::from_millis(5),
                 Err(e) => {
                     tracing::debug!(feed = %feed.log_label(), error = %e, "append step failed; retrying");
-                    *head = None;
+                    *tail = None;
                     last_error = Some(e);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -150,19 +160,20 @@ impl Writer {
         }
     }
 
-    /// One attempt: make sure the head is known and has room, settle items
-    /// that may already be stored, then commit one batch.
-    async fn step(&self, feed: &FeedId, head: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
-        let s = self.segment_size;
-        let h = match head.take() {
+    /// One attempt: make sure the tail is known and the segment has room,
+    /// settle items that may already be stored, then store the next chunk
+    /// at the next sequence numbers: one create, or one batch of creates.
+    async fn step(&self, feed: &FeedId, tail: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
+        let s = self.layout.size;
+        let h = match tail.take() {
             Some(h) => h,
-            None => match newest_head(&self.container, feed).await? {
+            None => match newest_head(&self.container, self.layout, feed).await? {
                 Some(h) => h,
-                None => open_segment(&self.container, feed, 0).await?,
+                None => open_segment(&self.container, self.layout, feed, 0).await?,
             },
         };
         if h.count >= s {
-            *head = Some(open_segment(&self.container, feed, h.segment + 1).await?);
+            *tail = Some(open_segment(&self.container, self.layout, feed, h.segment + 1).await?);
             return Ok(());
         }
         // Items that may already be stored elsewhere: look before writing twice.
@@ -190,10 +201,10 @@ impl Writer {
             }
         }
         if queue.is_empty() {
-            *head = Some(h);
+            *tail = Some(h);
             return Ok(());
         }
-        // The chunk this batch commits.
+        // The chunk this attempt stores.
         let room = usize::try_from(s - h.count).unwrap_or(usize::MAX);
         let mut n = 0;
         let mut bytes = 0;
@@ -206,87 +217,118 @@ impl Writer {
         }
         let pk = feed.pk(h.segment);
         let base = h.segment * s + h.count;
-        let mut batch = TransactionalBatch::new(pk.clone())
-            .replace_item(
-                HEAD_ID,
-                HeadDoc::new(pk.clone(), h.count + n as u64),
-                Some(BatchReplaceOptions::default().with_precondition(Precondition::IfMatch(h.etag.clone().into()))),
-            )
-            .map_err(FeedError::cosmos("build batch"))?;
-        for (i, item) in queue.iter().take(n).enumerate() {
-            let doc = EventDoc::new(&item.pending.record, pk.clone(), base + i as u64);
-            batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
-        }
-        let started = Instant::now();
-        let result = self.container.execute_transactional_batch(batch, None).await;
-        let resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                // The batch may or may not have committed.
-                observe("append_batch", started, None);
-                for item in queue.iter_mut().take(n) {
-                    item.maybe_in.insert(h.segment);
-                }
-                return Err(FeedError::Cosmos { operation: "append batch", source: e });
-            }
-        };
-        let charge = charge(resp.headers());
-        observe("append_batch", started, charge);
-        let share = charge.unwrap_or(0.0) / n as f64;
-        // From here on the batch may have committed: if reading its answer
-        // fails, the retry must look for these events before writing them.
+        // From the moment a write is sent it may commit, even when its answer
+        // is lost: a retry must look for these events before writing them.
         for item in queue.iter_mut().take(n) {
             item.maybe_in.insert(h.segment);
         }
-        let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
-        let results = model.results();
-        if results.iter().all(|r| r.is_success()) {
-            let etag = results.first().and_then(|r| r.etag()).ok_or(FeedError::MissingEtag)?.to_owned();
-            metrics::histogram!("feed_batch_events").record(n as f64);
-            for (i, item) in queue.drain(..n).enumerate() {
-                let _ = item.pending.reply.send(Ok((base + i as u64, share)));
+        let started = Instant::now();
+        let outcome = if n == 1 {
+            let doc = EventDoc::new(&queue[0].pending.record, pk.clone(), base);
+            match self.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
+                Ok(resp) => {
+                    let charge = charge(resp.headers());
+                    observe("append_create", started, charge);
+                    Outcome::Stored(charge.unwrap_or(0.0))
+                }
+                Err(e) if e.status().is_conflict() => {
+                    observe("append_create", started, None);
+                    Outcome::Conflict(0)
+                }
+                Err(e) => {
+                    observe("append_create", started, None);
+                    let status = u16::from(e.status().status_code());
+                    if matches!(status, 400 | 413) {
+                        // The document itself is refused: retrying cannot help.
+                        let item = queue.pop_front().expect("a chunk of one");
+                        let _ = item
+                            .pending
+                            .reply
+                            .send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
+                        *tail = Some(h);
+                        return Ok(());
+                    }
+                    return Err(FeedError::Cosmos { operation: "append", source: e });
+                }
             }
-            *head = Some(Head { segment: h.segment, count: h.count + n as u64, etag });
-            self.notifier.notify(feed);
-            return Ok(());
+        } else {
+            let mut batch = TransactionalBatch::new(pk.clone());
+            for (i, item) in queue.iter().take(n).enumerate() {
+                let doc = EventDoc::new(&item.pending.record, pk.clone(), base + i as u64);
+                batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
+            }
+            let resp = match self.container.execute_transactional_batch(batch, None).await {
+                Ok(resp) => resp,
+                Err(e) => {
+                    observe("append_batch", started, None);
+                    return Err(FeedError::Cosmos { operation: "append batch", source: e });
+                }
+            };
+            let charge = charge(resp.headers());
+            observe("append_batch", started, charge);
+            let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
+            let results = model.results();
+            if results.iter().all(|r| r.is_success()) {
+                Outcome::Stored(charge.unwrap_or(0.0))
+            } else {
+                // Rolled back: find the operation that failed (the others say 424).
+                match results.iter().position(|r| !r.is_success() && r.status_code() != 424) {
+                    Some(op) if results[op].status_code() == 409 => Outcome::Conflict(op),
+                    Some(op) => {
+                        let status = results[op].status_code();
+                        if status == 429 || status >= 500 || status == 408 {
+                            return Err(FeedError::Transient(format!("batch operation answered {status}")));
+                        }
+                        let item = queue.remove(op).expect("op index maps to a queued item");
+                        let _ = item
+                            .pending
+                            .reply
+                            .send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
+                        *tail = Some(h);
+                        return Ok(());
+                    }
+                    None => return Err(FeedError::Transient("batch failed without a failing operation".into())),
+                }
+            }
+        };
+        match outcome {
+            Outcome::Stored(charge) => {
+                let share = charge / n as f64;
+                metrics::histogram!("feed_batch_events").record(n as f64);
+                for (i, item) in queue.drain(..n).enumerate() {
+                    let _ = item.pending.reply.send(Ok((base + i as u64, share)));
+                }
+                *tail = Some(Head { segment: h.segment, count: h.count + n as u64 });
+                self.notifier.notify(feed);
+            }
+            Outcome::Conflict(op) => {
+                // Either that event is in this segment already (stored
+                // earlier, or by this very write when the SDK retried it after
+                // losing the first answer), or another writer took the
+                // sequence number: the event's own id says which.
+                // Look before taking the item off the queue: a failed read
+                // must leave it queued for the retry.
+                match self.read_event(feed, h.segment, &queue[op].doc_id).await? {
+                    Some(doc) => {
+                        let item = queue.remove(op).expect("op index maps to a queued item");
+                        // Its position is taken by itself when it is `base + op`.
+                        *tail = if doc.seq == base + op as u64 && op == 0 {
+                            Some(Head { segment: h.segment, count: h.count + 1 })
+                        } else if doc.seq >= base {
+                            None
+                        } else {
+                            Some(h)
+                        };
+                        settle_existing(item, &doc);
+                    }
+                    None => {
+                        metrics::counter!("feed_seq_conflicts_total").increment(1);
+                        *tail = read_head(&self.container, self.layout, feed, h.segment).await?;
+                    }
+                }
+            }
         }
-        // Rolled back: find the operation that failed (the others say 424).
-        let failed = results.iter().position(|r| !r.is_success() && r.status_code() != 424);
-        match failed {
-            Some(0) => {
-                // 412: the head moved. Usually another writer; but the SDK
-                // may have retried this very batch after losing the answer
-                // to a first attempt that committed. So these events may be
-                // stored here: look before writing them to another segment.
-                metrics::counter!("feed_head_conflicts_total").increment(1);
-                for item in queue.iter_mut().take(n) {
-                    item.maybe_in.insert(h.segment);
-                }
-                Ok(())
-            }
-            Some(op) if results[op].status_code() == 409 => {
-                // That event id is already in this segment.
-                let item = queue.remove(op - 1).expect("op index maps to a queued item");
-                *head = Some(h.clone());
-                match self.read_event(feed, h.segment, &item.doc_id).await? {
-                    Some(doc) => settle_existing(item, &doc),
-                    None => queue.push_front(item),
-                }
-                Ok(())
-            }
-            Some(op) => {
-                let status = results[op].status_code();
-                if status == 429 || status >= 500 || status == 408 {
-                    return Err(FeedError::Transient(format!("batch operation answered {status}")));
-                }
-                let item = queue.remove(op - 1).expect("op index maps to a queued item");
-                let _ =
-                    item.pending.reply.send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
-                *head = Some(h);
-                Ok(())
-            }
-            None => Err(FeedError::Transient("batch failed without a failing operation".into())),
-        }
+        Ok(())
     }
 
     async fn read_event(&self, feed: &FeedId, k: u64, id: &str) -> Result<Option<EventDoc>, FeedError> {

@@ -121,8 +121,8 @@ async fn cosmosdb_server_feed_store_round_trip() {
     assert_eq!(store.locate(&resource, "nope").await.unwrap(), None);
     assert_eq!(store.locate(&FeedId::Subject(format!("/party/1-{run}")), &format!("e0-{run}")).await.unwrap(), None);
 
-    // Appending again is idempotent: the batch's create answers 409 and the
-    // whole batch (its head replacement too) is rolled back.
+    // Appending again is idempotent: the create answers 409 (the event's id
+    // is taken) and the stored event's position is returned.
     let again = store.append(event(&format!("e9-{run}"), &res, &other, created), false).await.unwrap();
     assert_eq!((again.resource_seq, again.subject_seq), (9, Some(4)));
     let mut thief = event(&format!("e9-{run}"), &res, &other, created);
@@ -131,8 +131,9 @@ async fn cosmosdb_server_feed_store_round_trip() {
     assert_eq!(store.len(&resource).await.unwrap(), 10);
     assert_eq!(read_all(&store, &resource, 4).await.len(), 10);
 
-    // A second store (another pod): each one's cached head goes stale, so
-    // their batches meet If-Match failures (412) and retry.
+    // A second store (another pod): each one's known feed length goes
+    // stale, so their creates meet the unique key on seq (409), re-read the
+    // segment's length and retry.
     let pod_b = self::store(S).await;
     for i in 10..14u64 {
         let writer = if i % 2 == 0 { &pod_b } else { &store };
