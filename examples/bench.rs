@@ -20,10 +20,12 @@ struct Args {
     events: usize,
     concurrency: usize,
     limit: Duration,
+    /// Stop after the baseline and ingest (for profiling the write path).
+    ingest_only: bool,
 }
 
 fn args() -> Args {
-    let mut a = Args { events: 4000, concurrency: 32, limit: Duration::from_secs(30) };
+    let mut a = Args { events: 4000, concurrency: 32, limit: Duration::from_secs(30), ingest_only: false };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
@@ -32,11 +34,18 @@ fn args() -> Args {
             ("--events", Some(v)) => a.events = v as usize,
             ("--concurrency", Some(v)) => a.concurrency = v as usize,
             ("--limit-seconds", Some(v)) => a.limit = Duration::from_secs(v),
+            ("--ingest-only", _) => {
+                a.ingest_only = true;
+                i += 1;
+                continue;
+            }
             ("--bench", _) => {
                 i += 1;
                 continue;
             }
-            (other, _) => panic!("unknown argument {other}; use --events N --concurrency N --limit-seconds N"),
+            (other, _) => {
+                panic!("unknown argument {other}; use --events N --concurrency N --limit-seconds N --ingest-only")
+            }
         }
         i += 2;
     }
@@ -331,6 +340,9 @@ async fn main() {
 
     // 2. App feed: the owner pages through ttd/apps-test.
     for size in [50, 1000] {
+        if a.ingest_only {
+            break;
+        }
         let before = metrics();
         let first = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size={size}", bench.base);
         let (lat, events, elapsed) = bench.page_through(first, &owner, &[], a.limit).await;
@@ -352,91 +364,94 @@ async fn main() {
         });
     }
 
-    // 3. Party feeds read by user 1337 (level 2): its own party, all ttd
-    // events (permitted); and party 500000 (a role), where 4 of 5 events are
-    // skd's, which need level 3 (denied).
-    let mixes: [(&str, u64, usize); 2] = [("mostly permitted", 1337, 0), ("mostly denied (4 of 5)", 500000, 4)];
-    for (label, party, denied_per_permitted) in mixes {
-        let count = (a.events / 4).max(100);
-        let period = denied_per_permitted + 1;
-        let _ = bench
-            .ingest(count, a.concurrency, a.limit, move |n| (usize::from(n % period != period - 1), party), None)
+    if !a.ingest_only {
+        // 3. Party feeds read by user 1337 (level 2): its own party, all ttd
+        // events (permitted); and party 500000 (a role), where 4 of 5 events are
+        // skd's, which need level 3 (denied).
+        let mixes: [(&str, u64, usize); 2] = [("mostly permitted", 1337, 0), ("mostly denied (4 of 5)", 500000, 4)];
+        for (label, party, denied_per_permitted) in mixes {
+            let count = (a.events / 4).max(100);
+            let period = denied_per_permitted + 1;
+            let _ = bench
+                .ingest(count, a.concurrency, a.limit, move |n| (usize::from(n % period != period - 1), party), None)
+                .await;
+            let before_pdp = bench.pdp_requests().await;
+            let first = format!("{}/events/api/v1/app/party?party={party}&after=0&size=50", bench.base);
+            let (lat, events, elapsed) = bench.page_through(first, &bench.user_tokens[&1337], &[], a.limit).await;
+            let pdp = bench.pdp_requests().await - before_pdp;
+            rows.push(Row {
+                scenario: format!("party feed, {label}"),
+                count: lat.len(),
+                per_second: lat.len() as f64 / elapsed.as_secs_f64(),
+                unit: "pages/s",
+                p50_ms: percentile(&lat, 0.5),
+                p99_ms: percentile(&lat, 0.99),
+                note: format!("{events} events; {:.2} PDP requests/page", pdp as f64 / lat.len() as f64),
+            });
+        }
+
+        // 4. Mixed: ingest while a reader follows the app feed from its head;
+        // publish-to-visible = first page that shows an event - its 201.
+        let acks: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+        // The reader long-polls (wait=5): it is answered as soon as events arrive.
+        let head_page = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size=1000&wait=5", bench.base);
+        // Move the reader's cursor to the current end first.
+        let mut url = head_page;
+        loop {
+            let resp = bench.http.get(&url).bearer_auth(&owner).send().await.unwrap();
+            let next = resp.headers()["next"].to_str().unwrap().to_owned();
+            let page: Vec<Value> = resp.json().await.unwrap();
+            url = next;
+            if page.is_empty() {
+                break;
+            }
+        }
+        let reader_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (b, acks, owner, done) = (bench.clone(), acks.clone(), owner.clone(), reader_done.clone());
+            tokio::spawn(async move {
+                let mut url = url;
+                let mut delays = Vec::new();
+                let mut pages = 0;
+                while !done.load(Ordering::Relaxed) {
+                    let resp = b.http.get(&url).bearer_auth(&owner).send().await.unwrap();
+                    let seen_at = Instant::now();
+                    let next = resp.headers()["next"].to_str().unwrap().to_owned();
+                    let page: Vec<Value> = resp.json().await.unwrap();
+                    pages += 1;
+                    let acks = acks.lock().await;
+                    for e in &page {
+                        if let Some(acked) = e["id"].as_str().and_then(|id| acks.get(id)) {
+                            delays.push(seen_at.saturating_duration_since(*acked));
+                        }
+                    }
+                    url = next;
+                }
+                (delays, pages)
+            })
+        };
+        let (lat, elapsed) = bench
+            .ingest(a.events / 2, a.concurrency, a.limit, |n| (0, 1000 + (n % 200) as u64), Some(acks.clone()))
             .await;
-        let before_pdp = bench.pdp_requests().await;
-        let first = format!("{}/events/api/v1/app/party?party={party}&after=0&size=50", bench.base);
-        let (lat, events, elapsed) = bench.page_through(first, &bench.user_tokens[&1337], &[], a.limit).await;
-        let pdp = bench.pdp_requests().await - before_pdp;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        reader_done.store(true, Ordering::Relaxed);
+        let (mut delays, reader_pages) = reader.await.unwrap();
+        delays.sort();
         rows.push(Row {
-            scenario: format!("party feed, {label}"),
+            scenario: "mixed: ingest + 1 reader at the head".into(),
             count: lat.len(),
             per_second: lat.len() as f64 / elapsed.as_secs_f64(),
-            unit: "pages/s",
+            unit: "events/s",
             p50_ms: percentile(&lat, 0.5),
             p99_ms: percentile(&lat, 0.99),
-            note: format!("{events} events; {:.2} PDP requests/page", pdp as f64 / lat.len() as f64),
+            note: format!(
+                "publish-to-visible p50 {:.1} ms, p99 {:.1} ms ({} events seen, {reader_pages} reader pages)",
+                percentile(&delays, 0.5),
+                percentile(&delays, 0.99),
+                delays.len()
+            ),
         });
     }
-
-    // 4. Mixed: ingest while a reader follows the app feed from its head;
-    // publish-to-visible = first page that shows an event - its 201.
-    let acks: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
-    // The reader long-polls (wait=5): it is answered as soon as events arrive.
-    let head_page = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size=1000&wait=5", bench.base);
-    // Move the reader's cursor to the current end first.
-    let mut url = head_page;
-    loop {
-        let resp = bench.http.get(&url).bearer_auth(&owner).send().await.unwrap();
-        let next = resp.headers()["next"].to_str().unwrap().to_owned();
-        let page: Vec<Value> = resp.json().await.unwrap();
-        url = next;
-        if page.is_empty() {
-            break;
-        }
-    }
-    let reader_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let reader = {
-        let (b, acks, owner, done) = (bench.clone(), acks.clone(), owner.clone(), reader_done.clone());
-        tokio::spawn(async move {
-            let mut url = url;
-            let mut delays = Vec::new();
-            let mut pages = 0;
-            while !done.load(Ordering::Relaxed) {
-                let resp = b.http.get(&url).bearer_auth(&owner).send().await.unwrap();
-                let seen_at = Instant::now();
-                let next = resp.headers()["next"].to_str().unwrap().to_owned();
-                let page: Vec<Value> = resp.json().await.unwrap();
-                pages += 1;
-                let acks = acks.lock().await;
-                for e in &page {
-                    if let Some(acked) = e["id"].as_str().and_then(|id| acks.get(id)) {
-                        delays.push(seen_at.saturating_duration_since(*acked));
-                    }
-                }
-                url = next;
-            }
-            (delays, pages)
-        })
-    };
-    let (lat, elapsed) =
-        bench.ingest(a.events / 2, a.concurrency, a.limit, |n| (0, 1000 + (n % 200) as u64), Some(acks.clone())).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    reader_done.store(true, Ordering::Relaxed);
-    let (mut delays, reader_pages) = reader.await.unwrap();
-    delays.sort();
-    rows.push(Row {
-        scenario: "mixed: ingest + 1 reader at the head".into(),
-        count: lat.len(),
-        per_second: lat.len() as f64 / elapsed.as_secs_f64(),
-        unit: "events/s",
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
-        note: format!(
-            "publish-to-visible p50 {:.1} ms, p99 {:.1} ms ({} events seen, {reader_pages} reader pages)",
-            percentile(&delays, 0.5),
-            percentile(&delays, 0.99),
-            delays.len()
-        ),
-    });
 
     println!();
     println!("| scenario | n | rate | p50 ms | p99 ms | notes |");

@@ -14,6 +14,7 @@ use tokio::sync::RwLock;
 
 use super::AuthError;
 use super::oidc::rs256_validation;
+use super::verified::Verified;
 
 const RELOAD_AFTER: Duration = Duration::from_secs(300);
 
@@ -34,6 +35,8 @@ impl PlatformApp {
 #[derive(Deserialize)]
 struct AccessClaims {
     iss: String,
+    #[serde(default)]
+    exp: u64,
     #[serde(rename = "urn:altinn:app")]
     app: Option<String>,
 }
@@ -42,14 +45,18 @@ pub struct AccessTokenVerifier {
     dir: PathBuf,
     leeway_seconds: u64,
     cache: RwLock<HashMap<String, (DecodingKey, Instant)>>,
+    verified: Verified<PlatformApp>,
 }
 
 impl AccessTokenVerifier {
     pub fn new(dir: PathBuf, leeway_seconds: u64) -> Self {
-        Self { dir, leeway_seconds, cache: RwLock::default() }
+        Self { dir, leeway_seconds, cache: RwLock::default(), verified: Verified::new(leeway_seconds) }
     }
 
     pub async fn verify(&self, token: &str) -> Result<PlatformApp, AuthError> {
+        if let Some(app) = self.verified.get(token) {
+            return Ok(app);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(AuthError::invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::invalid(format!("algorithm {:?} is not accepted", header.alg)));
@@ -66,7 +73,9 @@ impl AccessTokenVerifier {
         let validation = rs256_validation(self.leeway_seconds, Some(&issuer));
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(AuthError::invalid)?;
         let app = data.claims.app.filter(|a| !a.is_empty()).ok_or_else(|| AuthError::invalid("no urn:altinn:app"))?;
-        Ok(PlatformApp { issuer, app })
+        let verified = PlatformApp { issuer, app };
+        self.verified.insert(token, data.claims.exp, verified.clone());
+        Ok(verified)
     }
 
     async fn key(&self, issuer: &str) -> Result<DecodingKey, AuthError> {

@@ -6,6 +6,7 @@ mod access_token;
 mod claims;
 pub mod instance_key;
 mod oidc;
+mod verified;
 
 use std::sync::Arc;
 

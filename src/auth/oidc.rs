@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{Mutex, RwLock};
 use url::Url;
 
+use super::verified::Verified;
 use super::{AuthError, Principal};
 
 #[derive(Deserialize)]
@@ -154,16 +155,20 @@ impl OidcKeys {
 pub struct TokenValidator {
     keys: OidcKeys,
     leeway_seconds: u64,
+    verified: Verified<Principal>,
 }
 
 impl TokenValidator {
     pub fn new(keys: OidcKeys, leeway_seconds: u64) -> Self {
-        Self { keys, leeway_seconds }
+        Self { keys, leeway_seconds, verified: Verified::new(leeway_seconds) }
     }
 
     /// Validates an Altinn token: RS256 only, signature by a platform key,
     /// `exp` required, `nbf` and issuer checked.
     pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
+        if let Some(principal) = self.verified.get(token) {
+            return Ok(principal);
+        }
         let header = jsonwebtoken::decode_header(token).map_err(AuthError::invalid)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::invalid(format!("algorithm {:?} is not accepted", header.alg)));
@@ -173,7 +178,13 @@ impl TokenValidator {
         let mut last_err = AuthError::invalid("no key");
         for key in &keys {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
-                Ok(data) => return Principal::from_claims(&data.claims),
+                Ok(data) => {
+                    let principal = Principal::from_claims(&data.claims)?;
+                    if let Some(exp) = data.claims.get("exp").and_then(Value::as_u64) {
+                        self.verified.insert(token, exp, principal.clone());
+                    }
+                    return Ok(principal);
+                }
                 Err(e) => last_err = AuthError::invalid(e),
             }
         }

@@ -210,8 +210,10 @@ impl FeedStore {
     /// the RU charge: the baseline that cost and throughput measurements
     /// compare appends to. Not part of any feed.
     pub async fn baseline_create(&self, record: &EventRecord) -> Result<f64, FeedError> {
+        // Distinct seqs: the container's unique key would refuse a repeat.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let pk = format!("baseline|{}", record.subject);
-        let doc = docs::EventDoc::new(record, pk.clone(), 0);
+        let doc = docs::EventDoc::new(record, pk.clone(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
         let resp = self
             .cosmos
             .container
