@@ -33,6 +33,10 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=builder /out/altinn-events /usr/local/bin/altinn-events
 USER 65532:65532
 ENV EVENTS__LISTEN_ADDR=0.0.0.0:8080
+# Panics may print backtraces (RUST_BACKTRACE), but library errors must not
+# capture them: the Azure SDK builds an error, and so a stack trace, for
+# every optional header a Cosmos response lacks.
+ENV RUST_LIB_BACKTRACE=0
 EXPOSE 8080
 # The binary checks itself: distroless has no shell, curl or wget.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
