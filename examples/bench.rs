@@ -24,6 +24,12 @@ struct Args {
     ingest_only: bool,
 }
 
+/// mimalloc: the service allocates and frees many small JSON values per
+/// request; glibc's malloc spent a third of the benchmark's CPU on that and
+/// fragments its arenas (RSS). See docs/performance.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn args() -> Args {
     let mut a = Args { events: 4000, concurrency: 32, limit: Duration::from_secs(30), ingest_only: false };
     let argv: Vec<String> = std::env::args().collect();
@@ -221,6 +227,61 @@ impl Bench {
     }
 }
 
+/// The raw SDK storing `count` events from `concurrency` tasks, each event
+/// as the documents `docs(n, party)` names (partition suffix, seq); returns
+/// per-event latencies, the RU charged and the elapsed time.
+async fn raw_sdk(
+    feeds: &altinn_events::feeds::FeedStore,
+    count: usize,
+    concurrency: usize,
+    limit: Duration,
+    docs: impl Fn(usize, &str) -> Vec<(String, u64)> + Send + Sync + 'static,
+) -> (Vec<Duration>, f64, Duration) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let docs = Arc::new(docs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (feeds, next, docs) = (feeds.clone(), next.clone(), docs.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut ru = 0.0;
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count || started.elapsed() > limit {
+                    return (lat, ru);
+                }
+                let body = Bench::event("ttd", "apps-test", 1000 + (n % 200) as u64, n);
+                let record = EventRecord {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    source: body["source"].as_str().unwrap().to_owned(),
+                    subject: body["subject"].as_str().unwrap().to_owned(),
+                    resource: "urn:altinn:resource:app_ttd_apps-test".into(),
+                    event_type: "app.instance.process.completed".into(),
+                    time: altinn_events::domain::server_time(),
+                    alternativesubject: None,
+                    resourceinstance: None,
+                    cloud_event: body,
+                };
+                let t = Instant::now();
+                for (partition, seq) in docs(n, &record.subject) {
+                    ru += feeds.baseline_create(&record, &partition, seq).await.unwrap();
+                }
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let (mut lat, mut ru) = (Vec::new(), 0.0);
+    for t in tasks {
+        let (l, r) = t.await.unwrap();
+        lat.extend(l);
+        ru += r;
+    }
+    let elapsed = started.elapsed();
+    lat.sort();
+    (lat, ru, elapsed)
+}
+
 fn main() {
     // With RUST_BACKTRACE set (as on some machines) and RUST_LIB_BACKTRACE
     // not, every azure_core error captures a stack trace, and the SDK makes
@@ -291,59 +352,6 @@ async fn run() {
     let mut rows = Vec::new();
     let metrics = || altinn_events::telemetry::prometheus().render();
 
-    // 5. Baseline: the raw SDK storing one document per event, same account, same concurrency.
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..a.concurrency {
-        let (feeds, next) = (feeds.clone(), next.clone());
-        let (count, limit) = (a.events, a.limit);
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut ru = 0.0;
-            loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= count || started.elapsed() > limit {
-                    return (lat, ru);
-                }
-                let body = Bench::event("ttd", "apps-test", 1000 + (n % 200) as u64, n);
-                let record = EventRecord {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    source: body["source"].as_str().unwrap().to_owned(),
-                    subject: body["subject"].as_str().unwrap().to_owned(),
-                    resource: "urn:altinn:resource:app_ttd_apps-test".into(),
-                    event_type: "app.instance.process.completed".into(),
-                    time: altinn_events::domain::server_time(),
-                    alternativesubject: None,
-                    resourceinstance: None,
-                    cloud_event: body,
-                };
-                let t = Instant::now();
-                ru += feeds.baseline_create(&record).await.unwrap();
-                lat.push(t.elapsed());
-            }
-        }));
-    }
-    let (mut lat, mut baseline_ru) = (Vec::new(), 0.0);
-    for t in tasks {
-        let (l, r) = t.await.unwrap();
-        lat.extend(l);
-        baseline_ru += r;
-    }
-    let baseline_elapsed = started.elapsed();
-    lat.sort();
-    let baseline_rate = lat.len() as f64 / baseline_elapsed.as_secs_f64();
-    let baseline_ru_per_doc = baseline_ru / lat.len() as f64;
-    rows.push(Row {
-        scenario: "baseline: raw SDK, 1 document per event".into(),
-        count: lat.len(),
-        per_second: baseline_rate,
-        unit: "docs/s",
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
-        note: format!("{baseline_ru_per_doc:.2} RU/doc (no HTTP)"),
-    });
-
     // 1. Ingest: POST /app, many parties, two apps.
     let before = metrics();
     let (lat, elapsed) =
@@ -363,14 +371,10 @@ async fn run() {
         unit: "events/s",
         p50_ms: percentile(&lat, 0.5),
         p99_ms: percentile(&lat, 0.99),
-        note: format!(
-            "{:.2}x baseline; {:.2} RU/event ({:.2}x 1 doc); {:.1} events/write",
-            rate / baseline_rate,
-            ru / lat.len() as f64,
-            ru / lat.len() as f64 / baseline_ru_per_doc,
-            2.0 * lat.len() as f64 / writes.max(1.0)
-        ),
+        note: String::new(), // completed with the baseline's numbers below
     });
+    let (ingest_rate, ingest_ru, ingest_per_write) =
+        (rate, ru / lat.len() as f64, 2.0 * lat.len() as f64 / writes.max(1.0));
 
     // 2. App feed: the owner pages through ttd/apps-test.
     for size in [50, 1000] {
@@ -494,6 +498,55 @@ async fn run() {
         });
     }
 
+    // Peak RSS so far: the service under the scenarios above, with the
+    // emulator's copy of every document stored so far, and this client.
+    let scenarios_rss = peak_rss_mib();
+
+    // 5. Baseline, measured last so that its documents (in scratch
+    // partitions of the same container) do not weigh on the scenarios
+    // above: the raw SDK storing one document per event, same account,
+    // same concurrency.
+    let mut head_rows = Vec::new();
+    let (lat, baseline_ru, baseline_elapsed) =
+        raw_sdk(&feeds, a.events, a.concurrency, a.limit, |n, party| vec![(party.to_string(), n as u64)]).await;
+    let baseline_rate = lat.len() as f64 / baseline_elapsed.as_secs_f64();
+    let baseline_ru_per_doc = baseline_ru / lat.len() as f64;
+    head_rows.push(Row {
+        scenario: "baseline: raw SDK, 1 document per event".into(),
+        count: lat.len(),
+        per_second: baseline_rate,
+        unit: "docs/s",
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        note: format!("{baseline_ru_per_doc:.2} RU/doc (no HTTP)"),
+    });
+    // The emulator's floor for what a publish stores: the raw SDK creating
+    // the two event documents per event into partitions laid out like the
+    // feeds' segments (1000 per app, the party's own), where the emulator
+    // checks the unique key on seq by scanning the partition.
+    let (lat, _, elapsed) = raw_sdk(&feeds, a.events, a.concurrency, a.limit, |n, party| {
+        vec![(format!("r|{}|{}", n % 2, (n / 2) / 1000), n as u64), (format!("s|{party}"), n as u64)]
+    })
+    .await;
+    head_rows.push(Row {
+        scenario: "floor: raw SDK, the 2 documents of a publish".into(),
+        count: lat.len(),
+        per_second: lat.len() as f64 / elapsed.as_secs_f64(),
+        unit: "events/s",
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        note: "segment-sized partitions with the unique key; no HTTP, auth or writer".into(),
+    });
+
+    rows[0].note = format!(
+        "{:.2}x baseline; {:.2} RU/event ({:.2}x 1 doc); {:.2} events/write",
+        ingest_rate / baseline_rate,
+        ingest_ru,
+        ingest_ru / baseline_ru_per_doc,
+        ingest_per_write
+    );
+    rows.splice(0..0, head_rows);
+
     println!();
     println!("| scenario | n | rate | p50 ms | p99 ms | notes |");
     println!("|---|---:|---:|---:|---:|---|");
@@ -505,7 +558,8 @@ async fn run() {
     }
     println!();
     println!(
-        "peak RSS {:.0} MiB; {} physical partitions; {} cores; events {}, concurrency {}",
+        "peak RSS {scenarios_rss:.0} MiB through the mixed load ({:.0} MiB after the baseline's documents); \
+         {} physical partitions; {} cores; events {}, concurrency {}",
         peak_rss_mib(),
         partitions.len(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),

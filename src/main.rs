@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use altinn_events::config::{Config, Mode};
 use altinn_events::telemetry;
 
+/// mimalloc: the service allocates and frees many small JSON values per
+/// request; glibc's malloc spent a third of the benchmark's CPU on that and
+/// fragments its arenas (RSS). See docs/performance.md.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Altinn 3 Events on Azure Cosmos DB.
 #[derive(Parser)]
 #[command(version, about)]

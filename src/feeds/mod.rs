@@ -205,15 +205,13 @@ impl FeedStore {
 
 #[cfg(feature = "dev")]
 impl FeedStore {
-    /// Stores `record` as one plain document (the event document, in a
-    /// scratch partition `baseline|{subject}`) with the raw SDK and returns
-    /// the RU charge: the baseline that cost and throughput measurements
-    /// compare appends to. Not part of any feed.
-    pub async fn baseline_create(&self, record: &EventRecord) -> Result<f64, FeedError> {
-        // Distinct seqs: the container's unique key would refuse a repeat.
-        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let pk = format!("baseline|{}", record.subject);
-        let doc = docs::EventDoc::new(record, pk.clone(), SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    /// Stores `record` as one plain document (the event document, at
+    /// `seq` in a scratch partition `baseline|{partition}`) with the raw SDK
+    /// and returns the RU charge: the baseline that cost and throughput
+    /// measurements compare appends to. Not part of any feed.
+    pub async fn baseline_create(&self, record: &EventRecord, partition: &str, seq: u64) -> Result<f64, FeedError> {
+        let pk = format!("baseline|{partition}");
+        let doc = docs::EventDoc::new(record, pk.clone(), seq);
         let resp = self
             .cosmos
             .container

@@ -237,6 +237,47 @@ proptest! {
     }
 }
 
+/// Two stores (pods) take turns on one feed: each one's known length is
+/// stale on every turn, so its create meets the other's document at that
+/// sequence number (409 on the unique key), re-reads the segment's length
+/// and lands on the next free number. Segments of 4 make the turns cross
+/// segment boundaries too.
+#[tokio::test]
+async fn writers_with_stale_lengths_take_the_next_free_sequence_number() {
+    ru_charged(); // installs the metrics recorder
+    let conflicts = || {
+        altinn_events::telemetry::prometheus()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("feed_seq_conflicts_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let account = EmulatorAccount::new();
+    let (a, b) = (store_on(&account).await, store_on(&account).await);
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let before = conflicts();
+    for i in 0..10u64 {
+        let store = if i % 2 == 0 { &a } else { &b };
+        let appended = store.append(event(&format!("turn{i}"), res, "/party/1337", "t"), false).await.unwrap();
+        assert_eq!((appended.resource_seq, appended.subject_seq), (i, Some(i)));
+    }
+    // Turns 2..=9 start from a stale length in both feeds: 16 stale
+    // appends (turn 1 is b's first, which reads the length afresh). Where
+    // the stale length says "segment full" (b after writing 3 and 7, on
+    // turns 5 and 9) the writer opens the next segment, finds it open and
+    // reads its length instead: 16 - 2 * 2 = 12 conflicts on seq.
+    assert_eq!(conflicts() - before, 12.0);
+    for feed in [FeedId::Resource(res.into()), FeedId::Subject("/party/1337".into())] {
+        let stored = read_all(&a, &feed, 3).await;
+        assert_dense_and_unique(&feed, &stored);
+        assert_eq!(
+            stored.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+            (0..10).map(|i| format!("turn{i}")).collect::<Vec<_>>()
+        );
+    }
+}
+
 fn rule(id: &str, op: FaultOperationType, error: FaultInjectionErrorType, probability: f32) -> Arc<FaultInjectionRule> {
     let result = FaultInjectionResultBuilder::new().with_error(error).with_probability(probability).build();
     let condition = FaultInjectionConditionBuilder::new().with_operation_type(op).build();
@@ -442,7 +483,7 @@ async fn write_cost_per_event_against_a_single_document_create() {
     };
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let baseline = store.baseline_create(&event("baseline", res, "/party/1", "t")).await.unwrap();
+    let baseline = store.baseline_create(&event("baseline", res, "/party/1", "t"), "/party/1", 0).await.unwrap();
     store.append(event("warm", res, "/party/1", "t"), false).await.unwrap();
 
     // Sequential publishes to new parties: every subject feed is opened.
