@@ -9,7 +9,7 @@ use azure_data_cosmos::{ContainerClient, FeedScope, Query};
 use futures::StreamExt;
 
 use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
-use super::segment::{Layout, newest_head, read_head};
+use super::segment::{Layout, first_value, newest_head, read_head};
 use super::{FeedError, charge, observe};
 
 /// Newest segments that `locate` point-reads before it falls back to a query.
@@ -331,28 +331,7 @@ pub(crate) async fn locate(
 /// The time of the last event of segment `k`; `None` when it has none.
 async fn last_time(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<String>, FeedError> {
     let q = Query::from("SELECT TOP 1 VALUE c.time FROM c WHERE c.seq >= 0 ORDER BY c.seq DESC");
-    first_value(container, feed.pk(k), q).await
-}
-
-async fn first_value<T: serde::de::DeserializeOwned + Send + 'static>(
-    container: &ContainerClient,
-    pk: String,
-    q: Query,
-) -> Result<Option<T>, FeedError> {
-    let started = Instant::now();
-    let mut pages = container
-        .query_items::<T>(q, FeedScope::partition(pk), None)
-        .await
-        .map_err(FeedError::cosmos("query feed"))?
-        .into_pages();
-    while let Some(p) = pages.next().await {
-        let p = p.map_err(FeedError::cosmos("query feed"))?;
-        observe("query_feed", started, charge(p.headers()));
-        if let Some(v) = p.into_items().into_iter().next() {
-            return Ok(Some(v));
-        }
-    }
-    Ok(None)
+    first_value(container, feed.pk(k), q, "query_feed").await
 }
 
 /// The position of the first event registered at or after `time`: a binary
@@ -381,7 +360,7 @@ pub(crate) async fn position_at_time(
     let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= 0 AND c.time >= @time ORDER BY c.seq")
         .with_parameter("@time", time)
         .map_err(FeedError::cosmos("bind"))?;
-    Ok(first_value::<u64>(container, feed.pk(lo), q).await?.unwrap_or(lo * s))
+    Ok(first_value::<u64>(container, feed.pk(lo), q, "query_feed").await?.unwrap_or(lo * s))
 }
 
 #[cfg(test)]

@@ -46,25 +46,36 @@ async fn read_marker(container: &ContainerClient, feed: &FeedId, k: u64) -> Resu
     }
 }
 
+/// The first value a partition-scoped query returns, if any: one round trip
+/// (recorded as `operation`).
+pub(crate) async fn first_value<T: serde::de::DeserializeOwned + Send + 'static>(
+    container: &ContainerClient,
+    pk: String,
+    q: Query,
+    operation: &'static str,
+) -> Result<Option<T>, FeedError> {
+    let started = Instant::now();
+    let mut pages = container
+        .query_items::<T>(q, FeedScope::partition(pk), None)
+        .await
+        .map_err(FeedError::cosmos("query feed"))?
+        .into_pages();
+    while let Some(p) = pages.next().await {
+        let p = p.map_err(FeedError::cosmos("query feed"))?;
+        observe(operation, started, charge(p.headers()));
+        if let Some(v) = p.into_items().into_iter().next() {
+            return Ok(Some(v));
+        }
+    }
+    Ok(None)
+}
+
 /// The highest `seq` stored in segment `k`: one query.
 async fn last_seq(container: &ContainerClient, feed: &FeedId, k: u64, s: u64) -> Result<Option<u64>, FeedError> {
     let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= @first ORDER BY c.seq DESC")
         .with_parameter("@first", k * s)
         .map_err(FeedError::cosmos("bind"))?;
-    let started = Instant::now();
-    let mut pages = container
-        .query_items::<u64>(q, FeedScope::partition(feed.pk(k)), None)
-        .await
-        .map_err(FeedError::cosmos("query segment length"))?
-        .into_pages();
-    while let Some(p) = pages.next().await {
-        let p = p.map_err(FeedError::cosmos("query segment length"))?;
-        observe("segment_length", started, charge(p.headers()));
-        if let Some(seq) = p.into_items().into_iter().next() {
-            return Ok(Some(seq));
-        }
-    }
-    Ok(None)
+    first_value(container, feed.pk(k), q, "segment_length").await
 }
 
 /// The length of segment `k` as stored now; `None` when the segment does

@@ -147,6 +147,21 @@ struct Ack {
     subject_seq: u64,
 }
 
+impl Ack {
+    /// An append of `id` that started at `started` and was acknowledged now.
+    fn new(id: String, resource: &str, subject: &str, started: Instant, a: altinn_events::feeds::Appended) -> Self {
+        Self {
+            id,
+            resource: resource.to_owned(),
+            subject: subject.to_owned(),
+            started,
+            acked: Instant::now(),
+            resource_seq: a.resource_seq,
+            subject_seq: a.subject_seq.expect("a subject feed"),
+        }
+    }
+}
+
 /// Several tasks on several FeedStore instances (as pods would be) append
 /// concurrently; `check_feeds` then proves every acknowledged event is in
 /// both its feeds exactly once, the feeds dense, in acknowledgement order.
@@ -175,15 +190,7 @@ async fn concurrent_publishers(
                 let id = format!("t{t}-e{i}-{seed}");
                 let started = Instant::now();
                 match store.append(event(&id, resource, subject, "t"), false).await {
-                    Ok(a) => acks.push(Ack {
-                        id,
-                        resource: resource.to_owned(),
-                        subject: subject.to_owned(),
-                        started,
-                        acked: Instant::now(),
-                        resource_seq: a.resource_seq,
-                        subject_seq: a.subject_seq.expect("a subject feed"),
-                    }),
+                    Ok(a) => acks.push(Ack::new(id, resource, subject, started, a)),
                     Err(e) => panic!("append failed beyond retries: {e}"),
                 }
             }
@@ -297,15 +304,7 @@ async fn burst(store: &FeedStore, round: usize, n: usize) -> Vec<Ack> {
         let id = format!("burst{round}-{i}");
         let subject = ["/party/1337", "/party/1338", "/party/500000"][i % 3];
         let a = store.append(event(&id, resource, subject, "t"), false).await.expect("burst append");
-        Ack {
-            id,
-            resource: resource.to_owned(),
-            subject: subject.to_owned(),
-            started,
-            acked: Instant::now(),
-            resource_seq: a.resource_seq,
-            subject_seq: a.subject_seq.expect("a subject feed"),
-        }
+        Ack::new(id, resource, subject, started, a)
     });
     futures::future::join_all(appends).await
 }
