@@ -76,6 +76,21 @@ struct Row {
     note: String,
 }
 
+impl Row {
+    /// A row for `lat` (sorted latencies) at `per_second`.
+    fn of(scenario: String, lat: &[Duration], per_second: f64, unit: &'static str, note: String) -> Self {
+        Self {
+            scenario,
+            count: lat.len(),
+            per_second,
+            unit,
+            p50_ms: percentile(lat, 0.5),
+            p99_ms: percentile(lat, 0.99),
+            note,
+        }
+    }
+}
+
 /// Sum of a Prometheus metric family (all label sets) matching `filter`.
 fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
     text.lines()
@@ -387,21 +402,19 @@ async fn run() {
         let after = metrics();
         let queries = metric_sum(&after, "cosmos_requests_total", "query_feed")
             - metric_sum(&before, "cosmos_requests_total", "query_feed");
-        rows.push(Row {
-            scenario: format!("app feed, size {size}"),
-            count: lat.len(),
-            per_second: lat.len() as f64 / elapsed.as_secs_f64(),
-            unit: "pages/s",
-            p50_ms: percentile(&lat, 0.5),
-            p99_ms: percentile(&lat, 0.99),
-            note: format!(
+        rows.push(Row::of(
+            format!("app feed, size {size}"),
+            &lat,
+            lat.len() as f64 / elapsed.as_secs_f64(),
+            "pages/s",
+            format!(
                 "{:.0} events/s; {:.2} Cosmos queries/page; service beyond Cosmos: p50 {:.2} ms, p99 {:.2} ms",
                 events as f64 / elapsed.as_secs_f64(),
                 queries / lat.len() as f64,
                 percentile(&own, 0.5),
                 percentile(&own, 0.99)
             ),
-        });
+        ));
     }
 
     if !a.ingest_only {
@@ -419,20 +432,18 @@ async fn run() {
             let first = format!("{}/events/api/v1/app/party?party={party}&after=0&size=50", bench.base);
             let (lat, events, elapsed, own) = bench.page_through(first, &bench.user_tokens[&1337], &[], a.limit).await;
             let pdp = bench.pdp_requests().await - before_pdp;
-            rows.push(Row {
-                scenario: format!("party feed, {label}"),
-                count: lat.len(),
-                per_second: lat.len() as f64 / elapsed.as_secs_f64(),
-                unit: "pages/s",
-                p50_ms: percentile(&lat, 0.5),
-                p99_ms: percentile(&lat, 0.99),
-                note: format!(
+            rows.push(Row::of(
+                format!("party feed, {label}"),
+                &lat,
+                lat.len() as f64 / elapsed.as_secs_f64(),
+                "pages/s",
+                format!(
                     "{events} events; {:.2} PDP requests/page; service beyond Cosmos+PDP: p50 {:.2} ms, p99 {:.2} ms",
                     pdp as f64 / lat.len() as f64,
                     percentile(&own, 0.5),
                     percentile(&own, 0.99)
                 ),
-            });
+            ));
         }
 
         // 4. Mixed: ingest while a reader follows the app feed from its head;
