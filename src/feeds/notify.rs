@@ -1,9 +1,9 @@
 //! Wake-ups for long-polling readers. Within a process, the writer bumps a
-//! feed's version the moment a batch commits. Across processes, one poller
-//! task per watched feed reads the feed's newest head every interval and
-//! bumps the version when the count moved: one point read per feed per
-//! interval, shared by every waiter of that feed. Feeds nobody waits on
-//! cost nothing.
+//! feed's version the moment a write commits. Across processes, one poller
+//! task per watched feed reads the length of the feed's newest segment every
+//! interval and bumps the version when it moved: one query per feed per
+//! interval (two when that segment is full), shared by every waiter of that
+//! feed. Feeds nobody waits on cost nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
