@@ -181,9 +181,20 @@ impl Repairer {
                 let subject = FeedId::Subject(event.subject.clone());
                 if self.store.locate(&subject, &event.eid).await?.is_none() {
                     tracing::warn!(event.id = %event.eid, feed = %subject.log_label(), "repairing an event missing from its subject feed");
-                    self.store.append_to(&subject, event.into_record(), true).await?;
-                    report.repaired += 1;
-                    metrics::counter!("feed_repaired_events_total").increment(1);
+                    match self.store.append_to(&subject, event.into_record(), true).await {
+                        Ok(_) => {
+                            report.repaired += 1;
+                            metrics::counter!("feed_repaired_events_total").increment(1);
+                        }
+                        // Refused for what it is (not a store failure): a
+                        // retry cannot succeed, and failing the round would
+                        // stop every later repair behind it.
+                        Err(e) if e.is_client_error() => {
+                            tracing::error!(error = %e, "skipping an event its subject feed refuses");
+                            metrics::counter!("feed_repair_skipped_total").increment(1);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
             if young {
