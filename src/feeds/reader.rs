@@ -167,10 +167,11 @@ pub(crate) async fn read(
             }
             if got == 0 {
                 // Nothing from here in this segment: the end of the feed, or
-                // events removed by TTL (heads never expire). The head says
-                // which; it is read before the second look, so whatever the
-                // second look does not find below the head's count is gone,
-                // not merely late.
+                // events removed by TTL. The segment's length says which (an
+                // emptied segment whose head is older than the TTL counts as
+                // full); it is read before the second look, and the events
+                // below it are gapless, so whatever the second look does not
+                // find below it is gone, not merely late.
                 let head = read_head(container, layout, feed, k).await?;
                 page.round_trips += 1;
                 if let Some(head) = head {
@@ -196,7 +197,7 @@ pub(crate) async fn read(
             page.at_end = true;
             break;
         }
-        // Filtered: the head says how far a short result has scanned.
+        // Filtered: the segment's length says how far a short result has scanned.
         let head = read_head(container, layout, feed, k).await?;
         page.round_trips += 1;
         let Some(head) = head else {
