@@ -562,3 +562,20 @@ async fn position_at_time_finds_where_a_from_query_starts() {
     assert_eq!(at("2026-01-02T00:00:00.000000Z").await, 10, "after everything: the end");
     assert_eq!(store.position_at_time(&FeedId::Resource("urn:altinn:resource:none".into()), "2026").await.unwrap(), 0);
 }
+
+/// A container made without the unique key on `seq` (an old one, or one made
+/// by hand) would let two writers store the same position: the service
+/// refuses to start on it and says what is missing.
+#[tokio::test]
+async fn a_container_without_the_unique_key_on_seq_is_refused() {
+    use azure_data_cosmos::models::ContainerProperties;
+    let account = EmulatorAccount::new();
+    store_on(&account).await; // provisions database "events"
+    let client = account.client().await.unwrap();
+    let props = ContainerProperties::new("plain".to_owned(), "/pk".into());
+    client.database_client("events").create_container(props, None).await.unwrap();
+    let config = CosmosConfig { container: "plain".into(), provision: Some(false), ..cosmos_config() };
+    let err = Cosmos::connect(&config, Some(account)).await.err().expect("refused");
+    let message = err.to_string();
+    assert!(message.contains("no unique key on /seq"), "{message}");
+}
