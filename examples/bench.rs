@@ -100,9 +100,14 @@ fn metric_sum(text: &str, name: &str, filter: &str) -> f64 {
 }
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+/// A memory figure of this process from `/proc/self/status`, in MiB.
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
@@ -363,6 +368,8 @@ async fn run() {
     }
     let owner = bench.text("/localtest/token/org?org=ttd&scope=altinn:events/ttd/apps-test").await;
     let bench = Arc::new(bench);
+    // The process before any scenario: service, emulator (empty), client.
+    let start_rss = status_mib("VmRSS:");
     let feeds = running.feeds.clone();
     let mut rows = Vec::new();
     let metrics = || altinn_events::telemetry::prometheus().render();
@@ -512,6 +519,13 @@ async fn run() {
     // Peak RSS so far: the service under the scenarios above, with the
     // emulator's copy of every document stored so far, and this client.
     let scenarios_rss = peak_rss_mib();
+    // How much of that is the emulator's copy of the stored documents: the
+    // event documents and heads the scenarios stored, and the RSS that the
+    // raw-SDK rows' documents (only stored, nothing else) add per document.
+    let text = metrics();
+    let stored_docs =
+        metric_sum(&text, "feed_batch_events_sum", "") + metric_sum(&text, "cosmos_requests_total", "create_head");
+    let rss_before_raw = status_mib("VmRSS:");
 
     // 5. Baseline, measured last so that its documents (in scratch
     // partitions of the same container) do not weigh on the scenarios
@@ -557,6 +571,8 @@ async fn run() {
         ingest_per_write
     );
     rows.splice(0..0, head_rows);
+    let raw_docs = 3.0 * a.events as f64; // baseline 1 + floor 2 per event
+    let mib_per_doc = (status_mib("VmRSS:") - rss_before_raw).max(0.0) / raw_docs;
 
     println!();
     println!("| scenario | n | rate | p50 ms | p99 ms | notes |");
@@ -569,9 +585,14 @@ async fn run() {
     }
     println!();
     println!(
-        "peak RSS {scenarios_rss:.0} MiB through the mixed load ({:.0} MiB after the baseline's documents); \
+        "RSS {start_rss:.0} MiB at start; peak RSS {scenarios_rss:.0} MiB through the mixed load \
+         ({:.0} MiB after the baseline's documents); \
+         the emulator holds {stored_docs:.0} documents stored by the scenarios, at {:.1} KiB of RSS each \
+         (measured on the raw-SDK rows): ~{:.0} MiB of the peak; \
          {} physical partitions; {} cores; events {}, concurrency {}",
         peak_rss_mib(),
+        mib_per_doc * 1024.0,
+        stored_docs * mib_per_doc,
         partitions.len(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         a.events,
