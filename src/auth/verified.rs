@@ -48,7 +48,7 @@ impl<T: Clone> Verified<T> {
     /// as `value`.
     pub fn insert(&self, token: &str, exp: u64, value: T) {
         let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let left = (Duration::from_secs(exp) + self.leeway).saturating_sub(unix_now);
+        let left = Duration::from_secs(exp).saturating_add(self.leeway).saturating_sub(unix_now);
         self.insert_at(token, Instant::now(), left, value);
     }
 
@@ -98,6 +98,13 @@ mod tests {
         }
         assert!(v.entries.lock().unwrap().len() <= CAPACITY);
         assert_eq!(v.get_at(&format!("t{}", CAPACITY + 4), now), Some(1), "the newest is kept");
+    }
+
+    #[test]
+    fn an_absurd_expiry_is_capped_not_a_panic() {
+        let v = Verified::<u32>::new(30);
+        v.insert("far", u64::MAX, 1);
+        assert_eq!(v.get("far"), Some(1));
     }
 
     #[test]
