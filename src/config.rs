@@ -156,6 +156,10 @@ pub struct CosmosConfig {
     pub segment_size: u64,
     /// Container default TTL when provisioning (90 days).
     pub default_ttl_seconds: u32,
+    /// Writers seal a segment whose head is older than this, so that no
+    /// segment is still written when its first events expire. Default: half
+    /// the container's TTL as read at start (never, without a TTL).
+    pub segment_close_seconds: Option<u64>,
     /// How often the repairer follows the change feed (0 disables it).
     pub repair_interval_seconds: u64,
     /// Events younger than this are left to their publisher.
@@ -171,8 +175,11 @@ impl Default for CosmosConfig {
             database: "events".to_owned(),
             container: "events".to_owned(),
             provision: None,
-            segment_size: 100_000,
+            // A logical partition holds at most 20 GB: 50 000 events of the
+            // largest body accepted (256 KiB) stay well below it.
+            segment_size: 50_000,
             default_ttl_seconds: 90 * 24 * 3600,
+            segment_close_seconds: None,
             repair_interval_seconds: 10,
             // Well above a writer's 30 s retry deadline (twice: two feeds).
             repair_grace_seconds: 120,

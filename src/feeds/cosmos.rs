@@ -38,6 +38,9 @@ impl CosmosError {
 pub struct Cosmos {
     pub(crate) container: ContainerClient,
     pub(crate) config: CosmosConfig,
+    /// The container's default TTL in seconds, as read at start (`None`:
+    /// items do not expire by default).
+    pub(crate) ttl_seconds: Option<u32>,
 }
 
 impl Cosmos {
@@ -86,8 +89,12 @@ impl Cosmos {
             .container_client(config.container.as_str(), None)
             .await
             .map_err(CosmosError::sdk("resolve container"))?;
-        check_unique_key(&container).await?;
-        Ok(Self { container, config: config.clone() })
+        let props = check_unique_key(&container).await?;
+        let ttl_seconds = match props.default_ttl {
+            azure_data_cosmos::models::TimeToLive::Seconds(s) => Some(s),
+            _ => None,
+        };
+        Ok(Self { container, config: config.clone(), ttl_seconds })
     }
 
     /// Cheap reachability check for `/health/ready`: reads the container's
@@ -134,7 +141,7 @@ pub(crate) fn unique_key_policy() -> UniqueKeyPolicy {
 /// Appends are only correct on a container whose `seq` is unique per
 /// partition; refuse to start on one without it (unique keys cannot be
 /// added to an existing container: create a new one, see docs/deploy.md).
-async fn check_unique_key(container: &ContainerClient) -> Result<(), CosmosError> {
+async fn check_unique_key(container: &ContainerClient) -> Result<ContainerProperties, CosmosError> {
     let props: ContainerProperties = container
         .read(None)
         .await
@@ -146,7 +153,7 @@ async fn check_unique_key(container: &ContainerClient) -> Result<(), CosmosError
         .as_ref()
         .is_some_and(|p| p.unique_keys.iter().any(|k| k.paths.iter().map(String::as_str).eq(["/seq"])));
     if has_seq {
-        Ok(())
+        Ok(props)
     } else {
         Err(CosmosError::Config(format!(
             "container {} has no unique key on /seq; the feed store needs one (create the container with \

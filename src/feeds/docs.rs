@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub const HEAD_ID: &str = "head";
+/// The id of a segment's seal (see [`EventDoc::seal`]).
+pub const SEAL_ID: &str = "seal";
 
 /// Which feed an event is appended to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,9 +62,12 @@ pub fn doc_id(event_id: &str) -> String {
             c => out.push(c),
         }
     }
-    // The head document owns this id in every segment.
+    // The head and the seal own these ids in every segment.
     if out == HEAD_ID {
         return "%68ead".to_owned();
+    }
+    if out == SEAL_ID {
+        return "%73eal".to_owned();
     }
     out
 }
@@ -75,7 +80,7 @@ pub struct HeadDoc {
     pub pk: String,
     /// When the segment opened (Cosmos sets `_ts`, in Unix seconds): its
     /// events are younger.
-    #[serde(rename = "_ts", default, skip_serializing)]
+    #[serde(rename = "_ts", skip_serializing)]
     pub opened: i64,
     /// Heads never expire, so a feed's segments are known after their
     /// events' TTL.
@@ -126,9 +131,41 @@ pub struct EventDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resourceinstance: Option<String>,
     pub ev: Value,
+    /// A seal, not an event: see [`EventDoc::seal`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sealed: bool,
+    /// Seals never expire (events take the container's TTL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<i64>,
 }
 
 impl EventDoc {
+    /// A segment's seal: it takes the segment's next free `seq`, so that no
+    /// writer stores an event after it (the unique key refuses the number),
+    /// and it tells every reader that the segment is complete. Writers seal
+    /// a segment that has been open for `cosmos.segment_close_seconds`, so
+    /// that none is still being written when its first events expire.
+    /// Readers skip it. Its `time` is when it was written, which keeps a
+    /// segment's last `time` the latest of the segment.
+    pub fn seal(pk: String, seq: u64, time: String) -> Self {
+        Self {
+            id: SEAL_ID.to_owned(),
+            pk,
+            seq,
+            eid: String::new(),
+            source: String::new(),
+            subject: String::new(),
+            resource: String::new(),
+            event_type: String::new(),
+            time,
+            alternativesubject: None,
+            resourceinstance: None,
+            ev: Value::Null,
+            sealed: true,
+            ttl: Some(-1),
+        }
+    }
+
     pub fn new(record: &EventRecord, pk: String, seq: u64) -> Self {
         Self {
             id: doc_id(&record.id),
@@ -143,6 +180,8 @@ impl EventDoc {
             alternativesubject: record.alternativesubject.clone(),
             resourceinstance: record.resourceinstance.clone(),
             ev: record.cloud_event.clone(),
+            sealed: false,
+            ttl: None,
         }
     }
 
@@ -171,6 +210,7 @@ mod tests {
         assert_eq!(doc_id("a/b\\c?d#e%f"), "a%2Fb%5Cc%3Fd%23e%25f");
         assert_ne!(doc_id("a/b"), doc_id("a%2Fb"), "escaping is injective");
         assert_ne!(doc_id("head"), HEAD_ID, "an event called head is not the head");
+        assert_ne!(doc_id("seal"), SEAL_ID, "an event called seal is not the seal");
         assert_ne!(doc_id("head"), doc_id("%68ead"));
     }
 

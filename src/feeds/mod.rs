@@ -94,10 +94,13 @@ pub struct FeedStore {
 
 impl FeedStore {
     pub fn new(cosmos: Cosmos) -> Self {
-        let layout = segment::Layout {
-            size: cosmos.config.segment_size,
-            ttl_seconds: i64::from(cosmos.config.default_ttl_seconds),
+        // Segments are sealed after half the events' TTL (configurable),
+        // long before their first events expire.
+        let close_after = match cosmos.config.segment_close_seconds {
+            Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX)),
+            None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),
         };
+        let layout = segment::Layout { size: cosmos.config.segment_size, close_after };
         let notifier = Arc::new(notify::Notifier::default());
         let writer = writer::Writer::new(cosmos.container.clone(), layout, notifier.clone());
         Self { cosmos, writer, layout, notifier }

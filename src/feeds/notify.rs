@@ -2,8 +2,8 @@
 //! feed's version the moment a write commits. Across processes, one poller
 //! task per watched feed reads the length of the feed's newest segment every
 //! interval and bumps the version when it moved: one query per feed per
-//! interval (two when that segment is full), shared by every waiter of that
-//! feed. Feeds nobody waits on cost nothing.
+//! interval (plus one read when that segment is full or empty), shared by
+//! every waiter of that feed. Feeds nobody waits on cost nothing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -155,10 +155,19 @@ pub(crate) async fn read(
             // says how far it got. One round trip.
             let docs = query(container, feed.pk(k), page.next, None, "", &[], want, &mut page).await?;
             let got = docs.len();
+            let sealed = docs.last().is_some_and(|d| d.sealed);
             if let Some(last) = docs.last() {
                 page.next = last.seq + 1;
             }
-            page.events.extend(docs.into_iter().map(into_stored));
+            page.events.extend(events_of(docs));
+            if sealed {
+                // The seal is a segment's last document: go on at the next.
+                page.next = segment_end_if_full;
+                if page.events.len() == limit {
+                    break;
+                }
+                continue;
+            }
             if page.events.len() == limit {
                 break;
             }
@@ -180,7 +189,7 @@ pub(crate) async fn read(
                         let docs = query(container, feed.pk(k), page.next, Some(end), "", &[], want, &mut page).await?;
                         if let Some(last) = docs.last() {
                             page.next = last.seq + 1;
-                            page.events.extend(docs.into_iter().map(into_stored));
+                            page.events.extend(events_of(docs));
                             continue;
                         }
                         // Expired: skip them (within the scan budget).
@@ -210,7 +219,7 @@ pub(crate) async fn read(
                 .await?;
             let full = docs.len() == want;
             let last = docs.last().map(|d| d.seq);
-            page.events.extend(docs.into_iter().map(into_stored));
+            page.events.extend(events_of(docs));
             if full {
                 page.next = last.expect("a full page has a last event") + 1;
                 break;
@@ -226,6 +235,11 @@ pub(crate) async fn read(
         }
     }
     Ok(page)
+}
+
+/// The events among `docs` (a segment's seal is not one).
+fn events_of(docs: Vec<EventDoc>) -> impl Iterator<Item = StoredEvent> {
+    docs.into_iter().filter(|d| !d.sealed).map(into_stored)
 }
 
 fn into_stored(doc: EventDoc) -> StoredEvent {

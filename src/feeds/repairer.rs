@@ -155,7 +155,8 @@ impl Repairer {
             for item in page.items() {
                 let Some(doc) = item.current() else { continue };
                 let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
-                    && doc.get("seq").is_some();
+                    && doc.get("seq").is_some()
+                    && doc.get("sealed").is_none();
                 if !is_resource_event {
                     continue;
                 }

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
 use super::notify::Notifier;
-use super::segment::{Head, Layout, newest_head, open_segment, read_head};
+use super::segment::{Head, Layout, newest_head, open_segment, opened, read_head};
 use super::{FeedError, charge, observe};
 
 /// A transactional batch holds at most 100 operations.
@@ -131,7 +131,17 @@ impl Writer {
             .into_iter()
             .map(|pending| {
                 let doc_id = doc_id(&pending.record.id);
-                let bytes = serde_json::to_vec(&pending.record.cloud_event).map(|v| v.len()).unwrap_or(0) + 1024;
+                // The stored document: the CloudEvent, and the fields queries
+                // filter on repeated at the top level (their length is not
+                // bounded apart from the event's), plus room for names.
+                let r = &pending.record;
+                let repeated = [&r.id, &r.id, &r.source, &r.subject, &r.resource, &r.event_type, &r.time]
+                    .iter()
+                    .map(|f| f.len())
+                    .sum::<usize>()
+                    + r.alternativesubject.as_ref().map_or(0, String::len)
+                    + r.resourceinstance.as_ref().map_or(0, String::len);
+                let bytes = serde_json::to_vec(&r.cloud_event).map(|v| v.len()).unwrap_or(0) + repeated + 1024;
                 Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked_for: None }
             })
             .collect();
@@ -174,6 +184,21 @@ impl Writer {
         };
         if h.count >= s {
             *tail = Some(open_segment(&self.container, self.layout, feed, h.segment + 1).await?);
+            return Ok(());
+        }
+        // A segment open for `close_after` is sealed before anything else
+        // is stored, so that none is still written when its first events
+        // expire.
+        let h = match (self.layout.close_after, h.opened) {
+            (None, _) => h,
+            (Some(_), Some(opened)) => h.with_opened(opened),
+            (Some(_), None) => {
+                let opened = opened(&self.container, feed, h.segment).await?.ok_or(FeedError::HeadVanished)?;
+                h.with_opened(opened)
+            }
+        };
+        if h.opened.is_some_and(|o| self.layout.closed_for_writers(o)) {
+            *tail = Some(self.seal(feed, h).await?);
             return Ok(());
         }
         // Items that may already be stored elsewhere: look before writing twice.
@@ -276,7 +301,10 @@ impl Writer {
                     Some(op) if results[op].status_code() == 409 => Outcome::Conflict(op),
                     Some(op) => {
                         let status = results[op].status_code();
-                        if status == 429 || status >= 500 || status == 408 {
+                        // As for a single create: only a refusal of the
+                        // document itself is the caller's; anything else
+                        // (429, 449, 5xx, a full partition) is retried.
+                        if !matches!(status, 400 | 413) {
                             return Err(FeedError::Transient(format!("batch operation answered {status}")));
                         }
                         let item = queue.remove(op).expect("op index maps to a queued item");
@@ -298,7 +326,7 @@ impl Writer {
                 for (i, item) in queue.drain(..n).enumerate() {
                     let _ = item.pending.reply.send(Ok((base + i as u64, share)));
                 }
-                *tail = Some(Head { segment: h.segment, count: h.count + n as u64 });
+                *tail = Some(Head { count: h.count + n as u64, ..h });
                 self.notifier.notify(feed);
             }
             Outcome::Conflict(op) => {
@@ -313,22 +341,63 @@ impl Writer {
                         let item = queue.remove(op).expect("op index maps to a queued item");
                         // Its position is taken by itself when it is `base + op`.
                         *tail = if doc.seq == base + op as u64 && op == 0 {
-                            Some(Head { segment: h.segment, count: h.count + 1 })
+                            Some(Head { count: h.count + 1, ..h })
                         } else if doc.seq >= base {
                             None
                         } else {
                             Some(h)
                         };
                         settle_existing(item, &doc);
+                        // It may have been stored by this very write: wake readers.
+                        self.notifier.notify(feed);
                     }
                     None => {
                         metrics::counter!("feed_seq_conflicts_total").increment(1);
-                        *tail = read_head(&self.container, self.layout, feed, h.segment).await?;
+                        let fresh = read_head(&self.container, self.layout, feed, h.segment).await?;
+                        if fresh.is_none_or(|f| f.count <= h.count) {
+                            // The number is taken, but the length does not
+                            // show it yet: back off before the next look.
+                            return Err(FeedError::Transient("sequence number taken; length not moved yet".into()));
+                        }
+                        *tail = fresh.map(|f| Head { opened: f.opened.or(h.opened), ..f });
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Seals segment `h.segment` at its next free number: after that, no
+    /// writer can store an event in it (the number is taken), and readers
+    /// count it as full. An empty segment needs no seal (nothing was stored
+    /// in it since it opened, or what was has expired): it is left behind,
+    /// and readers pass it once it is older than writers use segments.
+    async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
+        let s = self.layout.size;
+        if h.count == 0 {
+            return Ok(Head { count: s, ..h });
+        }
+        let pk = feed.pk(h.segment);
+        let doc = EventDoc::seal(pk.clone(), h.segment * s + h.count, crate::domain::server_time());
+        let started = Instant::now();
+        match self.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
+            Ok(resp) => {
+                observe("seal", started, charge(resp.headers()));
+                metrics::counter!("feed_segments_sealed_total").increment(1);
+                Ok(Head { count: s, ..h })
+            }
+            Err(e) if e.status().is_conflict() => {
+                // Sealed by another writer, or an event took the number:
+                // the length says which.
+                observe("seal", started, None);
+                let fresh = read_head(&self.container, self.layout, feed, h.segment).await?;
+                fresh.map(|f| Head { opened: h.opened, ..f }).ok_or(FeedError::HeadVanished)
+            }
+            Err(e) => {
+                observe("seal", started, None);
+                Err(FeedError::Cosmos { operation: "seal", source: e })
+            }
+        }
     }
 
     async fn read_event(&self, feed: &FeedId, k: u64, id: &str) -> Result<Option<EventDoc>, FeedError> {

@@ -579,3 +579,58 @@ async fn a_container_without_the_unique_key_on_seq_is_refused() {
     let message = err.to_string();
     assert!(message.contains("no unique key on /seq"), "{message}");
 }
+
+/// Segments are sealed once they have been open for
+/// `cosmos.segment_close_seconds` (half the TTL by default, 1 s here), so
+/// that none is still written when its first events expire: the seal takes
+/// the next free number, a writer whose clock or cache says otherwise meets
+/// it (409) and moves on, and readers skip from the seal to the next
+/// segment, with nothing lost, repeated or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_segments_are_sealed_and_read_past() {
+    let account = EmulatorAccount::new();
+    let connect = |close: u64| {
+        let account = account.clone();
+        async move {
+            let config = CosmosConfig { segment_close_seconds: Some(close), ..cosmos_config() };
+            FeedStore::new(Cosmos::connect(&config, Some(account)).await.expect("connect"))
+        }
+    };
+    let (sealer, unaware) = (connect(1).await, connect(3600).await);
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let mut acked = Vec::new();
+    for i in 0..2 {
+        acked.push((
+            format!("a{i}"),
+            sealer.append(event(&format!("a{i}"), res, "/party/1337", "t"), false).await.unwrap(),
+        ));
+    }
+    acked.push(("b0".into(), unaware.append(event("b0", res, "/party/1337", "t"), false).await.unwrap()));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Segment 0 (positions 0..4) is now older than 1 s: the next append
+    // seals it at 3 and goes on in segment 1.
+    acked.push(("a2".into(), sealer.append(event("a2", res, "/party/1337", "t"), false).await.unwrap()));
+    // A writer that does not consider it old still knows length 3: its
+    // create at 3 meets the seal, and it follows into segment 1.
+    acked.push(("b1".into(), unaware.append(event("b1", res, "/party/1337", "t"), false).await.unwrap()));
+    let positions: Vec<(u64, Option<u64>)> = acked.iter().map(|(_, a)| (a.resource_seq, a.subject_seq)).collect();
+    assert_eq!(positions, [(0, Some(0)), (1, Some(1)), (2, Some(2)), (4, Some(4)), (5, Some(5))]);
+
+    let ids = |v: &[(u64, String)]| v.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
+    let want = ["a0", "a1", "b0", "a2", "b1"].map(String::from).to_vec();
+    for feed in [FeedId::Resource(res.into()), FeedId::Subject("/party/1337".into())] {
+        for limit in [1, 2, 10] {
+            let stored = read_all(&unaware, &feed, limit).await;
+            assert_eq!(ids(&stored), want, "{feed} in pages of {limit}");
+            assert_eq!(stored.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [0, 1, 2, 4, 5]);
+        }
+        // Filtered pages skip the seal too.
+        let typed = Filters { types: vec!["t".into()], ..Filters::default() };
+        let page = sealer.read(&feed, 0, &typed, 10, u64::MAX).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.record.id.clone()).collect::<Vec<_>>(), want);
+        assert_eq!((page.next, page.at_end), (6, true));
+        // Reading from the seal's own position starts in segment 1.
+        let page = unaware.read(&feed, 3, &Filters::default(), 10, u64::MAX).await.unwrap();
+        assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
+    }
+}
