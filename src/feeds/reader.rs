@@ -176,11 +176,12 @@ pub(crate) async fn read(
             }
             if got == 0 {
                 // Nothing from here in this segment: the end of the feed, or
-                // events removed by TTL. The segment's length says which (an
-                // emptied segment whose head is older than the TTL counts as
-                // full); it is read before the second look, and the events
-                // below it are gapless, so whatever the second look does not
-                // find below it is gone, not merely late.
+                // events removed by TTL. The segment's length says which (a
+                // sealed segment counts as full, and so does an empty one
+                // older than writers use segments); it is read before the
+                // second look, and the events below it are gapless, so
+                // whatever the second look does not find below it is gone,
+                // not merely late.
                 let head = read_head(container, layout, feed, k).await?;
                 page.round_trips += 1;
                 if let Some(head) = head {
