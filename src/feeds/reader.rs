@@ -263,6 +263,12 @@ async fn query(
         text.push_str(" AND c.seq < @end");
     }
     text.push_str(filter_sql);
+    if !filter_sql.is_empty() {
+        // A seal has a `time` and a `source` (empty): keep it out of filtered
+        // pages, where it would take an event's place. Unfiltered reads see
+        // it: it tells them the segment is complete.
+        text.push_str(" AND NOT IS_DEFINED(c.sealed)");
+    }
     text.push_str(" ORDER BY c.seq");
     let mut q = Query::from(text).with_parameter("@pos", from).map_err(FeedError::cosmos("bind"))?;
     if let Some(end) = before {

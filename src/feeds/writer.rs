@@ -369,14 +369,11 @@ impl Writer {
 
     /// Seals segment `h.segment` at its next free number: after that, no
     /// writer can store an event in it (the number is taken), and readers
-    /// count it as full. An empty segment needs no seal (nothing was stored
-    /// in it since it opened, or what was has expired): it is left behind,
-    /// and readers pass it once it is older than writers use segments.
+    /// count it as full. An empty segment is sealed too (at its first
+    /// number), so that a writer that still thinks it young cannot start it
+    /// behind the back of readers that have moved on.
     async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
         let s = self.layout.size;
-        if h.count == 0 {
-            return Ok(Head { count: s, ..h });
-        }
         let pk = feed.pk(h.segment);
         let doc = EventDoc::seal(pk.clone(), h.segment * s + h.count, crate::domain::server_time());
         let started = Instant::now();
@@ -391,7 +388,13 @@ impl Writer {
                 // the length says which.
                 observe("seal", started, None);
                 let fresh = read_head(&self.container, self.layout, feed, h.segment).await?;
-                fresh.map(|f| Head { opened: h.opened, ..f }).ok_or(FeedError::HeadVanished)
+                match fresh {
+                    Some(f) if f.count > h.count => Ok(Head { opened: h.opened, ..f }),
+                    // The number is taken, but the length does not show it
+                    // yet (a lagging read; or an expired event not yet
+                    // purged): back off before the next look.
+                    _ => Err(FeedError::Transient("seal refused; length not moved yet".into())),
+                }
             }
             Err(e) => {
                 observe("seal", started, None);

@@ -634,3 +634,45 @@ async fn old_segments_are_sealed_and_read_past() {
         assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
     }
 }
+
+/// An old segment that never got an event is sealed too (at its first
+/// number), so that a writer that still considers it young cannot start it
+/// after readers have moved on. Such a segment comes about when the append
+/// that opened it turned out to be a repeat of an event already stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_old_segment_is_sealed_too() {
+    let account = EmulatorAccount::new();
+    let connect = |close: u64| {
+        let account = account.clone();
+        async move {
+            let config = CosmosConfig { segment_close_seconds: Some(close), ..cosmos_config() };
+            FeedStore::new(Cosmos::connect(&config, Some(account)).await.expect("connect"))
+        }
+    };
+    let (sealer, unaware) = (connect(1).await, connect(3600).await);
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let feed = FeedId::Resource(res.into());
+    for i in 0..4 {
+        unaware.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), true).await.unwrap();
+    }
+    // Segment 0 is full: a repeat of e3 opens segment 1 and stores nothing.
+    assert_eq!(unaware.append_to(&feed, event("e3", res, "/party/1", "t"), true).await.unwrap(), 3);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Segment 1 is old and empty: sealed at 4; e4 goes to segment 2.
+    assert_eq!(sealer.append_to(&feed, event("e4", res, "/party/1", "t"), false).await.unwrap(), 8);
+    // The other writer still knows segment 1 as young and empty: it meets
+    // the seal at 4 and follows.
+    assert_eq!(unaware.append_to(&feed, event("e5", res, "/party/1", "t"), false).await.unwrap(), 9);
+    let stored = read_all(&unaware, &feed, 2).await;
+    assert_eq!(
+        stored,
+        [(0, "e0"), (1, "e1"), (2, "e2"), (3, "e3"), (8, "e4"), (9, "e5")].map(|(s, id)| (s, id.to_owned()))
+    );
+    let typed = Filters { types: vec!["t".into()], ..Filters::default() };
+    let page = sealer.read(&feed, 0, &typed, 10, u64::MAX).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 8, 9]);
+    // A seal has a time, but a time filter does not count it as an event.
+    let timed = Filters { from_time: Some("2000-01-01T00:00:00.000000Z".into()), ..Filters::default() };
+    let page = sealer.read(&feed, 0, &timed, 5, u64::MAX).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 8]);
+}
