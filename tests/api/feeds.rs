@@ -580,6 +580,12 @@ async fn a_container_without_the_unique_key_on_seq_is_refused() {
     assert!(message.contains("no unique key on /seq"), "{message}");
 }
 
+/// A store whose writers seal segments open longer than `close` seconds.
+async fn closing_after(account: &EmulatorAccount, close: u64) -> FeedStore {
+    let config = CosmosConfig { segment_close_seconds: Some(close), ..cosmos_config() };
+    FeedStore::new(Cosmos::connect(&config, Some(account.clone())).await.expect("connect"))
+}
+
 /// Segments are sealed once they have been open for
 /// `cosmos.segment_close_seconds` (half the TTL by default, 1 s here), so
 /// that none is still written when its first events expire: the seal takes
@@ -589,14 +595,7 @@ async fn a_container_without_the_unique_key_on_seq_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_segments_are_sealed_and_read_past() {
     let account = EmulatorAccount::new();
-    let connect = |close: u64| {
-        let account = account.clone();
-        async move {
-            let config = CosmosConfig { segment_close_seconds: Some(close), ..cosmos_config() };
-            FeedStore::new(Cosmos::connect(&config, Some(account)).await.expect("connect"))
-        }
-    };
-    let (sealer, unaware) = (connect(1).await, connect(3600).await);
+    let (sealer, unaware) = (closing_after(&account, 1).await, closing_after(&account, 3600).await);
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let mut acked = Vec::new();
     for i in 0..2 {
@@ -642,14 +641,7 @@ async fn old_segments_are_sealed_and_read_past() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_old_segment_is_sealed_too() {
     let account = EmulatorAccount::new();
-    let connect = |close: u64| {
-        let account = account.clone();
-        async move {
-            let config = CosmosConfig { segment_close_seconds: Some(close), ..cosmos_config() };
-            FeedStore::new(Cosmos::connect(&config, Some(account)).await.expect("connect"))
-        }
-    };
-    let (sealer, unaware) = (connect(1).await, connect(3600).await);
+    let (sealer, unaware) = (closing_after(&account, 1).await, closing_after(&account, 3600).await);
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let feed = FeedId::Resource(res.into());
     for i in 0..4 {
