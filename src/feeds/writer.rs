@@ -189,13 +189,12 @@ impl Writer {
         // A segment open for `close_after` is sealed before anything else
         // is stored, so that none is still written when its first events
         // expire.
-        let h = match (self.layout.close_after, h.opened) {
-            (None, _) => h,
-            (Some(_), Some(opened)) => h.with_opened(opened),
-            (Some(_), None) => {
+        let h = match h.opened {
+            None if self.layout.close_after.is_some() => {
                 let opened = opened(&self.container, feed, h.segment).await?.ok_or(FeedError::HeadVanished)?;
                 h.with_opened(opened)
             }
+            _ => h,
         };
         if h.opened.is_some_and(|o| self.layout.closed_for_writers(o)) {
             *tail = Some(self.seal(feed, h).await?);
@@ -353,13 +352,7 @@ impl Writer {
                     }
                     None => {
                         metrics::counter!("feed_seq_conflicts_total").increment(1);
-                        let fresh = read_head(&self.container, self.layout, feed, h.segment).await?;
-                        if fresh.is_none_or(|f| f.count <= h.count) {
-                            // The number is taken, but the length does not
-                            // show it yet: back off before the next look.
-                            return Err(FeedError::Transient("sequence number taken; length not moved yet".into()));
-                        }
-                        *tail = fresh.map(|f| Head { opened: f.opened.or(h.opened), ..f });
+                        *tail = Some(self.length_past(feed, h).await?);
                     }
                 }
             }
@@ -387,19 +380,23 @@ impl Writer {
                 // Sealed by another writer, or an event took the number:
                 // the length says which.
                 observe("seal", started, None);
-                let fresh = read_head(&self.container, self.layout, feed, h.segment).await?;
-                match fresh {
-                    Some(f) if f.count > h.count => Ok(Head { opened: h.opened, ..f }),
-                    // The number is taken, but the length does not show it
-                    // yet (a lagging read; or an expired event not yet
-                    // purged): back off before the next look.
-                    _ => Err(FeedError::Transient("seal refused; length not moved yet".into())),
-                }
+                self.length_past(feed, h).await
             }
             Err(e) => {
                 observe("seal", started, None);
                 Err(FeedError::Cosmos { operation: "seal", source: e })
             }
+        }
+    }
+
+    /// The segment's length after its next number (`h.count`) was found
+    /// taken. When the length does not show that yet (a lagging read; or an
+    /// expired event not yet purged), a transient error: the caller backs
+    /// off before the next look instead of spinning.
+    async fn length_past(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
+        match read_head(&self.container, self.layout, feed, h.segment).await? {
+            Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), ..f }),
+            _ => Err(FeedError::Transient("sequence number taken; length not moved yet".into())),
         }
     }
 
