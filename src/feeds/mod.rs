@@ -194,15 +194,12 @@ impl FeedStore {
             },
             None => segment::newest_head(c, l, feed).await?,
         };
-        Ok(head.map(|h| (h.segment * l.size + h.count, h.segment)).unwrap_or((0, 0)))
+        Ok(head.map(|h| (h.end(l.size), h.segment)).unwrap_or((0, 0)))
     }
 
     /// The number of events in `feed` (the position after its newest event).
     pub async fn len(&self, feed: &FeedId) -> Result<u64, FeedError> {
-        Ok(segment::newest_head(&self.cosmos.container, self.layout, feed)
-            .await?
-            .map(|h| h.segment * self.layout.size + h.count)
-            .unwrap_or(0))
+        Ok(self.head_position(feed, None).await?.0)
     }
 }
 

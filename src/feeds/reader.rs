@@ -185,7 +185,7 @@ pub(crate) async fn read(
                 let head = read_head(container, layout, feed, k).await?;
                 page.round_trips += 1;
                 if let Some(head) = head {
-                    let end = k * s + head.count;
+                    let end = head.end(s);
                     if page.next < end {
                         let docs = query(container, feed.pk(k), page.next, Some(end), "", &[], want, &mut page).await?;
                         if let Some(last) = docs.last() {
@@ -214,7 +214,7 @@ pub(crate) async fn read(
             page.at_end = true;
             break;
         };
-        let end = (k * s + head.count).min(budget_end);
+        let end = head.end(s).min(budget_end);
         if page.next < end {
             let docs = query(container, feed.pk(k), page.next, Some(end), &filter_sql, &filter_params, want, &mut page)
                 .await?;
@@ -227,11 +227,11 @@ pub(crate) async fn read(
             }
             page.next = end;
         }
-        if head.count < s && page.next >= k * s + head.count {
+        if head.count < s && page.next >= head.end(s) {
             page.at_end = true;
             break;
         }
-        if page.next >= k * s + head.count {
+        if page.next >= head.end(s) {
             page.next = segment_end_if_full;
         }
     }
@@ -377,7 +377,7 @@ pub(crate) async fn position_at_time(
         }
     }
     if lo > newest.segment {
-        return Ok(newest.segment * s + newest.count);
+        return Ok(newest.end(s));
     }
     let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= 0 AND c.time >= @time ORDER BY c.seq")
         .with_parameter("@time", time)

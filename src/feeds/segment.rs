@@ -35,6 +35,11 @@ pub struct Layout {
 }
 
 impl Head {
+    /// The position after the segment's used numbers.
+    pub fn end(&self, size: u64) -> u64 {
+        self.segment * size + self.count
+    }
+
     pub fn with_opened(self, opened: i64) -> Self {
         Self { opened: Some(opened), ..self }
     }

@@ -240,7 +240,7 @@ impl Writer {
             n += 1;
         }
         let pk = feed.pk(h.segment);
-        let base = h.segment * s + h.count;
+        let base = h.end(s);
         // From the moment a write is sent it may commit, even when its answer
         // is lost: a retry must look for these events before writing them.
         for item in queue.iter_mut().take(n) {
@@ -368,7 +368,7 @@ impl Writer {
     async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
         let s = self.layout.size;
         let pk = feed.pk(h.segment);
-        let doc = EventDoc::seal(pk.clone(), h.segment * s + h.count, crate::domain::server_time());
+        let doc = EventDoc::seal(pk.clone(), h.end(s), crate::domain::server_time());
         let started = Instant::now();
         match self.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
             Ok(resp) => {
