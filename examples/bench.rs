@@ -285,7 +285,7 @@ async fn raw_sdk(
                 };
                 let t = Instant::now();
                 for (partition, seq) in docs(n, &record.subject) {
-                    ru += feeds.baseline_create(&record, &partition, seq).await.unwrap();
+                    ru += feeds.baseline_create(&record.cloud_event, &partition, seq).await.unwrap();
                 }
                 lat.push(t.elapsed());
             }

@@ -164,6 +164,9 @@ pub struct CosmosConfig {
     pub repair_interval_seconds: u64,
     /// Events younger than this are left to their publisher.
     pub repair_grace_seconds: u64,
+    /// How long one append retries transient Cosmos failures (429, 503,
+    /// timeouts) before the publish answers 503.
+    pub append_retry_deadline_ms: u64,
 }
 
 impl Default for CosmosConfig {
@@ -183,6 +186,7 @@ impl Default for CosmosConfig {
             repair_interval_seconds: 10,
             // Well above a writer's 30 s retry deadline (twice: two feeds).
             repair_grace_seconds: 120,
+            append_retry_deadline_ms: 30_000,
         }
     }
 }

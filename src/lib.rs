@@ -48,11 +48,22 @@ pub struct Running {
     pub local: Option<Arc<localtest::LocalPlatform>>,
     /// The app's feed store (for tests that check what was stored).
     pub feeds: FeedStore,
+    waiters: Arc<state::Waiters>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
+    /// Long-polling requests this instance holds right now.
+    pub fn holding_waiters(&self) -> usize {
+        self.waiters.holding()
+    }
+
+    /// Long-polling requests that found nothing and wait for an append.
+    pub fn parked_waiters(&self) -> usize {
+        self.waiters.parked()
+    }
+
     /// Stops accepting connections and gives in-flight requests `grace` to
     /// finish; what is still running after that is dropped.
     pub async fn shutdown(self, grace: Duration) {
@@ -148,7 +159,7 @@ pub async fn start(
         );
         tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
     }
-    let waiters = config.limits.max_waiters;
+    let waiters = Arc::new(state::Waiters::new(config.limits.max_waiters));
     let instance_keys = instance_keys(&config, mode);
     let state = AppState {
         config: Arc::new(config),
@@ -159,7 +170,7 @@ pub async fn start(
         feeds,
         instance_keys: Arc::new(instance_keys),
         limiter: Arc::default(),
-        waiters: Arc::new(tokio::sync::Semaphore::new(waiters)),
+        waiters: waiters.clone(),
         shutdown: rx.clone(),
     };
 
@@ -188,6 +199,7 @@ pub async fn start(
         #[cfg(feature = "dev")]
         local,
         feeds,
+        waiters,
         shutdown,
         server,
     })

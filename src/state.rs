@@ -18,8 +18,32 @@ pub struct AppState {
     pub feeds: FeedStore,
     pub instance_keys: Arc<crate::auth::instance_key::InstanceKeys>,
     pub limiter: Arc<crate::api::rate_limit::RateLimiter>,
-    /// Permits for long-polling requests.
-    pub waiters: Arc<tokio::sync::Semaphore>,
+    /// Long-polling requests: slots, and how many are parked.
+    pub waiters: Arc<Waiters>,
     /// Turns true when the instance shuts down: long polls answer at once.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+/// Long-polling requests of this instance: at most `max` hold a slot; those
+/// that found nothing and wait for an append are `parked`.
+pub struct Waiters {
+    pub slots: Arc<tokio::sync::Semaphore>,
+    pub max: usize,
+    pub parked: std::sync::atomic::AtomicUsize,
+}
+
+impl Waiters {
+    pub fn new(max: usize) -> Self {
+        Self { slots: Arc::new(tokio::sync::Semaphore::new(max)), max, parked: Default::default() }
+    }
+
+    /// Requests holding a slot.
+    pub fn holding(&self) -> usize {
+        self.max.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Requests that read the feed, found nothing, and wait for an append.
+    pub fn parked(&self) -> usize {
+        self.parked.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

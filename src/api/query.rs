@@ -62,7 +62,7 @@ pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value
     if !events.is_empty() || q.wait.is_zero() || !at_end {
         return Ok((events, next));
     }
-    let Ok(_permit) = state.waiters.clone().try_acquire_owned() else {
+    let Ok(_permit) = state.waiters.slots.clone().try_acquire_owned() else {
         return Err(ApiError::unavailable("long-polling capacity", "too many waiting requests"));
     };
     metrics::gauge!("query_waiters").increment(1.0);
@@ -79,6 +79,10 @@ pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value
         if !events.is_empty() || !at_end {
             return Ok((events, pos));
         }
+        state.waiters.parked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let _parked = scopeguard(|| {
+            state.waiters.parked.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        });
         tokio::select! {
             changed = changes.changed() => if changed.is_err() { break },
             () = tokio::time::sleep_until(deadline) => break,

@@ -228,6 +228,89 @@ mod tests {
         insta::assert_json_snapshot!(request);
     }
 
+    /// Attributes as `(id, value, include in result)`, sorted: what a PDP
+    /// reads of a category (`DataType` string is the default, so its
+    /// presence is not compared).
+    fn attributes(category: &serde_json::Value) -> Vec<(String, String, bool)> {
+        let mut out: Vec<_> = category["Attribute"]
+            .as_array()
+            .expect("Attribute is a list")
+            .iter()
+            .map(|a| {
+                let data_type = a["DataType"].as_str().unwrap_or(crate::authz::xacml::XSD_STRING);
+                assert_eq!(data_type, crate::authz::xacml::XSD_STRING, "{a}");
+                (
+                    a["AttributeId"].as_str().unwrap().to_owned(),
+                    a["Value"].as_str().unwrap().to_owned(),
+                    a["IncludeInResult"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The request for one app event and one generic event, against a
+    /// hand-written request in Altinn's wire format (XACML 3.0 JSON profile
+    /// as the Altinn PDP takes it; `fixtures/altinn_multi_request.json`):
+    /// the same categories, ids, attributes and references, in Altinn's
+    /// PascalCase names.
+    #[test]
+    fn the_multi_request_is_altinns_wire_format() {
+        let expected: serde_json::Value =
+            serde_json::from_str(include_str!("fixtures/altinn_multi_request.json")).unwrap();
+        let events = [
+            app_event("e1", "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd"),
+            EventRecord {
+                id: "estate-1".into(),
+                source: "urn:no:skatteetaten:estate:1".into(),
+                subject: "/party/1337".into(),
+                resource: "urn:altinn:resource:ttd-estate-of-deceased".into(),
+                event_type: "no.altinn.estate.registered".into(),
+                time: "2026-11-27T10:00:00.000000Z".into(),
+                alternativesubject: None,
+                resourceinstance: None,
+                cloud_event: json!({}),
+            },
+        ];
+        let principal = Principal {
+            subject: Subject::User { user_id: 1337, party_id: Some(1337) },
+            auth_level: 2,
+            scopes: vec!["altinn:events.subscribe".into()],
+        };
+        let refs: Vec<&EventRecord> = events.iter().collect();
+        let ours = serde_json::to_value(multi_request(Caller::Principal(&principal), Action::Read, &refs)).unwrap();
+        let (ours, expected) = (&ours["Request"], &expected["Request"]);
+        let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(keys(ours), keys(expected), "the request's members");
+        assert_eq!(ours["ReturnPolicyIdList"], expected["ReturnPolicyIdList"]);
+        assert_eq!(ours["MultiRequests"], expected["MultiRequests"]);
+        for category in ["AccessSubject", "Action", "Resource"] {
+            let (a, b) = (ours[category].as_array().unwrap(), expected[category].as_array().unwrap());
+            assert_eq!(a.len(), b.len(), "{category}");
+            for (a, b) in a.iter().zip(b) {
+                assert_eq!(a["Id"], b["Id"], "{category}");
+                assert_eq!(attributes(a), attributes(b), "{category} {}", b["Id"]);
+            }
+        }
+    }
+
+    /// An answer as Altinn's PDP writes it (`fixtures/altinn_pdp_response.json`:
+    /// .NET nulls for absent lists and fields, obligations on permits, an
+    /// Indeterminate without categories) is read as Altinn means it.
+    #[test]
+    fn altinns_pdp_answer_is_read_as_altinn_means_it() {
+        let response: XacmlResponse =
+            serde_json::from_str(include_str!("fixtures/altinn_pdp_response.json")).expect("Altinn's answer parses");
+        let events: Vec<EventRecord> =
+            ["e1", "e2", "e3", "e4", "e5"].iter().map(|id| app_event(id, "ttd", "apps-test", 1337, "g")).collect();
+        let refs: Vec<&EventRecord> = events.iter().collect();
+        // Permit (level 2), Deny, NotApplicable, Permit needing level 3, Indeterminate.
+        assert_eq!(decisions(&response, &refs, 2), [true, false, false, false, false]);
+        assert_eq!(decisions(&response, &refs, 3), [true, false, false, true, false]);
+        assert_eq!(decisions(&response, &refs, 1), [false, false, false, false, false]);
+    }
+
     #[test]
     fn decisions_are_mapped_by_event_id_not_position() {
         let events = [app_event("a", "ttd", "apps-test", 1, "g"), app_event("b", "ttd", "apps-test", 1, "g")];
@@ -243,6 +326,26 @@ mod tests {
         assert_eq!(decisions(&response, &refs, 2), [false, true]);
         let response = XacmlResponse { response: vec![result("b", "Deny"), result("a", "Permit")] };
         assert_eq!(decisions(&response, &refs, 2), [true, false]);
+    }
+
+    /// Two answers for one event id (the PDP answering a repeated resource
+    /// twice): a Deny anywhere denies, whatever order they come in.
+    #[test]
+    fn a_repeated_event_id_is_permitted_only_when_every_answer_permits() {
+        let events = [app_event("a", "ttd", "apps-test", 1, "g")];
+        let refs: Vec<&EventRecord> = events.iter().collect();
+        let result = |decision: &str| XacmlResult {
+            decision: decision.into(),
+            status: None,
+            obligations: vec![],
+            category: vec![XacmlCategory::new("x").with(EVENT_ID, "a")],
+        };
+        for answers in [["Deny", "Permit"], ["Permit", "Deny"], ["NotApplicable", "Permit"]] {
+            let response = XacmlResponse { response: answers.iter().map(|d| result(d)).collect() };
+            assert_eq!(decisions(&response, &refs, 2), [false], "{answers:?}");
+        }
+        let response = XacmlResponse { response: vec![result("Permit"), result("Permit")] };
+        assert_eq!(decisions(&response, &refs, 2), [true]);
     }
 
     #[test]

@@ -2,13 +2,23 @@
 //! per page (`AccessSubject s1`, `Action a1`, `Resource r1..rN`,
 //! `MultiRequests.RequestReference [s1, a1, rK]`), one result per resource.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 pub const ACTION_ID: &str = "urn:oasis:names:tc:xacml:1.0:action:action-id";
 pub const EVENT_ID: &str = "urn:altinn:event-id";
 pub const MIN_AUTH_LEVEL: &str = "urn:altinn:minimum-authenticationlevel";
 pub const XSD_STRING: &str = "http://www.w3.org/2001/XMLSchema#string";
 pub const CATEGORY_RESOURCE: &str = "urn:oasis:names:tc:xacml:3.0:attribute-category:resource";
+
+/// Altinn's PDP is .NET: it writes absent lists, flags and strings as
+/// `null`. Read `null` as the default, as a missing field is.
+fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -19,13 +29,13 @@ pub struct XacmlRoot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct XacmlRequest {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub return_policy_id_list: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub access_subject: Vec<XacmlCategory>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub action: Vec<XacmlCategory>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub resource: Vec<XacmlCategory>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multi_requests: Option<MultiRequests>,
@@ -38,7 +48,7 @@ pub struct XacmlCategory {
     pub id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub category_id: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub attribute: Vec<XacmlAttribute>,
 }
 
@@ -62,10 +72,11 @@ impl XacmlCategory {
 #[serde(rename_all = "PascalCase")]
 pub struct XacmlAttribute {
     pub attribute_id: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "std::ops::Not::not")]
     pub include_in_result: bool,
 }
 
@@ -95,7 +106,7 @@ pub struct RequestReference {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct XacmlResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub response: Vec<XacmlResult>,
 }
 
@@ -105,26 +116,29 @@ pub struct XacmlResult {
     pub decision: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
     pub obligations: Vec<Obligation>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
     pub category: Vec<XacmlCategory>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Obligation {
+    #[serde(default, deserialize_with = "null_default")]
     pub id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub attribute_assignment: Vec<AttributeAssignment>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct AttributeAssignment {
+    #[serde(default, deserialize_with = "null_default")]
     pub attribute_id: String,
+    #[serde(default, deserialize_with = "null_default")]
     pub value: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_default")]
     pub category: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_type: Option<String>,

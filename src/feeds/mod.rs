@@ -24,6 +24,7 @@ pub use cosmos::{Cosmos, CosmosError};
 pub use docs::{EventRecord, FeedId};
 pub use reader::{Filters, ReadPage, StoredEvent};
 pub use repairer::{RepairReport, Repairer};
+pub use segment::{Clock, FeedStats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -88,12 +89,18 @@ pub struct Appended {
 pub struct FeedStore {
     cosmos: Cosmos,
     writer: Arc<writer::Writer>,
-    layout: segment::Layout,
+    seg: segment::Segments,
     notifier: Arc<notify::Notifier>,
 }
 
 impl FeedStore {
     pub fn new(cosmos: Cosmos) -> Self {
+        Self::with_clock(cosmos, Clock::default())
+    }
+
+    /// A store whose segment ages are measured by `clock` (tests move it
+    /// forward instead of sleeping).
+    pub fn with_clock(cosmos: Cosmos, clock: Clock) -> Self {
         // Segments are sealed after half the events' TTL (configurable),
         // long before their first events expire.
         let close_after = match cosmos.config.segment_close_seconds {
@@ -101,9 +108,16 @@ impl FeedStore {
             None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),
         };
         let layout = segment::Layout { size: cosmos.config.segment_size, close_after };
+        let seg = segment::Segments {
+            container: cosmos.container.clone(),
+            layout,
+            clock,
+            counters: Arc::default(),
+        };
         let notifier = Arc::new(notify::Notifier::default());
-        let writer = writer::Writer::new(cosmos.container.clone(), layout, notifier.clone());
-        Self { cosmos, writer, layout, notifier }
+        let deadline = std::time::Duration::from_millis(cosmos.config.append_retry_deadline_ms);
+        let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone());
+        Self { cosmos, writer, seg, notifier }
     }
 
     pub fn cosmos(&self) -> &Cosmos {
@@ -111,7 +125,22 @@ impl FeedStore {
     }
 
     pub fn segment_size(&self) -> u64 {
-        self.layout.size
+        self.seg.size()
+    }
+
+    /// After how many seconds writers seal a segment (`None`: never).
+    pub fn segment_close_seconds(&self) -> Option<i64> {
+        self.seg.layout.close_after
+    }
+
+    /// The clock segment ages are measured by.
+    pub fn clock(&self) -> &Clock {
+        &self.seg.clock
+    }
+
+    /// What this store (and its clones) did so far.
+    pub fn stats(&self) -> FeedStats {
+        self.seg.counters.snapshot()
     }
 
     /// Appends an event to its resource feed, then its subject feed. Both
@@ -155,19 +184,19 @@ impl FeedStore {
         limit: usize,
         scan_budget: u64,
     ) -> Result<ReadPage, FeedError> {
-        reader::read(&self.cosmos.container, self.layout, feed, from, filters, limit, scan_budget).await
+        reader::read(&self.seg, feed, from, filters, limit, scan_budget).await
     }
 
     /// The position of the first event of `feed` registered at or after
     /// `time` (fixed-width UTC): where a `from` query without `after` starts.
     pub async fn position_at_time(&self, feed: &FeedId, time: &str) -> Result<u64, FeedError> {
-        reader::position_at_time(&self.cosmos.container, self.layout, feed, time).await
+        reader::position_at_time(&self.seg, feed, time).await
     }
 
     /// The position just after the event `event_id` in `feed`; `None` when
     /// the feed does not hold it.
     pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
-        reader::locate(&self.cosmos.container, self.layout, feed, event_id).await
+        reader::locate(&self.seg, feed, event_id).await
     }
 
     /// A receiver that changes when `feed` may have new events: at once for
@@ -186,15 +215,15 @@ impl FeedStore {
     /// The feed's length and newest segment, starting from a known segment
     /// (one or two queries) or from scratch.
     pub async fn head_position(&self, feed: &FeedId, segment_hint: Option<u64>) -> Result<(u64, u64), FeedError> {
-        let (c, l) = (&self.cosmos.container, self.layout);
+        let s = self.seg.size();
         let head = match segment_hint {
-            Some(k) => match segment::read_head(c, l, feed, k).await? {
-                Some(h) if h.count >= l.size => segment::read_head(c, l, feed, k + 1).await?.or(Some(h)),
+            Some(k) => match self.seg.read_head(feed, k).await? {
+                Some(h) if h.count >= s => self.seg.read_head(feed, k + 1).await?.or(Some(h)),
                 other => other,
             },
-            None => segment::newest_head(c, l, feed).await?,
+            None => self.seg.newest(feed).await?,
         };
-        Ok(head.map(|h| (h.end(l.size), h.segment)).unwrap_or((0, 0)))
+        Ok(head.map(|h| (h.end(s), h.segment)).unwrap_or((0, 0)))
     }
 
     /// The number of events in `feed` (the position after its newest event).
@@ -205,17 +234,34 @@ impl FeedStore {
 
 #[cfg(feature = "dev")]
 impl FeedStore {
-    /// Stores `record` as one plain document (the event document, at
-    /// `seq` in a scratch partition `baseline|{partition}`) with the raw SDK
-    /// and returns the RU charge: the baseline that cost and throughput
-    /// measurements compare appends to. Not part of any feed.
-    pub async fn baseline_create(&self, record: &EventRecord, partition: &str, seq: u64) -> Result<f64, FeedError> {
+    /// Stores `cloud_event` (a CloudEvent as published) as one plain
+    /// document with the raw SDK, the way a store without feeds would: the
+    /// event's own fields plus `id`, `pk` (`baseline|{partition}`) and the
+    /// `seq` that the container's unique key asks of every document. Returns
+    /// the RU charge: the baseline that cost and throughput measurements
+    /// compare appends to. None of the feed store's document building is
+    /// used.
+    pub async fn baseline_create(
+        &self,
+        cloud_event: &serde_json::Value,
+        partition: &str,
+        seq: u64,
+    ) -> Result<f64, FeedError> {
         let pk = format!("baseline|{partition}");
-        let doc = docs::EventDoc::new(record, pk.clone(), seq);
+        let mut doc = cloud_event.clone();
+        let id = match doc.get("id").and_then(serde_json::Value::as_str) {
+            Some(id) => id.replace(['/', '\\', '?', '#'], "_"),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("id".into(), id.clone().into());
+            map.insert("pk".into(), pk.clone().into());
+            map.insert("seq".into(), seq.into());
+        }
         let resp = self
             .cosmos
             .container
-            .create_item(pk, &doc.id, &doc, None)
+            .create_item(pk, &id, &doc, None)
             .await
             .map_err(FeedError::cosmos("baseline create"))?;
         Ok(charge(resp.headers()).unwrap_or(0.0))

@@ -5,12 +5,12 @@ use std::num::NonZeroU32;
 use std::time::Instant;
 
 use azure_data_cosmos::options::{MaxItemCountHint, QueryOptions};
-use azure_data_cosmos::{ContainerClient, FeedScope, Query};
+use azure_data_cosmos::{FeedScope, Query};
 use futures::StreamExt;
 
 use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
-use super::segment::{Layout, first_value, newest_head, read_head};
-use super::{FeedError, charge, observe};
+use super::segment::Segments;
+use super::{FeedError, charge};
 
 /// Newest segments that `locate` point-reads before it falls back to a query.
 const LOCATE_POINT_READS: u64 = 8;
@@ -127,17 +127,15 @@ pub struct ReadPage {
     pub request_charge: f64,
 }
 
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn read(
-    container: &ContainerClient,
-    layout: Layout,
+    seg: &Segments,
     feed: &FeedId,
     from: u64,
     filters: &Filters,
     limit: usize,
     scan_budget: u64,
 ) -> Result<ReadPage, FeedError> {
-    let s = layout.size;
+    let s = seg.size();
     let (filter_sql, filter_params) = filters.to_sql();
     let mut page = ReadPage { events: Vec::new(), next: from, at_end: false, round_trips: 0, request_charge: 0.0 };
     let budget_end = from.saturating_add(scan_budget.max(1));
@@ -153,7 +151,7 @@ pub(crate) async fn read(
         if filter_sql.is_empty() {
             // Nothing filtered: the events are gapless, so the page itself
             // says how far it got. One round trip.
-            let docs = query(container, feed.pk(k), page.next, None, "", &[], want, &mut page).await?;
+            let docs = query(seg, feed.pk(k), page.next, None, "", &[], want, &mut page).await?;
             let got = docs.len();
             let sealed = docs.last().is_some_and(|d| d.sealed);
             if let Some(last) = docs.last() {
@@ -182,12 +180,12 @@ pub(crate) async fn read(
                 // second look, and the events below it are gapless, so
                 // whatever the second look does not find below it is gone,
                 // not merely late.
-                let head = read_head(container, layout, feed, k).await?;
+                let head = seg.read_head(feed, k).await?;
                 page.round_trips += 1;
                 if let Some(head) = head {
                     let end = head.end(s);
                     if page.next < end {
-                        let docs = query(container, feed.pk(k), page.next, Some(end), "", &[], want, &mut page).await?;
+                        let docs = query(seg, feed.pk(k), page.next, Some(end), "", &[], want, &mut page).await?;
                         if let Some(last) = docs.last() {
                             page.next = last.seq + 1;
                             page.events.extend(events_of(docs));
@@ -208,7 +206,7 @@ pub(crate) async fn read(
             break;
         }
         // Filtered: the segment's length says how far a short result has scanned.
-        let head = read_head(container, layout, feed, k).await?;
+        let head = seg.read_head(feed, k).await?;
         page.round_trips += 1;
         let Some(head) = head else {
             page.at_end = true;
@@ -216,7 +214,7 @@ pub(crate) async fn read(
         };
         let end = head.end(s).min(budget_end);
         if page.next < end {
-            let docs = query(container, feed.pk(k), page.next, Some(end), &filter_sql, &filter_params, want, &mut page)
+            let docs = query(seg, feed.pk(k), page.next, Some(end), &filter_sql, &filter_params, want, &mut page)
                 .await?;
             let full = docs.len() == want;
             let last = docs.last().map(|d| d.seq);
@@ -249,7 +247,7 @@ fn into_stored(doc: EventDoc) -> StoredEvent {
 
 #[allow(clippy::too_many_arguments)]
 async fn query(
-    container: &ContainerClient,
+    seg: &Segments,
     pk: String,
     from: u64,
     before: Option<u64>,
@@ -283,18 +281,25 @@ async fn query(
         options = options.with_max_item_count(hint);
     }
     let started = Instant::now();
-    let mut pages = container
+    let mut pages = seg
+        .container
         .query_items::<EventDoc>(q, FeedScope::partition(pk), Some(options))
         .await
         .map_err(FeedError::cosmos("query feed"))?
         .into_pages();
     let mut docs = Vec::new();
     while let Some(p) = pages.next().await {
-        let p = p.map_err(FeedError::cosmos("query feed"))?;
+        let p = match p {
+            Ok(p) => p,
+            Err(e) => {
+                seg.observe("query_feed", started, None);
+                return Err(FeedError::Cosmos { operation: "query feed", source: e });
+            }
+        };
         page.round_trips += 1;
         let charge = charge(p.headers());
         page.request_charge += charge.unwrap_or(0.0);
-        observe("query_feed", started, charge);
+        seg.observe("query_feed", started, charge);
         docs.extend(p.into_items());
         if docs.len() >= want {
             break;
@@ -304,25 +309,26 @@ async fn query(
     Ok(docs)
 }
 
-pub(crate) async fn locate(
-    container: &ContainerClient,
-    layout: Layout,
-    feed: &FeedId,
-    event_id: &str,
-) -> Result<Option<u64>, FeedError> {
+pub(crate) async fn locate(seg: &Segments, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
     let id = doc_id(event_id);
-    let Some(newest) = newest_head(container, layout, feed).await? else { return Ok(None) };
+    let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
     let oldest_point_read = newest.segment.saturating_sub(LOCATE_POINT_READS - 1);
     for k in (oldest_point_read..=newest.segment).rev() {
         let started = Instant::now();
-        match container.read_item(feed.pk(k), &id, None).await {
+        match seg.container.read_item(feed.pk(k), &id, None).await {
             Ok(resp) => {
-                observe("read_event", started, charge(resp.headers()));
+                seg.observe("read_event", started, charge(resp.headers()));
                 let doc: EventDoc = resp.into_model().map_err(FeedError::cosmos("decode event"))?;
                 return Ok(Some(doc.seq + 1));
             }
-            Err(e) if e.status().is_not_found() => continue,
-            Err(e) => return Err(FeedError::Cosmos { operation: "read event", source: e }),
+            Err(e) if e.status().is_not_found() => {
+                seg.observe("read_event", started, None);
+                continue;
+            }
+            Err(e) => {
+                seg.observe("read_event", started, None);
+                return Err(FeedError::Cosmos { operation: "read event", source: e });
+            }
         }
     }
     if oldest_point_read == 0 {
@@ -335,14 +341,15 @@ pub(crate) async fn locate(
         .with_parameter("@prefix", format!("{}|", feed.key()))
         .map_err(FeedError::cosmos("bind"))?;
     let started = Instant::now();
-    let mut pages = container
+    let mut pages = seg
+        .container
         .query_items::<u64>(q, FeedScope::full_container(), None)
         .await
         .map_err(FeedError::cosmos("locate query"))?
         .into_pages();
     while let Some(p) = pages.next().await {
         let p = p.map_err(FeedError::cosmos("locate query"))?;
-        observe("locate_query", started, charge(p.headers()));
+        seg.observe("locate_query", started, charge(p.headers()));
         if let Some(seq) = p.items().first() {
             return Ok(Some(seq + 1));
         }
@@ -351,27 +358,22 @@ pub(crate) async fn locate(
 }
 
 /// The time of the last event of segment `k`; `None` when it has none.
-async fn last_time(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<String>, FeedError> {
+async fn last_time(seg: &Segments, feed: &FeedId, k: u64) -> Result<Option<String>, FeedError> {
     let q = Query::from("SELECT TOP 1 VALUE c.time FROM c WHERE c.seq >= 0 ORDER BY c.seq DESC");
-    first_value(container, feed.pk(k), q, "query_feed").await
+    seg.first_value(feed.pk(k), q, "query_feed").await
 }
 
 /// The position of the first event registered at or after `time`: a binary
 /// search over the segments by their last event's time, then one query in
 /// the segment found. `O(log k)` queries for a feed of `k` segments.
-pub(crate) async fn position_at_time(
-    container: &ContainerClient,
-    layout: Layout,
-    feed: &FeedId,
-    time: &str,
-) -> Result<u64, FeedError> {
-    let s = layout.size;
-    let Some(newest) = newest_head(container, layout, feed).await? else { return Ok(0) };
+pub(crate) async fn position_at_time(seg: &Segments, feed: &FeedId, time: &str) -> Result<u64, FeedError> {
+    let s = seg.size();
+    let Some(newest) = seg.newest(feed).await? else { return Ok(0) };
     let (mut lo, mut hi) = (0, newest.segment + 1);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         // A segment emptied by TTL counts as older than any time.
-        match last_time(container, feed, mid).await? {
+        match last_time(seg, feed, mid).await? {
             Some(t) if t.as_str() >= time => hi = mid,
             _ => lo = mid + 1,
         }
@@ -382,7 +384,7 @@ pub(crate) async fn position_at_time(
     let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= 0 AND c.time >= @time ORDER BY c.seq")
         .with_parameter("@time", time)
         .map_err(FeedError::cosmos("bind"))?;
-    Ok(first_value::<u64>(container, feed.pk(lo), q, "query_feed").await?.unwrap_or(lo * s))
+    Ok(seg.first_value::<u64>(feed.pk(lo), q, "query_feed").await?.unwrap_or(lo * s))
 }
 
 #[cfg(test)]

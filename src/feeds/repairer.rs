@@ -6,7 +6,7 @@
 //! which, and carries the change-feed continuation, so a new owner resumes
 //! where the last one stopped.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use azure_data_cosmos::feed::ContinuationToken;
 use azure_data_cosmos::options::{
@@ -44,6 +44,9 @@ pub struct RepairReport {
     pub repaired: u64,
     /// Events left for a later round because they are younger than the grace.
     pub deferred: u64,
+    /// Events that cannot be repaired (unreadable, or refused by their
+    /// subject feed): logged, counted, and passed over.
+    pub skipped: u64,
 }
 
 pub struct Repairer {
@@ -51,10 +54,6 @@ pub struct Repairer {
     owner: String,
     lease_for: Duration,
     grace: Duration,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Repairer {
@@ -66,10 +65,15 @@ impl Repairer {
         &self.store.cosmos.container
     }
 
+    /// Lease times and the grace period follow the store's clock.
+    fn now_ms(&self) -> u64 {
+        self.store.clock().now_ms()
+    }
+
     /// Takes or renews the lease; returns it with its ETag when this
     /// instance holds it.
     async fn acquire(&self) -> Result<Option<(LeaseDoc, String)>, FeedError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let current = match self.container().read_item(LEASE_PK, LEASE_ID, None).await {
             Ok(resp) => {
                 let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
@@ -137,7 +141,7 @@ impl Repairer {
         // when it has caught up, so stop after that many empty pages in a row.
         let ranges =
             self.container().read_feed_ranges(None).await.map_err(FeedError::cosmos("feed ranges"))?.len().max(1);
-        let cutoff_s = (now_ms().saturating_sub(self.grace.as_millis() as u64)) / 1000;
+        let cutoff_s = (self.now_ms().saturating_sub(self.grace.as_millis() as u64)) / 1000;
         let mut pages_read = 0;
         let mut empty_streak = 0;
         while let Some(page) = pages.next().await {
@@ -172,6 +176,7 @@ impl Repairer {
                         // One bad document must not stop every later repair.
                         tracing::error!(error = %e, "skipping an unreadable event document");
                         metrics::counter!("feed_repair_skipped_total").increment(1);
+                        report.skipped += 1;
                         continue;
                     }
                 };
@@ -193,6 +198,7 @@ impl Repairer {
                         Err(e) if e.is_client_error() => {
                             tracing::error!(error = %e, "skipping an event its subject feed refuses");
                             metrics::counter!("feed_repair_skipped_total").increment(1);
+                            report.skipped += 1;
                         }
                         Err(e) => return Err(e),
                     }
@@ -205,7 +211,7 @@ impl Repairer {
             }
             let token = pages.to_continuation_token().map_err(FeedError::cosmos("change feed continuation"))?;
             lease.continuation = Some(token.as_str().to_owned());
-            lease.expires_at = now_ms() + self.lease_for.as_millis() as u64;
+            lease.expires_at = self.now_ms() + self.lease_for.as_millis() as u64;
             let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
             match self.container().replace_item(LEASE_PK, LEASE_ID, &lease, Some(options)).await {
                 Ok(resp) => etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?,

@@ -1,5 +1,7 @@
 //! Segments: how many events one holds, finding a feed's newest one, opening
-//! the next one. Shared by the writer and the reader.
+//! the next one. Shared by the writer and the reader through one
+//! [`Segments`] handle (the container, the layout, the store's clock and
+//! counters).
 //!
 //! A segment exists once its head (a marker that never changes) exists.
 //! Its length is read from its events: they are gapless (a writer creates
@@ -7,6 +9,8 @@
 //! says how many there are. A sealed segment (see `EventDoc::seal`) is
 //! complete: it counts as full.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Instant;
 
 use azure_data_cosmos::options::ItemWriteOptions;
@@ -45,62 +49,85 @@ impl Head {
     }
 }
 
-impl Layout {
-    /// Whether writers must no longer store events in a segment opened at
-    /// `opened`.
-    pub fn closed_for_writers(&self, opened: i64) -> bool {
-        self.close_after.is_some_and(|w| now() - opened > w)
+/// The store's idea of the current time, in Unix seconds: the system clock,
+/// moved by an offset that tests set to make time pass without sleeping.
+/// Segment ages compare it with the server's `_ts`.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    offset: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn now(&self) -> i64 {
+        time::OffsetDateTime::now_utc().unix_timestamp() + self.offset.load(Ordering::Relaxed)
     }
 
-    /// Whether an empty segment opened at `opened` is complete for readers:
-    /// later than writers stop using it, by a margin for clocks.
-    fn closed_for_readers(&self, opened: i64) -> bool {
-        self.close_after.is_some_and(|w| now() - opened > w + w.min(3600))
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        u64::try_from(now + i128::from(self.offset.load(Ordering::Relaxed)) * 1000).unwrap_or(0)
+    }
+
+    /// Moves this clock (and every store sharing it) forward.
+    pub fn advance(&self, seconds: i64) {
+        self.offset.fetch_add(seconds, Ordering::Relaxed);
     }
 }
 
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+/// What one store did, counted per store (not process-wide), so that a test
+/// or a benchmark reads its own store's numbers.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub(crate) seq_conflicts: AtomicU64,
+    pub(crate) maybe_stored_lookups: AtomicU64,
+    pub(crate) maybe_stored_found: AtomicU64,
+    pub(crate) segments_sealed: AtomicU64,
+    pub(crate) request_charge_milli: AtomicU64,
+    pub(crate) requests: AtomicU64,
 }
 
-/// Reads the marker of segment `k`; `None` when the segment does not exist.
-async fn read_marker(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<HeadDoc>, FeedError> {
-    let started = Instant::now();
-    match container.read_item(feed.pk(k), HEAD_ID, None).await {
-        Ok(resp) => {
-            observe("read_head", started, charge(resp.headers()));
-            Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode head"))?))
+/// A snapshot of a store's [`Counters`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct FeedStats {
+    /// Creates that found their sequence number taken by another writer.
+    pub seq_conflicts: u64,
+    /// Reads, in a segment other than the one being written, for an event
+    /// whose earlier write may have committed (its answer was lost).
+    pub maybe_stored_lookups: u64,
+    /// Of those, how many found the event stored.
+    pub maybe_stored_found: u64,
+    pub segments_sealed: u64,
+    /// Request units charged to this store's Cosmos requests.
+    pub request_charge: f64,
+    /// Cosmos requests this store made (answered or not).
+    pub requests: u64,
+}
+
+impl Counters {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> FeedStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FeedStats {
+            seq_conflicts: get(&self.seq_conflicts),
+            maybe_stored_lookups: get(&self.maybe_stored_lookups),
+            maybe_stored_found: get(&self.maybe_stored_found),
+            segments_sealed: get(&self.segments_sealed),
+            request_charge: get(&self.request_charge_milli) as f64 / 1000.0,
+            requests: get(&self.requests),
         }
-        Err(e) if e.status().is_not_found() => {
-            observe("read_head", started, None);
-            Ok(None)
-        }
-        Err(e) => Err(FeedError::Cosmos { operation: "read head", source: e }),
     }
 }
 
-/// The first value a partition-scoped query returns, if any: one round trip
-/// (recorded as `operation`).
-pub(crate) async fn first_value<T: serde::de::DeserializeOwned + Send + 'static>(
-    container: &ContainerClient,
-    pk: String,
-    q: Query,
-    operation: &'static str,
-) -> Result<Option<T>, FeedError> {
-    let started = Instant::now();
-    let mut pages = container
-        .query_items::<T>(q, FeedScope::partition(pk), None)
-        .await
-        .map_err(FeedError::cosmos("query feed"))?
-        .into_pages();
-    while let Some(p) = pages.next().await {
-        let p = p.map_err(FeedError::cosmos("query feed"))?;
-        observe(operation, started, charge(p.headers()));
-        if let Some(v) = p.into_items().into_iter().next() {
-            return Ok(Some(v));
-        }
-    }
-    Ok(None)
+/// The container and everything needed to work with a feed's segments.
+#[derive(Clone)]
+pub struct Segments {
+    pub(crate) container: ContainerClient,
+    pub(crate) layout: Layout,
+    pub(crate) clock: Clock,
+    pub(crate) counters: Arc<Counters>,
 }
 
 #[derive(serde::Deserialize)]
@@ -110,90 +137,158 @@ struct Last {
     sealed: bool,
 }
 
-/// The highest `seq` stored in segment `k`, and whether it is the seal: one
-/// query.
-async fn last_seq(container: &ContainerClient, feed: &FeedId, k: u64, s: u64) -> Result<Option<Last>, FeedError> {
-    let q = Query::from("SELECT TOP 1 c.seq, c.sealed FROM c WHERE c.seq >= @first ORDER BY c.seq DESC")
-        .with_parameter("@first", k * s)
-        .map_err(FeedError::cosmos("bind"))?;
-    first_value(container, feed.pk(k), q, "segment_length").await
-}
-
-/// The length of segment `k` as stored now; `None` when the segment does
-/// not exist. One query when it holds events; a sealed segment counts as
-/// full. An empty segment (never written, or its events expired) counts as
-/// full once writers no longer use it, so that readers move past it.
-pub async fn read_head(
-    container: &ContainerClient,
-    layout: Layout,
-    feed: &FeedId,
-    k: u64,
-) -> Result<Option<Head>, FeedError> {
-    let s = layout.size;
-    if let Some(last) = last_seq(container, feed, k, s).await? {
-        let count = if last.sealed { s } else { (last.seq + 1 - k * s).min(s) };
-        return Ok(Some(Head { segment: k, count, opened: None }));
+impl Segments {
+    pub fn size(&self) -> u64 {
+        self.layout.size
     }
-    let Some(marker) = read_marker(container, feed, k).await? else { return Ok(None) };
-    let count = if layout.closed_for_readers(marker.opened) { s } else { 0 };
-    Ok(Some(Head { segment: k, count, opened: Some(marker.opened) }))
-}
 
-/// When segment `k` opened (its head's `_ts`); `None` when it does not exist.
-pub async fn opened(container: &ContainerClient, feed: &FeedId, k: u64) -> Result<Option<i64>, FeedError> {
-    Ok(read_marker(container, feed, k).await?.map(|m| m.opened))
-}
-
-/// Opens segment `k` (creates its head); when it is open already, reads it.
-pub async fn open_segment(
-    container: &ContainerClient,
-    layout: Layout,
-    feed: &FeedId,
-    k: u64,
-) -> Result<Head, FeedError> {
-    let started = Instant::now();
-    let doc = HeadDoc::new(feed.pk(k));
-    match container.create_item(feed.pk(k), HEAD_ID, &doc, None::<ItemWriteOptions>).await {
-        Ok(resp) => {
-            observe("create_head", started, charge(resp.headers()));
-            Ok(Head { segment: k, count: 0, opened: Some(now()) })
+    /// Records one Cosmos round trip of this store: the process-wide
+    /// metrics, and the store's own counters.
+    pub(crate) fn observe(&self, kind: &'static str, started: Instant, charge: Option<f64>) {
+        observe(kind, started, charge);
+        Counters::bump(&self.counters.requests);
+        if let Some(ru) = charge {
+            self.counters.request_charge_milli.fetch_add((ru * 1000.0).round() as u64, Ordering::Relaxed);
         }
-        Err(e) if e.status().is_conflict() => {
-            read_head(container, layout, feed, k).await?.ok_or(FeedError::HeadVanished)
-        }
-        Err(e) => Err(FeedError::Cosmos { operation: "create head", source: e }),
     }
-}
 
-/// The newest existing segment of a feed, or `None` for a feed with no
-/// segment yet. Exponential probing of heads, then binary search: O(log k)
-/// point reads for a feed with k segments, then one query for its length.
-pub async fn newest_head(
-    container: &ContainerClient,
-    layout: Layout,
-    feed: &FeedId,
-) -> Result<Option<Head>, FeedError> {
-    let Some(first) = read_marker(container, feed, 0).await? else { return Ok(None) };
-    let (mut lo, mut lo_opened) = (0, first.opened); // exists
-    let mut step = 1;
-    let hi = loop {
-        let probe = lo + step;
-        match read_marker(container, feed, probe).await? {
-            Some(m) => {
-                (lo, lo_opened) = (probe, m.opened);
-                step *= 2;
+    /// Whether writers must no longer store events in a segment opened at
+    /// `opened`.
+    pub fn closed_for_writers(&self, opened: i64) -> bool {
+        self.layout.close_after.is_some_and(|w| self.clock.now() - opened > w)
+    }
+
+    /// Whether an empty segment opened at `opened` is complete for readers:
+    /// later than writers stop using it, by a margin for clocks.
+    fn closed_for_readers(&self, opened: i64) -> bool {
+        self.layout.close_after.is_some_and(|w| self.clock.now() - opened > w + w.min(3600))
+    }
+
+    /// Reads the marker of segment `k`; `None` when the segment does not exist.
+    async fn read_marker(&self, feed: &FeedId, k: u64) -> Result<Option<HeadDoc>, FeedError> {
+        let started = Instant::now();
+        match self.container.read_item(feed.pk(k), HEAD_ID, None).await {
+            Ok(resp) => {
+                self.observe("read_head", started, charge(resp.headers()));
+                Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode head"))?))
             }
-            None => break probe,
-        }
-    };
-    // Segments are opened in order, so existence is a prefix: search (lo, hi).
-    let mut hi = hi;
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        match read_marker(container, feed, mid).await? {
-            Some(m) => (lo, lo_opened) = (mid, m.opened),
-            None => hi = mid,
+            Err(e) if e.status().is_not_found() => {
+                self.observe("read_head", started, None);
+                Ok(None)
+            }
+            Err(e) => {
+                self.observe("read_head", started, None);
+                Err(FeedError::Cosmos { operation: "read head", source: e })
+            }
         }
     }
-    Ok(read_head(container, layout, feed, lo).await?.map(|h| Head { opened: Some(lo_opened), ..h }))
+
+    /// The first value a partition-scoped query returns, if any: one round
+    /// trip (recorded as `operation`).
+    pub(crate) async fn first_value<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        pk: String,
+        q: Query,
+        operation: &'static str,
+    ) -> Result<Option<T>, FeedError> {
+        let started = Instant::now();
+        let mut pages = self
+            .container
+            .query_items::<T>(q, FeedScope::partition(pk), None)
+            .await
+            .map_err(FeedError::cosmos("query feed"))?
+            .into_pages();
+        while let Some(p) = pages.next().await {
+            let p = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    self.observe(operation, started, None);
+                    return Err(FeedError::Cosmos { operation: "query feed", source: e });
+                }
+            };
+            self.observe(operation, started, charge(p.headers()));
+            if let Some(v) = p.into_items().into_iter().next() {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The highest `seq` stored in segment `k`, and whether it is the seal:
+    /// one query.
+    async fn last_seq(&self, feed: &FeedId, k: u64) -> Result<Option<Last>, FeedError> {
+        let q = Query::from("SELECT TOP 1 c.seq, c.sealed FROM c WHERE c.seq >= @first ORDER BY c.seq DESC")
+            .with_parameter("@first", k * self.layout.size)
+            .map_err(FeedError::cosmos("bind"))?;
+        self.first_value(feed.pk(k), q, "segment_length").await
+    }
+
+    /// The length of segment `k` as stored now; `None` when the segment does
+    /// not exist. One query when it holds events; a sealed segment counts as
+    /// full. An empty segment (never written, or its events expired) counts
+    /// as full once writers no longer use it, so that readers move past it.
+    pub async fn read_head(&self, feed: &FeedId, k: u64) -> Result<Option<Head>, FeedError> {
+        let s = self.layout.size;
+        if let Some(last) = self.last_seq(feed, k).await? {
+            let count = if last.sealed { s } else { (last.seq + 1 - k * s).min(s) };
+            return Ok(Some(Head { segment: k, count, opened: None }));
+        }
+        let Some(marker) = self.read_marker(feed, k).await? else { return Ok(None) };
+        let count = if self.closed_for_readers(marker.opened) { s } else { 0 };
+        Ok(Some(Head { segment: k, count, opened: Some(marker.opened) }))
+    }
+
+    /// When segment `k` opened (its head's `_ts`); `None` when it does not exist.
+    pub async fn opened(&self, feed: &FeedId, k: u64) -> Result<Option<i64>, FeedError> {
+        Ok(self.read_marker(feed, k).await?.map(|m| m.opened))
+    }
+
+    /// Opens segment `k` (creates its head); when it is open already, reads it.
+    pub async fn open(&self, feed: &FeedId, k: u64) -> Result<Head, FeedError> {
+        let started = Instant::now();
+        let doc = HeadDoc::new(feed.pk(k));
+        match self.container.create_item(feed.pk(k), HEAD_ID, &doc, None::<ItemWriteOptions>).await {
+            Ok(resp) => {
+                self.observe("create_head", started, charge(resp.headers()));
+                Ok(Head { segment: k, count: 0, opened: Some(self.clock.now()) })
+            }
+            Err(e) if e.status().is_conflict() => {
+                self.observe("create_head", started, None);
+                self.read_head(feed, k).await?.ok_or(FeedError::HeadVanished)
+            }
+            Err(e) => {
+                self.observe("create_head", started, None);
+                Err(FeedError::Cosmos { operation: "create head", source: e })
+            }
+        }
+    }
+
+    /// The newest existing segment of a feed, or `None` for a feed with no
+    /// segment yet. Exponential probing of heads, then binary search: O(log k)
+    /// point reads for a feed with k segments, then one query for its length.
+    pub async fn newest(&self, feed: &FeedId) -> Result<Option<Head>, FeedError> {
+        let Some(first) = self.read_marker(feed, 0).await? else { return Ok(None) };
+        let (mut lo, mut lo_opened) = (0, first.opened); // exists
+        let mut step = 1;
+        let hi = loop {
+            let probe = lo + step;
+            match self.read_marker(feed, probe).await? {
+                Some(m) => {
+                    (lo, lo_opened) = (probe, m.opened);
+                    step *= 2;
+                }
+                None => break probe,
+            }
+        };
+        // Segments are opened in order, so existence is a prefix: search (lo, hi).
+        let mut hi = hi;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            match self.read_marker(feed, mid).await? {
+                Some(m) => (lo, lo_opened) = (mid, m.opened),
+                None => hi = mid,
+            }
+        }
+        Ok(self.read_head(feed, lo).await?.map(|h| Head { opened: Some(lo_opened), ..h }))
+    }
 }

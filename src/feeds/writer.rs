@@ -12,20 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use azure_data_cosmos::options::ItemWriteOptions;
-use azure_data_cosmos::{ContainerClient, TransactionalBatch};
+use azure_data_cosmos::TransactionalBatch;
 use tokio::sync::{mpsc, oneshot};
 
 use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
 use super::notify::Notifier;
-use super::segment::{Head, Layout, newest_head, open_segment, opened, read_head};
-use super::{FeedError, charge, observe};
+use super::segment::{Counters, Head, Segments};
+use super::{FeedError, charge};
 
 /// A transactional batch holds at most 100 operations.
 const MAX_EVENTS_PER_BATCH: usize = 100;
 /// And at most 2 MB; leave room for the envelope.
 const MAX_BATCH_BYTES: usize = 1_900_000;
-/// How long one append keeps retrying transient failures before giving up.
-const RETRY_DEADLINE: Duration = Duration::from_secs(30);
 /// A feed's writer task ends after this long without appends.
 const IDLE: Duration = Duration::from_secs(30);
 
@@ -56,15 +54,17 @@ enum Outcome {
 }
 
 pub struct Writer {
-    container: ContainerClient,
-    layout: Layout,
+    seg: Segments,
+    /// How long one append keeps retrying transient failures before giving
+    /// up (`cosmos.append_retry_deadline_ms`).
+    retry_deadline: Duration,
     notifier: Arc<Notifier>,
     feeds: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
 }
 
 impl Writer {
-    pub fn new(container: ContainerClient, layout: Layout, notifier: Arc<Notifier>) -> Arc<Self> {
-        Arc::new(Self { container, layout, notifier, feeds: Mutex::new(HashMap::new()) })
+    pub fn new(seg: Segments, retry_deadline: Duration, notifier: Arc<Notifier>) -> Arc<Self> {
+        Arc::new(Self { seg, retry_deadline, notifier, feeds: Mutex::new(HashMap::new()) })
     }
 
     /// Appends one event to `feed`; returns its sequence number. An event
@@ -145,7 +145,7 @@ impl Writer {
                 Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked_for: None }
             })
             .collect();
-        let deadline = Instant::now() + RETRY_DEADLINE;
+        let deadline = Instant::now() + self.retry_deadline;
         let mut backoff = Duration::from_millis(5);
         let mut last_error: Option<FeedError> = None;
         while !queue.is_empty() {
@@ -174,29 +174,29 @@ impl Writer {
     /// settle items that may already be stored, then store the next chunk
     /// at the next sequence numbers: one create, or one batch of creates.
     async fn step(&self, feed: &FeedId, tail: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
-        let s = self.layout.size;
+        let s = self.seg.size();
         let h = match tail.take() {
             Some(h) => h,
-            None => match newest_head(&self.container, self.layout, feed).await? {
+            None => match self.seg.newest(feed).await? {
                 Some(h) => h,
-                None => open_segment(&self.container, self.layout, feed, 0).await?,
+                None => self.seg.open(feed, 0).await?,
             },
         };
         if h.count >= s {
-            *tail = Some(open_segment(&self.container, self.layout, feed, h.segment + 1).await?);
+            *tail = Some(self.seg.open(feed, h.segment + 1).await?);
             return Ok(());
         }
         // A segment open for `close_after` is sealed before anything else
         // is stored, so that none is still written when its first events
         // expire.
         let h = match h.opened {
-            None if self.layout.close_after.is_some() => {
-                let opened = opened(&self.container, feed, h.segment).await?.ok_or(FeedError::HeadVanished)?;
+            None if self.seg.layout.close_after.is_some() => {
+                let opened = self.seg.opened(feed, h.segment).await?.ok_or(FeedError::HeadVanished)?;
                 h.with_opened(opened)
             }
             _ => h,
         };
-        if h.opened.is_some_and(|o| self.layout.closed_for_writers(o)) {
+        if h.opened.is_some_and(|o| self.seg.closed_for_writers(o)) {
             *tail = Some(self.seal(feed, h).await?);
             return Ok(());
         }
@@ -204,16 +204,23 @@ impl Writer {
         let mut i = 0;
         while i < queue.len() {
             let item = &mut queue[i];
-            let mut look: Vec<u64> = item.maybe_in.iter().copied().filter(|k| *k != h.segment).collect();
-            if item.pending.dedupe && item.previous_checked_for != Some(h.segment) && h.segment > 0 {
-                look.push(h.segment - 1);
-            }
+            let maybe: Vec<u64> = item.maybe_in.iter().copied().filter(|k| *k != h.segment).collect();
             let mut found = None;
-            for k in look {
+            for k in maybe {
+                Counters::bump(&self.seg.counters.maybe_stored_lookups);
                 if let Some(doc) = self.read_event(feed, k, &item.doc_id).await? {
+                    Counters::bump(&self.seg.counters.maybe_stored_found);
                     found = Some(doc);
                     break;
                 }
+            }
+            let dedupe_in = h.segment.checked_sub(1).filter(|p| {
+                item.pending.dedupe && item.previous_checked_for != Some(h.segment) && !item.maybe_in.contains(p)
+            });
+            if found.is_none()
+                && let Some(k) = dedupe_in
+            {
+                found = self.read_event(feed, k, &item.doc_id).await?;
             }
             item.previous_checked_for = Some(h.segment);
             match found {
@@ -249,18 +256,18 @@ impl Writer {
         let started = Instant::now();
         let outcome = if n == 1 {
             let doc = EventDoc::new(&queue[0].pending.record, pk.clone(), base);
-            match self.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
+            match self.seg.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
                 Ok(resp) => {
                     let charge = charge(resp.headers());
-                    observe("append_create", started, charge);
+                    self.seg.observe("append_create", started, charge);
                     Outcome::Stored(charge.unwrap_or(0.0))
                 }
                 Err(e) if e.status().is_conflict() => {
-                    observe("append_create", started, None);
+                    self.seg.observe("append_create", started, None);
                     Outcome::Conflict(0)
                 }
                 Err(e) => {
-                    observe("append_create", started, None);
+                    self.seg.observe("append_create", started, None);
                     let status = u16::from(e.status().status_code());
                     if matches!(status, 400 | 413) {
                         // The document itself is refused: retrying cannot help.
@@ -281,15 +288,15 @@ impl Writer {
                 let doc = EventDoc::new(&item.pending.record, pk.clone(), base + i as u64);
                 batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
             }
-            let resp = match self.container.execute_transactional_batch(batch, None).await {
+            let resp = match self.seg.container.execute_transactional_batch(batch, None).await {
                 Ok(resp) => resp,
                 Err(e) => {
-                    observe("append_batch", started, None);
+                    self.seg.observe("append_batch", started, None);
                     return Err(FeedError::Cosmos { operation: "append batch", source: e });
                 }
             };
             let charge = charge(resp.headers());
-            observe("append_batch", started, charge);
+            self.seg.observe("append_batch", started, charge);
             let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
             let results = model.results();
             if results.iter().all(|r| r.is_success()) {
@@ -352,6 +359,7 @@ impl Writer {
                     }
                     None => {
                         metrics::counter!("feed_seq_conflicts_total").increment(1);
+                        Counters::bump(&self.seg.counters.seq_conflicts);
                         *tail = Some(self.length_past(feed, h).await?);
                     }
                 }
@@ -366,24 +374,25 @@ impl Writer {
     /// number), so that a writer that still thinks it young cannot start it
     /// behind the back of readers that have moved on.
     async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
-        let s = self.layout.size;
+        let s = self.seg.size();
         let pk = feed.pk(h.segment);
         let doc = EventDoc::seal(pk.clone(), h.end(s), crate::domain::server_time());
         let started = Instant::now();
-        match self.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
+        match self.seg.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
             Ok(resp) => {
-                observe("seal", started, charge(resp.headers()));
+                self.seg.observe("seal", started, charge(resp.headers()));
                 metrics::counter!("feed_segments_sealed_total").increment(1);
+                Counters::bump(&self.seg.counters.segments_sealed);
                 Ok(Head { count: s, ..h })
             }
             Err(e) if e.status().is_conflict() => {
                 // Sealed by another writer, or an event took the number:
                 // the length says which.
-                observe("seal", started, None);
+                self.seg.observe("seal", started, None);
                 self.length_past(feed, h).await
             }
             Err(e) => {
-                observe("seal", started, None);
+                self.seg.observe("seal", started, None);
                 Err(FeedError::Cosmos { operation: "seal", source: e })
             }
         }
@@ -394,7 +403,7 @@ impl Writer {
     /// expired event not yet purged), a transient error: the caller backs
     /// off before the next look instead of spinning.
     async fn length_past(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
-        match read_head(&self.container, self.layout, feed, h.segment).await? {
+        match self.seg.read_head(feed, h.segment).await? {
             Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), ..f }),
             _ => Err(FeedError::Transient("sequence number taken; length not moved yet".into())),
         }
@@ -402,13 +411,19 @@ impl Writer {
 
     async fn read_event(&self, feed: &FeedId, k: u64, id: &str) -> Result<Option<EventDoc>, FeedError> {
         let started = Instant::now();
-        match self.container.read_item(feed.pk(k), id, None).await {
+        match self.seg.container.read_item(feed.pk(k), id, None).await {
             Ok(resp) => {
-                observe("read_event", started, charge(resp.headers()));
+                self.seg.observe("read_event", started, charge(resp.headers()));
                 Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode event"))?))
             }
-            Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(FeedError::Cosmos { operation: "read event", source: e }),
+            Err(e) if e.status().is_not_found() => {
+                self.seg.observe("read_event", started, None);
+                Ok(None)
+            }
+            Err(e) => {
+                self.seg.observe("read_event", started, None);
+                Err(FeedError::Cosmos { operation: "read event", source: e })
+            }
         }
     }
 }

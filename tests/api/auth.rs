@@ -113,7 +113,17 @@ async fn bad_tokens_are_401_problems_never_500() {
     };
     let tampered = format!("{h}.{}.{s}", URL_SAFE_NO_PAD.encode(tampered_claims.to_string()));
 
+    // The service remembers tokens it verified: warm that memory with the
+    // good token first, so that a memory keyed on part of a token (its
+    // header and claims, a prefix) would let the variants below through.
+    assert_eq!(whoami(&app, &good).await.status(), 200);
     let cases = [
+        ("signature cut short", good[..good.len() - 2].to_owned()),
+        ("signature extended", format!("{good}AA")),
+        ("signature of another token", format!("{h}.{}.{}", good.split('.').nth(1).unwrap(), {
+            let other = app.user_token(1338, 1338, 2).await;
+            other.rsplit('.').next().unwrap().to_owned()
+        })),
         ("expired", sign_rs256(&pem, Some(&kid), &expired)),
         ("not yet valid", sign_rs256(&pem, Some(&kid), &not_yet)),
         ("wrong key", wrong_key),
@@ -128,6 +138,7 @@ async fn bad_tokens_are_401_problems_never_500() {
         assert_eq!(resp.status(), 401, "{name}");
         assert_problem(resp, 401).await;
     }
+    assert_eq!(whoami(&app, &good).await.status(), 200, "the good token still works");
     let missing = app.http.get(app.url("/localtest/whoami")).send().await.unwrap();
     let body = assert_problem(missing, 401).await;
     assert!(body["detail"].as_str().unwrap().contains("Missing"), "{body}");
@@ -147,9 +158,13 @@ async fn platform_tokens_of_unknown_or_forged_issuers_are_refused() {
     // No certificate for this issuer.
     let unknown = app.platform_token("nav", "some-app").await;
     assert_problem(call(unknown).await, 403).await;
-    // ttd's name, someone else's key.
-    let (_, claims) = parts(&app.platform_token("ttd", "apps-test").await);
+    // ttd's name, someone else's key, after the genuine token was verified
+    // (and remembered): the same claims with another signature are refused.
+    let genuine = app.platform_token("ttd", "apps-test").await;
+    assert_eq!(call(genuine.clone()).await.status(), 200);
+    let (_, claims) = parts(&genuine);
     assert_problem(call(sign_rs256(foreign_key_pem(), None, &claims)).await, 403).await;
+    assert_problem(call(genuine[..genuine.len() - 2].to_owned()).await, 403).await;
     // Path traversal in the issuer never reaches the file system.
     let mut traversal = claims.clone();
     traversal["iss"] = json!("../../etc/passwd");

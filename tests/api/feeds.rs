@@ -14,6 +14,8 @@ use azure_data_cosmos::fault_injection::{
 };
 use proptest::prelude::*;
 
+use crate::helpers::until;
+
 const S: u64 = 4;
 
 fn cosmos_config() -> CosmosConfig {
@@ -171,6 +173,7 @@ async fn concurrent_publishers(
     tasks: usize,
     per_task: usize,
     seed: u64,
+    dedupe: bool,
 ) -> Vec<Ack> {
     let mut instances = Vec::new();
     for _ in 0..stores {
@@ -189,7 +192,7 @@ async fn concurrent_publishers(
                 let subject = subjects[(pick / 2) % 3];
                 let id = format!("t{t}-e{i}-{seed}");
                 let started = Instant::now();
-                match store.append(event(&id, resource, subject, "t"), false).await {
+                match store.append(event(&id, resource, subject, "t"), dedupe).await {
                     Ok(a) => acks.push(Ack::new(id, resource, subject, started, a)),
                     Err(e) => panic!("append failed beyond retries: {e}"),
                 }
@@ -230,13 +233,13 @@ async fn check_feeds(reader: &FeedStore, acks: &[Ack]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, failure_persistence: None, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, .. ProptestConfig::default() })]
     #[test]
     fn concurrent_publishers_lose_and_duplicate_nothing(stores in 1usize..4, tasks in 1usize..7, per_task in 1usize..9, seed in any::<u64>()) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         rt.block_on(async {
             let account = EmulatorAccount::new();
-            let acks = concurrent_publishers(account.clone(), stores, tasks, per_task, seed).await;
+            let acks = concurrent_publishers(account.clone(), stores, tasks, per_task, seed, seed % 2 == 0).await;
             check_feeds(&store_on(&account).await, &acks).await;
             prop_assert_eq!(acks.len(), tasks * per_task);
             Ok(())
@@ -251,19 +254,9 @@ proptest! {
 /// segment boundaries too.
 #[tokio::test]
 async fn writers_with_stale_lengths_take_the_next_free_sequence_number() {
-    ru_charged(); // installs the metrics recorder
-    let conflicts = || {
-        altinn_events::telemetry::prometheus()
-            .render()
-            .lines()
-            .filter(|l| l.starts_with("feed_seq_conflicts_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>()
-    };
     let account = EmulatorAccount::new();
     let (a, b) = (store_on(&account).await, store_on(&account).await);
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let before = conflicts();
     for i in 0..10u64 {
         let store = if i % 2 == 0 { &a } else { &b };
         let appended = store.append(event(&format!("turn{i}"), res, "/party/1337", "t"), false).await.unwrap();
@@ -274,7 +267,7 @@ async fn writers_with_stale_lengths_take_the_next_free_sequence_number() {
     // the stale length says "segment full" (b after writing 3 and 7, on
     // turns 5 and 9) the writer opens the next segment, finds it open and
     // reads its length instead: 16 - 2 * 2 = 12 conflicts on seq.
-    assert_eq!(conflicts() - before, 12.0);
+    assert_eq!(a.stats().seq_conflicts + b.stats().seq_conflicts, 12);
     for feed in [FeedId::Resource(res.into()), FeedId::Subject("/party/1337".into())] {
         let stored = read_all(&a, &feed, 3).await;
         assert_dense_and_unique(&feed, &stored);
@@ -297,13 +290,13 @@ fn rule(id: &str, op: FaultOperationType, error: FaultInjectionErrorType, probab
 }
 
 /// `n` appends at once to one resource feed and three subject feeds.
-async fn burst(store: &FeedStore, round: usize, n: usize) -> Vec<Ack> {
+async fn burst(store: &FeedStore, round: usize, n: usize, dedupe: bool) -> Vec<Ack> {
     let resource = "urn:altinn:resource:app_ttd_apps-test";
     let started = Instant::now();
     let appends = (0..n).map(|i| async move {
         let id = format!("burst{round}-{i}");
         let subject = ["/party/1337", "/party/1338", "/party/500000"][i % 3];
-        let a = store.append(event(&id, resource, subject, "t"), false).await.expect("burst append");
+        let a = store.append(event(&id, resource, subject, "t"), dedupe).await.expect("burst append");
         Ack::new(id, resource, subject, started, a)
     });
     futures::future::join_all(appends).await
@@ -311,7 +304,7 @@ async fn burst(store: &FeedStore, round: usize, n: usize) -> Vec<Ack> {
 
 /// One fault rule per operation type: the first rule whose condition
 /// matches a request decides for it.
-async fn publish_through_faults(rules: Vec<Arc<FaultInjectionRule>>, split: bool) {
+async fn publish_through_faults(rules: Vec<Arc<FaultInjectionRule>>, split: bool, seed: u64, dedupe: bool) {
     let base = EmulatorAccount::new();
     // Provision through a clean client first.
     store_on(&base).await;
@@ -329,11 +322,11 @@ async fn publish_through_faults(rules: Vec<Arc<FaultInjectionRule>>, split: bool
             .expect("split")
             .len()
     });
-    let mut acks = concurrent_publishers(faulty.clone(), 3, 6, 8, 7).await;
+    let mut acks = concurrent_publishers(faulty.clone(), 3, 6, 8, seed, dedupe).await;
     // Bursts: appends that queue up together are stored by batches.
     let bursting = store_on(&faulty).await;
     for round in 0..5 {
-        acks.extend(burst(&bursting, round, 16).await);
+        acks.extend(burst(&bursting, round, 16, dedupe).await);
     }
     assert_eq!(splitter.await.unwrap(), 2, "the partition split during the run");
     for r in &rules {
@@ -345,48 +338,91 @@ async fn publish_through_faults(rules: Vec<Arc<FaultInjectionRule>>, split: bool
     check_feeds(&store_on(&base).await, &acks).await;
 }
 
+fn throttling_and_unavailability() -> Vec<Arc<FaultInjectionRule>> {
+    vec![
+        rule("throttled-batches", FaultOperationType::BatchItem, FaultInjectionErrorType::TooManyRequests, 0.3),
+        rule("timeouts-on-create", FaultOperationType::CreateItem, FaultInjectionErrorType::Timeout, 0.2),
+        rule("unavailable-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::ServiceUnavailable, 0.2),
+        rule("throttled-queries", FaultOperationType::QueryItem, FaultInjectionErrorType::TooManyRequests, 0.2),
+    ]
+}
+
+fn lost_answers() -> Vec<Arc<FaultInjectionRule>> {
+    vec![
+        // The write reached the service and committed; the answer was lost.
+        rule("lost-create-answers", FaultOperationType::CreateItem, FaultInjectionErrorType::ResponseTimeoutAfterService, 0.25),
+        rule("lost-batch-answers", FaultOperationType::BatchItem, FaultInjectionErrorType::ResponseTimeoutAfterService, 0.25),
+        rule("throttled-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::TooManyRequests, 0.2),
+        rule("unavailable-queries", FaultOperationType::QueryItem, FaultInjectionErrorType::ServiceUnavailable, 0.2),
+    ]
+}
+
+/// The interleavings of `concurrent_publishers` follow the seed; each seed
+/// is another one (the faults themselves are drawn at random).
+const FAULT_SEEDS: [u64; 2] = [7, 1_000_003];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttling_unavailability_timeouts_and_a_split_lose_and_duplicate_nothing() {
-    publish_through_faults(
-        vec![
-            rule("throttled-batches", FaultOperationType::BatchItem, FaultInjectionErrorType::TooManyRequests, 0.3),
-            rule("timeouts-on-create", FaultOperationType::CreateItem, FaultInjectionErrorType::Timeout, 0.2),
-            rule("unavailable-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::ServiceUnavailable, 0.2),
-            rule("throttled-queries", FaultOperationType::QueryItem, FaultInjectionErrorType::TooManyRequests, 0.2),
-        ],
-        true,
-    )
-    .await;
+    for seed in FAULT_SEEDS {
+        publish_through_faults(throttling_and_unavailability(), true, seed, false).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lost_write_answers_lose_and_duplicate_nothing() {
-    publish_through_faults(
-        vec![
-            // The write reached the service and committed; the answer was lost.
-            rule(
-                "lost-create-answers",
-                FaultOperationType::CreateItem,
-                FaultInjectionErrorType::ResponseTimeoutAfterService,
-                0.25,
-            ),
-            rule(
-                "lost-batch-answers",
-                FaultOperationType::BatchItem,
-                FaultInjectionErrorType::ResponseTimeoutAfterService,
-                0.25,
-            ),
-            rule("throttled-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::TooManyRequests, 0.2),
-            rule(
-                "unavailable-queries",
-                FaultOperationType::QueryItem,
-                FaultInjectionErrorType::ServiceUnavailable,
-                0.2,
-            ),
-        ],
-        false,
-    )
-    .await;
+    for seed in FAULT_SEEDS {
+        publish_through_faults(lost_answers(), false, seed, false).await;
+    }
+}
+
+/// The same with publisher-chosen ids (`POST /events`: `dedupe`, which also
+/// looks for the event in the previous segment).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_ids_through_lost_answers_and_throttling_lose_and_duplicate_nothing() {
+    for seed in FAULT_SEEDS {
+        publish_through_faults(lost_answers(), false, seed, true).await;
+        publish_through_faults(throttling_and_unavailability(), false, seed + 1, true).await;
+    }
+}
+
+/// A write whose outcome a writer cannot know (its create failed after it
+/// was sent) may have stored the event. When the writer's retry finds the
+/// segment full (another pod took its last number meanwhile) and goes on in
+/// the next segment, it first looks for the event where the failed write
+/// may have put it: here it is not there, so it is stored once, at 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_write_is_looked_up_after_the_rollover_before_it_is_written_again() {
+    let base = EmulatorAccount::new();
+    let other = store_on(&base).await; // another pod, on a clean client
+    let failing = Arc::new(
+        FaultInjectionRuleBuilder::new(
+            "failing-creates",
+            FaultInjectionResultBuilder::new().with_error(FaultInjectionErrorType::InternalServerError).build(),
+        )
+        .with_condition(FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build())
+        .build(),
+    );
+    failing.disable();
+    let store = store_on(&base.with_faults(vec![failing.clone()])).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let feed = FeedId::Resource(res.into());
+    for i in 0..3 {
+        store.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), false).await.unwrap();
+    }
+    failing.enable();
+    let append = {
+        let (store, feed) = (store.clone(), feed.clone());
+        tokio::spawn(async move { store.append_to(&feed, event("e3", res, "/party/1", "t"), false).await })
+    };
+    until("the create at seq 3 failed", || failing.hit_count() >= 1).await;
+    assert_eq!(other.append_to(&feed, event("x3", res, "/party/1", "t"), false).await.unwrap(), 3);
+    failing.disable();
+    assert_eq!(append.await.unwrap().unwrap(), 4);
+    let stats = store.stats();
+    assert_eq!((stats.maybe_stored_lookups, stats.maybe_stored_found), (1, 0), "{stats:?}");
+    let stored = read_all(&store, &feed, 10).await;
+    assert_dense_and_unique(&feed, &stored);
+    assert_eq!(stored.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["e0", "e1", "e2", "x3", "e3"]);
 }
 
 #[tokio::test]
@@ -414,12 +450,69 @@ async fn the_repairer_completes_an_interrupted_publish() {
     let feed = read_all(&store, &subject, 10).await;
     assert_eq!(feed.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["whole", "half"]);
 
-    // Another pod cannot take the lease while it is held; a second round repairs nothing twice.
+    // Another pod cannot take the lease while it is held. A second round
+    // starts where the first one saved its position: nothing to check.
     let other = Repairer::new(store.clone(), "pod-b", Duration::from_secs(30), Duration::ZERO);
     assert!(!other.run_once().await.unwrap().leader);
     let again = repairer.run_once().await.unwrap();
-    assert_eq!(again.repaired, 0);
+    assert_eq!((again.leader, again.checked, again.repaired), (true, 0, 0), "{again:?}");
     assert_eq!(read_all(&store, &subject, 10).await.len(), 2);
+
+    // One more interrupted publish; pod-a stops renewing its lease. Once the
+    // lease has expired, pod-b takes over from pod-a's saved position: it
+    // checks only the new event, and repairs it.
+    store.append_to(&FeedId::Resource(res.into()), event("half-2", res, "/party/1337", "t"), false).await.unwrap();
+    assert!(!other.run_once().await.unwrap().leader, "pod-a's lease still runs");
+    store.clock().advance(31);
+    let takeover = other.run_once().await.unwrap();
+    assert_eq!((takeover.leader, takeover.checked, takeover.repaired), (true, 1, 1), "{takeover:?}");
+    assert!(!repairer.run_once().await.unwrap().leader, "pod-b holds the lease now");
+    let feed = read_all(&store, &subject, 10).await;
+    assert_eq!(feed.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["whole", "half", "half-2"]);
+}
+
+/// An event its subject feed refuses (here: Cosmos answers 400 for its
+/// document) cannot be repaired by retrying: the round logs and counts it,
+/// passes over it, and repairs the events after it.
+#[tokio::test]
+async fn the_repairer_passes_over_an_event_it_cannot_repair() {
+    use azure_data_cosmos::fault_injection::CustomResponseBuilder;
+    let base = EmulatorAccount::new();
+    store_on(&base).await;
+    let refuse = Arc::new(
+        FaultInjectionRuleBuilder::new(
+            "refuse-one-create",
+            FaultInjectionResultBuilder::new()
+                .with_custom_response(CustomResponseBuilder::new(azure_core::http::StatusCode::BadRequest).build())
+                .build(),
+        )
+        .with_condition(
+            FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build(),
+        )
+        .with_hit_limit(1)
+        .build(),
+    );
+    refuse.disable();
+    let store = store_on(&base.with_faults(vec![refuse.clone()])).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    store.append(event("whole", res, "/party/1337", "t"), false).await.unwrap();
+    for id in ["refused", "repairable"] {
+        store.append_to(&FeedId::Resource(res.into()), event(id, res, "/party/1337", "t"), false).await.unwrap();
+    }
+    // A first round (patient: it only takes the lease) creates the lease
+    // document; then the next create, the first repair's, is refused.
+    let patient = Repairer::new(store.clone(), "pod-a", Duration::from_secs(30), Duration::from_secs(3600));
+    assert_eq!(patient.run_once().await.unwrap().repaired, 0);
+    refuse.enable();
+    let repairer = Repairer::new(store.clone(), "pod-a", Duration::from_secs(30), Duration::ZERO);
+    let report = repairer.run_once().await.unwrap();
+    assert_eq!(refuse.hit_count(), 1);
+    assert_eq!((report.checked, report.skipped, report.repaired), (3, 1, 1), "{report:?}");
+    let subject = read_all(&store, &FeedId::Subject("/party/1337".into()), 10).await;
+    assert_eq!(subject.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["whole", "repairable"]);
+    // Passed over for good: the next round starts after it.
+    let again = repairer.run_once().await.unwrap();
+    assert_eq!((again.checked, again.repaired), (0, 0), "{again:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -453,24 +546,13 @@ async fn a_reader_paging_while_writers_append_sees_each_event_once_in_order() {
     assert_eq!(seen.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), expected);
 }
 
-/// Every RU the store's Cosmos requests were charged so far (the service's
-/// own metrics, which record each response's request charge).
-fn ru_charged() -> f64 {
-    altinn_events::telemetry::prometheus()
-        .render()
-        .lines()
-        .filter(|l| l.starts_with("cosmos_request_charge_ru_sum"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Write cost per published event, in the emulator's RU model, against one
-/// plain document create of the same event: everything the publish costs
+/// plain document create of the same CloudEvent (as a store without feeds
+/// would write it, built without the feed store's documents): everything the publish costs
 /// (head reads, segment-length queries, opening segments, the creates).
 /// Prints the numbers that docs/storage.md quotes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_cost_per_event_against_a_single_document_create() {
-    ru_charged(); // installs the metrics recorder
     let account = EmulatorAccount::new();
     // Segments of 100, so that opening segments weighs what it does in
     // production (1 in 1000 events), not what it does with S = 4.
@@ -482,27 +564,27 @@ async fn write_cost_per_event_against_a_single_document_create() {
     };
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let baseline = store.baseline_create(&event("baseline", res, "/party/1", "t"), "/party/1", 0).await.unwrap();
+    let baseline = store.baseline_create(&event("baseline", res, "/party/1", "t").cloud_event, "/party/1", 0).await.unwrap();
     store.append(event("warm", res, "/party/1", "t"), false).await.unwrap();
 
     // Sequential publishes to new parties: every subject feed is opened.
-    let before = ru_charged();
+    let before = store.stats().request_charge;
     for i in 0..8 {
         store.append(event(&format!("c{i}"), res, &format!("/party/{}", 100 + i), "t"), false).await.unwrap();
     }
-    let new_party = (ru_charged() - before) / 8.0;
+    let new_party = (store.stats().request_charge - before) / 8.0;
 
     // The same parties through another store (a pod whose writers know
     // nothing yet): both feeds' lengths are looked up first.
     let other = store_on(&account).await;
-    let before = ru_charged();
+    let before = other.stats().request_charge;
     for i in 0..8 {
         other.append(event(&format!("r{i}"), res, &format!("/party/{}", 100 + i), "t"), false).await.unwrap();
     }
-    let returning = (ru_charged() - before) / 8.0;
+    let returning = (other.stats().request_charge - before) / 8.0;
 
     // Concurrent publishes to one hot resource feed and a few parties: group commit.
-    let before = ru_charged();
+    let before = store.stats().request_charge;
     let futures =
         (0..96).map(|i| {
             let store = store.clone();
@@ -511,7 +593,7 @@ async fn write_cost_per_event_against_a_single_document_create() {
             }
         });
     futures::future::join_all(futures).await;
-    let hot = (ru_charged() - before) / 96.0;
+    let hot = (store.stats().request_charge - before) / 96.0;
 
     eprintln!(
         "RU per event: single document create {baseline:.2}; publish (two feeds) to a new party {new_party:.2} \
@@ -521,10 +603,13 @@ async fn write_cost_per_event_against_a_single_document_create() {
         hot / baseline
     );
     assert!(baseline > 0.0);
-    // The floor is two creates; opening a party's feed or finding its length adds to it.
+    // The floor is two creates (one per feed) of a document that repeats the
+    // filtered fields next to the event: 2.2x a raw event's create in the
+    // emulator's model (per-property charge). Opening a party's feed (a
+    // head create) or finding a feed's length adds to it.
     assert!(new_party >= 2.0 * baseline - 1e-6, "{new_party}");
-    assert!(new_party <= 3.0 * baseline, "a publish to a new party costs at most 3 creates: {new_party}");
-    assert!(returning <= 3.0 * baseline, "a publish by a cold writer costs at most 3 creates: {returning}");
+    assert!(new_party <= 3.25 * baseline, "a publish to a new party costs at most 3.25 raw creates: {new_party}");
+    assert!(returning <= 2.75 * baseline, "a publish by a cold writer costs at most 2.75 raw creates: {returning}");
     assert!(hot < 2.0 * baseline, "group commit batches the hot feeds: {hot}");
 
     // Reads: a page of the hot resource feed, unfiltered and filtered.
@@ -580,14 +665,15 @@ async fn a_container_without_the_unique_key_on_seq_is_refused() {
     assert!(message.contains("no unique key on /seq"), "{message}");
 }
 
-/// A store whose writers seal segments open longer than `close` seconds.
+/// A store whose writers seal segments open longer than `close` seconds,
+/// with its own clock (tests move it forward instead of sleeping).
 async fn closing_after(account: &EmulatorAccount, close: u64) -> FeedStore {
     let config = CosmosConfig { segment_close_seconds: Some(close), ..cosmos_config() };
     FeedStore::new(Cosmos::connect(&config, Some(account.clone())).await.expect("connect"))
 }
 
 /// Segments are sealed once they have been open for
-/// `cosmos.segment_close_seconds` (half the TTL by default, 1 s here), so
+/// `cosmos.segment_close_seconds` (half the TTL by default, 100 s here), so
 /// that none is still written when its first events expire: the seal takes
 /// the next free number, a writer whose clock or cache says otherwise meets
 /// it (409) and moves on, and readers skip from the seal to the next
@@ -595,7 +681,7 @@ async fn closing_after(account: &EmulatorAccount, close: u64) -> FeedStore {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_segments_are_sealed_and_read_past() {
     let account = EmulatorAccount::new();
-    let (sealer, unaware) = (closing_after(&account, 1).await, closing_after(&account, 3600).await);
+    let (sealer, unaware) = (closing_after(&account, 100).await, closing_after(&account, 3600).await);
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let mut acked = Vec::new();
     for i in 0..2 {
@@ -605,8 +691,8 @@ async fn old_segments_are_sealed_and_read_past() {
         ));
     }
     acked.push(("b0".into(), unaware.append(event("b0", res, "/party/1337", "t"), false).await.unwrap()));
-    tokio::time::sleep(Duration::from_millis(2100)).await;
-    // Segment 0 (positions 0..4) is now older than 1 s: the next append
+    sealer.clock().advance(200);
+    // Segment 0 (positions 0..4) is now older than 100 s: the next append
     // seals it at 3 and goes on in segment 1.
     acked.push(("a2".into(), sealer.append(event("a2", res, "/party/1337", "t"), false).await.unwrap()));
     // A writer that does not consider it old still knows length 3: its
@@ -614,6 +700,8 @@ async fn old_segments_are_sealed_and_read_past() {
     acked.push(("b1".into(), unaware.append(event("b1", res, "/party/1337", "t"), false).await.unwrap()));
     let positions: Vec<(u64, Option<u64>)> = acked.iter().map(|(_, a)| (a.resource_seq, a.subject_seq)).collect();
     assert_eq!(positions, [(0, Some(0)), (1, Some(1)), (2, Some(2)), (4, Some(4)), (5, Some(5))]);
+    assert_eq!(sealer.stats().segments_sealed, 2, "segment 0 of both feeds");
+    assert_eq!(unaware.stats().segments_sealed, 0);
 
     let ids = |v: &[(u64, String)]| v.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>();
     let want = ["a0", "a1", "b0", "a2", "b1"].map(String::from).to_vec();
@@ -641,7 +729,7 @@ async fn old_segments_are_sealed_and_read_past() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_old_segment_is_sealed_too() {
     let account = EmulatorAccount::new();
-    let (sealer, unaware) = (closing_after(&account, 1).await, closing_after(&account, 3600).await);
+    let (sealer, unaware) = (closing_after(&account, 100).await, closing_after(&account, 3600).await);
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let feed = FeedId::Resource(res.into());
     for i in 0..4 {
@@ -649,7 +737,7 @@ async fn an_empty_old_segment_is_sealed_too() {
     }
     // Segment 0 is full: a repeat of e3 opens segment 1 and stores nothing.
     assert_eq!(unaware.append_to(&feed, event("e3", res, "/party/1", "t"), true).await.unwrap(), 3);
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    sealer.clock().advance(200);
     // Segment 1 is old and empty: sealed at 4; e4 goes to segment 2.
     assert_eq!(sealer.append_to(&feed, event("e4", res, "/party/1", "t"), false).await.unwrap(), 8);
     // The other writer still knows segment 1 as young and empty: it meets
@@ -667,4 +755,110 @@ async fn an_empty_old_segment_is_sealed_too() {
     let timed = Filters { from_time: Some("2000-01-01T00:00:00.000000Z".into()), ..Filters::default() };
     let page = sealer.read(&feed, 0, &timed, 5, u64::MAX).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 8]);
+}
+
+/// Without `cosmos.segment_close_seconds`, writers seal a segment once it
+/// has been open for half the container's TTL (as read at start).
+#[tokio::test]
+async fn segments_are_sealed_at_half_the_containers_ttl_by_default() {
+    let account = EmulatorAccount::new();
+    let config = CosmosConfig { default_ttl_seconds: 100, ..cosmos_config() };
+    let store = FeedStore::new(Cosmos::connect(&config, Some(account.clone())).await.expect("connect"));
+    assert_eq!(store.segment_close_seconds(), Some(50));
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let feed = FeedId::Resource(res.into());
+    let append = |id: &'static str| {
+        let store = store.clone();
+        let feed = feed.clone();
+        async move { store.append_to(&feed, event(id, res, "/party/1", "t"), false).await.unwrap() }
+    };
+    assert_eq!((append("e0").await, append("e1").await), (0, 1));
+    store.clock().advance(40);
+    assert_eq!(append("e2").await, 2, "40 s open: not sealed yet");
+    store.clock().advance(20);
+    assert_eq!(append("e3").await, 4, "60 s open: sealed at 3, e3 opens segment 1");
+    assert_eq!(store.stats().segments_sealed, 1);
+    let stored = read_all(&store, &feed, 10).await;
+    assert_eq!(stored, [(0, "e0"), (1, "e1"), (2, "e2"), (4, "e3")].map(|(s, id)| (s, id.to_owned())));
+}
+
+/// Events removed by TTL leave the front of a feed (the oldest go first):
+/// whole segments of it, and the start of the next one. Readers skip what
+/// is gone, in pages, filtered or not, and do not stop at the gap.
+#[tokio::test]
+async fn reads_skip_what_has_expired() {
+    let account = EmulatorAccount::new();
+    let config = CosmosConfig { default_ttl_seconds: 100, ..cosmos_config() };
+    let store = FeedStore::new(Cosmos::connect(&config, Some(account.clone())).await.expect("connect"));
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let feed = FeedId::Resource(res.into());
+    for i in 0..10 {
+        store.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), false).await.unwrap();
+    }
+    // Time passes beyond the TTL of the first events; the emulator has no
+    // TTL, so remove them as Cosmos would: segment 0 entirely, and the
+    // first three events of segment 1.
+    store.clock().advance(1000);
+    let container = account.client().await.unwrap().database_client("events").container_client("events", None).await.unwrap();
+    for seq in 0..7u64 {
+        container.delete_item(feed.pk(seq / S), &format!("e{seq}"), None).await.unwrap();
+    }
+    let want = [(7, "e7"), (8, "e8"), (9, "e9")].map(|(s, id)| (s, id.to_owned()));
+    for limit in [1, 2, 10] {
+        assert_eq!(read_all(&store, &feed, limit).await, want, "pages of {limit}");
+    }
+    let typed = Filters { types: vec!["t".into()], ..Filters::default() };
+    let page = store.read(&feed, 0, &typed, 10, u64::MAX).await.unwrap();
+    assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9]);
+    assert_eq!((page.next, page.at_end), (10, true));
+    // A scan budget smaller than the gap: the page stops inside it, not at the end.
+    let page = store.read(&feed, 0, &Filters::default(), 10, 3).await.unwrap();
+    assert_eq!((page.events.len(), page.next, page.at_end), (0, 3, false));
+}
+
+/// Several writers (pods) append to one feed at once, rolling its segments
+/// over, while a reader on another store pages through it: the reader sees
+/// every event once, in feed order, with no gap, and the feed holds
+/// exactly what the writers were acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_paging_while_several_writers_roll_segments_over_sees_each_event_once_in_order() {
+    let account = EmulatorAccount::new();
+    let reader = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let (writers, per_writer) = (3, 20);
+    let mut handles = Vec::new();
+    for w in 0..writers {
+        let store = store_on(&account).await;
+        handles.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            for i in 0..per_writer {
+                let id = format!("w{w}-{i}");
+                let a = store.append(event(&id, res, &format!("/party/{w}"), "t"), false).await.unwrap();
+                acked.push((a.resource_seq, id));
+            }
+            acked
+        }));
+    }
+    let feed = FeedId::Resource(res.into());
+    let total = writers * per_writer;
+    let mut seen = Vec::new();
+    let mut pos = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < total {
+        assert!(Instant::now() < deadline, "reader did not catch up: {} of {total}", seen.len());
+        let page = reader.read(&feed, pos, &Filters::default(), 3, u64::MAX).await.unwrap();
+        seen.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
+        pos = page.next;
+        if page.events.is_empty() {
+            tokio::task::yield_now().await;
+        }
+    }
+    let mut acked = Vec::new();
+    for h in handles {
+        acked.extend(h.await.unwrap());
+    }
+    acked.sort();
+    assert_dense_and_unique(&feed, &seen);
+    assert_eq!(seen, acked, "the reader saw exactly the acknowledged events, each at its position");
+    assert!(seen.len() as u64 > 4 * S, "several segments were rolled over");
 }

@@ -82,6 +82,21 @@ impl TestApp {
         self.http.get(self.url(path)).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap()
     }
 
+    /// Long-polling requests this app holds a slot for.
+    pub fn holding_waiters(&self) -> usize {
+        self.running.as_ref().map_or(0, Running::holding_waiters)
+    }
+
+    /// Long-polling requests that found nothing and wait for an append.
+    pub fn parked_waiters(&self) -> usize {
+        self.running.as_ref().map_or(0, Running::parked_waiters)
+    }
+
+    /// Waits (up to 10 s) until `n` requests are parked waiting for appends.
+    pub async fn until_parked(&self, n: usize) {
+        until("long-polling requests parked", || self.parked_waiters() == n).await;
+    }
+
     pub async fn stats(&self) -> Value {
         self.http.get(self.url("/localtest/stats")).send().await.unwrap().json().await.unwrap()
     }
@@ -176,4 +191,96 @@ pub async fn publish_app_event(app: &TestApp, org: &str, name: &str, party: u64,
         .unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     resp.json().await.unwrap()
+}
+
+/// Waits until `done` holds, checking every 10 ms; panics after 10 s.
+pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// How the fake PDP answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PdpMode {
+    /// Permit for every resource, echoing its `IncludeInResult` attributes.
+    PermitAll,
+    /// This HTTP status with a problem body.
+    Status(u16),
+    /// 200 with a body that is not a XACML response.
+    Garbage,
+}
+
+/// A PDP on 127.0.0.1 whose answers a test chooses, counting its requests.
+pub struct FakePdp {
+    pub url: url::Url,
+    mode: std::sync::Arc<std::sync::Mutex<PdpMode>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FakePdp {
+    pub async fn start(mode: PdpMode) -> Self {
+        use axum::response::IntoResponse;
+        use std::sync::atomic::Ordering;
+        let state = (std::sync::Arc::new(std::sync::Mutex::new(mode)), std::sync::Arc::default());
+        let (mode, hits): (_, std::sync::Arc<std::sync::atomic::AtomicUsize>) = state.clone();
+        let app = axum::Router::new().route(
+            "/authorization/api/v1/decision",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (mode, hits) = state.clone();
+                async move {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let mode = *mode.lock().unwrap();
+                    match mode {
+                        PdpMode::Status(code) => (
+                            axum::http::StatusCode::from_u16(code).unwrap(),
+                            [("content-type", "application/json")],
+                            r#"{"title":"PDP failure"}"#.to_owned(),
+                        )
+                            .into_response(),
+                        PdpMode::Garbage => {
+                            ([("content-type", "text/html")], "<html>upstream hiccup</html>".to_owned()).into_response()
+                        }
+                        PdpMode::PermitAll => {
+                            let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let results: Vec<Value> = request["Request"]["Resource"]
+                                .as_array()
+                                .cloned()
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|r| {
+                                    let echoed: Vec<Value> = r["Attribute"]
+                                        .as_array()
+                                        .cloned()
+                                        .unwrap_or_default()
+                                        .into_iter()
+                                        .filter(|a| a["IncludeInResult"] == true)
+                                        .collect();
+                                    serde_json::json!({"Decision": "Permit", "Category": [{"CategoryId":
+                                        "urn:oasis:names:tc:xacml:3.0:attribute-category:resource", "Attribute": echoed}]})
+                                })
+                                .collect();
+                            axum::Json(serde_json::json!({ "Response": results })).into_response()
+                        }
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let url = format!("http://{addr}/authorization/api/v1/decision").parse().unwrap();
+        Self { url, mode, hits }
+    }
+
+    pub fn set(&self, mode: PdpMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Requests received since the last call.
+    pub fn take_hits(&self) -> usize {
+        self.hits.swap(0, std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -3,6 +3,7 @@
 
 mod auth;
 mod cosmosdb_server;
+mod fail_closed;
 mod feeds;
 mod health;
 mod helpers;

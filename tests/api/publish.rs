@@ -183,3 +183,100 @@ async fn generic_publish_is_503_when_the_pdp_is_down() {
     assert_eq!(app.feeds.len(&FeedId::Resource(ESTATE.into())).await.unwrap(), 0, "nothing stored");
     app.shutdown().await;
 }
+
+/// A publish whose Cosmos writes keep failing is retried for
+/// `cosmos.append_retry_deadline_ms` (30 s by default; 500 ms here), then
+/// answered 503: the caller knows the event was not stored and retries.
+#[tokio::test]
+async fn a_publish_cosmos_keeps_refusing_is_a_503_after_the_retry_deadline() {
+    use altinn_events::feeds::emulator::EmulatorAccount;
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder,
+        FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    let rules: Vec<_> = [FaultOperationType::CreateItem, FaultOperationType::BatchItem]
+        .into_iter()
+        .map(|op| {
+            std::sync::Arc::new(
+                FaultInjectionRuleBuilder::new(
+                    format!("failing-{op:?}"),
+                    FaultInjectionResultBuilder::new().with_error(FaultInjectionErrorType::InternalServerError).build(),
+                )
+                .with_condition(FaultInjectionConditionBuilder::new().with_operation_type(op).build())
+                .build(),
+            )
+        })
+        .collect();
+    let account = EmulatorAccount::new();
+    let mut config = test_config();
+    config.cosmos.append_retry_deadline_ms = 500;
+    let app = TestApp::spawn_with(config, Overrides { emulator: Some(account.with_faults(rules.clone())) }).await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    let started = std::time::Instant::now();
+    let body = assert_problem(post_app(&app, Some(&user), Some(&access), &app_event()).await, 503).await;
+    assert!(body["detail"].as_str().unwrap().contains("storage"), "{body}");
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(500), "retried until the deadline: {took:?}");
+    assert!(took < std::time::Duration::from_secs(10), "and no longer than the configured deadline: {took:?}");
+    assert!(rules[0].hit_count() > 1, "the create was retried");
+    for rule in &rules {
+        rule.disable();
+    }
+    assert_eq!(post_app(&app, Some(&user), Some(&access), &app_event()).await.status(), 201);
+    assert_eq!(all_events(&app, FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await.len(), 1);
+    app.shutdown().await;
+}
+
+/// Every endpoint that takes a body refuses one over `limits.max_body_bytes`
+/// with a 413 problem, and stores nothing.
+#[tokio::test]
+async fn every_body_over_the_limit_is_a_413() {
+    let app = TestApp::spawn().await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    let owner = app.org_token("ttd", "altinn:events.publish").await;
+    let filler = "x".repeat(300 * 1024);
+    let mut app_ev = app_event();
+    app_ev["data"] = json!(filler);
+    let mut generic = generic_event("too-big");
+    generic["data"] = json!(filler);
+    let requests = [
+        ("POST /app", app.http.post(app.url("/events/api/v1/app")).header(AUTHORIZATION, format!("Bearer {user}")).header("PlatformAccessToken", &access).json(&app_ev)),
+        ("POST /events", app.http.post(app.url("/events/api/v1/events")).header(AUTHORIZATION, format!("Bearer {owner}")).header(CONTENT_TYPE, "application/cloudevents+json").body(generic.to_string())),
+        ("POST /party", app.http.post(app.url("/events/api/v1/party")).header(AUTHORIZATION, format!("Bearer {user}")).json(&json!({"party": 1337, "after": "0", "type": [filler]}))),
+    ];
+    for (name, req) in requests {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 413, "{name}");
+        assert_problem(resp, 413).await;
+    }
+    assert_eq!(app.feeds.len(&FeedId::Resource(ESTATE.into())).await.unwrap(), 0);
+    assert_eq!(app.feeds.len(&FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await.unwrap(), 0);
+    app.shutdown().await;
+}
+
+/// The service runs the repairer itself: an event that reached its resource
+/// feed but not its subject feed (its publisher died in between) is in the
+/// subject feed a moment later, with no one calling anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_repairs_interrupted_publishes_by_itself() {
+    let mut config = test_config();
+    config.cosmos.repair_interval_seconds = 1;
+    config.cosmos.repair_grace_seconds = 0;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let half = event_record("ttd/apps-test", "half-published", res, "/party/1337", "t");
+    app.feeds.append_to(&FeedId::Resource(res.into()), half, false).await.unwrap();
+    let subject = FeedId::Subject("/party/1337".into());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let page = app.feeds.read(&subject, 0, &Filters::default(), 10, u64::MAX).await.unwrap();
+        if page.events.iter().any(|e| e.record.id == "half-published") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the service did not repair the event");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.shutdown().await;
+}

@@ -56,7 +56,9 @@ async fn get_page(app: &TestApp, url: &str, token: &str, headers: &[(&str, &str)
     Page { ids: body.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect(), next, content_type }
 }
 
-/// Follows `next` links until a page comes back empty.
+/// Follows `next` links to the head of the feed: until `next` stops moving
+/// (an empty page can come before the head, when a page's scan budget is
+/// spent on events the caller may not see).
 async fn follow(app: &TestApp, first: &str, token: &str, headers: &[(&str, &str)]) -> (Vec<String>, usize) {
     let mut url = first.to_owned();
     let mut ids = Vec::new();
@@ -65,10 +67,10 @@ async fn follow(app: &TestApp, first: &str, token: &str, headers: &[(&str, &str)
         let page = get_page(app, &url, token, headers).await;
         pages += 1;
         assert!(pages < 100, "paging does not end");
-        if page.ids.is_empty() {
+        ids.extend(page.ids);
+        if page.next == url {
             return (ids, pages);
         }
-        ids.extend(page.ids);
         url = page.next;
     }
 }
@@ -419,5 +421,32 @@ async fn the_local_pdp_takes_a_multi_request_for_a_full_1000_event_page() {
     let results = answer["Response"].as_array().unwrap();
     assert_eq!(results.len(), 1000);
     assert!(results.iter().all(|r| r["Decision"] == "Permit"));
+    app.shutdown().await;
+}
+
+/// A page that spends its scan budget on events the caller may not see
+/// answers at once, even with `wait`, with `next` past what it scanned: the
+/// caller moves on instead of waiting at a place that is not the head.
+#[tokio::test]
+async fn a_page_that_runs_out_of_scan_budget_answers_at_once_and_moves_on() {
+    let app = TestApp::spawn().await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let records: Vec<_> = (0..150).map(|i| event_record("ttd/apps-test", &format!("e{i}"), res, "/party/1337", "t")).collect();
+    for result in app.feeds.append_all(records, false).await {
+        result.unwrap();
+    }
+    // User 1338 may see none of party 1337's events; size 1 scans at most 100.
+    let stranger = app.user_token(1338, 1338, 2).await;
+    let started = std::time::Instant::now();
+    let first = get_page(&app, &app.url("/events/api/v1/app/party?party=1337&after=0&size=1&wait=30"), &stranger, &[]).await;
+    assert!(first.ids.is_empty());
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "did not wait: {:?}", started.elapsed());
+    assert!(first.next.contains("after=%7Ep100"), "past the 100 events scanned: {}", first.next);
+    // The rest of the feed fits the budget: that page is at the head and waits.
+    let started = std::time::Instant::now();
+    let second = get_page(&app, &first.next.replace("wait=30", "wait=1"), &stranger, &[]).await;
+    assert!(second.ids.is_empty());
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900), "waited at the head");
+    assert!(second.next.contains("after=%7Ep150"), "{}", second.next);
     app.shutdown().await;
 }

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Breaks the code on purpose, one guarantee at a time, and checks that the
+test named for that guarantee fails (issue 21: a test that would still pass
+with the behaviour it names broken is a defect).
+
+    .ci/mutations.py [NAME ...]      # all by default; not run by .ci/run
+
+Works on a copy of the checkout (its own target directory), so the checkout
+itself is never modified. Each mutation is one exact text replacement; a
+replacement that no longer matches the code is reported as stale.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+# name: (file, old text, new text, nextest filter expression)
+MUTATIONS = {
+    "instance-key-ignores-app": (
+        "src/api/instance.rs",
+        'resource: Some(format!("urn:altinn:resource:app_{org}_{app}")),',
+        "resource: None,",
+        "test(a_key_reads_its_instance_and_nothing_else)",
+    ),
+    "pdp-last-answer-wins": (
+        "src/authz/request.rs",
+        "by_id.entry(id).and_modify(|p| *p &= permit).or_insert(permit);",
+        "by_id.insert(id, permit);",
+        "test(a_repeated_event_id_is_permitted_only_when_every_answer_permits)",
+    ),
+    "token-memory-keyed-on-header-and-claims": (
+        "src/auth/verified.rs",
+        "Sha256::digest(token.as_bytes()).into()",
+        "Sha256::digest(token.rsplit_once('.').map_or(token, |(a, _)| a).as_bytes()).into()",
+        "test(bad_tokens_are_401_problems_never_500)",
+    ),
+    "read-fails-open": (
+        "src/api/query.rs",
+        '.map_err(|e| ApiError::unavailable("authorization", e))?,',
+        ".unwrap_or_else(|_| vec![true; records.len()]),",
+        "test(every_pdp_failure_is_a_503)",
+    ),
+    "circuit-never-opens": (
+        "src/authz/mod.rs",
+        "if self.breaker.is_open() {",
+        "if false && self.breaker.is_open() {",
+        "test(every_pdp_failure_is_a_503)",
+    ),
+    "key-refusal-logs-the-key": (
+        "src/api/instance.rs",
+        'tracing::info!(reason = %e, "instance access key refused");',
+        'tracing::info!(reason = %e, key, "instance access key refused");',
+        "test(no_identity_number_token_key_or_cookie_reaches_the_logs)",
+    ),
+    "repairer-forgets-its-position": (
+        "src/feeds/repairer.rs",
+        "lease.continuation = Some(token.as_str().to_owned());",
+        "let _ = token;",
+        "test(the_repairer_completes_an_interrupted_publish)",
+    ),
+    "lease-never-expires": (
+        "src/feeds/repairer.rs",
+        "if doc.owner != self.owner && doc.expires_at > now =>",
+        "if doc.owner != self.owner =>",
+        "test(the_repairer_completes_an_interrupted_publish)",
+    ),
+    "repairer-retries-a-refused-event": (
+        "src/feeds/repairer.rs",
+        "Err(e) if e.is_client_error() => {",
+        "Err(e) if false && e.is_client_error() => {",
+        "test(the_repairer_passes_over_an_event_it_cannot_repair)",
+    ),
+    "service-starts-no-repairer": (
+        "src/lib.rs",
+        "tokio::spawn(repairer.run(",
+        "std::mem::drop((repairer,",
+        "test(the_service_repairs_interrupted_publishes_by_itself)",
+    ),
+    "no-lookup-after-rollover": (
+        "src/feeds/writer.rs",
+        "let maybe: Vec<u64> = item.maybe_in.iter().copied().filter(|k| *k != h.segment).collect();",
+        "let maybe: Vec<u64> = Vec::new();",
+        "test(a_failed_write_is_looked_up_after_the_rollover)",
+    ),
+    "conflict-skips-a-number": (
+        "src/feeds/writer.rs",
+        "Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), ..f }),",
+        "Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), count: (f.count + 1).min(self.seg.size()), ..f }),",
+        "test(a_reader_paging_while_several_writers_roll_segments_over)",
+    ),
+    "sealed-at-the-whole-ttl": (
+        "src/feeds/mod.rs",
+        "None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),",
+        "None => cosmos.ttl_seconds.map(i64::from),",
+        "test(segments_are_sealed_at_half_the_containers_ttl_by_default)",
+    ),
+    "readers-stop-at-expired-segments": (
+        "src/feeds/segment.rs",
+        "self.layout.close_after.is_some_and(|w| self.clock.now() - opened > w + w.min(3600))",
+        "self.layout.close_after.is_some_and(|w| self.clock.now() - opened > w + w.min(3600)) && false",
+        "test(reads_skip_what_has_expired)",
+    ),
+    "waits-before-the-head": (
+        "src/api/query.rs",
+        "if !events.is_empty() || q.wait.is_zero() || !at_end {",
+        "if !events.is_empty() || q.wait.is_zero() {",
+        "test(a_page_that_runs_out_of_scan_budget_answers_at_once)",
+    ),
+    "appends-retry-forever": (
+        "src/feeds/writer.rs",
+        "if Instant::now() > deadline {",
+        "if Instant::now() > deadline + Duration::from_secs(3600) {",
+        "test(a_publish_cosmos_keeps_refusing_is_a_503_after_the_retry_deadline)",
+    ),
+    "no-body-limit": (
+        "src/api/mod.rs",
+        ".layer(DefaultBodyLimit::max(max_body))",
+        ".layer(DefaultBodyLimit::disable())",
+        "test(every_body_over_the_limit_is_a_413)",
+    ),
+    "writer-wakes-no-one": (
+        "src/feeds/writer.rs",
+        "*tail = Some(Head { count: h.count + n as u64, ..h });\n                self.notifier.notify(feed);",
+        "*tail = Some(Head { count: h.count + n as u64, ..h });",
+        "test(a_waiting_request_is_answered_as_soon_as_an_event_is_published)",
+    ),
+    "cancelled-waiter-keeps-its-slot": (
+        "src/api/query.rs",
+        "let Ok(_permit) = state.waiters.slots.clone().try_acquire_owned() else {",
+        "let Ok(_permit) = state.waiters.slots.clone().try_acquire_owned().map(std::mem::forget) else {",
+        "test(waiters_are_bounded_and_released_when_the_client_goes_away)",
+    ),
+    "xacml-renamed-attribute": (
+        "src/authz/request.rs",
+        'r = r.with("urn:altinn:appresource", "events");',
+        'r = r.with("urn:altinn:app-resource", "events");',
+        "test(the_multi_request_is_altinns_wire_format)",
+    ),
+    "xacml-nulls-refused": (
+        "src/authz/xacml.rs",
+        '    #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]\n    pub obligations',
+        '    #[serde(default, skip_serializing_if = "Vec::is_empty")]\n    pub obligations',
+        "test(altinns_pdp_answer_is_read_as_altinn_means_it)",
+    ),
+}
+
+
+def main():
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    names = sys.argv[1:] or list(MUTATIONS)
+    work = os.environ.get("MUTATIONS_DIR") or tempfile.mkdtemp(prefix="altinn-events-mutations-")
+    copy = os.path.join(work, "src-copy")
+    target = os.path.join(work, "target")
+    if os.path.exists(copy):
+        shutil.rmtree(copy)
+    shutil.copytree(repo, copy, ignore=shutil.ignore_patterns("target", ".git", "node_modules"))
+    env = dict(os.environ, CARGO_TARGET_DIR=target)
+    results = []
+    for name in names:
+        path, old, new, test = MUTATIONS[name]
+        file = os.path.join(copy, path)
+        original = open(file).read()
+        if original.count(old) != 1:
+            results.append((name, "STALE (the text to break is not in the code once)"))
+            continue
+        open(file, "w").write(original.replace(old, new))
+        try:
+            run = subprocess.run(
+                ["cargo", "nextest", "run", "--no-fail-fast", "-E", test],
+                cwd=copy, env=env, capture_output=True, text=True,
+            )
+            out = run.stdout + run.stderr
+            if "error[" in out or "could not compile" in out:
+                results.append((name, "DOES NOT COMPILE"))
+            elif run.returncode == 0:
+                results.append((name, f"SURVIVED: {test} still passes"))
+            else:
+                results.append((name, f"caught by {test}"))
+        finally:
+            open(file, "w").write(original)
+        print(f"{name}: {results[-1][1]}", flush=True)
+    survived = [r for r in results if not r[1].startswith("caught")]
+    print(f"\n{len(results) - len(survived)} of {len(results)} mutations caught")
+    sys.exit(1 if survived else 0)
+
+
+if __name__ == "__main__":
+    main()

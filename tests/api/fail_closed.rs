@@ -1,0 +1,94 @@
+//! Every endpoint where the PDP decides fails closed: a PDP that answers
+//! 500, 429 or garbage, or whose circuit is open, gives 503 and never an
+//! unfiltered page or an unauthorized publish.
+
+use altinn_events::Overrides;
+use altinn_events::feeds::FeedId;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const ESTATE: &str = "urn:altinn:resource:ttd-estate-of-deceased";
+
+/// The requests that need a PDP decision, by name.
+async fn pdp_requests(app: &TestApp, publish_id: &str) -> Vec<(&'static str, reqwest::RequestBuilder)> {
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let bank = app.get_text("/localtest/token/org?orgNumber=912345678&scope=altinn:events.subscribe").await;
+    let publisher = app.org_token("ttd", "altinn:events.publish").await;
+    let bearer = |t: &str| format!("Bearer {t}");
+    let http = &app.http;
+    vec![
+        ("GET /app/{org}/{app}", http.get(app.url("/events/api/v1/app/ttd/apps-test?after=0")).header(AUTHORIZATION, bearer(&owner))),
+        ("GET /app/party", http.get(app.url("/events/api/v1/app/party?party=1337&after=0")).header(AUTHORIZATION, bearer(&user))),
+        (
+            "POST /party",
+            http.post(app.url("/events/api/v1/party"))
+                .header(AUTHORIZATION, bearer(&user))
+                .json(&json!({"party": 1337, "after": "0"})),
+        ),
+        (
+            "GET /events",
+            http.get(app.url(&format!("/events/api/v1/events?resource={}&after=0", urlencode(ESTATE))))
+                .header(AUTHORIZATION, bearer(&bank)),
+        ),
+        (
+            "POST /events",
+            http.post(app.url("/events/api/v1/events"))
+                .header(AUTHORIZATION, bearer(&publisher))
+                .header(CONTENT_TYPE, "application/cloudevents+json")
+                .body(
+                    json!({"specversion": "1.0", "id": publish_id, "type": "t", "source": "urn:no:skd:estate",
+                        "subject": "/party/1337", "resource": ESTATE})
+                    .to_string(),
+                ),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_pdp_failure_is_a_503_on_every_endpoint_the_pdp_decides() {
+    let pdp = FakePdp::start(PdpMode::PermitAll).await;
+    for failure in [PdpMode::Status(500), PdpMode::Status(429), PdpMode::Garbage] {
+        let mut config = test_config();
+        config.pdp.url = Some(pdp.url.clone());
+        let app = TestApp::spawn_with(config, Overrides::default()).await;
+        // Something in every feed read below, so that a page would not be
+        // empty if the PDP were skipped.
+        publish_app_event(&app, "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd", "t").await;
+        let estate = event_record("ttd/apps-test", "estate-0", ESTATE, "/party/1337", "t");
+        app.feeds.append(estate, true).await.unwrap();
+
+        // With the PDP working, every request succeeds and sees the events.
+        for (name, req) in pdp_requests(&app, "published-while-up").await {
+            let resp = req.send().await.unwrap();
+            assert!(resp.status().is_success(), "{name} with a working PDP: {}", resp.status());
+            if name.starts_with("GET") || name == "POST /party" {
+                let page: Vec<serde_json::Value> = resp.json().await.unwrap();
+                assert_eq!(page.len(), 1, "{name} with a working PDP");
+            }
+        }
+        // The PDP breaks: every one of them is a 503 problem naming
+        // authorization, decided by the PDP's answer (it was asked).
+        pdp.set(failure);
+        for (name, req) in pdp_requests(&app, "published-while-down").await {
+            pdp.take_hits();
+            let body = assert_problem(req.send().await.unwrap(), 503).await;
+            assert!(body["detail"].as_str().unwrap().contains("authorization"), "{name} {failure:?}: {body}");
+            assert!(pdp.take_hits() > 0, "{name} {failure:?}: the PDP was asked");
+        }
+        // Five failed decisions in a row opened the circuit: even with the
+        // PDP back, the next requests fail at once without asking it.
+        pdp.set(PdpMode::PermitAll);
+        for (name, req) in pdp_requests(&app, "published-while-open").await {
+            let body = assert_problem(req.send().await.unwrap(), 503).await;
+            assert!(body["detail"].as_str().unwrap().contains("authorization"), "{name} circuit open: {body}");
+        }
+        assert_eq!(pdp.take_hits(), 0, "an open circuit does not call the PDP");
+        // Nothing was published while the PDP could not decide.
+        let stored = app.feeds.len(&FeedId::Resource(ESTATE.into())).await.unwrap();
+        assert_eq!(stored, 2, "{failure:?}: only what was published while the PDP could decide");
+        app.shutdown().await;
+    }
+}
