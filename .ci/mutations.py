@@ -36,9 +36,9 @@ MUTATIONS = {
         "test(bad_tokens_are_401_problems_never_500)",
     ),
     "read-fails-open": (
-        "src/api/query.rs",
-        '.map_err(|e| ApiError::unavailable("authorization", e))?,',
-        ".unwrap_or_else(|_| vec![true; records.len()]),",
+        "src/read/mod.rs",
+        "self.pdp.authorize(caller, q.action, &records).await.map_err(ReadError::Authorization)?",
+        "self.pdp.authorize(caller, q.action, &records).await.unwrap_or_else(|_| vec![true; records.len()])",
         "test(every_pdp_failure_is_a_503)",
     ),
     "circuit-never-opens": (
@@ -102,9 +102,9 @@ MUTATIONS = {
         "test(reads_skip_what_has_expired)",
     ),
     "waits-before-the-head": (
-        "src/api/query.rs",
-        "if !events.is_empty() || q.wait.is_zero() || !at_end {",
-        "if !events.is_empty() || q.wait.is_zero() {",
+        "src/read/mod.rs",
+        "if !events.is_empty() || q.paging.wait.is_zero() || !at_end {",
+        "if !events.is_empty() || q.paging.wait.is_zero() {",
         "test(a_page_that_runs_out_of_scan_budget_answers_at_once)",
     ),
     "appends-retry-forever": (
@@ -121,14 +121,14 @@ MUTATIONS = {
     ),
     "writer-wakes-no-one": (
         "src/feeds/writer.rs",
-        "*tail = Some(Head { count: h.count + n as u64, ..h });\n                self.notifier.notify(feed);",
-        "*tail = Some(Head { count: h.count + n as u64, ..h });",
+        "        self.notifier.notify(feed);\n        Head { count: h.count + n as u64, ..h }",
+        "        Head { count: h.count + n as u64, ..h }",
         "test(a_waiting_request_is_answered_as_soon_as_an_event_is_published)",
     ),
     "cancelled-waiter-keeps-its-slot": (
-        "src/api/query.rs",
-        "let Ok(_permit) = state.waiters.slots.clone().try_acquire_owned() else {",
-        "let Ok(_permit) = state.waiters.slots.clone().try_acquire_owned().map(std::mem::forget) else {",
+        "src/read/waiters.rs",
+        "let permit = self.slots.clone().try_acquire_owned().ok()?;",
+        "let permit = self.slots.clone().try_acquire_owned().ok()?;\n        let permit = {\n            permit.forget();\n            Arc::new(Semaphore::new(1)).try_acquire_owned().ok()?\n        };",
         "test(waiters_are_bounded_and_released_when_the_client_goes_away)",
     ),
     "xacml-renamed-attribute": (

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use altinn_events::config::{Config, Mode};
-use altinn_events::feeds::EventRecord;
+use altinn_events::domain::EventRecord;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 

@@ -41,8 +41,10 @@ pub struct Config {
     /// How long in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
     pub auth: AuthConfig,
-    pub pdp: PdpConfig,
-    pub register: RegisterConfig,
+    /// The PDP's decision endpoint; `{platform}/authorization/api/v1/decision` by default.
+    pub pdp: PlatformServiceConfig,
+    /// Register's party lookup; `{platform}/register/api/v1/parties/lookup` by default.
+    pub register: PlatformServiceConfig,
     pub cosmos: CosmosConfig,
     pub limits: LimitsConfig,
     pub instance_access: InstanceAccessConfig,
@@ -58,8 +60,8 @@ impl Default for Config {
             log_filter: "info".to_owned(),
             shutdown_grace_seconds: 20,
             auth: AuthConfig::default(),
-            pdp: PdpConfig::default(),
-            register: RegisterConfig::default(),
+            pdp: PlatformServiceConfig::default(),
+            register: PlatformServiceConfig::default(),
             cosmos: CosmosConfig::default(),
             limits: LimitsConfig::default(),
             instance_access: InstanceAccessConfig::default(),
@@ -93,32 +95,18 @@ impl Default for AuthConfig {
     }
 }
 
+/// An Altinn platform service this service calls.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct PdpConfig {
-    /// Decision endpoint; defaults to `{platform}/authorization/api/v1/decision`.
+pub struct PlatformServiceConfig {
+    /// The endpoint; a default under `platform_url` when unset.
     pub url: Option<Url>,
     /// Sent as `Ocp-Apim-Subscription-Key`.
     pub subscription_key: Option<SecretString>,
     pub timeout_ms: u64,
 }
 
-impl Default for PdpConfig {
-    fn default() -> Self {
-        Self { url: None, subscription_key: None, timeout_ms: 2000 }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RegisterConfig {
-    /// Party lookup endpoint; defaults to `{platform}/register/api/v1/parties/lookup`.
-    pub url: Option<Url>,
-    pub subscription_key: Option<SecretString>,
-    pub timeout_ms: u64,
-}
-
-impl Default for RegisterConfig {
+impl Default for PlatformServiceConfig {
     fn default() -> Self {
         Self { url: None, subscription_key: None, timeout_ms: 2000 }
     }

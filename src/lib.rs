@@ -1,19 +1,28 @@
 //! altinn-events: the Altinn 3 Events API on Azure Cosmos DB.
 //!
-//! `start` builds the app from a validated [`Config`] and serves it on a
-//! listener the caller bound, so tests can bind port 0.
+//! Wiring: `start` builds the app from a validated [`Config`] and serves it
+//! on a listener the caller bound, so tests can bind port 0. The layers,
+//! top to bottom (imports point down only; `docs/architecture.md`):
+//!
+//! - wiring: this file;
+//! - HTTP: [`api`], and the dev stand-ins [`localtest`];
+//! - use cases: [`read`] (a page of a feed for a caller), [`publish`];
+//! - platform clients: [`auth`], [`authz`], [`register`] over [`platform`];
+//! - storage: [`feeds`];
+//! - foundations: [`domain`], [`config`], [`telemetry`].
 
 pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod feeds;
 #[cfg(feature = "dev")]
 pub mod localtest;
+pub mod platform;
+pub mod publish;
+pub mod read;
 pub mod register;
-pub mod state;
 pub mod telemetry;
 
 use std::net::SocketAddr;
@@ -26,11 +35,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use url::Url;
 
+use crate::api::AppState;
 use crate::auth::{AccessTokenVerifier, OidcKeys, TokenValidator};
 use crate::authz::Pdp;
 pub use crate::config::{Config, Mode};
-use crate::feeds::{Cosmos, FeedStore, Repairer};
-use crate::state::AppState;
+use crate::feeds::{FeedStore, Repairer};
+use crate::platform::PlatformService;
+use crate::publish::Publisher;
+use crate::read::{FeedReader, ReadLimits, Waiters};
+use crate::register::Register;
 
 /// What tests (and only tests) may put in place of the defaults.
 #[derive(Default)]
@@ -48,7 +61,7 @@ pub struct Running {
     pub local: Option<Arc<localtest::LocalPlatform>>,
     /// The app's feed store (for tests that check what was stored).
     pub feeds: FeedStore,
-    waiters: Arc<state::Waiters>,
+    waiters: Arc<Waiters>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
 }
@@ -81,11 +94,6 @@ impl Running {
     }
 }
 
-fn http_client(timeout_ms: u64) -> anyhow::Result<reqwest::Client> {
-    let timeout = Duration::from_millis(timeout_ms);
-    reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build().context("building HTTP client")
-}
-
 /// Builds the app from `config` and serves it on `listener` until
 /// [`Running::shutdown`].
 pub async fn start(
@@ -112,34 +120,23 @@ pub async fn start(
     #[cfg(not(feature = "dev"))]
     anyhow::ensure!(mode == Mode::Serve, "this build has no dev mode (built without feature `dev`)");
 
+    let http = platform::http_client().context("building the platform HTTP client")?;
     let discovery = platform.join(OIDC_DISCOVERY_PATH).context("OIDC discovery URL")?;
     let keys = OidcKeys::new(
-        http_client(config.auth.http_timeout_ms)?,
+        http.clone(),
         discovery,
+        Duration::from_millis(config.auth.http_timeout_ms),
         Duration::from_secs(config.auth.jwks_refetch_min_interval_seconds),
     );
-    let tokens = TokenValidator::new(keys, config.auth.leeway_seconds);
+    let tokens = TokenValidator::new(Arc::new(keys), config.auth.leeway_seconds);
     let certs_dir = config.auth.access_token_certs_dir.clone().context("auth.access_token_certs_dir is not set")?;
     let access_tokens = AccessTokenVerifier::new(certs_dir, config.auth.leeway_seconds);
-    let pdp_url = match &config.pdp.url {
-        Some(u) => u.clone(),
-        None => platform.join("authorization/api/v1/decision").context("PDP URL")?,
-    };
-    let pdp = Pdp::new(pdp_url, config.pdp.subscription_key.clone(), Duration::from_millis(config.pdp.timeout_ms))
-        .context("building PDP client")?;
+    let pdp_url = platform.join("authorization/api/v1/decision").context("PDP URL")?;
+    let pdp = Arc::new(Pdp::new(PlatformService::new(http.clone(), &config.pdp, pdp_url)));
+    let register_url = platform.join("register/api/v1/parties/lookup").context("Register URL")?;
+    let register = Arc::new(Register::new(PlatformService::new(http, &config.register, register_url)));
 
-    let register_url = match &config.register.url {
-        Some(u) => u.clone(),
-        None => platform.join("register/api/v1/parties/lookup").context("Register URL")?,
-    };
-    let register = register::Register::new(
-        register_url,
-        config.register.subscription_key.clone(),
-        Duration::from_millis(config.register.timeout_ms),
-    )
-    .context("building Register client")?;
-
-    let cosmos = Cosmos::connect(
+    let feeds = FeedStore::connect(
         &config.cosmos,
         #[cfg(feature = "dev")]
         overrides.emulator,
@@ -147,7 +144,6 @@ pub async fn start(
     .await
     .context("connecting to Cosmos DB")?;
 
-    let feeds = FeedStore::new(cosmos);
     let (shutdown, rx) = watch::channel(false);
     if config.cosmos.repair_interval_seconds > 0 {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
@@ -159,30 +155,34 @@ pub async fn start(
         );
         tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
     }
-    let waiters = Arc::new(state::Waiters::new(config.limits.max_waiters));
+    let waiters = Arc::new(Waiters::new(config.limits.max_waiters));
+    let limits = ReadLimits {
+        scan_budget_factor: config.limits.scan_budget_factor,
+        wait_poll_interval: Duration::from_millis(config.limits.wait_poll_interval_ms),
+    };
+    let reader = FeedReader::new(feeds.clone(), pdp.clone(), register, limits, waiters.clone(), rx.clone());
+    let publisher = Publisher::new(feeds.clone(), pdp.clone());
     let instance_keys = instance_keys(&config, mode);
     let state = AppState {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         access_tokens: Arc::new(access_tokens),
-        pdp: Arc::new(pdp),
-        register: Arc::new(register),
-        feeds,
+        reader: Arc::new(reader),
+        publisher: Arc::new(publisher),
         instance_keys: Arc::new(instance_keys),
         limiter: Arc::default(),
-        waiters: waiters.clone(),
-        shutdown: rx.clone(),
+        pdp,
+        feeds,
     };
 
     #[allow(unused_mut)]
     let mut extra = axum::Router::new();
     #[cfg(feature = "dev")]
     if let Some(local) = &local {
-        extra =
-            extra.merge(localtest::router(local.clone())).merge(localtest::whoami_router().with_state(state.clone()));
+        extra = extra.merge(localtest::router(local.clone()));
     }
     let feeds = state.feeds.clone();
-    let app = api::router(state, extra);
+    let app = api::router(state, extra, mode);
 
     let mut rx = rx;
     let server = tokio::spawn(async move {

@@ -1,15 +1,18 @@
 //! Altinn Register: resolves organisation numbers and national identity
 //! numbers to party ids, with a short cache. Lookups never log the number.
+//! Platform-client layer: the use cases ask a [`PartyRegister`];
+//! [`Register`] is the real one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::RwLock;
-use url::Url;
+
+use crate::platform::PlatformService;
 
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
@@ -47,20 +50,28 @@ struct Party {
     party_id: u64,
 }
 
+/// Finds the party of an organisation number or national identity number.
+pub trait PartyRegister: Send + Sync {
+    fn party_id<'a>(&'a self, party: &'a PartyRef) -> BoxFuture<'a, Result<u64, RegisterError>>;
+}
+
 pub struct Register {
-    http: reqwest::Client,
-    url: Url,
-    subscription_key: Option<SecretString>,
+    service: PlatformService,
     cache: RwLock<HashMap<PartyRef, (u64, Instant)>>,
 }
 
+impl PartyRegister for Register {
+    fn party_id<'a>(&'a self, party: &'a PartyRef) -> BoxFuture<'a, Result<u64, RegisterError>> {
+        Box::pin(self.lookup(party))
+    }
+}
+
 impl Register {
-    pub fn new(url: Url, subscription_key: Option<SecretString>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()?;
-        Ok(Self { http, url, subscription_key, cache: RwLock::default() })
+    pub fn new(service: PlatformService) -> Self {
+        Self { service, cache: RwLock::default() }
     }
 
-    pub async fn party_id(&self, party: &PartyRef) -> Result<u64, RegisterError> {
+    async fn lookup(&self, party: &PartyRef) -> Result<u64, RegisterError> {
         if let Some((id, at)) = self.cache.read().await.get(party)
             && at.elapsed() < CACHE_FOR
         {
@@ -70,12 +81,8 @@ impl Register {
             PartyRef::OrgNo(n) => json!({ "OrgNo": n }),
             PartyRef::Ssn(n) => json!({ "Ssn": n }),
         };
-        let mut req = self.http.post(self.url.clone()).json(&body);
-        if let Some(key) = &self.subscription_key {
-            req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());
-        }
         // The error is built without the request, so the number is not in it.
-        let resp = req.send().await.map_err(|e| RegisterError::Transport(e.without_url()))?;
+        let resp = self.service.post_json(&body).send().await.map_err(|e| RegisterError::Transport(e.without_url()))?;
         match resp.status() {
             StatusCode::NOT_FOUND => return Err(RegisterError::NotFound),
             s if s.is_client_error() => return Err(RegisterError::Refused(s)),

@@ -1,24 +1,27 @@
-//! Logs, request spans and Prometheus metrics.
-//!
-//! One span per request carries the request id, method, matched route, status
-//! and latency. Only the path is recorded, never the query string, headers or
-//! cookies, so tokens and national identity numbers stay out of the logs.
+//! Logs and Prometheus metrics: the subscriber, the recorder, and how an
+//! error is written to the log. (The per-request span and HTTP metrics are
+//! the HTTP layer's: `api/observe.rs`.)
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request};
-use axum::http::Response;
-use axum::middleware::Next;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tower_http::request_id::RequestId;
-use tracing::Span;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::LogFormat;
+
+/// `a: b: c` for an error and its sources: how errors are logged.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out
+}
 
 /// Installs the global subscriber (call once, from `main`).
 pub fn init_tracing(format: LogFormat, filter: &str) {
@@ -50,39 +53,4 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let _ = metrics::set_global_recorder(recorder);
         handle
     })
-}
-
-pub fn make_span(req: &Request<Body>) -> Span {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let request_id =
-        req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-").to_owned();
-    tracing::info_span!(
-        "request",
-        request.id = %request_id,
-        http.method = %req.method(),
-        http.route = route.as_deref().unwrap_or("unmatched"),
-        http.path = %req.uri().path(),
-        http.status = tracing::field::Empty,
-        latency_ms = tracing::field::Empty,
-    )
-}
-
-pub fn on_response(resp: &Response<Body>, latency: Duration, span: &Span) {
-    span.record("http.status", resp.status().as_u16());
-    span.record("latency_ms", latency.as_secs_f64() * 1000.0);
-    tracing::info!(parent: span, "response");
-}
-
-/// Counts requests and records their latency by matched route and status.
-pub async fn record_http_metrics(req: Request, next: Next) -> axum::response::Response {
-    let start = Instant::now();
-    let route =
-        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().to_string();
-    let resp = next.run(req).await;
-    let status = resp.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
-    resp
 }

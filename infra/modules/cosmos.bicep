@@ -109,6 +109,7 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
           { path: '/time/?' }
           { path: '/resource/?' }
           { path: '/resourceinstance/?' }
+          { path: '/sealed/?' }
         ]
         excludedPaths: [
           { path: '/*' }

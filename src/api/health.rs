@@ -7,9 +7,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::error::{PROBLEM_JSON, chain};
-use crate::state::AppState;
-use crate::telemetry;
+use super::error::PROBLEM_JSON;
+use super::state::AppState;
+use crate::telemetry::{self, error_chain};
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/metrics", get(metrics))
@@ -23,14 +23,14 @@ async fn live() -> impl IntoResponse {
 
 /// Cosmos and the PDP both answer. 503 names every dependency that did not.
 async fn ready(State(state): State<AppState>) -> Response {
-    let (cosmos, pdp) = tokio::join!(state.feeds.cosmos().ping(), state.pdp.ping());
+    let (cosmos, pdp) = tokio::join!(state.feeds.ping(), state.pdp.ping());
     let mut failed = Vec::new();
     if let Err(e) = cosmos {
-        tracing::warn!(error.chain = %chain(&e), "readiness: cosmos unreachable");
+        tracing::warn!(error.chain = %error_chain(&e), "readiness: cosmos unreachable");
         failed.push("cosmos");
     }
     if let Err(e) = pdp {
-        tracing::warn!(error.chain = %chain(&e), "readiness: PDP unreachable");
+        tracing::warn!(error.chain = %error_chain(&e), "readiness: PDP unreachable");
         failed.push("pdp");
     }
     if failed.is_empty() {

@@ -13,13 +13,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::query::{self, FeedQuery};
-use crate::auth::Principal;
+use super::error::ApiError;
+use super::query;
+use super::state::AppState;
 use crate::auth::instance_key::KeyError;
 use crate::domain::query::{After, RawParams, parse_size, parse_wait};
-use crate::error::ApiError;
-use crate::feeds::{FeedId, Filters};
-use crate::state::AppState;
+use crate::domain::{FeedId, Filters, Principal};
+use crate::read::{FeedQuery, Paging};
 
 pub const KEY_HEADER: &str = "altinn-instance-access-key";
 
@@ -94,22 +94,25 @@ pub async fn read_with_key(
     let wait = parse_wait(raw.wait.as_deref()).map_err(ApiError::BadRequest)?;
     let q = FeedQuery {
         feed: FeedId::Subject(format!("/party/{party}")),
-        after: Some(raw.after.as_deref().map(After::parse).unwrap_or(After::Position(0))),
-        from: None,
         // Only the issuing app's events of that instance.
         filters: Filters {
             resource_instance: Some(instance),
             resource: Some(format!("urn:altinn:resource:app_{org}_{app}")),
             ..Filters::default()
         },
-        size,
+        paging: Paging::new(
+            Some(raw.after.as_deref().map(After::parse).unwrap_or(After::Position(0))),
+            None,
+            size,
+            wait,
+        ),
         // The key is the authorization: no PDP.
         caller: None,
         action: crate::authz::Action::Read,
-        wait,
     };
-    let (events, next) = query::run(&state, q).await?;
-    let mut resp = query::page_response(events, query::next_link(&state, &uri, true, next), "application/json");
+    let page = state.reader.read(q).await?;
+    let next = query::next_link(&state, &uri, query::NextQuery::Same, page.next);
+    let mut resp = query::page_response(page, next, "application/json");
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

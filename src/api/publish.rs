@@ -1,5 +1,6 @@
-//! Publishing: `POST /events/api/v1/app` (Altinn apps) and
-//! `POST /events/api/v1/events` (generic CloudEvents).
+//! Publishing over HTTP: `POST /events/api/v1/app` (Altinn apps) and
+//! `POST /events/api/v1/events` (generic CloudEvents). The handlers check
+//! the media type and who calls; the publish use case does the rest.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -8,11 +9,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-use crate::auth::{MaybePlatformApp, MaybePrincipal, PlatformApp, Principal};
-use crate::authz::{Action, Caller};
-use crate::domain::cloud_event::{self, CloudEventError};
-use crate::error::{ApiError, ApiJson};
-use crate::state::AppState;
+use super::error::{ApiError, ApiJson};
+use super::extract::{MaybePlatformApp, MaybePrincipal};
+use super::state::AppState;
+use crate::authz::Caller;
+use crate::domain::{PlatformApp, Principal};
+use crate::publish::PublishCheck;
 
 pub const SCOPE_PUBLISH: &str = "altinn:events.publish";
 pub const SCOPE_PUBLISH_ADMIN: &str = "altinn:events.publish.admin";
@@ -28,12 +30,6 @@ fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}")))
 }
 
-impl From<CloudEventError> for ApiError {
-    fn from(e: CloudEventError) -> Self {
-        ApiError::BadRequest(e.to_string())
-    }
-}
-
 /// An app publishes an event about one of its instances. Needs an Altinn
 /// token and the app's platform access token, whose `{org}/{app}` must own
 /// the source.
@@ -47,20 +43,9 @@ pub async fn publish_app(
     if media_type(&headers).is_some_and(|m| m != "application/json" && m != CLOUDEVENTS_JSON) {
         return Err(ApiError::UnsupportedMediaType("Expected `Content-Type: application/json`.".into()));
     }
-    let body = parse_json(body)?;
-    let id = uuid::Uuid::new_v4().to_string();
-    let (record, source) = cloud_event::app_event(body, id.clone(), cloud_event::server_time())?;
-    if source.org != app.issuer || source.app != app.app {
-        return Err(ApiError::Unauthorized(format!(
-            "{} is not authorized to create events for {}",
-            app.app_id(),
-            record.source
-        )));
-    }
-    let subject = record.subject.clone();
-    state.feeds.append(record, false).await?;
-    let mut resp = (StatusCode::CREATED, ApiJson(id)).into_response();
-    if let Ok(location) = HeaderValue::from_str(&subject) {
+    let published = state.publisher.publish_app(&app, parse_json(body)?).await?;
+    let mut resp = (StatusCode::CREATED, ApiJson(published.id)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&published.subject) {
         resp.headers_mut().insert(header::LOCATION, location);
     }
     Ok(resp)
@@ -90,19 +75,10 @@ pub async fn publish_generic(
     if media_type(&headers).as_deref() != Some(CLOUDEVENTS_JSON) {
         return Err(ApiError::UnsupportedMediaType(format!("Expected `Content-Type: {CLOUDEVENTS_JSON}`.")));
     }
-    let record = cloud_event::generic_event(parse_json(body)?, cloud_event::server_time())?;
-    let admin = principal.as_ref().is_some_and(|p| p.has_scope(SCOPE_PUBLISH_ADMIN));
-    if !admin {
-        let permitted = state
-            .pdp
-            .authorize(caller, Action::Publish, &[&record])
-            .await
-            .map_err(|e| ApiError::unavailable("authorization", e))?;
-        if permitted.first() != Some(&true) {
-            return Err(ApiError::Forbidden(format!("Not authorized to publish events for {}.", record.resource)));
-        }
-    }
-    let id = record.id.clone();
-    state.feeds.append(record, true).await?;
-    Ok((StatusCode::OK, ApiJson(id)).into_response())
+    let check = match principal.as_ref().is_some_and(|p| p.has_scope(SCOPE_PUBLISH_ADMIN)) {
+        true => PublishCheck::Admin,
+        false => PublishCheck::Pdp(caller),
+    };
+    let published = state.publisher.publish_generic(check, parse_json(body)?).await?;
+    Ok((StatusCode::OK, ApiJson(published.id)).into_response())
 }

@@ -1,8 +1,7 @@
-//! Reading feeds: `GET /app/{org}/{app}`, `GET /app/party`, `POST /party`,
-//! `GET /events`. Every page is authorized event by event with one PDP
-//! multi-request per batch scanned, filled up to `size` permitted events
-//! (within a scan budget), and answered with a `next` link that points past
-//! the last event scanned.
+//! Reading feeds over HTTP: `GET /app/{org}/{app}`, `GET /app/party`,
+//! `POST /party`, `GET /events`. Each handler checks who may ask, parses the
+//! parameters with Altinn's texts, hands a [`FeedQuery`] to the read use
+//! case, and answers the page with a `next` link.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -11,15 +10,13 @@ use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
-use std::time::Duration;
 
-use crate::auth::Principal;
+use super::error::ApiError;
+use super::state::AppState;
 use crate::authz::{Action, Caller};
-use crate::domain::query::{After, PartyParam, RawParams, app_query, generic_query};
-use crate::error::ApiError;
-use crate::feeds::{FeedId, Filters};
-use crate::register::{PartyRef, RegisterError};
-use crate::state::AppState;
+use crate::domain::query::{After, PartyRule, RawParams, app_query, generic_query};
+use crate::domain::{FeedId, Filters, Principal};
+use crate::read::{FeedQuery, Page, Paging};
 
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
 const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
@@ -27,157 +24,20 @@ pub const SCOPE_INSTANCES_READ: &str = "altinn:serviceowner/instances.read";
 const PERSON_HEADER: &str = "person";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 
-/// One feed read on behalf of a caller.
-pub(crate) struct FeedQuery<'a> {
-    pub feed: FeedId,
-    pub after: Option<After>,
-    /// Without `after`: start at the first event at or after this time.
-    pub from: Option<String>,
-    pub filters: Filters,
-    pub size: usize,
-    /// Who the PDP decides for; `None` when the request holds a capability
-    /// (an instance access key) that already grants the whole query.
-    pub caller: Option<Caller<'a>>,
-    pub action: Action,
-    /// Long-poll: hold an empty page open this long for new events.
-    pub wait: Duration,
-}
-
-/// Answers a query: a filled page at once, or, when the page is empty and
-/// the caller asked to wait, the first page with permitted events that
-/// arrive within `wait` (an empty page with `next` when none do).
-pub(crate) async fn run(state: &AppState, q: FeedQuery<'_>) -> Result<(Vec<Value>, u64), ApiError> {
-    let start = match &q.after {
-        None => match &q.from {
-            Some(from) => state.feeds.position_at_time(&q.feed, &search_time(from)).await?,
-            None => 0,
-        },
-        Some(After::Position(p)) => *p,
-        // Altinn semantics: an unknown id reads from the beginning.
-        Some(After::EventId(id)) => state.feeds.locate(&q.feed, id).await?.unwrap_or(0),
-    };
-    let (events, next, at_end) = fill(state, &q, start).await?;
-    // Wait only at the end of the feed: an empty page that ran out of scan
-    // budget answers at once, so the consumer moves on with `next`.
-    if !events.is_empty() || q.wait.is_zero() || !at_end {
-        return Ok((events, next));
-    }
-    let Ok(_permit) = state.waiters.slots.clone().try_acquire_owned() else {
-        return Err(ApiError::unavailable("long-polling capacity", "too many waiting requests"));
-    };
-    metrics::gauge!("query_waiters").increment(1.0);
-    let _gauge = scopeguard(|| metrics::gauge!("query_waiters").decrement(1.0));
-    let interval = Duration::from_millis(state.config.limits.wait_poll_interval_ms);
-    let mut changes = state.feeds.watch(&q.feed, interval, next);
-    let mut shutdown = state.shutdown.clone();
-    let deadline = tokio::time::Instant::now() + q.wait;
-    let mut pos = next;
-    loop {
-        // Read again after subscribing, so an append in between is not missed.
-        let (events, next, at_end) = fill(state, &q, pos).await?;
-        pos = next;
-        if !events.is_empty() || !at_end {
-            return Ok((events, pos));
-        }
-        state.waiters.parked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let _parked = scopeguard(|| {
-            state.waiters.parked.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-        });
-        tokio::select! {
-            changed = changes.changed() => if changed.is_err() { break },
-            () = tokio::time::sleep_until(deadline) => break,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        }
-    }
-    Ok((Vec::new(), pos))
-}
-
-/// Event times come from the clocks of several instances: where a `from`
-/// query starts, allow events registered this much out of order.
-const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
-
-fn search_time(from: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
-    match time::OffsetDateTime::parse(from, &Rfc3339) {
-        Ok(t) => crate::domain::cloud_event::format_time(t - CLOCK_SKEW),
-        // Starting at the beginning is always correct, only slower.
-        Err(_) => String::new(),
-    }
-}
-
-/// Runs `f` when dropped (a request cancelled by its client included).
-fn scopeguard(f: impl FnOnce()) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
-}
-
-/// Fills a page from `start`: read, authorize the batch, keep the permitted,
-/// continue until `size` are kept, the feed ends, or the scan budget is
-/// spent. Returns the events, the position after the last event scanned, and
-/// whether the scan reached the end of the feed.
-async fn fill(state: &AppState, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Value>, u64, bool), ApiError> {
-    let budget = (q.size as u64).saturating_mul(state.config.limits.scan_budget_factor).max(100);
-    let mut kept = Vec::with_capacity(q.size);
-    let mut pos = start;
-    // How many events to read next: the first read asks for a page's worth;
-    // while the PDP denies, each further read asks for twice as many, so a
-    // mostly denied feed costs a few PDP requests per page, not one per event.
-    let mut batch = q.size;
-    loop {
-        let remaining_budget = budget - (pos - start);
-        let page = state.feeds.read(&q.feed, pos, &q.filters, batch, remaining_budget).await?;
-        metrics::histogram!("query_round_trips_per_read").record(f64::from(page.round_trips));
-        let mut next = page.next;
-        if !page.events.is_empty() {
-            let records: Vec<_> = page.events.iter().map(|e| &e.record).collect();
-            let permitted = match q.caller {
-                Some(caller) => state
-                    .pdp
-                    .authorize(caller, q.action, &records)
-                    .await
-                    .map_err(|e| ApiError::unavailable("authorization", e))?,
-                None => vec![true; records.len()],
-            };
-            let denied = permitted.iter().filter(|p| !**p).count();
-            metrics::counter!("query_events_denied_total").increment(denied as u64);
-            for (event, ok) in page.events.into_iter().zip(permitted) {
-                if !ok {
-                    continue;
-                }
-                if kept.len() == q.size {
-                    // Read past a full page: the next page starts at this
-                    // permitted event; the denied ones before it are done.
-                    next = event.seq;
-                    break;
-                }
-                kept.push(event.record.cloud_event);
-            }
-            if denied > 0 {
-                batch = (batch * 2).min(crate::domain::query::MAX_SIZE);
-            }
-        }
-        // No progress without reaching the end cannot happen with a sound
-        // feed; stop rather than spin.
-        let stuck = next <= pos && !page.at_end;
-        pos = next;
-        if kept.len() >= q.size || page.at_end || pos - start >= budget || stuck {
-            return Ok((kept, pos, page.at_end));
-        }
-    }
+/// What a `next` link keeps of the request's query string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NextQuery {
+    /// Every parameter, with `after` replaced.
+    Same,
+    /// Only `after` (the rest of the query is in the body).
+    CursorOnly,
 }
 
 /// The same request with `after` set to the cursor, as an absolute URL.
-pub(crate) fn next_link(state: &AppState, uri: &Uri, keep_query: bool, next: u64) -> String {
+pub(crate) fn next_link(state: &AppState, uri: &Uri, keep: NextQuery, next: u64) -> String {
     let base = state.config.platform_base().map(String::from).unwrap_or_default();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
-    if keep_query {
+    if keep == NextQuery::Same {
         for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
             if !k.eq_ignore_ascii_case("after") {
                 query.append_pair(&k, &v);
@@ -188,26 +48,14 @@ pub(crate) fn next_link(state: &AppState, uri: &Uri, keep_query: bool, next: u64
     format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish())
 }
 
-pub(crate) fn page_response(events: Vec<Value>, next: String, content_type: &'static str) -> Response {
-    let mut resp = axum::Json(events).into_response();
+/// A page as JSON with its `next` link.
+pub(crate) fn page_response(page: Page, next: String, content_type: &'static str) -> Response {
+    let mut resp = axum::Json(page.events).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&next) {
         resp.headers_mut().insert("next", v);
     }
     resp
-}
-
-async fn resolve_party(state: &AppState, party: &PartyParam) -> Result<u64, ApiError> {
-    let reference = match party {
-        PartyParam::Party(id) => return Ok(*id),
-        PartyParam::Unit(n) => PartyRef::OrgNo(n.clone()),
-        PartyParam::Person(n) => PartyRef::Ssn(n.clone()),
-    };
-    state.register.party_id(&reference).await.map_err(|e| match e {
-        RegisterError::NotFound => ApiError::NotFound("No party found for the given unit or person.".into()),
-        RegisterError::Refused(_) => ApiError::BadRequest("The given unit or person is not valid.".into()),
-        other => ApiError::unavailable("register", other),
-    })
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -230,34 +78,32 @@ pub async fn app_owner(
     }
     let mut raw = RawParams::from_query(uri.query());
     raw.person = header_str(&headers, PERSON_HEADER);
-    let q = app_query(&raw, false).map_err(ApiError::BadRequest)?;
+    let q = app_query(&raw, PartyRule::Optional).map_err(ApiError::BadRequest)?;
     let resource = format!("urn:altinn:resource:app_{org}_{app}");
     let mut filters = Filters { from_time: q.from.clone(), to_time: q.to, types: q.types, ..Filters::default() };
     // A party narrows to its subject feed; otherwise the app's resource feed.
     let feed = match &q.party {
         Some(p) => {
             filters.resource = Some(resource);
-            FeedId::Subject(format!("/party/{}", resolve_party(&state, p).await?))
+            FeedId::Subject(format!("/party/{}", state.reader.party(p).await?))
         }
         None => FeedId::Resource(resource),
     };
     let query = FeedQuery {
         feed,
-        after: q.after,
-        from: q.from,
         filters,
-        size: q.size,
+        paging: Paging::new(q.after, q.from, q.size, q.wait),
         caller: Some(Caller::Principal(&principal)),
         action: Action::Read,
-        wait: q.wait,
     };
-    let (events, next) = run(&state, query).await?;
-    Ok(page_response(events, next_link(&state, &uri, true, next), "application/json"))
+    let page = state.reader.read(query).await?;
+    let next = next_link(&state, &uri, NextQuery::Same, page.next);
+    Ok(page_response(page, next, "application/json"))
 }
 
-async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) -> Result<(Vec<Value>, u64), ApiError> {
-    let q = app_query(&raw, true).map_err(ApiError::BadRequest)?;
-    let party = resolve_party(state, q.party.as_ref().expect("required above")).await?;
+async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) -> Result<Page, ApiError> {
+    let q = app_query(&raw, PartyRule::Required).map_err(ApiError::BadRequest)?;
+    let party = state.reader.party(q.party.as_ref().expect("required above")).await?;
     let filters = Filters {
         from_time: q.from.clone(),
         to_time: q.to,
@@ -270,15 +116,12 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
     };
     let query = FeedQuery {
         feed: FeedId::Subject(format!("/party/{party}")),
-        after: q.after,
-        from: q.from,
         filters,
-        size: q.size,
+        paging: Paging::new(q.after, q.from, q.size, q.wait),
         caller: Some(Caller::Principal(principal)),
         action: Action::Read,
-        wait: q.wait,
     };
-    run(state, query).await
+    Ok(state.reader.read(query).await?)
 }
 
 /// `GET /events/api/v1/app/party`: what is new for one party.
@@ -290,8 +133,9 @@ pub async fn app_party(
 ) -> Result<Response, ApiError> {
     let mut raw = RawParams::from_query(uri.query());
     raw.person = header_str(&headers, PERSON_HEADER);
-    let (events, next) = party_query(&state, &principal, raw).await?;
-    Ok(page_response(events, next_link(&state, &uri, true, next), "application/json"))
+    let page = party_query(&state, &principal, raw).await?;
+    let next = next_link(&state, &uri, NextQuery::Same, page.next);
+    Ok(page_response(page, next, "application/json"))
 }
 
 /// The JSON body of `POST /events/api/v1/party`.
@@ -350,8 +194,9 @@ pub async fn party_post(
         wait: url.wait.or(scalar(parsed.wait)),
         ..RawParams::default()
     };
-    let (events, next) = party_query(&state, &principal, raw).await?;
-    Ok(page_response(events, next_link(&state, &uri, false, next), "application/json"))
+    let page = party_query(&state, &principal, raw).await?;
+    let next = next_link(&state, &uri, NextQuery::CursorOnly, page.next);
+    Ok(page_response(page, next, "application/json"))
 }
 
 /// `GET /events/api/v1/events`: a resource's generic events, for
@@ -376,14 +221,12 @@ pub async fn generic(
     };
     let query = FeedQuery {
         feed: FeedId::Resource(q.resource),
-        after: Some(q.after),
-        from: None,
         filters,
-        size: q.size,
+        paging: Paging::new(Some(q.after), None, q.size, q.wait),
         caller: Some(Caller::Principal(&principal)),
         action: Action::Subscribe,
-        wait: q.wait,
     };
-    let (events, next) = run(&state, query).await?;
-    Ok(page_response(events, next_link(&state, &uri, true, next), "application/cloudevents+json"))
+    let page = state.reader.read(query).await?;
+    let next = next_link(&state, &uri, NextQuery::Same, page.next);
+    Ok(page_response(page, next, "application/cloudevents+json"))
 }

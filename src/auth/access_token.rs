@@ -15,22 +15,9 @@ use tokio::sync::RwLock;
 use super::AuthError;
 use super::oidc::rs256_validation;
 use super::verified::Verified;
+use crate::domain::PlatformApp;
 
 const RELOAD_AFTER: Duration = Duration::from_secs(300);
-
-/// The app a platform access token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformApp {
-    pub issuer: String,
-    pub app: String,
-}
-
-impl PlatformApp {
-    /// `{org}/{app}`.
-    pub fn app_id(&self) -> String {
-        format!("{}/{}", self.issuer, self.app)
-    }
-}
 
 #[derive(Deserialize)]
 struct AccessClaims {

@@ -1,89 +1,47 @@
-//! The typed caller that handlers see, parsed from Altinn token claims.
+//! The typed caller, parsed from Altinn token claims.
 
 use serde_json::{Map, Value};
 
 use super::AuthError;
+use crate::domain::{Principal, Subject};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Subject {
-    /// A person logged in to Altinn.
-    User { user_id: u64, party_id: Option<u64> },
-    /// An organisation, from a Maskinporten exchange. `org` is the service
-    /// owner code (`ttd`) when the organisation is one.
-    Org { org: Option<String>, org_number: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub subject: Subject,
-    pub auth_level: u8,
-    pub scopes: Vec<String>,
-}
-
-impl Principal {
-    pub fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s == scope)
-    }
-
-    pub fn org(&self) -> Option<&str> {
-        match &self.subject {
-            Subject::Org { org, .. } => org.as_deref(),
-            Subject::User { .. } => None,
-        }
-    }
-
-    pub fn org_number(&self) -> Option<&str> {
-        match &self.subject {
-            Subject::Org { org_number, .. } => Some(org_number),
-            Subject::User { .. } => None,
-        }
-    }
-
-    pub fn user_id(&self) -> Option<u64> {
-        match &self.subject {
-            Subject::User { user_id, .. } => Some(*user_id),
-            Subject::Org { .. } => None,
-        }
-    }
-
-    /// Reads the Altinn claims. A token is a user's when it carries
-    /// `urn:altinn:userid`, an organisation's when it carries
-    /// `urn:altinn:orgNumber` (or only `urn:altinn:org`).
-    pub fn from_claims(claims: &Map<String, Value>) -> Result<Self, AuthError> {
-        let scopes: Vec<String> = ["scope", "urn:altinn:scope"]
-            .iter()
-            .filter_map(|k| claims.get(*k).and_then(Value::as_str))
-            .flat_map(|s| s.split_whitespace())
-            .map(str::to_owned)
-            .collect();
-        let auth_level = match claims.get("urn:altinn:authlevel") {
-            None => 0,
-            Some(v) => number(v)
-                .and_then(|n| u8::try_from(n).ok())
-                .ok_or_else(|| AuthError::invalid("urn:altinn:authlevel is not a number"))?,
+/// Reads the Altinn claims. A token is a user's when it carries
+/// `urn:altinn:userid`, an organisation's when it carries
+/// `urn:altinn:orgNumber` (or only `urn:altinn:org`).
+pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, AuthError> {
+    let scopes: Vec<String> = ["scope", "urn:altinn:scope"]
+        .iter()
+        .filter_map(|k| claims.get(*k).and_then(Value::as_str))
+        .flat_map(|s| s.split_whitespace())
+        .map(str::to_owned)
+        .collect();
+    let auth_level = match claims.get("urn:altinn:authlevel") {
+        None => 0,
+        Some(v) => number(v)
+            .and_then(|n| u8::try_from(n).ok())
+            .ok_or_else(|| AuthError::invalid("urn:altinn:authlevel is not a number"))?,
+    };
+    let subject = if let Some(user) = claims.get("urn:altinn:userid") {
+        let user_id = number(user).ok_or_else(|| AuthError::invalid("urn:altinn:userid is not a number"))?;
+        let party_id = match claims.get("urn:altinn:partyid") {
+            None => None,
+            Some(p) => Some(number(p).ok_or_else(|| AuthError::invalid("urn:altinn:partyid is not a number"))?),
         };
-        let subject = if let Some(user) = claims.get("urn:altinn:userid") {
-            let user_id = number(user).ok_or_else(|| AuthError::invalid("urn:altinn:userid is not a number"))?;
-            let party_id = match claims.get("urn:altinn:partyid") {
-                None => None,
-                Some(p) => Some(number(p).ok_or_else(|| AuthError::invalid("urn:altinn:partyid is not a number"))?),
-            };
-            Subject::User { user_id, party_id }
-        } else {
-            let org = claims.get("urn:altinn:org").and_then(Value::as_str).filter(|s| !s.is_empty());
-            let org_number = claims.get("urn:altinn:orgNumber").and_then(|v| match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Number(n) => Some(n.to_string()),
-                _ => None,
-            });
-            match (org, org_number) {
-                (org, Some(org_number)) => Subject::Org { org: org.map(str::to_owned), org_number },
-                (Some(org), None) => Subject::Org { org: Some(org.to_owned()), org_number: String::new() },
-                (None, None) => return Err(AuthError::invalid("token names neither a user nor an organisation")),
-            }
-        };
-        Ok(Self { subject, auth_level, scopes })
-    }
+        Subject::User { user_id, party_id }
+    } else {
+        let org = claims.get("urn:altinn:org").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let org_number = claims.get("urn:altinn:orgNumber").and_then(|v| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        });
+        match (org, org_number) {
+            (org, Some(org_number)) => Subject::Org { org: org.map(str::to_owned), org_number },
+            (Some(org), None) => Subject::Org { org: Some(org.to_owned()), org_number: String::new() },
+            (None, None) => return Err(AuthError::invalid("token names neither a user nor an organisation")),
+        }
+    };
+    Ok(Principal { subject, auth_level, scopes })
 }
 
 /// Altinn writes numeric claims as strings (`"1337"`) or numbers.
@@ -101,7 +59,7 @@ mod tests {
     use serde_json::json;
 
     fn parse(v: Value) -> Result<Principal, AuthError> {
-        Principal::from_claims(v.as_object().unwrap())
+        principal_from_claims(v.as_object().unwrap())
     }
 
     #[test]

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -14,7 +15,19 @@ use tokio::sync::{Mutex, RwLock};
 use url::Url;
 
 use super::verified::Verified;
-use super::{AuthError, Principal};
+use super::{AuthError, principal_from_claims};
+use crate::domain::Principal;
+
+/// The keys a token may be checked with, and the issuer they belong to.
+pub type KeysAndIssuer = (Vec<DecodingKey>, Option<String>);
+
+/// Where token signing keys come from: the platform's OIDC discovery
+/// document and its JWKS ([`OidcKeys`]).
+pub trait SigningKeys: Send + Sync {
+    /// The keys a token may be checked with (one for a known `kid`; all of
+    /// them for a token without `kid`), and the issuer they belong to.
+    fn keys_for<'a>(&'a self, kid: Option<&'a str>) -> BoxFuture<'a, Result<KeysAndIssuer, AuthError>>;
+}
 
 #[derive(Deserialize)]
 struct Discovery {
@@ -42,19 +55,24 @@ const FAILED_LOAD_RETRY: Duration = Duration::from_secs(5);
 pub struct OidcKeys {
     http: reqwest::Client,
     discovery_url: Url,
+    timeout: Duration,
     min_refetch: Duration,
     state: RwLock<KeyState>,
     refetch: Mutex<()>,
 }
 
+impl SigningKeys for OidcKeys {
+    fn keys_for<'a>(&'a self, kid: Option<&'a str>) -> BoxFuture<'a, Result<KeysAndIssuer, AuthError>> {
+        Box::pin(self.find(kid))
+    }
+}
+
 impl OidcKeys {
-    pub fn new(http: reqwest::Client, discovery_url: Url, min_refetch: Duration) -> Self {
-        Self { http, discovery_url, min_refetch, state: RwLock::default(), refetch: Mutex::new(()) }
+    pub fn new(http: reqwest::Client, discovery_url: Url, timeout: Duration, min_refetch: Duration) -> Self {
+        Self { http, discovery_url, timeout, min_refetch, state: RwLock::default(), refetch: Mutex::new(()) }
     }
 
-    /// The keys a token may be checked with (one for a known `kid`; all of
-    /// them for a token without `kid`), and the issuer they belong to.
-    async fn keys_for(&self, kid: Option<&str>) -> Result<(Vec<DecodingKey>, Option<String>), AuthError> {
+    async fn find(&self, kid: Option<&str>) -> Result<KeysAndIssuer, AuthError> {
         let stale = self.state.read().await.fetched_at.is_some_and(|t| t.elapsed() >= MAX_KEY_AGE);
         if stale {
             let _guard = self.refetch.lock().await;
@@ -115,6 +133,7 @@ impl OidcKeys {
         let discovery: Discovery = self
             .http
             .get(self.discovery_url.clone())
+            .timeout(self.timeout)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -125,6 +144,7 @@ impl OidcKeys {
         let set: JwkSet = self
             .http
             .get(discovery.jwks_uri)
+            .timeout(self.timeout)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
@@ -153,13 +173,13 @@ impl OidcKeys {
 }
 
 pub struct TokenValidator {
-    keys: OidcKeys,
+    keys: std::sync::Arc<dyn SigningKeys>,
     leeway_seconds: u64,
     verified: Verified<Principal>,
 }
 
 impl TokenValidator {
-    pub fn new(keys: OidcKeys, leeway_seconds: u64) -> Self {
+    pub fn new(keys: std::sync::Arc<dyn SigningKeys>, leeway_seconds: u64) -> Self {
         Self { keys, leeway_seconds, verified: Verified::new(leeway_seconds) }
     }
 
@@ -179,7 +199,7 @@ impl TokenValidator {
         for key in &keys {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
                 Ok(data) => {
-                    let principal = Principal::from_claims(&data.claims)?;
+                    let principal = principal_from_claims(&data.claims)?;
                     if let Some(exp) = data.claims.get("exp").and_then(Value::as_u64) {
                         self.verified.insert(token, exp, principal.clone());
                     }

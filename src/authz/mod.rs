@@ -1,5 +1,8 @@
 //! The Altinn PDP client. Every decision that is not an explicit, readable
 //! Permit is a deny: a PDP failure never lets an event through.
+//!
+//! Platform-client layer: the use cases ask an [`Authorizer`]; [`Pdp`] is
+//! the real one (XACML JSON over the shared platform HTTP client).
 
 pub mod request;
 pub mod xacml;
@@ -8,13 +11,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
+use reqwest::StatusCode;
+
 pub use request::{Action, Caller};
 
-use crate::feeds::EventRecord;
-
-use reqwest::StatusCode;
-use secrecy::{ExposeSecret, SecretString};
-use url::Url;
+use crate::domain::EventRecord;
+use crate::platform::PlatformService;
 
 use xacml::{XacmlResponse, XacmlRoot};
 
@@ -69,22 +72,41 @@ impl Breaker {
     }
 }
 
+/// Decides whether a caller may do `action` on each of `events`.
+pub trait Authorizer: Send + Sync {
+    /// One decision per event, in order. Any failure is an error, never a
+    /// permit.
+    fn authorize<'a>(
+        &'a self,
+        caller: Caller<'a>,
+        action: Action,
+        events: &'a [&'a EventRecord],
+    ) -> BoxFuture<'a, Result<Vec<bool>, PdpError>>;
+}
+
 pub struct Pdp {
-    http: reqwest::Client,
-    url: Url,
-    subscription_key: Option<SecretString>,
+    service: PlatformService,
     breaker: Breaker,
 }
 
+impl Authorizer for Pdp {
+    fn authorize<'a>(
+        &'a self,
+        caller: Caller<'a>,
+        action: Action,
+        events: &'a [&'a EventRecord],
+    ) -> BoxFuture<'a, Result<Vec<bool>, PdpError>> {
+        Box::pin(self.decide_events(caller, action, events))
+    }
+}
+
 impl Pdp {
-    pub fn new(url: Url, subscription_key: Option<SecretString>, timeout: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder().timeout(timeout).connect_timeout(timeout).build()?;
-        Ok(Self { http, url, subscription_key, breaker: Breaker::default() })
+    pub fn new(service: PlatformService) -> Self {
+        Self { service, breaker: Breaker::default() }
     }
 
-    /// One decision per event, in order, from one multi-request. Any failure
-    /// is an error, never a permit.
-    pub async fn authorize(
+    /// One decision per event, in order, from one multi-request.
+    async fn decide_events(
         &self,
         caller: Caller<'_>,
         action: Action,
@@ -133,12 +155,7 @@ impl Pdp {
     }
 
     async fn post(&self, request: &XacmlRoot) -> Result<reqwest::Response, PdpError> {
-        let mut req = self.http.post(self.url.clone()).json(request);
-        if let Some(key) = &self.subscription_key {
-            // Keys mounted from files often end in a newline.
-            req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());
-        }
-        req.send().await.map_err(PdpError::Transport)
+        self.service.post_json(request).send().await.map_err(PdpError::Transport)
     }
 
     /// Readiness: the PDP answers a decision request for no resources

@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::auth::{PlatformApp, Principal, Subject};
-use crate::domain::AppSource;
-use crate::feeds::EventRecord;
+use crate::domain::{AppSource, EventRecord, PlatformApp, Principal, Subject};
 
 use super::xacml::{
     ACTION_ID, EVENT_ID, MultiRequests, RequestReference, XacmlAttribute, XacmlCategory, XacmlRequest, XacmlResponse,

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use time::format_description::FormatItem;
 use time::macros::format_description;
 
-use crate::feeds::EventRecord;
+use super::event::EventRecord;
 
 pub const RESOURCE_PREFIX: &str = "urn:altinn:resource:";
 /// Longest accepted event id (Cosmos document ids are at most 255 bytes,

@@ -143,8 +143,15 @@ pub struct AppQuery {
     pub wait: std::time::Duration,
 }
 
+/// Whether a query must name a party (`party`, `unit` or `person`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartyRule {
+    Optional,
+    Required,
+}
+
 /// Validation shared by `GET /app/{org}/{app}`, `GET /app/party`, `POST /party`.
-pub fn app_query(raw: &RawParams, party_required: bool) -> Result<AppQuery, String> {
+pub fn app_query(raw: &RawParams, party_rule: PartyRule) -> Result<AppQuery, String> {
     let after = blank_to_none(&raw.after).map(After::parse);
     let from = parse_time(blank_to_none(&raw.from), "From")?;
     let to = parse_time(blank_to_none(&raw.to), "To")?;
@@ -183,7 +190,7 @@ pub fn app_query(raw: &RawParams, party_required: bool) -> Result<AppQuery, Stri
         (_, _, Some(n)) => Some(PartyParam::Person(n.to_owned())),
         _ => None,
     };
-    if party_required && party.is_none() {
+    if party_rule == PartyRule::Required && party.is_none() {
         return Err("Subject must be specified using either query params party or unit or header value person.".into());
     }
     Ok(AppQuery { after, from, to, party, types: raw.types.clone(), sources: raw.sources.clone(), size, wait })
@@ -254,11 +261,14 @@ mod tests {
             ("after=1", "Subject must be specified using either query params party or unit or header value person."),
         ];
         for (q, msg) in cases {
-            assert_eq!(app_query(&raw(q), true).unwrap_err(), msg, "{q}");
+            assert_eq!(app_query(&raw(q), PartyRule::Required).unwrap_err(), msg, "{q}");
         }
         let mut with_person = raw("after=1&party=1");
         with_person.person = Some("01039012345".into());
-        assert_eq!(app_query(&with_person, true).unwrap_err(), "Only one of 'Party' or 'Person' can be defined.");
+        assert_eq!(
+            app_query(&with_person, PartyRule::Required).unwrap_err(),
+            "Only one of 'Party' or 'Person' can be defined."
+        );
         assert_eq!(
             generic_query(&raw("after=0&resource=x")).unwrap_err(),
             "The 'resource' parameter must begin with `urn:altinn:resource:`"
@@ -274,13 +284,15 @@ mod tests {
 
     #[test]
     fn sizes_default_and_cap() {
-        assert_eq!(app_query(&raw("after=1"), false).unwrap().size, 50);
-        assert_eq!(app_query(&raw("after=1&size=5000"), false).unwrap().size, 1000);
+        assert_eq!(app_query(&raw("after=1"), PartyRule::Optional).unwrap().size, 50);
+        assert_eq!(app_query(&raw("after=1&size=5000"), PartyRule::Optional).unwrap().size, 1000);
     }
 
     #[test]
     fn keys_are_case_insensitive_and_types_repeat() {
-        let q = app_query(&raw("After=e1&Type=a&type=b&Party=1337&from=2022-07-07T13:00:53%2B02:00"), true).unwrap();
+        let q =
+            app_query(&raw("After=e1&Type=a&type=b&Party=1337&from=2022-07-07T13:00:53%2B02:00"), PartyRule::Required)
+                .unwrap();
         assert_eq!(q.after, Some(After::EventId("e1".into())));
         assert_eq!(q.types, ["a", "b"]);
         assert_eq!(q.party, Some(PartyParam::Party(1337)));
@@ -304,7 +316,7 @@ mod tests {
         #[test]
         fn parsing_never_panics(q in ".{0,120}") {
             let r = RawParams::from_query(Some(&q));
-            let _ = app_query(&r, true);
+            let _ = app_query(&r, PartyRule::Required);
             let _ = generic_query(&r);
         }
     }

@@ -122,12 +122,19 @@ fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, CosmosError>
     })
 }
 
+/// Every document field a query of the feed store filters or orders on
+/// (`c.<field>` in `reader.rs` and `segment.rs`), and so every field the
+/// container indexes; everything else (`/*`, the event's data) is not.
+/// `infra/modules/cosmos.bicep` lists the same paths: a test compares them.
+pub const QUERIED_FIELDS: &[&str] =
+    &["seq", "type", "source", "subject", "alternativesubject", "time", "resource", "resourceinstance", "sealed"];
+
 /// The indexing policy of the design: only what queries filter or order on.
 pub(crate) fn indexing_policy() -> IndexingPolicy {
     let mut policy = IndexingPolicy::default().with_indexing_mode(IndexingMode::Consistent);
     policy.automatic = true;
-    for path in ["seq", "type", "source", "subject", "alternativesubject", "time", "resource", "resourceinstance"] {
-        policy = policy.with_included_path(PropertyPath::default().with_path(format!("/{path}/?")));
+    for field in QUERIED_FIELDS {
+        policy = policy.with_included_path(PropertyPath::default().with_path(format!("/{field}/?")));
     }
     policy.with_excluded_path(PropertyPath::default().with_path("/*"))
 }
@@ -179,4 +186,57 @@ async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), C
         Err(e) => return Err(CosmosError::Sdk { operation: "create container", source: e }),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::QUERIED_FIELDS;
+
+    /// `c.<field>` references inside the string literals (the query texts)
+    /// of a source file.
+    fn fields_in(source: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for line in source.lines() {
+            for (i, _) in line.match_indices("c.") {
+                let in_string = line[..i].matches('"').count() % 2 == 1;
+                let before = line[..i].chars().next_back();
+                if !in_string || before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '.') {
+                    continue;
+                }
+                let field: String =
+                    line[i + 2..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                if !field.is_empty() {
+                    out.insert(field);
+                }
+            }
+        }
+        out
+    }
+
+    /// The queries, the indexing policy and `infra/` must not drift: every
+    /// field a query uses is indexed (but `id` and the partition key, which
+    /// the point reads and the cross-partition lookup use), and the Bicep
+    /// container indexes exactly the fields the code does.
+    #[test]
+    fn queried_fields_are_indexed_here_and_in_infra() {
+        let queried: BTreeSet<String> = [include_str!("reader.rs"), include_str!("segment.rs")]
+            .iter()
+            .flat_map(|s| fields_in(s))
+            .filter(|f| f != "id" && f != "pk")
+            .collect();
+        let indexed: BTreeSet<String> = QUERIED_FIELDS.iter().map(|s| s.to_string()).collect();
+        assert!(queried.contains("seq") && queried.contains("sealed"), "the scan found the queries: {queried:?}");
+        assert_eq!(queried, indexed, "fields the queries use vs QUERIED_FIELDS");
+
+        let bicep = include_str!("../../infra/modules/cosmos.bicep");
+        let included = &bicep[bicep.find("includedPaths").expect("includedPaths in cosmos.bicep")..];
+        let included = &included[..included.find(']').expect("end of includedPaths")];
+        let in_infra: BTreeSet<String> = included
+            .match_indices("path: '/")
+            .map(|(i, m)| included[i + m.len()..].split('/').next().unwrap_or_default().to_owned())
+            .collect();
+        assert_eq!(in_infra, indexed, "infra/modules/cosmos.bicep includedPaths vs QUERIED_FIELDS");
+    }
 }

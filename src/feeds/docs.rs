@@ -6,49 +6,22 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::domain::{EventRecord, FeedId};
+
 pub const HEAD_ID: &str = "head";
 /// The id of a segment's seal (see [`EventDoc::seal`]).
 pub const SEAL_ID: &str = "seal";
 
-/// Which feed an event is appended to.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum FeedId {
-    /// `urn:altinn:resource:...`: serves the app owner and `/events` queries.
-    Resource(String),
-    /// `/party/1337`, ...: serves the party queries.
-    Subject(String),
-}
-
-impl FeedId {
-    pub fn key(&self) -> String {
-        match self {
-            Self::Resource(r) => format!("r:{r}"),
-            Self::Subject(s) => format!("s:{s}"),
-        }
-    }
-
-    /// For logs: the kind and a hash, never the key itself (a subject can
-    /// be `/person/{national identity number}`).
-    pub fn log_label(&self) -> String {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.key().hash(&mut h);
-        let kind = match self {
-            Self::Resource(_) => "resource",
-            Self::Subject(_) => "subject",
-        };
-        format!("{kind}#{:016x}", h.finish())
-    }
-
+/// Where a feed's segments live: segment `k` of feed `F` is the logical
+/// partition `"{F}|{k}"`.
+pub trait SegmentKey {
     /// The partition key of segment `k`.
-    pub fn pk(&self, segment: u64) -> String {
-        format!("{}|{segment}", self.key())
-    }
+    fn pk(&self, segment: u64) -> String;
 }
 
-impl std::fmt::Display for FeedId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.key())
+impl SegmentKey for FeedId {
+    fn pk(&self, segment: u64) -> String {
+        format!("{}|{segment}", self.key())
     }
 }
 
@@ -91,24 +64,6 @@ impl HeadDoc {
     pub fn new(pk: String) -> Self {
         Self { id: HEAD_ID.to_owned(), pk, opened: 0, ttl: -1 }
     }
-}
-
-/// An event to append: the full CloudEvent and the fields queries filter on.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EventRecord {
-    pub id: String,
-    pub source: String,
-    pub subject: String,
-    pub resource: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub time: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alternativesubject: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub resourceinstance: Option<String>,
-    /// The CloudEvent as published (with server-set fields).
-    pub cloud_event: Value,
 }
 
 /// An event document in a segment partition.

@@ -5,7 +5,9 @@
 //! `segment_size` events; segment `k` of feed `F` is the logical partition
 //! `"{F}|{k}"`, holding a head document (the segment's marker) and the event
 //! documents, whose `seq` is unique in the partition.
-//! No Cosmos type leaves this module.
+//!
+//! Storage layer: the only module that uses the Cosmos SDK; no Cosmos type
+//! leaves it. It imports domain types and configuration only.
 
 mod cosmos;
 pub mod docs;
@@ -21,10 +23,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use cosmos::{Cosmos, CosmosError};
-pub use docs::{EventRecord, FeedId};
-pub use reader::{Filters, ReadPage, StoredEvent};
+pub use docs::SegmentKey;
+pub use reader::{ReadPage, StoredEvent};
 pub use repairer::{RepairReport, Repairer};
 pub use segment::{Clock, FeedStats};
+pub use writer::IdSource;
+
+use crate::config::CosmosConfig;
+use crate::domain::{EventRecord, FeedId, Filters};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -94,6 +100,27 @@ pub struct FeedStore {
 }
 
 impl FeedStore {
+    /// Connects to the configured account and container (creating them when
+    /// `cosmos.provision` is set). `emulator`: the shared in-process account
+    /// to use when `cosmos.auth = emulator` (a fresh one when `None`).
+    pub async fn connect(
+        config: &CosmosConfig,
+        #[cfg(feature = "dev")] emulator: Option<emulator::EmulatorAccount>,
+    ) -> Result<Self, CosmosError> {
+        let cosmos = Cosmos::connect(
+            config,
+            #[cfg(feature = "dev")]
+            emulator,
+        )
+        .await?;
+        Ok(Self::new(cosmos))
+    }
+
+    /// Cheap reachability check: reads the container's properties.
+    pub async fn ping(&self) -> Result<(), CosmosError> {
+        self.cosmos.ping().await
+    }
+
     pub fn new(cosmos: Cosmos) -> Self {
         Self::with_clock(cosmos, Clock::default())
     }
@@ -108,12 +135,7 @@ impl FeedStore {
             None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),
         };
         let layout = segment::Layout { size: cosmos.config.segment_size, close_after };
-        let seg = segment::Segments {
-            container: cosmos.container.clone(),
-            layout,
-            clock,
-            counters: Arc::default(),
-        };
+        let seg = segment::Segments { container: cosmos.container.clone(), layout, clock, counters: Arc::default() };
         let notifier = Arc::new(notify::Notifier::default());
         let deadline = std::time::Duration::from_millis(cosmos.config.append_retry_deadline_ms);
         let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone());
@@ -144,18 +166,18 @@ impl FeedStore {
     }
 
     /// Appends an event to its resource feed, then its subject feed. Both
-    /// appends are idempotent by event id; `dedupe` also looks one segment
-    /// back (for publisher-chosen ids).
-    pub async fn append(&self, record: EventRecord, dedupe: bool) -> Result<Appended, FeedError> {
+    /// appends are idempotent by event id; for publisher-chosen ids they
+    /// also look one segment back.
+    pub async fn append(&self, record: EventRecord, ids: IdSource) -> Result<Appended, FeedError> {
         let record = Arc::new(record);
         let resource = FeedId::Resource(record.resource.clone());
         let subject = FeedId::Subject(record.subject.clone());
-        let (resource_seq, mut request_charge) = self.writer.append(&resource, record.clone(), dedupe).await?;
+        let (resource_seq, mut request_charge) = self.writer.append(&resource, record.clone(), ids).await?;
         // An event without a subject has no subject feed.
         let subject_seq = if record.subject.is_empty() {
             None
         } else {
-            let (seq, charge) = self.writer.append(&subject, record, dedupe).await?;
+            let (seq, charge) = self.writer.append(&subject, record, ids).await?;
             request_charge += charge;
             Some(seq)
         };
@@ -163,14 +185,14 @@ impl FeedStore {
     }
 
     /// Appends several events, in order, to both their feeds.
-    pub async fn append_all(&self, records: Vec<EventRecord>, dedupe: bool) -> Vec<Result<Appended, FeedError>> {
-        futures::future::join_all(records.into_iter().map(|r| self.append(r, dedupe))).await
+    pub async fn append_all(&self, records: Vec<EventRecord>, ids: IdSource) -> Vec<Result<Appended, FeedError>> {
+        futures::future::join_all(records.into_iter().map(|r| self.append(r, ids))).await
     }
 
     /// Appends to one feed only (the repairer, and tests that stop a
     /// publisher between its two appends).
-    pub async fn append_to(&self, feed: &FeedId, record: EventRecord, dedupe: bool) -> Result<u64, FeedError> {
-        self.writer.append(feed, Arc::new(record), dedupe).await.map(|(seq, _)| seq)
+    pub async fn append_to(&self, feed: &FeedId, record: EventRecord, ids: IdSource) -> Result<u64, FeedError> {
+        self.writer.append(feed, Arc::new(record), ids).await.map(|(seq, _)| seq)
     }
 
     /// Events of `feed` from position `from` (the number of events before

@@ -8,90 +8,63 @@ use azure_data_cosmos::options::{MaxItemCountHint, QueryOptions};
 use azure_data_cosmos::{FeedScope, Query};
 use futures::StreamExt;
 
-use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, doc_id};
 use super::segment::Segments;
 use super::{FeedError, charge};
+pub use crate::domain::Filters;
 
 /// Newest segments that `locate` point-reads before it falls back to a query.
 const LOCATE_POINT_READS: u64 = 8;
 
-/// What a query keeps; every field narrows. Times are fixed-width RFC 3339
-/// UTC strings, so string order is time order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Filters {
-    pub from_time: Option<String>,
-    pub to_time: Option<String>,
-    /// Any of these types.
-    pub types: Vec<String>,
-    /// Any of these sources; `%` matches any run of characters.
-    pub sources: Vec<String>,
-    pub subject: Option<String>,
-    pub alternative_subject: Option<String>,
-    pub resource_instance: Option<String>,
-    /// Only events of this resource (a subject feed holds several).
-    pub resource: Option<String>,
-    /// Only events of resources that start with this (e.g. all app resources).
-    pub resource_prefix: Option<String>,
-}
-
-impl Filters {
-    pub fn is_empty(&self) -> bool {
-        *self == Self::default()
+/// ` AND ...` predicates and their parameters.
+pub(crate) fn filter_sql(f: &Filters) -> (String, Vec<(String, serde_json::Value)>) {
+    let mut sql = String::new();
+    let mut params: Vec<(String, serde_json::Value)> = Vec::new();
+    let bind = |name: &str, value: serde_json::Value, params: &mut Vec<_>| {
+        params.push((format!("@{name}"), value));
+        format!("@{name}")
+    };
+    if let Some(t) = &f.from_time {
+        sql.push_str(&format!(" AND c.time >= {}", bind("from", t.clone().into(), &mut params)));
     }
-
-    /// ` AND ...` predicates and their parameters.
-    fn to_sql(&self) -> (String, Vec<(String, serde_json::Value)>) {
-        let mut sql = String::new();
-        let mut params: Vec<(String, serde_json::Value)> = Vec::new();
-        let bind = |name: &str, value: serde_json::Value, params: &mut Vec<_>| {
-            params.push((format!("@{name}"), value));
-            format!("@{name}")
-        };
-        if let Some(t) = &self.from_time {
-            sql.push_str(&format!(" AND c.time >= {}", bind("from", t.clone().into(), &mut params)));
-        }
-        if let Some(t) = &self.to_time {
-            sql.push_str(&format!(" AND c.time <= {}", bind("to", t.clone().into(), &mut params)));
-        }
-        if !self.types.is_empty() {
-            sql.push_str(&format!(
-                " AND ARRAY_CONTAINS({}, c.type)",
-                bind("types", self.types.clone().into(), &mut params)
-            ));
-        }
-        if !self.sources.is_empty() {
-            let parts: Vec<String> = self
-                .sources
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    if s.contains('%') {
-                        let p = bind(&format!("src{i}"), like_pattern(s).into(), &mut params);
-                        format!("c.source LIKE {p} ESCAPE '!'")
-                    } else {
-                        format!("c.source = {}", bind(&format!("src{i}"), s.clone().into(), &mut params))
-                    }
-                })
-                .collect();
-            sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
-        }
-        if let Some(s) = &self.subject {
-            sql.push_str(&format!(" AND c.subject = {}", bind("subject", s.clone().into(), &mut params)));
-        }
-        if let Some(s) = &self.alternative_subject {
-            sql.push_str(&format!(" AND c.alternativesubject = {}", bind("alt", s.clone().into(), &mut params)));
-        }
-        if let Some(s) = &self.resource {
-            sql.push_str(&format!(" AND c.resource = {}", bind("res", s.clone().into(), &mut params)));
-        }
-        if let Some(s) = &self.resource_prefix {
-            sql.push_str(&format!(" AND STARTSWITH(c.resource, {})", bind("resprefix", s.clone().into(), &mut params)));
-        }
-        if let Some(s) = &self.resource_instance {
-            sql.push_str(&format!(" AND c.resourceinstance = {}", bind("ri", s.clone().into(), &mut params)));
-        }
-        (sql, params)
+    if let Some(t) = &f.to_time {
+        sql.push_str(&format!(" AND c.time <= {}", bind("to", t.clone().into(), &mut params)));
     }
+    if !f.types.is_empty() {
+        sql.push_str(&format!(" AND ARRAY_CONTAINS({}, c.type)", bind("types", f.types.clone().into(), &mut params)));
+    }
+    if !f.sources.is_empty() {
+        let parts: Vec<String> = f
+            .sources
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if s.contains('%') {
+                    let p = bind(&format!("src{i}"), like_pattern(s).into(), &mut params);
+                    format!("c.source LIKE {p} ESCAPE '!'")
+                } else {
+                    format!("c.source = {}", bind(&format!("src{i}"), s.clone().into(), &mut params))
+                }
+            })
+            .collect();
+        sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
+    }
+    if let Some(s) = &f.subject {
+        sql.push_str(&format!(" AND c.subject = {}", bind("subject", s.clone().into(), &mut params)));
+    }
+    if let Some(s) = &f.alternative_subject {
+        sql.push_str(&format!(" AND c.alternativesubject = {}", bind("alt", s.clone().into(), &mut params)));
+    }
+    if let Some(s) = &f.resource {
+        sql.push_str(&format!(" AND c.resource = {}", bind("res", s.clone().into(), &mut params)));
+    }
+    if let Some(s) = &f.resource_prefix {
+        sql.push_str(&format!(" AND STARTSWITH(c.resource, {})", bind("resprefix", s.clone().into(), &mut params)));
+    }
+    if let Some(s) = &f.resource_instance {
+        sql.push_str(&format!(" AND c.resourceinstance = {}", bind("ri", s.clone().into(), &mut params)));
+    }
+    (sql, params)
 }
 
 /// `%` stays the wildcard; `_` and `[` (LIKE metacharacters in Cosmos SQL)
@@ -136,7 +109,7 @@ pub(crate) async fn read(
     scan_budget: u64,
 ) -> Result<ReadPage, FeedError> {
     let s = seg.size();
-    let (filter_sql, filter_params) = filters.to_sql();
+    let (filter_sql, filter_params) = filter_sql(filters);
     let mut page = ReadPage { events: Vec::new(), next: from, at_end: false, round_trips: 0, request_charge: 0.0 };
     let budget_end = from.saturating_add(scan_budget.max(1));
     if budget_end == from || from / s >= u64::MAX / s - 1 {
@@ -214,8 +187,8 @@ pub(crate) async fn read(
         };
         let end = head.end(s).min(budget_end);
         if page.next < end {
-            let docs = query(seg, feed.pk(k), page.next, Some(end), &filter_sql, &filter_params, want, &mut page)
-                .await?;
+            let docs =
+                query(seg, feed.pk(k), page.next, Some(end), &filter_sql, &filter_params, want, &mut page).await?;
             let full = docs.len() == want;
             let last = docs.last().map(|d| d.seq);
             page.events.extend(events_of(docs));
@@ -405,7 +378,7 @@ mod tests {
             from_time: Some("2026-01-01T00:00:00.000000Z".into()),
             ..Filters::default()
         };
-        let (sql, params) = f.to_sql();
+        let (sql, params) = filter_sql(&f);
         assert_eq!(
             sql,
             " AND c.time >= @from AND ARRAY_CONTAINS(@types, c.type) AND (c.source LIKE @src0 ESCAPE '!' OR c.source = @src1)"

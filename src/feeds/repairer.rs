@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::docs::{EventDoc, FeedId};
-use super::{FeedError, FeedStore};
+use super::{FeedError, FeedStore, IdSource};
 
 const LEASE_PK: &str = "lease|repairer";
 const LEASE_ID: &str = "lease";
@@ -187,7 +187,7 @@ impl Repairer {
                 let subject = FeedId::Subject(event.subject.clone());
                 if self.store.locate(&subject, &event.eid).await?.is_none() {
                     tracing::warn!(event.id = %event.eid, feed = %subject.log_label(), "repairing an event missing from its subject feed");
-                    match self.store.append_to(&subject, event.into_record(), true).await {
+                    match self.store.append_to(&subject, event.into_record(), IdSource::Publisher).await {
                         Ok(_) => {
                             report.repaired += 1;
                             metrics::counter!("feed_repaired_events_total").increment(1);
@@ -234,7 +234,7 @@ impl Repairer {
             match self.run_once().await {
                 Ok(r) if r.repaired > 0 => tracing::info!(repaired = r.repaired, checked = r.checked, "repair round"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error.chain = %crate::error::chain(&e), "repair round failed"),
+                Err(e) => tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "repair round failed"),
             }
             tokio::select! {
                 _ = tokio::time::sleep(interval) => {}

@@ -17,7 +17,7 @@ use azure_data_cosmos::options::ItemWriteOptions;
 use azure_data_cosmos::{ContainerClient, FeedScope, Query};
 use futures::StreamExt;
 
-use super::docs::{FeedId, HEAD_ID, HeadDoc};
+use super::docs::{FeedId, HEAD_ID, HeadDoc, SegmentKey};
 use super::{FeedError, charge, observe};
 
 /// A segment as last read: the number of positions it has used (`size`

@@ -11,11 +11,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use azure_data_cosmos::options::ItemWriteOptions;
 use azure_data_cosmos::TransactionalBatch;
+use azure_data_cosmos::options::ItemWriteOptions;
 use tokio::sync::{mpsc, oneshot};
 
-use super::docs::{EventDoc, EventRecord, FeedId, doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, doc_id};
 use super::notify::Notifier;
 use super::segment::{Counters, Head, Segments};
 use super::{FeedError, charge};
@@ -29,8 +29,7 @@ const IDLE: Duration = Duration::from_secs(30);
 
 struct Pending {
     record: Arc<EventRecord>,
-    /// Also look for the event in the previous segment (publisher-chosen ids).
-    dedupe: bool,
+    ids: IdSource,
     /// The sequence number, and this event's share of the batch's RU charge.
     reply: oneshot::Sender<Result<(u64, f64), FeedError>>,
 }
@@ -45,12 +44,49 @@ struct Item {
     previous_checked_for: Option<u64>,
 }
 
-/// What one write attempt did.
-enum Outcome {
+/// Where a chunk can be stored.
+enum Room {
+    /// In this segment.
+    Here(Head),
+    /// Not here: the segment was full or old; this is the feed's new tail.
+    Moved(Head),
+}
+
+/// What one write of a chunk did.
+enum Written {
     /// Every event of the chunk is stored; the RU charge.
     Stored(f64),
     /// The chunk's operation at this index answered 409; nothing is stored.
     Conflict(usize),
+    /// Cosmos refused the document of the operation at this index (400 or
+    /// 413); nothing is stored.
+    Refused { op: usize, status: u16 },
+}
+
+/// Who chose an event's id, which says where a repeat of it can be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdSource {
+    /// The server (a fresh UUID per publish): a repeat is only ever a retry
+    /// of this very append, in the segment it was written to.
+    Server,
+    /// The publisher (`POST /events`): a repeat can come later, so the
+    /// previous segment is searched too.
+    Publisher,
+}
+
+/// How many of the queued events the next write takes: up to `room`, a
+/// batch's 100 operations and about 2 MB.
+fn chunk_len(queue: &VecDeque<Item>, room: usize) -> usize {
+    let mut n = 0;
+    let mut bytes = 0;
+    for item in queue {
+        if n == room || n == MAX_EVENTS_PER_BATCH || (n > 0 && bytes + item.bytes > MAX_BATCH_BYTES) {
+            break;
+        }
+        bytes += item.bytes;
+        n += 1;
+    }
+    n
 }
 
 pub struct Writer {
@@ -68,17 +104,17 @@ impl Writer {
     }
 
     /// Appends one event to `feed`; returns its sequence number. An event
-    /// whose id is already in the feed's current (or, with `dedupe`,
+    /// whose id is already in the feed's current (or, for publisher ids,
     /// previous) segment is not appended again: its existing position is
     /// returned.
     pub async fn append(
         self: &Arc<Self>,
         feed: &FeedId,
         record: Arc<EventRecord>,
-        dedupe: bool,
+        ids: IdSource,
     ) -> Result<(u64, f64), FeedError> {
         let (reply, rx) = oneshot::channel();
-        let pending = Pending { record, dedupe, reply };
+        let pending = Pending { record, ids, reply };
         {
             let mut feeds = self.feeds.lock().expect("writer map lock");
             let key = feed.key();
@@ -170,25 +206,57 @@ impl Writer {
         }
     }
 
-    /// One attempt: make sure the tail is known and the segment has room,
-    /// settle items that may already be stored, then store the next chunk
-    /// at the next sequence numbers: one create, or one batch of creates.
+    /// One attempt: find a segment with room, settle items that may already
+    /// be stored, then store the next chunk at the next sequence numbers
+    /// (one create, or one batch of creates) and settle what that did.
     async fn step(&self, feed: &FeedId, tail: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
-        let s = self.seg.size();
-        let h = match tail.take() {
+        let h = match self.segment_with_room(feed, tail.take()).await? {
+            Room::Here(h) => h,
+            Room::Moved(next) => {
+                *tail = Some(next);
+                return Ok(());
+            }
+        };
+        self.settle_maybe_stored(feed, h, queue).await?;
+        if queue.is_empty() {
+            *tail = Some(h);
+            return Ok(());
+        }
+        let n = chunk_len(queue, usize::try_from(self.seg.size() - h.count).unwrap_or(usize::MAX));
+        // From the moment a write is sent it may commit, even when its answer
+        // is lost: a retry must look for these events before writing them.
+        for item in queue.iter_mut().take(n) {
+            item.maybe_in.insert(h.segment);
+        }
+        *tail = match self.write_chunk(feed, h, queue, n).await? {
+            Written::Stored(charge) => Some(self.stored(feed, h, queue, n, charge)),
+            Written::Conflict(op) => self.conflict(feed, h, queue, op).await?,
+            Written::Refused { op, status } => {
+                // The document itself is refused: retrying cannot help.
+                let item = queue.remove(op).expect("op index maps to a queued item");
+                let _ =
+                    item.pending.reply.send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
+                Some(h)
+            }
+        };
+        Ok(())
+    }
+
+    /// The segment the next events go to: the known tail, or the feed's
+    /// newest segment (opening the first). A full segment moves on to the
+    /// next; one open for `close_after` is sealed first, so that none is
+    /// still written when its first events expire.
+    async fn segment_with_room(&self, feed: &FeedId, tail: Option<Head>) -> Result<Room, FeedError> {
+        let h = match tail {
             Some(h) => h,
             None => match self.seg.newest(feed).await? {
                 Some(h) => h,
                 None => self.seg.open(feed, 0).await?,
             },
         };
-        if h.count >= s {
-            *tail = Some(self.seg.open(feed, h.segment + 1).await?);
-            return Ok(());
+        if h.count >= self.seg.size() {
+            return Ok(Room::Moved(self.seg.open(feed, h.segment + 1).await?));
         }
-        // A segment open for `close_after` is sealed before anything else
-        // is stored, so that none is still written when its first events
-        // expire.
         let h = match h.opened {
             None if self.seg.layout.close_after.is_some() => {
                 let opened = self.seg.opened(feed, h.segment).await?.ok_or(FeedError::HeadVanished)?;
@@ -197,10 +265,15 @@ impl Writer {
             _ => h,
         };
         if h.opened.is_some_and(|o| self.seg.closed_for_writers(o)) {
-            *tail = Some(self.seal(feed, h).await?);
-            return Ok(());
+            return Ok(Room::Moved(self.seal(feed, h).await?));
         }
-        // Items that may already be stored elsewhere: look before writing twice.
+        Ok(Room::Here(h))
+    }
+
+    /// Items that may already be stored in another segment (an earlier
+    /// write whose answer was lost; with publisher ids, a retry of an event
+    /// stored in the previous segment): look before writing them twice.
+    async fn settle_maybe_stored(&self, feed: &FeedId, h: Head, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
         let mut i = 0;
         while i < queue.len() {
             let item = &mut queue[i];
@@ -214,11 +287,13 @@ impl Writer {
                     break;
                 }
             }
-            let dedupe_in = h.segment.checked_sub(1).filter(|p| {
-                item.pending.dedupe && item.previous_checked_for != Some(h.segment) && !item.maybe_in.contains(p)
+            let previous = h.segment.checked_sub(1).filter(|p| {
+                item.pending.ids == IdSource::Publisher
+                    && item.previous_checked_for != Some(h.segment)
+                    && !item.maybe_in.contains(p)
             });
             if found.is_none()
-                && let Some(k) = dedupe_in
+                && let Some(k) = previous
             {
                 found = self.read_event(feed, k, &item.doc_id).await?;
             }
@@ -231,141 +306,123 @@ impl Writer {
                 None => i += 1,
             }
         }
-        if queue.is_empty() {
-            *tail = Some(h);
-            return Ok(());
-        }
-        // The chunk this attempt stores.
-        let room = usize::try_from(s - h.count).unwrap_or(usize::MAX);
-        let mut n = 0;
-        let mut bytes = 0;
-        for item in queue.iter() {
-            if n == room || n == MAX_EVENTS_PER_BATCH || (n > 0 && bytes + item.bytes > MAX_BATCH_BYTES) {
-                break;
-            }
-            bytes += item.bytes;
-            n += 1;
-        }
+        Ok(())
+    }
+
+    /// Stores the first `n` queued events at the segment's next numbers.
+    async fn write_chunk(
+        &self,
+        feed: &FeedId,
+        h: Head,
+        queue: &VecDeque<Item>,
+        n: usize,
+    ) -> Result<Written, FeedError> {
         let pk = feed.pk(h.segment);
-        let base = h.end(s);
-        // From the moment a write is sent it may commit, even when its answer
-        // is lost: a retry must look for these events before writing them.
-        for item in queue.iter_mut().take(n) {
-            item.maybe_in.insert(h.segment);
-        }
+        let base = h.end(self.seg.size());
         let started = Instant::now();
-        let outcome = if n == 1 {
+        if n == 1 {
             let doc = EventDoc::new(&queue[0].pending.record, pk.clone(), base);
-            match self.seg.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
+            return match self.seg.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
                 Ok(resp) => {
                     let charge = charge(resp.headers());
                     self.seg.observe("append_create", started, charge);
-                    Outcome::Stored(charge.unwrap_or(0.0))
+                    Ok(Written::Stored(charge.unwrap_or(0.0)))
                 }
                 Err(e) if e.status().is_conflict() => {
                     self.seg.observe("append_create", started, None);
-                    Outcome::Conflict(0)
+                    Ok(Written::Conflict(0))
                 }
                 Err(e) => {
                     self.seg.observe("append_create", started, None);
-                    let status = u16::from(e.status().status_code());
-                    if matches!(status, 400 | 413) {
-                        // The document itself is refused: retrying cannot help.
-                        let item = queue.pop_front().expect("a chunk of one");
-                        let _ = item
-                            .pending
-                            .reply
-                            .send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
-                        *tail = Some(h);
-                        return Ok(());
+                    match u16::from(e.status().status_code()) {
+                        status @ (400 | 413) => Ok(Written::Refused { op: 0, status }),
+                        _ => Err(FeedError::Cosmos { operation: "append", source: e }),
                     }
-                    return Err(FeedError::Cosmos { operation: "append", source: e });
-                }
-            }
-        } else {
-            let mut batch = TransactionalBatch::new(pk.clone());
-            for (i, item) in queue.iter().take(n).enumerate() {
-                let doc = EventDoc::new(&item.pending.record, pk.clone(), base + i as u64);
-                batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
-            }
-            let resp = match self.seg.container.execute_transactional_batch(batch, None).await {
-                Ok(resp) => resp,
-                Err(e) => {
-                    self.seg.observe("append_batch", started, None);
-                    return Err(FeedError::Cosmos { operation: "append batch", source: e });
                 }
             };
-            let charge = charge(resp.headers());
-            self.seg.observe("append_batch", started, charge);
-            let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
-            let results = model.results();
-            if results.iter().all(|r| r.is_success()) {
-                Outcome::Stored(charge.unwrap_or(0.0))
-            } else {
-                // Rolled back: find the operation that failed (the others say 424).
-                match results.iter().position(|r| !r.is_success() && r.status_code() != 424) {
-                    Some(op) if results[op].status_code() == 409 => Outcome::Conflict(op),
-                    Some(op) => {
-                        let status = results[op].status_code();
-                        // As for a single create: only a refusal of the
-                        // document itself is the caller's; anything else
-                        // (429, 449, 5xx, a full partition) is retried.
-                        if !matches!(status, 400 | 413) {
-                            return Err(FeedError::Transient(format!("batch operation answered {status}")));
-                        }
-                        let item = queue.remove(op).expect("op index maps to a queued item");
-                        let _ = item
-                            .pending
-                            .reply
-                            .send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
-                        *tail = Some(h);
-                        return Ok(());
-                    }
-                    None => return Err(FeedError::Transient("batch failed without a failing operation".into())),
-                }
+        }
+        let mut batch = TransactionalBatch::new(pk.clone());
+        for (i, item) in queue.iter().take(n).enumerate() {
+            let doc = EventDoc::new(&item.pending.record, pk.clone(), base + i as u64);
+            batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
+        }
+        let resp = match self.seg.container.execute_transactional_batch(batch, None).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.seg.observe("append_batch", started, None);
+                return Err(FeedError::Cosmos { operation: "append batch", source: e });
             }
         };
-        match outcome {
-            Outcome::Stored(charge) => {
-                let share = charge / n as f64;
-                metrics::histogram!("feed_batch_events").record(n as f64);
-                for (i, item) in queue.drain(..n).enumerate() {
-                    let _ = item.pending.reply.send(Ok((base + i as u64, share)));
-                }
-                *tail = Some(Head { count: h.count + n as u64, ..h });
+        let charge = charge(resp.headers());
+        self.seg.observe("append_batch", started, charge);
+        let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
+        let results = model.results();
+        if results.iter().all(|r| r.is_success()) {
+            return Ok(Written::Stored(charge.unwrap_or(0.0)));
+        }
+        // Rolled back: find the operation that failed (the others say 424).
+        match results.iter().position(|r| !r.is_success() && r.status_code() != 424) {
+            Some(op) if results[op].status_code() == 409 => Ok(Written::Conflict(op)),
+            // As for a single create: only a refusal of the document itself
+            // is the caller's; anything else (429, 449, 5xx, a full
+            // partition) is retried.
+            Some(op) => match results[op].status_code() {
+                status @ (400 | 413) => Ok(Written::Refused { op, status }),
+                status => Err(FeedError::Transient(format!("batch operation answered {status}"))),
+            },
+            None => Err(FeedError::Transient("batch failed without a failing operation".into())),
+        }
+    }
+
+    /// The chunk is stored: answer its appends, wake readers; the new tail.
+    fn stored(&self, feed: &FeedId, h: Head, queue: &mut VecDeque<Item>, n: usize, charge: f64) -> Head {
+        let base = h.end(self.seg.size());
+        let share = charge / n as f64;
+        metrics::histogram!("feed_batch_events").record(n as f64);
+        for (i, item) in queue.drain(..n).enumerate() {
+            let _ = item.pending.reply.send(Ok((base + i as u64, share)));
+        }
+        self.notifier.notify(feed);
+        Head { count: h.count + n as u64, ..h }
+    }
+
+    /// The chunk's operation `op` answered 409, nothing of it is stored.
+    /// Either that event is in this segment already (stored earlier, or by
+    /// this very write when the SDK retried it after losing the first
+    /// answer), or another writer took the sequence number: the event's own
+    /// id says which. The new tail, `None` when it must be read again.
+    async fn conflict(
+        &self,
+        feed: &FeedId,
+        h: Head,
+        queue: &mut VecDeque<Item>,
+        op: usize,
+    ) -> Result<Option<Head>, FeedError> {
+        let base = h.end(self.seg.size());
+        // Look before taking the item off the queue: a failed read must
+        // leave it queued for the retry.
+        match self.read_event(feed, h.segment, &queue[op].doc_id).await? {
+            Some(doc) => {
+                let item = queue.remove(op).expect("op index maps to a queued item");
+                // Its position is taken by itself when it is `base + op`.
+                let tail = if doc.seq == base + op as u64 && op == 0 {
+                    Some(Head { count: h.count + 1, ..h })
+                } else if doc.seq >= base {
+                    None
+                } else {
+                    Some(h)
+                };
+                settle_existing(item, &doc);
+                // It may have been stored by this very write: wake readers.
                 self.notifier.notify(feed);
+                Ok(tail)
             }
-            Outcome::Conflict(op) => {
-                // Either that event is in this segment already (stored
-                // earlier, or by this very write when the SDK retried it after
-                // losing the first answer), or another writer took the
-                // sequence number: the event's own id says which.
-                // Look before taking the item off the queue: a failed read
-                // must leave it queued for the retry.
-                match self.read_event(feed, h.segment, &queue[op].doc_id).await? {
-                    Some(doc) => {
-                        let item = queue.remove(op).expect("op index maps to a queued item");
-                        // Its position is taken by itself when it is `base + op`.
-                        *tail = if doc.seq == base + op as u64 && op == 0 {
-                            Some(Head { count: h.count + 1, ..h })
-                        } else if doc.seq >= base {
-                            None
-                        } else {
-                            Some(h)
-                        };
-                        settle_existing(item, &doc);
-                        // It may have been stored by this very write: wake readers.
-                        self.notifier.notify(feed);
-                    }
-                    None => {
-                        metrics::counter!("feed_seq_conflicts_total").increment(1);
-                        Counters::bump(&self.seg.counters.seq_conflicts);
-                        *tail = Some(self.length_past(feed, h).await?);
-                    }
-                }
+            None => {
+                metrics::counter!("feed_seq_conflicts_total").increment(1);
+                Counters::bump(&self.seg.counters.seq_conflicts);
+                Ok(Some(self.length_past(feed, h).await?))
             }
         }
-        Ok(())
     }
 
     /// Seals segment `h.segment` at its next free number: after that, no

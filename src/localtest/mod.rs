@@ -21,8 +21,8 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use url::Url;
 
+use crate::api::ApiError;
 use crate::authz::xacml::XacmlRoot;
-use crate::error::ApiError;
 pub use dataset::Dataset;
 pub use keys::LocalKeys;
 
@@ -231,7 +231,7 @@ async fn maskinporten_token(State(p): P, Query(q): Query<MaskinportenQuery>) -> 
 /// `GET /authentication/api/v1/exchange/maskinporten` with the Maskinporten
 /// token as bearer → an Altinn token with the same scopes.
 async fn exchange_maskinporten(State(p): P, headers: HeaderMap) -> Result<Response, ApiError> {
-    let token = crate::auth::token_from_headers(&headers)
+    let token = crate::api::extract::token_from_headers(&headers)
         .ok_or_else(|| ApiError::Unauthorized("Missing Maskinporten bearer token.".into()))?;
     let mut validation = Validation::new(Algorithm::RS256);
     validation.set_issuer(&[p.maskinporten_issuer()]);
@@ -306,25 +306,4 @@ async fn stats(State(p): P) -> Json<Value> {
         "jwks_requests": p.jwks_requests.load(Ordering::SeqCst),
         "pdp_requests": p.pdp_requests.load(Ordering::SeqCst),
     }))
-}
-
-/// Debugging aids on the service's own extractors: how the service sees a
-/// token. `GET /localtest/whoami` (Altinn token) and
-/// `GET /localtest/whoami/platform` (platform access token).
-pub fn whoami_router() -> Router<crate::state::AppState> {
-    Router::new().route("/localtest/whoami", get(whoami)).route("/localtest/whoami/platform", get(whoami_platform))
-}
-
-async fn whoami(principal: crate::auth::Principal) -> Json<Value> {
-    let subject = match &principal.subject {
-        crate::auth::Subject::User { user_id, party_id } => {
-            json!({"kind": "user", "userId": user_id, "partyId": party_id})
-        }
-        crate::auth::Subject::Org { org, org_number } => json!({"kind": "org", "org": org, "orgNumber": org_number}),
-    };
-    Json(json!({"subject": subject, "authLevel": principal.auth_level, "scopes": principal.scopes}))
-}
-
-async fn whoami_platform(app: crate::auth::PlatformApp) -> Json<Value> {
-    Json(json!({"issuer": app.issuer, "app": app.app, "appId": app.app_id()}))
 }

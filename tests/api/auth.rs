@@ -120,10 +120,13 @@ async fn bad_tokens_are_401_problems_never_500() {
     let cases = [
         ("signature cut short", good[..good.len() - 2].to_owned()),
         ("signature extended", format!("{good}AA")),
-        ("signature of another token", format!("{h}.{}.{}", good.split('.').nth(1).unwrap(), {
-            let other = app.user_token(1338, 1338, 2).await;
-            other.rsplit('.').next().unwrap().to_owned()
-        })),
+        (
+            "signature of another token",
+            format!("{h}.{}.{}", good.split('.').nth(1).unwrap(), {
+                let other = app.user_token(1338, 1338, 2).await;
+                other.rsplit('.').next().unwrap().to_owned()
+            }),
+        ),
         ("expired", sign_rs256(&pem, Some(&kid), &expired)),
         ("not yet valid", sign_rs256(&pem, Some(&kid), &not_yet)),
         ("wrong key", wrong_key),

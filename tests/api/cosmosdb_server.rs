@@ -4,7 +4,8 @@
 //! starts the server and runs this test with `EVENTS_TEST_COSMOS_ENDPOINT` set.
 
 use altinn_events::config::{CosmosAuth, CosmosConfig};
-use altinn_events::feeds::{Cosmos, EventRecord, FeedId, FeedStore, Filters};
+use altinn_events::domain::{EventRecord, FeedId, Filters};
+use altinn_events::feeds::{Cosmos, FeedStore, IdSource};
 use secrecy::SecretString;
 
 const S: u64 = 4;
@@ -76,7 +77,8 @@ async fn cosmosdb_server_feed_store_round_trip() {
     for i in 0..10u64 {
         let subject = if i % 2 == 0 { &me } else { &other };
         let kind = if i % 3 == 0 { created } else { "app.instance.process.completed" };
-        let a = store.append(event(&format!("e{i}-{run}"), &res, subject, kind), false).await.expect("append");
+        let a =
+            store.append(event(&format!("e{i}-{run}"), &res, subject, kind), IdSource::Server).await.expect("append");
         assert_eq!((a.resource_seq, a.subject_seq), (i, Some(i / 2)));
     }
     let resource = FeedId::Resource(res.clone());
@@ -123,11 +125,11 @@ async fn cosmosdb_server_feed_store_round_trip() {
 
     // Appending again is idempotent: the create answers 409 (the event's id
     // is taken) and the stored event's position is returned.
-    let again = store.append(event(&format!("e9-{run}"), &res, &other, created), false).await.unwrap();
+    let again = store.append(event(&format!("e9-{run}"), &res, &other, created), IdSource::Server).await.unwrap();
     assert_eq!((again.resource_seq, again.subject_seq), (9, Some(4)));
     let mut thief = event(&format!("e9-{run}"), &res, &other, created);
     thief.source = "https://elsewhere/".into();
-    assert!(store.append(thief, false).await.unwrap_err().is_client_error());
+    assert!(store.append(thief, IdSource::Server).await.unwrap_err().is_client_error());
     assert_eq!(store.len(&resource).await.unwrap(), 10);
     assert_eq!(read_all(&store, &resource, 4).await.len(), 10);
 
@@ -137,13 +139,13 @@ async fn cosmosdb_server_feed_store_round_trip() {
     let pod_b = self::store(S).await;
     for i in 10..14u64 {
         let writer = if i % 2 == 0 { &pod_b } else { &store };
-        let a = writer.append(event(&format!("e{i}-{run}"), &res, &me, created), false).await.unwrap();
+        let a = writer.append(event(&format!("e{i}-{run}"), &res, &me, created), IdSource::Server).await.unwrap();
         assert_eq!(a.resource_seq, i);
     }
     // Group commit: concurrent appends share batches of several creates.
     let burst: Vec<_> = (14..20).map(|i| event(&format!("e{i}-{run}"), &res, &other, created)).collect();
     let burst_ids: Vec<_> = burst.iter().map(|e| e.id.clone()).collect();
-    let acks = store.append_all(burst, false).await;
+    let acks = store.append_all(burst, IdSource::Server).await;
     let all = read_all(&pod_b, &resource, 5).await;
     assert_eq!(all.len(), 20);
     assert_eq!(all[..14], (0..14).map(|i| format!("e{i}-{run}")).collect::<Vec<_>>());
@@ -157,7 +159,7 @@ async fn cosmosdb_server_feed_store_round_trip() {
     let tiny = self::store(1).await;
     let narrow = format!("urn:altinn:resource:app_ttd_narrow-{run}");
     for i in 0..10 {
-        tiny.append(event(&format!("n{i}-{run}"), &narrow, &me, created), false).await.unwrap();
+        tiny.append(event(&format!("n{i}-{run}"), &narrow, &me, created), IdSource::Server).await.unwrap();
     }
     let narrow = FeedId::Resource(narrow);
     assert_eq!(tiny.locate(&narrow, &format!("n0-{run}")).await.unwrap(), Some(1));

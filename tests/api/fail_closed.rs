@@ -3,7 +3,8 @@
 //! unfiltered page or an unauthorized publish.
 
 use altinn_events::Overrides;
-use altinn_events::feeds::FeedId;
+use altinn_events::domain::FeedId;
+use altinn_events::feeds::IdSource;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::json;
 
@@ -20,8 +21,14 @@ async fn pdp_requests(app: &TestApp, publish_id: &str) -> Vec<(&'static str, req
     let bearer = |t: &str| format!("Bearer {t}");
     let http = &app.http;
     vec![
-        ("GET /app/{org}/{app}", http.get(app.url("/events/api/v1/app/ttd/apps-test?after=0")).header(AUTHORIZATION, bearer(&owner))),
-        ("GET /app/party", http.get(app.url("/events/api/v1/app/party?party=1337&after=0")).header(AUTHORIZATION, bearer(&user))),
+        (
+            "GET /app/{org}/{app}",
+            http.get(app.url("/events/api/v1/app/ttd/apps-test?after=0")).header(AUTHORIZATION, bearer(&owner)),
+        ),
+        (
+            "GET /app/party",
+            http.get(app.url("/events/api/v1/app/party?party=1337&after=0")).header(AUTHORIZATION, bearer(&user)),
+        ),
         (
             "POST /party",
             http.post(app.url("/events/api/v1/party"))
@@ -58,7 +65,7 @@ async fn every_pdp_failure_is_a_503_on_every_endpoint_the_pdp_decides() {
         // empty if the PDP were skipped.
         publish_app_event(&app, "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd", "t").await;
         let estate = event_record("ttd/apps-test", "estate-0", ESTATE, "/party/1337", "t");
-        app.feeds.append(estate, true).await.unwrap();
+        app.feeds.append(estate, IdSource::Publisher).await.unwrap();
 
         // With the PDP working, every request succeeds and sees the events.
         for (name, req) in pdp_requests(&app, "published-while-up").await {

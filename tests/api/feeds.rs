@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use altinn_events::config::{CosmosAuth, CosmosConfig};
+use altinn_events::domain::{EventRecord, FeedId, Filters};
 use altinn_events::feeds::emulator::EmulatorAccount;
-use altinn_events::feeds::{Cosmos, EventRecord, FeedId, FeedStore, Filters, Repairer};
+use altinn_events::feeds::{Cosmos, FeedStore, IdSource, Repairer, SegmentKey};
 use azure_data_cosmos::fault_injection::{
     FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder, FaultInjectionRule,
     FaultInjectionRuleBuilder, FaultOperationType,
@@ -45,6 +46,11 @@ async fn read_all(store: &FeedStore, feed: &FeedId, limit: usize) -> Vec<(u64, S
     }
 }
 
+/// Publisher-chosen ids (`POST /events`) when `dedupe`, else server ids.
+fn ids(dedupe: bool) -> IdSource {
+    if dedupe { IdSource::Publisher } else { IdSource::Server }
+}
+
 /// Dense from 0, each id once.
 fn assert_dense_and_unique(feed: &FeedId, events: &[(u64, String)]) {
     for (i, (seq, _)) in events.iter().enumerate() {
@@ -65,7 +71,7 @@ async fn append_read_page_and_locate_across_segments() {
     for i in 0..10 {
         let subject = if i % 2 == 0 { "/party/1337" } else { "/party/500000" };
         let kind = if i % 3 == 0 { "app.instance.created" } else { "app.instance.process.completed" };
-        let a = store.append(event(&format!("e{i}"), res, subject, kind), false).await.unwrap();
+        let a = store.append(event(&format!("e{i}"), res, subject, kind), IdSource::Server).await.unwrap();
         assert_eq!(a.resource_seq, i);
         assert_eq!(a.subject_seq, Some(i / 2));
     }
@@ -114,12 +120,12 @@ async fn appends_are_idempotent_by_event_id_and_refuse_a_stolen_id() {
     let account = EmulatorAccount::new();
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:ttd-estate-of-deceased";
-    let first = store.append(event("same", res, "/party/1337", "t"), true).await.unwrap();
+    let first = store.append(event("same", res, "/party/1337", "t"), IdSource::Publisher).await.unwrap();
     // Move into the next segment, then retry the first event.
     for i in 0..3 {
-        store.append(event(&format!("x{i}"), res, "/party/1338", "t"), true).await.unwrap();
+        store.append(event(&format!("x{i}"), res, "/party/1338", "t"), IdSource::Publisher).await.unwrap();
     }
-    let again = store.append(event("same", res, "/party/1337", "t"), true).await.unwrap();
+    let again = store.append(event("same", res, "/party/1337", "t"), IdSource::Publisher).await.unwrap();
     assert_eq!(
         (first.resource_seq, first.subject_seq),
         (again.resource_seq, again.subject_seq),
@@ -127,12 +133,12 @@ async fn appends_are_idempotent_by_event_id_and_refuse_a_stolen_id() {
     );
     assert_eq!(again.request_charge, 0.0, "and stores nothing");
     // An event may be called "head" without touching the segment's head.
-    let head = store.append(event("head", res, "/party/1337", "t"), true).await.unwrap();
+    let head = store.append(event("head", res, "/party/1337", "t"), IdSource::Publisher).await.unwrap();
     assert_eq!(head.resource_seq, 4);
     assert_eq!(store.locate(&FeedId::Resource(res.into()), "head").await.unwrap(), Some(5));
     let mut thief = event("same", res, "/party/1337", "t");
     thief.source = "https://elsewhere/".into();
-    let err = store.append(thief, true).await.unwrap_err();
+    let err = store.append(thief, IdSource::Publisher).await.unwrap_err();
     assert!(err.is_client_error(), "{err}");
     assert_eq!(store.len(&FeedId::Resource(res.into())).await.unwrap(), 5);
 }
@@ -192,7 +198,7 @@ async fn concurrent_publishers(
                 let subject = subjects[(pick / 2) % 3];
                 let id = format!("t{t}-e{i}-{seed}");
                 let started = Instant::now();
-                match store.append(event(&id, resource, subject, "t"), dedupe).await {
+                match store.append(event(&id, resource, subject, "t"), ids(dedupe)).await {
                     Ok(a) => acks.push(Ack::new(id, resource, subject, started, a)),
                     Err(e) => panic!("append failed beyond retries: {e}"),
                 }
@@ -259,7 +265,8 @@ async fn writers_with_stale_lengths_take_the_next_free_sequence_number() {
     let res = "urn:altinn:resource:app_ttd_apps-test";
     for i in 0..10u64 {
         let store = if i % 2 == 0 { &a } else { &b };
-        let appended = store.append(event(&format!("turn{i}"), res, "/party/1337", "t"), false).await.unwrap();
+        let appended =
+            store.append(event(&format!("turn{i}"), res, "/party/1337", "t"), IdSource::Server).await.unwrap();
         assert_eq!((appended.resource_seq, appended.subject_seq), (i, Some(i)));
     }
     // Turns 2..=9 start from a stale length in both feeds: 16 stale
@@ -296,7 +303,7 @@ async fn burst(store: &FeedStore, round: usize, n: usize, dedupe: bool) -> Vec<A
     let appends = (0..n).map(|i| async move {
         let id = format!("burst{round}-{i}");
         let subject = ["/party/1337", "/party/1338", "/party/500000"][i % 3];
-        let a = store.append(event(&id, resource, subject, "t"), dedupe).await.expect("burst append");
+        let a = store.append(event(&id, resource, subject, "t"), ids(dedupe)).await.expect("burst append");
         Ack::new(id, resource, subject, started, a)
     });
     futures::future::join_all(appends).await
@@ -350,8 +357,18 @@ fn throttling_and_unavailability() -> Vec<Arc<FaultInjectionRule>> {
 fn lost_answers() -> Vec<Arc<FaultInjectionRule>> {
     vec![
         // The write reached the service and committed; the answer was lost.
-        rule("lost-create-answers", FaultOperationType::CreateItem, FaultInjectionErrorType::ResponseTimeoutAfterService, 0.25),
-        rule("lost-batch-answers", FaultOperationType::BatchItem, FaultInjectionErrorType::ResponseTimeoutAfterService, 0.25),
+        rule(
+            "lost-create-answers",
+            FaultOperationType::CreateItem,
+            FaultInjectionErrorType::ResponseTimeoutAfterService,
+            0.25,
+        ),
+        rule(
+            "lost-batch-answers",
+            FaultOperationType::BatchItem,
+            FaultInjectionErrorType::ResponseTimeoutAfterService,
+            0.25,
+        ),
         rule("throttled-reads", FaultOperationType::ReadItem, FaultInjectionErrorType::TooManyRequests, 0.2),
         rule("unavailable-queries", FaultOperationType::QueryItem, FaultInjectionErrorType::ServiceUnavailable, 0.2),
     ]
@@ -399,7 +416,9 @@ async fn a_failed_write_is_looked_up_after_the_rollover_before_it_is_written_aga
             "failing-creates",
             FaultInjectionResultBuilder::new().with_error(FaultInjectionErrorType::InternalServerError).build(),
         )
-        .with_condition(FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build())
+        .with_condition(
+            FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build(),
+        )
         .build(),
     );
     failing.disable();
@@ -407,15 +426,15 @@ async fn a_failed_write_is_looked_up_after_the_rollover_before_it_is_written_aga
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let feed = FeedId::Resource(res.into());
     for i in 0..3 {
-        store.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), false).await.unwrap();
+        store.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), IdSource::Server).await.unwrap();
     }
     failing.enable();
     let append = {
         let (store, feed) = (store.clone(), feed.clone());
-        tokio::spawn(async move { store.append_to(&feed, event("e3", res, "/party/1", "t"), false).await })
+        tokio::spawn(async move { store.append_to(&feed, event("e3", res, "/party/1", "t"), IdSource::Server).await })
     };
     until("the create at seq 3 failed", || failing.hit_count() >= 1).await;
-    assert_eq!(other.append_to(&feed, event("x3", res, "/party/1", "t"), false).await.unwrap(), 3);
+    assert_eq!(other.append_to(&feed, event("x3", res, "/party/1", "t"), IdSource::Server).await.unwrap(), 3);
     failing.disable();
     assert_eq!(append.await.unwrap().unwrap(), 4);
     let stats = store.stats();
@@ -430,10 +449,10 @@ async fn the_repairer_completes_an_interrupted_publish() {
     let account = EmulatorAccount::new();
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    store.append(event("whole", res, "/party/1337", "t"), false).await.unwrap();
+    store.append(event("whole", res, "/party/1337", "t"), IdSource::Server).await.unwrap();
     // The publisher dies after its first append.
     let half = event("half", res, "/party/1337", "t");
-    store.append_to(&FeedId::Resource(res.into()), half, false).await.unwrap();
+    store.append_to(&FeedId::Resource(res.into()), half, IdSource::Server).await.unwrap();
     let subject = FeedId::Subject("/party/1337".into());
     assert_eq!(read_all(&store, &subject, 10).await.len(), 1);
 
@@ -461,7 +480,10 @@ async fn the_repairer_completes_an_interrupted_publish() {
     // One more interrupted publish; pod-a stops renewing its lease. Once the
     // lease has expired, pod-b takes over from pod-a's saved position: it
     // checks only the new event, and repairs it.
-    store.append_to(&FeedId::Resource(res.into()), event("half-2", res, "/party/1337", "t"), false).await.unwrap();
+    store
+        .append_to(&FeedId::Resource(res.into()), event("half-2", res, "/party/1337", "t"), IdSource::Server)
+        .await
+        .unwrap();
     assert!(!other.run_once().await.unwrap().leader, "pod-a's lease still runs");
     store.clock().advance(31);
     let takeover = other.run_once().await.unwrap();
@@ -495,9 +517,12 @@ async fn the_repairer_passes_over_an_event_it_cannot_repair() {
     refuse.disable();
     let store = store_on(&base.with_faults(vec![refuse.clone()])).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    store.append(event("whole", res, "/party/1337", "t"), false).await.unwrap();
+    store.append(event("whole", res, "/party/1337", "t"), IdSource::Server).await.unwrap();
     for id in ["refused", "repairable"] {
-        store.append_to(&FeedId::Resource(res.into()), event(id, res, "/party/1337", "t"), false).await.unwrap();
+        store
+            .append_to(&FeedId::Resource(res.into()), event(id, res, "/party/1337", "t"), IdSource::Server)
+            .await
+            .unwrap();
     }
     // A first round (patient: it only takes the lease) creates the lease
     // document; then the next create, the first repair's, is refused.
@@ -524,7 +549,7 @@ async fn a_reader_paging_while_writers_append_sees_each_event_once_in_order() {
     let total = 60;
     let w = tokio::spawn(async move {
         for i in 0..total {
-            writer.append(event(&format!("w{i}"), res, "/party/1337", "t"), false).await.unwrap();
+            writer.append(event(&format!("w{i}"), res, "/party/1337", "t"), IdSource::Server).await.unwrap();
         }
     });
     let feed = FeedId::Resource(res.into());
@@ -564,13 +589,17 @@ async fn write_cost_per_event_against_a_single_document_create() {
     };
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let baseline = store.baseline_create(&event("baseline", res, "/party/1", "t").cloud_event, "/party/1", 0).await.unwrap();
-    store.append(event("warm", res, "/party/1", "t"), false).await.unwrap();
+    let baseline =
+        store.baseline_create(&event("baseline", res, "/party/1", "t").cloud_event, "/party/1", 0).await.unwrap();
+    store.append(event("warm", res, "/party/1", "t"), IdSource::Server).await.unwrap();
 
     // Sequential publishes to new parties: every subject feed is opened.
     let before = store.stats().request_charge;
     for i in 0..8 {
-        store.append(event(&format!("c{i}"), res, &format!("/party/{}", 100 + i), "t"), false).await.unwrap();
+        store
+            .append(event(&format!("c{i}"), res, &format!("/party/{}", 100 + i), "t"), IdSource::Server)
+            .await
+            .unwrap();
     }
     let new_party = (store.stats().request_charge - before) / 8.0;
 
@@ -579,19 +608,24 @@ async fn write_cost_per_event_against_a_single_document_create() {
     let other = store_on(&account).await;
     let before = other.stats().request_charge;
     for i in 0..8 {
-        other.append(event(&format!("r{i}"), res, &format!("/party/{}", 100 + i), "t"), false).await.unwrap();
+        other
+            .append(event(&format!("r{i}"), res, &format!("/party/{}", 100 + i), "t"), IdSource::Server)
+            .await
+            .unwrap();
     }
     let returning = (other.stats().request_charge - before) / 8.0;
 
     // Concurrent publishes to one hot resource feed and a few parties: group commit.
     let before = store.stats().request_charge;
-    let futures =
-        (0..96).map(|i| {
-            let store = store.clone();
-            async move {
-                store.append(event(&format!("h{i}"), res, &format!("/party/{}", i % 3), "t"), false).await.unwrap()
-            }
-        });
+    let futures = (0..96).map(|i| {
+        let store = store.clone();
+        async move {
+            store
+                .append(event(&format!("h{i}"), res, &format!("/party/{}", i % 3), "t"), IdSource::Server)
+                .await
+                .unwrap()
+        }
+    });
     futures::future::join_all(futures).await;
     let hot = (store.stats().request_charge - before) / 96.0;
 
@@ -633,7 +667,7 @@ async fn position_at_time_finds_where_a_from_query_starts() {
     for i in 0..10 {
         let mut e = event(&format!("t{i}"), res, "/party/1337", "t");
         e.time = format!("2026-01-01T00:00:{:02}.000000Z", i * 2);
-        store.append(e, false).await.unwrap();
+        store.append(e, IdSource::Server).await.unwrap();
     }
     let feed = FeedId::Resource(res.into());
     let at = |t: &'static str| {
@@ -687,17 +721,17 @@ async fn old_segments_are_sealed_and_read_past() {
     for i in 0..2 {
         acked.push((
             format!("a{i}"),
-            sealer.append(event(&format!("a{i}"), res, "/party/1337", "t"), false).await.unwrap(),
+            sealer.append(event(&format!("a{i}"), res, "/party/1337", "t"), IdSource::Server).await.unwrap(),
         ));
     }
-    acked.push(("b0".into(), unaware.append(event("b0", res, "/party/1337", "t"), false).await.unwrap()));
+    acked.push(("b0".into(), unaware.append(event("b0", res, "/party/1337", "t"), IdSource::Server).await.unwrap()));
     sealer.clock().advance(200);
     // Segment 0 (positions 0..4) is now older than 100 s: the next append
     // seals it at 3 and goes on in segment 1.
-    acked.push(("a2".into(), sealer.append(event("a2", res, "/party/1337", "t"), false).await.unwrap()));
+    acked.push(("a2".into(), sealer.append(event("a2", res, "/party/1337", "t"), IdSource::Server).await.unwrap()));
     // A writer that does not consider it old still knows length 3: its
     // create at 3 meets the seal, and it follows into segment 1.
-    acked.push(("b1".into(), unaware.append(event("b1", res, "/party/1337", "t"), false).await.unwrap()));
+    acked.push(("b1".into(), unaware.append(event("b1", res, "/party/1337", "t"), IdSource::Server).await.unwrap()));
     let positions: Vec<(u64, Option<u64>)> = acked.iter().map(|(_, a)| (a.resource_seq, a.subject_seq)).collect();
     assert_eq!(positions, [(0, Some(0)), (1, Some(1)), (2, Some(2)), (4, Some(4)), (5, Some(5))]);
     assert_eq!(sealer.stats().segments_sealed, 2, "segment 0 of both feeds");
@@ -733,16 +767,16 @@ async fn an_empty_old_segment_is_sealed_too() {
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let feed = FeedId::Resource(res.into());
     for i in 0..4 {
-        unaware.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), true).await.unwrap();
+        unaware.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), IdSource::Publisher).await.unwrap();
     }
     // Segment 0 is full: a repeat of e3 opens segment 1 and stores nothing.
-    assert_eq!(unaware.append_to(&feed, event("e3", res, "/party/1", "t"), true).await.unwrap(), 3);
+    assert_eq!(unaware.append_to(&feed, event("e3", res, "/party/1", "t"), IdSource::Publisher).await.unwrap(), 3);
     sealer.clock().advance(200);
     // Segment 1 is old and empty: sealed at 4; e4 goes to segment 2.
-    assert_eq!(sealer.append_to(&feed, event("e4", res, "/party/1", "t"), false).await.unwrap(), 8);
+    assert_eq!(sealer.append_to(&feed, event("e4", res, "/party/1", "t"), IdSource::Server).await.unwrap(), 8);
     // The other writer still knows segment 1 as young and empty: it meets
     // the seal at 4 and follows.
-    assert_eq!(unaware.append_to(&feed, event("e5", res, "/party/1", "t"), false).await.unwrap(), 9);
+    assert_eq!(unaware.append_to(&feed, event("e5", res, "/party/1", "t"), IdSource::Server).await.unwrap(), 9);
     let stored = read_all(&unaware, &feed, 2).await;
     assert_eq!(
         stored,
@@ -770,7 +804,7 @@ async fn segments_are_sealed_at_half_the_containers_ttl_by_default() {
     let append = |id: &'static str| {
         let store = store.clone();
         let feed = feed.clone();
-        async move { store.append_to(&feed, event(id, res, "/party/1", "t"), false).await.unwrap() }
+        async move { store.append_to(&feed, event(id, res, "/party/1", "t"), IdSource::Server).await.unwrap() }
     };
     assert_eq!((append("e0").await, append("e1").await), (0, 1));
     store.clock().advance(40);
@@ -793,13 +827,14 @@ async fn reads_skip_what_has_expired() {
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let feed = FeedId::Resource(res.into());
     for i in 0..10 {
-        store.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), false).await.unwrap();
+        store.append_to(&feed, event(&format!("e{i}"), res, "/party/1", "t"), IdSource::Server).await.unwrap();
     }
     // Time passes beyond the TTL of the first events; the emulator has no
     // TTL, so remove them as Cosmos would: segment 0 entirely, and the
     // first three events of segment 1.
     store.clock().advance(1000);
-    let container = account.client().await.unwrap().database_client("events").container_client("events", None).await.unwrap();
+    let container =
+        account.client().await.unwrap().database_client("events").container_client("events", None).await.unwrap();
     for seq in 0..7u64 {
         container.delete_item(feed.pk(seq / S), &format!("e{seq}"), None).await.unwrap();
     }
@@ -833,7 +868,7 @@ async fn a_reader_paging_while_several_writers_roll_segments_over_sees_each_even
             let mut acked = Vec::new();
             for i in 0..per_writer {
                 let id = format!("w{w}-{i}");
-                let a = store.append(event(&id, res, &format!("/party/{w}"), "t"), false).await.unwrap();
+                let a = store.append(event(&id, res, &format!("/party/{w}"), "t"), IdSource::Server).await.unwrap();
                 acked.push((a.resource_seq, id));
             }
             acked

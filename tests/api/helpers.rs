@@ -152,9 +152,9 @@ pub fn event_record(
     resource: &str,
     subject: &str,
     event_type: &str,
-) -> altinn_events::feeds::EventRecord {
+) -> altinn_events::domain::EventRecord {
     let source = format!("https://ttd.apps.altinn.no/{app_path}/instances{subject}/{id}");
-    altinn_events::feeds::EventRecord {
+    altinn_events::domain::EventRecord {
         id: id.to_owned(),
         source: source.clone(),
         subject: subject.to_owned(),

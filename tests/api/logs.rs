@@ -103,7 +103,10 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
         record(&format!("POST /party person {person}"), &resp);
         let subject = urlencode(&format!("/person/{person}"));
         let resp = app
-            .get_bearer(&format!("/events/api/v1/events?resource={}&after=0&subject={subject}", urlencode(ESTATE)), &bank)
+            .get_bearer(
+                &format!("/events/api/v1/events?resource={}&after=0&subject={subject}", urlencode(ESTATE)),
+                &bank,
+            )
             .await;
         record(&format!("GET /events subject {person}"), &resp);
         let resp = app
@@ -139,7 +142,13 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
     }
 
     // Refused tokens.
-    let resp = app.http.get(app.url("/localtest/whoami")).header(AUTHORIZATION, format!("Bearer {user}x")).send().await.unwrap();
+    let resp = app
+        .http
+        .get(app.url("/localtest/whoami"))
+        .header(AUTHORIZATION, format!("Bearer {user}x"))
+        .send()
+        .await
+        .unwrap();
     record("whoami, tampered bearer", &resp);
     let resp = app
         .http
@@ -164,7 +173,11 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
     record("POST /party, PDP down", &resp);
     let resp = app
         .http
-        .get(app.url(&format!("/events/api/v1/events?resource={}&after=0&subject={}", urlencode(ESTATE), urlencode(&format!("/person/{ssn}")))))
+        .get(app.url(&format!(
+            "/events/api/v1/events?resource={}&after=0&subject={}",
+            urlencode(ESTATE),
+            urlencode(&format!("/person/{ssn}"))
+        )))
         .header(AUTHORIZATION, bearer(&bank))
         .send()
         .await
@@ -201,7 +214,16 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
     assert!(logs.contains("token rejected"), "the rejections were logged");
     assert!(logs.contains("instance access key refused"), "the key refusal was logged");
     assert!(logs.contains("error.chain"), "the server errors were logged with their cause");
-    for secret in [ssn, unknown_ssn, user.as_str(), access.as_str(), publisher.as_str(), bank.as_str(), key.as_str(), "AltinnStudioRuntime"] {
+    for secret in [
+        ssn,
+        unknown_ssn,
+        user.as_str(),
+        access.as_str(),
+        publisher.as_str(),
+        bank.as_str(),
+        key.as_str(),
+        "AltinnStudioRuntime",
+    ] {
         assert!(!logs.contains(secret), "a log line contains {}", &secret[..secret.len().min(20)]);
     }
     // Signatures (the part that makes a token or key usable) never appear either.

@@ -1,6 +1,7 @@
 //! One integration binary: every test spawns the app on 127.0.0.1:0 in dev
 //! mode (in-process Cosmos emulator, local Altinn platform) and talks HTTP.
 
+mod architecture;
 mod auth;
 mod cosmosdb_server;
 mod fail_closed;
@@ -11,3 +12,4 @@ mod instance;
 mod logs;
 mod publish;
 mod query;
+mod read;

@@ -1,5 +1,6 @@
 use altinn_events::Overrides;
-use altinn_events::feeds::{FeedId, Filters};
+use altinn_events::domain::{FeedId, Filters};
+use altinn_events::feeds::IdSource;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use serde_json::{Value, json};
 
@@ -242,9 +243,29 @@ async fn every_body_over_the_limit_is_a_413() {
     let mut generic = generic_event("too-big");
     generic["data"] = json!(filler);
     let requests = [
-        ("POST /app", app.http.post(app.url("/events/api/v1/app")).header(AUTHORIZATION, format!("Bearer {user}")).header("PlatformAccessToken", &access).json(&app_ev)),
-        ("POST /events", app.http.post(app.url("/events/api/v1/events")).header(AUTHORIZATION, format!("Bearer {owner}")).header(CONTENT_TYPE, "application/cloudevents+json").body(generic.to_string())),
-        ("POST /party", app.http.post(app.url("/events/api/v1/party")).header(AUTHORIZATION, format!("Bearer {user}")).json(&json!({"party": 1337, "after": "0", "type": [filler]}))),
+        (
+            "POST /app",
+            app.http
+                .post(app.url("/events/api/v1/app"))
+                .header(AUTHORIZATION, format!("Bearer {user}"))
+                .header("PlatformAccessToken", &access)
+                .json(&app_ev),
+        ),
+        (
+            "POST /events",
+            app.http
+                .post(app.url("/events/api/v1/events"))
+                .header(AUTHORIZATION, format!("Bearer {owner}"))
+                .header(CONTENT_TYPE, "application/cloudevents+json")
+                .body(generic.to_string()),
+        ),
+        (
+            "POST /party",
+            app.http
+                .post(app.url("/events/api/v1/party"))
+                .header(AUTHORIZATION, format!("Bearer {user}"))
+                .json(&json!({"party": 1337, "after": "0", "type": [filler]})),
+        ),
     ];
     for (name, req) in requests {
         let resp = req.send().await.unwrap();
@@ -267,7 +288,7 @@ async fn the_service_repairs_interrupted_publishes_by_itself() {
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
     let half = event_record("ttd/apps-test", "half-published", res, "/party/1337", "t");
-    app.feeds.append_to(&FeedId::Resource(res.into()), half, false).await.unwrap();
+    app.feeds.append_to(&FeedId::Resource(res.into()), half, IdSource::Server).await.unwrap();
     let subject = FeedId::Subject("/party/1337".into());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {

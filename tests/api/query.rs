@@ -431,14 +431,16 @@ async fn the_local_pdp_takes_a_multi_request_for_a_full_1000_event_page() {
 async fn a_page_that_runs_out_of_scan_budget_answers_at_once_and_moves_on() {
     let app = TestApp::spawn().await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let records: Vec<_> = (0..150).map(|i| event_record("ttd/apps-test", &format!("e{i}"), res, "/party/1337", "t")).collect();
-    for result in app.feeds.append_all(records, false).await {
+    let records: Vec<_> =
+        (0..150).map(|i| event_record("ttd/apps-test", &format!("e{i}"), res, "/party/1337", "t")).collect();
+    for result in app.feeds.append_all(records, altinn_events::feeds::IdSource::Server).await {
         result.unwrap();
     }
     // User 1338 may see none of party 1337's events; size 1 scans at most 100.
     let stranger = app.user_token(1338, 1338, 2).await;
     let started = std::time::Instant::now();
-    let first = get_page(&app, &app.url("/events/api/v1/app/party?party=1337&after=0&size=1&wait=30"), &stranger, &[]).await;
+    let first =
+        get_page(&app, &app.url("/events/api/v1/app/party?party=1337&after=0&size=1&wait=30"), &stranger, &[]).await;
     assert!(first.ids.is_empty());
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "did not wait: {:?}", started.elapsed());
     assert!(first.next.contains("after=%7Ep100"), "past the 100 events scanned: {}", first.next);

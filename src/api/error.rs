@@ -1,7 +1,12 @@
-//! The one error type at the HTTP edge. Every failure a client sees is an
-//! `application/problem+json` document (RFC 9457) with a stable `type` and
-//! `title`; 4xx carry the Altinn `detail` texts, 5xx are opaque and their cause
-//! chain is logged once, here.
+//! The one error type at the HTTP edge, and every conversion into it.
+//!
+//! Policy: every failure a client sees is an `application/problem+json`
+//! document (RFC 9457) with a stable `type` and `title`. 4xx carry Altinn's
+//! `detail` texts (or ours, in its style) and never echo a token, a key or
+//! an identity number. 5xx are opaque: the detail names the dependency at
+//! most, and the whole cause chain is logged once, here, inside the
+//! request's span. Lower layers return their own error enums; only this
+//! file decides which status each one is.
 
 use std::error::Error as StdError;
 
@@ -10,6 +15,12 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::domain::CloudEventError;
+use crate::feeds::FeedError;
+use crate::publish::PublishError;
+use crate::read::ReadError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -116,18 +127,6 @@ impl ApiError {
     }
 }
 
-/// `a: b: c` for an error and its sources.
-pub fn chain(err: &(dyn StdError + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
-
 /// Renders a problem document; used by `ApiError` and by the layers that
 /// answer before a handler runs (body limit, fallback).
 pub fn problem_response(status: StatusCode, kind: &str, title: &str, detail: Option<&str>) -> Response {
@@ -142,7 +141,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         if status.is_server_error() {
             // Logged once, inside the request span, with the whole chain.
-            tracing::error!(error.chain = %chain(&self), "request failed");
+            tracing::error!(error.chain = %crate::telemetry::error_chain(&self), "request failed");
         } else {
             tracing::debug!(error = %self, "request rejected");
         }
@@ -178,14 +177,55 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     }
 }
 
-impl From<crate::feeds::FeedError> for ApiError {
-    fn from(e: crate::feeds::FeedError) -> Self {
+impl From<FeedError> for ApiError {
+    fn from(e: FeedError) -> Self {
         match e {
-            crate::feeds::FeedError::IdTaken { .. } => {
+            FeedError::IdTaken { .. } => {
                 Self::Conflict("An event with this id and another source is already registered.".into())
             }
-            crate::feeds::FeedError::Rejected(_) => Self::BadRequest("The event could not be stored.".into()),
+            FeedError::Rejected(_) => Self::BadRequest("The event could not be stored.".into()),
             other => Self::unavailable("storage", other),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing => Self::Unauthorized("Missing bearer token or AltinnStudioRuntime cookie.".into()),
+            AuthError::Invalid(_) => Self::Unauthorized("The token is not valid.".into()),
+            AuthError::KeysUnavailable(src) => Self::unavailable("authentication", src),
+        }
+    }
+}
+
+impl From<CloudEventError> for ApiError {
+    fn from(e: CloudEventError) -> Self {
+        Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(e: ReadError) -> Self {
+        match e {
+            ReadError::Storage(e) => e.into(),
+            ReadError::Authorization(e) => Self::unavailable("authorization", e),
+            ReadError::UnknownParty => Self::NotFound("No party found for the given unit or person.".into()),
+            ReadError::PartyRefused(_) => Self::BadRequest("The given unit or person is not valid.".into()),
+            ReadError::Register(e) => Self::unavailable("register", e),
+            ReadError::TooManyWaiters => Self::unavailable("long-polling capacity", e),
+        }
+    }
+}
+
+impl From<PublishError> for ApiError {
+    fn from(e: PublishError) -> Self {
+        match e {
+            PublishError::Invalid(e) => e.into(),
+            e @ PublishError::NotTheAppsSource { .. } => Self::Unauthorized(e.to_string()),
+            e @ PublishError::Denied { .. } => Self::Forbidden(e.to_string()),
+            PublishError::Authorization(e) => Self::unavailable("authorization", e),
+            PublishError::Storage(e) => e.into(),
         }
     }
 }

@@ -1,0 +1,28 @@
+//! What every handler can reach: the use cases, the token checkers, and
+//! what the probes look at.
+
+use std::sync::Arc;
+
+use crate::auth::instance_key::InstanceKeys;
+use crate::auth::{AccessTokenVerifier, TokenValidator};
+use crate::authz::Pdp;
+use crate::config::Config;
+use crate::feeds::FeedStore;
+use crate::publish::Publisher;
+use crate::read::FeedReader;
+
+use super::rate_limit::RateLimiter;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub tokens: Arc<TokenValidator>,
+    pub access_tokens: Arc<AccessTokenVerifier>,
+    pub reader: Arc<FeedReader>,
+    pub publisher: Arc<Publisher>,
+    pub instance_keys: Arc<InstanceKeys>,
+    pub limiter: Arc<RateLimiter>,
+    /// For readiness: the PDP and the store are reachable.
+    pub pdp: Arc<Pdp>,
+    pub feeds: FeedStore,
+}

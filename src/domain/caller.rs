@@ -1,0 +1,62 @@
+//! Who calls: the identities that tokens prove, as the rest of the service
+//! sees them (the token clients in `auth` make them; the PDP client and the
+//! use cases read them).
+
+/// A person or an organisation, from an Altinn token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A person logged in to Altinn.
+    User { user_id: u64, party_id: Option<u64> },
+    /// An organisation, from a Maskinporten exchange. `org` is the service
+    /// owner code (`ttd`) when the organisation is one.
+    Org { org: Option<String>, org_number: String },
+}
+
+/// The caller an Altinn token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub subject: Subject,
+    pub auth_level: u8,
+    pub scopes: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+
+    pub fn org(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Org { org, .. } => org.as_deref(),
+            Subject::User { .. } => None,
+        }
+    }
+
+    pub fn org_number(&self) -> Option<&str> {
+        match &self.subject {
+            Subject::Org { org_number, .. } => Some(org_number),
+            Subject::User { .. } => None,
+        }
+    }
+
+    pub fn user_id(&self) -> Option<u64> {
+        match &self.subject {
+            Subject::User { user_id, .. } => Some(*user_id),
+            Subject::Org { .. } => None,
+        }
+    }
+}
+
+/// The app a platform access token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformApp {
+    pub issuer: String,
+    pub app: String,
+}
+
+impl PlatformApp {
+    /// `{org}/{app}`.
+    pub fn app_id(&self) -> String {
+        format!("{}/{}", self.issuer, self.app)
+    }
+}

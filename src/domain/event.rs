@@ -1,0 +1,86 @@
+//! A stored event and where it lives: the record the feed store appends,
+//! the feeds it belongs to, and the filters a read keeps events by.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// An event to append: the full CloudEvent and the fields queries filter on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: String,
+    pub source: String,
+    pub subject: String,
+    pub resource: String,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternativesubject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resourceinstance: Option<String>,
+    /// The CloudEvent as published (with server-set fields).
+    pub cloud_event: Value,
+}
+
+/// Which feed an event is appended to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FeedId {
+    /// `urn:altinn:resource:...`: serves the app owner and `/events` queries.
+    Resource(String),
+    /// `/party/1337`, ...: serves the party queries.
+    Subject(String),
+}
+
+impl FeedId {
+    /// The feed's name, unique among all feeds.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Resource(r) => format!("r:{r}"),
+            Self::Subject(s) => format!("s:{s}"),
+        }
+    }
+
+    /// For logs: the kind and a hash, never the key itself (a subject can
+    /// be `/person/{national identity number}`).
+    pub fn log_label(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.key().hash(&mut h);
+        let kind = match self {
+            Self::Resource(_) => "resource",
+            Self::Subject(_) => "subject",
+        };
+        format!("{kind}#{:016x}", h.finish())
+    }
+}
+
+impl std::fmt::Display for FeedId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// What a read keeps; every field narrows. Times are fixed-width RFC 3339
+/// UTC strings, so string order is time order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub from_time: Option<String>,
+    pub to_time: Option<String>,
+    /// Any of these types.
+    pub types: Vec<String>,
+    /// Any of these sources; `%` matches any run of characters.
+    pub sources: Vec<String>,
+    pub subject: Option<String>,
+    pub alternative_subject: Option<String>,
+    pub resource_instance: Option<String>,
+    /// Only events of this resource (a subject feed holds several).
+    pub resource: Option<String>,
+    /// Only events of resources that start with this (e.g. all app resources).
+    pub resource_prefix: Option<String>,
+}
+
+impl Filters {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}

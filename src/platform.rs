@@ -1,0 +1,53 @@
+//! The Altinn platform services this service calls (PDP, Register, OIDC)
+//! share one HTTP client (one connection pool) and one shape of settings:
+//! a URL, an optional APIM subscription key, a timeout.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use url::Url;
+
+use crate::config::PlatformServiceConfig;
+
+/// Connections to platform services are set up within this long.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The HTTP client every platform service client uses.
+pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).build()
+}
+
+/// One platform service endpoint: where, with which key, how long to wait.
+pub struct PlatformService {
+    http: reqwest::Client,
+    url: Url,
+    subscription_key: Option<SecretString>,
+    timeout: Duration,
+}
+
+impl PlatformService {
+    /// `default_url` is used when the settings name none.
+    pub fn new(http: reqwest::Client, settings: &PlatformServiceConfig, default_url: Url) -> Self {
+        Self {
+            http,
+            url: settings.url.clone().unwrap_or(default_url),
+            subscription_key: settings.subscription_key.clone(),
+            timeout: Duration::from_millis(settings.timeout_ms),
+        }
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// A JSON POST to the service, with its key and timeout.
+    pub fn post_json<T: Serialize + ?Sized>(&self, body: &T) -> reqwest::RequestBuilder {
+        let mut req = self.http.post(self.url.clone()).timeout(self.timeout).json(body);
+        if let Some(key) = &self.subscription_key {
+            // Keys mounted from files often end in a newline.
+            req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());
+        }
+        req
+    }
+}

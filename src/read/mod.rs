@@ -1,0 +1,259 @@
+//! The read use case: a page of a feed for a caller. Every query endpoint
+//! (and anything else that needs authorized pages, such as push delivery)
+//! calls [`FeedReader::read`]; it knows nothing of HTTP.
+//!
+//! Invariants it keeps:
+//! - **Fail closed.** Every event of a page is authorized by the PDP (one
+//!   multi-request per batch scanned) unless the query holds a capability
+//!   that grants it already; a PDP failure is an error, never a page.
+//! - **Filled pages.** A page holds up to `size` permitted events: while the
+//!   PDP denies, it reads on in doubling batches, within a scan budget of
+//!   `size` x `scan_budget_factor` events (at least 100).
+//! - **`next` past everything scanned**, permitted or not, so a consumer
+//!   never rescans and never misses.
+//! - **Long-polling only at the head.** An empty page that reached the end
+//!   of the feed waits up to `wait` for an append (in process at once,
+//!   across instances by the feed store's poll); one that ran out of scan
+//!   budget answers at once. Waiters are bounded and released when the
+//!   request goes away or the service shuts down.
+
+mod waiters;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+pub use waiters::Waiters;
+
+use crate::authz::{Action, Authorizer, Caller, PdpError};
+use crate::domain::query::{After, MAX_SIZE, PartyParam};
+use crate::domain::{FeedId, Filters};
+use crate::feeds::{FeedError, FeedStore};
+use crate::register::{PartyRef, PartyRegister, RegisterError};
+
+/// Where a read starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// A position in the feed (`0`: the beginning).
+    Position(u64),
+    /// Just after this event (Altinn semantics: an unknown id reads from the
+    /// beginning).
+    AfterEvent(String),
+    /// At the first event registered at or after this time (fixed-width UTC).
+    Time(String),
+}
+
+/// Where a page starts, how many events it holds, how long it may wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    pub start: Start,
+    pub size: usize,
+    pub wait: Duration,
+}
+
+impl Paging {
+    /// From the validated query parameters: `after` wins over `from`;
+    /// neither means the beginning.
+    pub fn new(after: Option<After>, from: Option<String>, size: usize, wait: Duration) -> Self {
+        let start = match (after, from) {
+            (Some(After::Position(p)), _) => Start::Position(p),
+            (Some(After::EventId(id)), _) => Start::AfterEvent(id),
+            (None, Some(from)) => Start::Time(from),
+            (None, None) => Start::Position(0),
+        };
+        Self { start, size, wait }
+    }
+}
+
+/// One feed read on behalf of a caller.
+#[derive(Debug, Clone)]
+pub struct FeedQuery<'a> {
+    pub feed: FeedId,
+    pub filters: Filters,
+    pub paging: Paging,
+    /// Who the PDP decides for; `None` when the request holds a capability
+    /// (an instance access key) that already grants the whole query.
+    pub caller: Option<Caller<'a>>,
+    pub action: Action,
+}
+
+/// A page: the permitted events in feed order, and the position after the
+/// last event scanned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub events: Vec<Value>,
+    pub next: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("reading the feed")]
+    Storage(#[from] FeedError),
+    #[error("authorizing the page")]
+    Authorization(#[source] PdpError),
+    #[error("no party has that organisation or identity number")]
+    UnknownParty,
+    #[error("Register refused the lookup")]
+    PartyRefused(#[source] RegisterError),
+    #[error("looking up the party")]
+    Register(#[source] RegisterError),
+    #[error("too many waiting requests")]
+    TooManyWaiters,
+}
+
+/// Settings of the read use case.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    /// A page scans at most `size` x this many events (at least 100).
+    pub scan_budget_factor: u64,
+    /// How often a watched feed is polled for appends made elsewhere.
+    pub wait_poll_interval: Duration,
+}
+
+/// Event times come from the clocks of several instances: where a `from`
+/// query starts, allow events registered this much out of order.
+const CLOCK_SKEW: time::Duration = time::Duration::minutes(5);
+
+pub struct FeedReader {
+    feeds: FeedStore,
+    pdp: Arc<dyn Authorizer>,
+    register: Arc<dyn PartyRegister>,
+    limits: ReadLimits,
+    waiters: Arc<Waiters>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl FeedReader {
+    pub fn new(
+        feeds: FeedStore,
+        pdp: Arc<dyn Authorizer>,
+        register: Arc<dyn PartyRegister>,
+        limits: ReadLimits,
+        waiters: Arc<Waiters>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self { feeds, pdp, register, limits, waiters, shutdown }
+    }
+
+    pub fn waiters(&self) -> &Arc<Waiters> {
+        &self.waiters
+    }
+
+    /// The party a party query is about (Register resolves organisation and
+    /// identity numbers).
+    pub async fn party(&self, party: &PartyParam) -> Result<u64, ReadError> {
+        let reference = match party {
+            PartyParam::Party(id) => return Ok(*id),
+            PartyParam::Unit(n) => PartyRef::OrgNo(n.clone()),
+            PartyParam::Person(n) => PartyRef::Ssn(n.clone()),
+        };
+        self.register.party_id(&reference).await.map_err(|e| match e {
+            RegisterError::NotFound => ReadError::UnknownParty,
+            RegisterError::Refused(_) => ReadError::PartyRefused(e),
+            other => ReadError::Register(other),
+        })
+    }
+
+    /// Answers a query: a filled page at once, or, when the page is empty at
+    /// the head of the feed and the caller asked to wait, the first page with
+    /// permitted events that arrive within `wait` (an empty page with `next`
+    /// when none do).
+    pub async fn read(&self, q: FeedQuery<'_>) -> Result<Page, ReadError> {
+        let start = match &q.paging.start {
+            Start::Position(p) => *p,
+            Start::AfterEvent(id) => self.feeds.locate(&q.feed, id).await?.unwrap_or(0),
+            Start::Time(from) => self.feeds.position_at_time(&q.feed, &search_time(from)).await?,
+        };
+        let (events, next, at_end) = self.fill(&q, start).await?;
+        // Wait only at the end of the feed: an empty page that ran out of scan
+        // budget answers at once, so the consumer moves on with `next`.
+        if !events.is_empty() || q.paging.wait.is_zero() || !at_end {
+            return Ok(Page { events, next });
+        }
+        let _slot = self.waiters.hold().ok_or(ReadError::TooManyWaiters)?;
+        let mut changes = self.feeds.watch(&q.feed, self.limits.wait_poll_interval, next);
+        let mut shutdown = self.shutdown.clone();
+        let deadline = tokio::time::Instant::now() + q.paging.wait;
+        let mut pos = next;
+        loop {
+            // Read again after subscribing, so an append in between is not missed.
+            let (events, next, at_end) = self.fill(&q, pos).await?;
+            pos = next;
+            if !events.is_empty() || !at_end {
+                return Ok(Page { events, next: pos });
+            }
+            let _parked = self.waiters.park();
+            tokio::select! {
+                changed = changes.changed() => if changed.is_err() { break },
+                () = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        Ok(Page { events: Vec::new(), next: pos })
+    }
+
+    /// Fills a page from `start`: read, authorize the batch, keep the
+    /// permitted, continue until `size` are kept, the feed ends, or the scan
+    /// budget is spent. Returns the events, the position after the last
+    /// event scanned, and whether the scan reached the end of the feed.
+    async fn fill(&self, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Value>, u64, bool), ReadError> {
+        let size = q.paging.size;
+        let budget = (size as u64).saturating_mul(self.limits.scan_budget_factor).max(100);
+        let mut kept = Vec::with_capacity(size);
+        let mut pos = start;
+        // How many events to read next: the first read asks for a page's worth;
+        // while the PDP denies, each further read asks for twice as many, so a
+        // mostly denied feed costs a few PDP requests per page, not one per event.
+        let mut batch = size;
+        loop {
+            let remaining_budget = budget - (pos - start);
+            let page = self.feeds.read(&q.feed, pos, &q.filters, batch, remaining_budget).await?;
+            metrics::histogram!("query_round_trips_per_read").record(f64::from(page.round_trips));
+            let mut next = page.next;
+            if !page.events.is_empty() {
+                let records: Vec<_> = page.events.iter().map(|e| &e.record).collect();
+                let permitted = match q.caller {
+                    Some(caller) => {
+                        self.pdp.authorize(caller, q.action, &records).await.map_err(ReadError::Authorization)?
+                    }
+                    None => vec![true; records.len()],
+                };
+                let denied = permitted.iter().filter(|p| !**p).count();
+                metrics::counter!("query_events_denied_total").increment(denied as u64);
+                for (event, ok) in page.events.into_iter().zip(permitted) {
+                    if !ok {
+                        continue;
+                    }
+                    if kept.len() == size {
+                        // Read past a full page: the next page starts at this
+                        // permitted event; the denied ones before it are done.
+                        next = event.seq;
+                        break;
+                    }
+                    kept.push(event.record.cloud_event);
+                }
+                if denied > 0 {
+                    batch = (batch * 2).min(MAX_SIZE);
+                }
+            }
+            // No progress without reaching the end cannot happen with a sound
+            // feed; stop rather than spin.
+            let stuck = next <= pos && !page.at_end;
+            pos = next;
+            if kept.len() >= size || page.at_end || pos - start >= budget || stuck {
+                return Ok((kept, pos, page.at_end));
+            }
+        }
+    }
+}
+
+fn search_time(from: &str) -> String {
+    use time::format_description::well_known::Rfc3339;
+    match time::OffsetDateTime::parse(from, &Rfc3339) {
+        Ok(t) => crate::domain::cloud_event::format_time(t - CLOCK_SKEW),
+        // Starting at the beginning is always correct, only slower.
+        Err(_) => String::new(),
+    }
+}
