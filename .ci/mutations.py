@@ -143,6 +143,109 @@ MUTATIONS = {
         '    #[serde(default, skip_serializing_if = "Vec::is_empty")]\n    pub obligations',
         "test(altinns_pdp_answer_is_read_as_altinn_means_it)",
     ),
+    # Issue 13: hardening.
+    "no-list-limit": (
+        "src/domain/query.rs",
+        "if values.len() > MAX_LIST_VALUES {",
+        "if false && values.len() > MAX_LIST_VALUES {",
+        "test(huge_filter_lists_and_values_are_400s)",
+    ),
+    "time-conversion-panics": (
+        "src/domain/query.rs",
+        "let utc = parsed.map_err(|_| text())?.checked_to_offset(time::UtcOffset::UTC);",
+        "let utc = Some(parsed.map_err(|_| text())?.to_offset(time::UtcOffset::UTC));",
+        "test(times_beyond_what_the_service_represents_are_400s)",
+    ),
+    "cursor-not-bound-to-its-feed": (
+        "src/api/cursor.rs",
+        'format!("altinn-events/cursor/v1|{}", feed.key()).into_bytes()',
+        'let _ = feed;\n    b"altinn-events/cursor/v1".to_vec()',
+        "test(cursors_are_opaque_bound_to_their_feed_and_unforgeable)",
+    ),
+    "subject-not-checked-against-instance": (
+        "src/domain/cloud_event.rs",
+        "if subject != expected {",
+        "if false && subject != expected {",
+        "test(an_app_event_must_be_about_the_party_of_its_instance)",
+    ),
+    "feed-party-not-checked": (
+        "src/read/mod.rs",
+        "fn belongs_to(feed: &FeedId, record: &crate::domain::EventRecord) -> bool {",
+        "fn belongs_to(feed: &FeedId, record: &crate::domain::EventRecord) -> bool {\n    if true {\n        return true;\n    }",
+        "test(an_app_event_must_be_about_the_party_of_its_instance)",
+    ),
+    "no-connection-timeouts": (
+        "src/api/server.rs",
+        "if self.running.load(Ordering::SeqCst) > 0 {",
+        "if true || self.running.load(Ordering::SeqCst) > 0 {",
+        "test(connections_that_stall_are_closed_and_long_polls_are_not)",
+    ),
+    "no-connection-cap": (
+        "src/api/server.rs",
+        "let connections = Arc::new(Semaphore::new(limits.max_connections));",
+        "let connections = Arc::new(Semaphore::new(Semaphore::MAX_PERMITS));",
+        "test(connections_beyond_the_cap_get_503)",
+    ),
+    "one-pool-for-all-waiters": (
+        "src/read/waiters.rs",
+        "if held >= self.per_holder {",
+        "if false && held >= self.per_holder {",
+        "test(long_poll_slots_are_shared_fairly_between_callers)",
+    ),
+    "leftmost-forwarded-for": (
+        "src/api/instance.rs",
+        "entries.len().checked_sub(hops).map(|i| entries[i].to_owned())",
+        "entries.first().map(|e| e.to_string())",
+        "test(anonymous_rate_limits_follow_the_proxys_address_and_verified_keys)",
+    ),
+    "wrong-keys-spend-the-instance-budget": (
+        "src/api/instance.rs",
+        "let instance = instance_id(&party, &guid).ok_or_else(denied)?;",
+        "let instance = instance_id(&party, &guid).ok_or_else(denied)?;\n    state.limiter.check(&format!(\"instance:{instance}\"), limits.rate_per_minute_per_instance).map_err(|retry_after_seconds| ApiError::TooManyRequests { retry_after_seconds })?;",
+        "test(anonymous_rate_limits_follow_the_proxys_address_and_verified_keys)",
+    ),
+    "issuer-optional": (
+        "src/auth/oidc.rs",
+        'v.set_required_spec_claims(&["exp", "iss"]);',
+        'v.set_required_spec_claims(&["exp"]);',
+        "test(a_token_without_the_issuer_is_refused)",
+    ),
+    "request-id-echoed-verbatim": (
+        "src/api/mod.rs",
+        "        .layer(middleware::from_fn(observe::plain_request_id))",
+        "",
+        "test(only_plain_short_request_ids_are_echoed)",
+    ),
+    "claim-values-in-logs": (
+        "src/auth/mod.rs",
+        'ErrorKind::Json(_) | ErrorKind::Utf8(_) => "header or claims not readable",',
+        "ErrorKind::Json(_) | ErrorKind::Utf8(_) => return Self::Invalid(e.to_string()),",
+        "test(no_identity_number_token_key_or_cookie_reaches_the_logs)",
+    ),
+    "control-characters-stored": (
+        "src/domain/cloud_event.rs",
+        "Some(Value::String(s)) if s.chars().any(char::is_control) => Err(CloudEventError::ControlCharacter(field)),",
+        "",
+        "test(control_characters_in_event_fields_are_400s)",
+    ),
+    "anonymous-path-error-tells": (
+        "src/api/instance.rs",
+        "let instance = instance_id(&party, &guid).ok_or_else(denied)?;",
+        'let instance = instance_id(&party, &guid).ok_or_else(|| ApiError::BadRequest("bad path".into()))?;',
+        "test(path_errors_are_problems_and_the_anonymous_endpoint_answers_one_way)",
+    ),
+    "instance-guid-spelled-as-given": (
+        "src/domain/cloud_event.rs",
+        'valid.then(|| format!("{party}/{}", guid.to_ascii_lowercase()))',
+        'valid.then(|| format!("{party}/{guid}"))',
+        "test(instance_ids_have_one_spelling_for_events_and_keys)",
+    ),
+    "dev-folder-left-behind": (
+        "src/lib.rs",
+        "if let Err(e) = std::fs::remove_dir_all(&self.0) {",
+        "if let Err(e) = Ok::<(), std::io::Error>(()) {",
+        "test(dev_mode_leaves_no_temporary_folder_behind)",
+    ),
 }
 
 

@@ -48,6 +48,8 @@ pub struct Config {
     pub cosmos: CosmosConfig,
     pub limits: LimitsConfig,
     pub instance_access: InstanceAccessConfig,
+    pub cursors: CursorConfig,
+    pub server: ServerConfig,
     pub localtest: LocalTestConfig,
 }
 
@@ -65,6 +67,8 @@ impl Default for Config {
             cosmos: CosmosConfig::default(),
             limits: LimitsConfig::default(),
             instance_access: InstanceAccessConfig::default(),
+            cursors: CursorConfig::default(),
+            server: ServerConfig::default(),
             localtest: LocalTestConfig::default(),
         }
     }
@@ -189,6 +193,8 @@ pub struct LimitsConfig {
     pub scan_budget_factor: u64,
     /// Long-polling requests one instance holds at once (503 beyond).
     pub max_waiters: usize,
+    /// Of those, how many one caller may hold (429 beyond).
+    pub max_waiters_per_caller: usize,
     /// How often a watched feed's head is read, to see appends made by
     /// other instances (appends through this instance wake at once).
     pub wait_poll_interval_ms: u64,
@@ -196,7 +202,13 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_body_bytes: 256 * 1024, scan_budget_factor: 10, max_waiters: 1000, wait_poll_interval_ms: 1000 }
+        Self {
+            max_body_bytes: 256 * 1024,
+            scan_budget_factor: 10,
+            max_waiters: 1000,
+            max_waiters_per_caller: 10,
+            wait_poll_interval_ms: 1000,
+        }
     }
 }
 
@@ -215,10 +227,13 @@ pub struct InstanceAccessConfig {
     pub rate_per_minute_per_client: u32,
     /// Anonymous requests per minute for one instance.
     pub rate_per_minute_per_instance: u32,
-    /// Header that carries the client address when a trusted proxy sits in
-    /// front (e.g. `x-forwarded-for`; its first address counts). Unset: the
-    /// TCP peer.
+    /// Header that carries the client address when trusted proxies sit in
+    /// front (e.g. `x-forwarded-for`). Unset: the TCP peer.
     pub client_ip_header: Option<String>,
+    /// How many proxies in front append to that header: the address
+    /// `trusted_proxy_hops` entries from its right counts (what a client
+    /// writes on the left is not trusted).
+    pub trusted_proxy_hops: usize,
 }
 
 impl Default for InstanceAccessConfig {
@@ -230,8 +245,48 @@ impl Default for InstanceAccessConfig {
             rate_per_minute_per_client: 60,
             rate_per_minute_per_instance: 120,
             client_ip_header: None,
+            trusted_proxy_hops: 1,
         }
     }
+}
+
+/// Connection limits of the HTTP listener (defaults a proxy would use).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// A request head (or a new connection's first request) must arrive
+    /// within this many seconds of its first byte (of the connection).
+    pub header_read_timeout_seconds: u64,
+    /// A request body must arrive within this many seconds of its head (408).
+    pub body_read_timeout_seconds: u64,
+    /// A keep-alive connection with no request running is closed after this
+    /// many seconds (keep it above the proxy's idle timeout).
+    pub idle_timeout_seconds: u64,
+    /// Open connections per instance; one more is answered 503.
+    pub max_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_seconds: 10,
+            body_read_timeout_seconds: 30,
+            idle_timeout_seconds: 60,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// The keys that seal the cursors of `next` links (encrypted, bound to
+/// their feed). Every instance of a deployment needs the same ring.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CursorConfig {
+    /// Key id → secret (`EVENTS__CURSORS__KEYS__C1=...`). Several ids open
+    /// cursors; `signing_key` seals new ones. Dev mode makes one up when
+    /// empty; `serve` requires at least one.
+    pub keys: std::collections::HashMap<String, SecretString>,
+    pub signing_key: Option<String>,
 }
 
 /// Settings of the dev-mode stand-ins (ignored by `serve`).
@@ -341,6 +396,25 @@ impl Config {
                 "instance_access.signing_key",
                 "EVENTS__INSTANCE_ACCESS__SIGNING_KEY",
                 "names no key in instance_access.keys",
+            ));
+        }
+        if let Some(signing) = &self.cursors.signing_key
+            && !self.cursors.keys.keys().any(|k| k.eq_ignore_ascii_case(signing))
+        {
+            return Err(invalid("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY", "names no key in cursors.keys"));
+        }
+        if mode == Mode::Serve && self.cursors.keys.is_empty() {
+            return Err(invalid(
+                "cursors.keys",
+                "EVENTS__CURSORS__KEYS__<ID>",
+                "required in serve mode: at least one secret that seals the cursors of next links (the same on every instance)",
+            ));
+        }
+        if self.cursors.keys.len() > 1 && self.cursors.signing_key.is_none() {
+            return Err(invalid(
+                "cursors.signing_key",
+                "EVENTS__CURSORS__SIGNING_KEY",
+                "required when cursors.keys holds several keys",
             ));
         }
         if self.limits.max_body_bytes < 1024 {

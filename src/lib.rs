@@ -59,6 +59,9 @@ pub struct Running {
     pub base_url: Url,
     #[cfg(feature = "dev")]
     pub local: Option<Arc<localtest::LocalPlatform>>,
+    /// Dev mode's temporary folder (certificates), removed with the service.
+    #[cfg(feature = "dev")]
+    _scratch: Option<ScratchDir>,
     /// The app's feed store (for tests that check what was stored).
     pub feeds: FeedStore,
     waiters: Arc<Waiters>,
@@ -113,8 +116,10 @@ pub async fn start(
     let platform = config.platform_base().context("platform_url is not set")?;
 
     #[cfg(feature = "dev")]
+    let mut scratch = None;
+    #[cfg(feature = "dev")]
     let local = match mode {
-        Mode::Dev => Some(Arc::new(dev_platform(&mut config, &platform, addr)?)),
+        Mode::Dev => Some(Arc::new(dev_platform(&mut config, &platform, addr, &mut scratch)?)),
         Mode::Serve => None,
     };
     #[cfg(not(feature = "dev"))]
@@ -155,7 +160,7 @@ pub async fn start(
         );
         tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
     }
-    let waiters = Arc::new(Waiters::new(config.limits.max_waiters));
+    let waiters = Arc::new(Waiters::new(config.limits.max_waiters, config.limits.max_waiters_per_caller));
     let limits = ReadLimits {
         scan_budget_factor: config.limits.scan_budget_factor,
         wait_poll_interval: Duration::from_millis(config.limits.wait_poll_interval_ms),
@@ -163,6 +168,13 @@ pub async fn start(
     let reader = FeedReader::new(feeds.clone(), pdp.clone(), register, limits, waiters.clone(), rx.clone());
     let publisher = Publisher::new(feeds.clone(), pdp.clone());
     let instance_keys = instance_keys(&config, mode);
+    let cursors = cursors(&config, mode);
+    let server_limits = api::server::ServerLimits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+        body_read_timeout: Duration::from_secs(config.server.body_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
+        max_connections: config.server.max_connections,
+    };
     let state = AppState {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
@@ -170,6 +182,7 @@ pub async fn start(
         reader: Arc::new(reader),
         publisher: Arc::new(publisher),
         instance_keys: Arc::new(instance_keys),
+        cursors: Arc::new(cursors),
         limiter: Arc::default(),
         pdp,
         feeds,
@@ -184,20 +197,15 @@ pub async fn start(
     let feeds = state.feeds.clone();
     let app = api::router(state, extra, mode);
 
-    let mut rx = rx;
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    let server = tokio::spawn(api::server::serve(listener, app, server_limits, rx));
     tracing::info!(%addr, ?mode, "listening");
     Ok(Running {
         addr,
         base_url,
         #[cfg(feature = "dev")]
         local,
+        #[cfg(feature = "dev")]
+        _scratch: scratch,
         feeds,
         waiters,
         shutdown,
@@ -218,13 +226,45 @@ fn instance_keys(config: &Config, mode: Mode) -> auth::instance_key::InstanceKey
     auth::instance_key::InstanceKeys::new(signing, keys, Duration::from_secs(cfg.ttl_seconds))
 }
 
+/// The cursor key ring; dev mode makes a key up when none is configured
+/// (`serve` refuses to start without one).
+fn cursors(config: &Config, mode: Mode) -> api::cursor::Cursors {
+    let mut keys = config.cursors.keys.clone();
+    if keys.is_empty() && mode == Mode::Dev {
+        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        keys.insert("dev".into(), secrecy::SecretString::from(secret));
+    }
+    let sealing = config.cursors.signing_key.clone().or_else(|| keys.keys().next().cloned());
+    api::cursor::Cursors::new(sealing, &keys)
+}
+
 /// Altinn's OIDC discovery document, relative to the platform URL.
 pub const OIDC_DISCOVERY_PATH: &str = "authentication/api/v1/openid/.well-known/openid-configuration";
 
-/// Dev mode: the local platform's keys and dataset, and the access-token
-/// certificates it writes for the production verifier.
+/// A folder the service made for itself, removed when the service is dropped
+/// (dev mode's certificates: nothing is left behind in the temp folder).
 #[cfg(feature = "dev")]
-fn dev_platform(config: &mut Config, platform: &Url, addr: SocketAddr) -> anyhow::Result<localtest::LocalPlatform> {
+struct ScratchDir(std::path::PathBuf);
+
+#[cfg(feature = "dev")]
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0) {
+            tracing::warn!(error = %e, path = %self.0.display(), "removing the dev folder failed");
+        }
+    }
+}
+
+/// Dev mode: the local platform's keys and dataset, and the access-token
+/// certificates it writes for the production verifier (in a folder of its
+/// own, given to `scratch` to remove at the end, unless configured).
+#[cfg(feature = "dev")]
+fn dev_platform(
+    config: &mut Config,
+    platform: &Url,
+    addr: SocketAddr,
+    scratch: &mut Option<ScratchDir>,
+) -> anyhow::Result<localtest::LocalPlatform> {
     let keys = match &config.localtest.key_file {
         Some(path) => {
             let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -237,9 +277,9 @@ fn dev_platform(config: &mut Config, platform: &Url, addr: SocketAddr) -> anyhow
     let dir = match &config.auth.access_token_certs_dir {
         Some(dir) => dir.clone(),
         None => {
-            let dir = std::env::temp_dir()
-                .join(format!("altinn-events-dev-{}-{}", std::process::id(), addr.port()))
-                .join("certs");
+            let root = std::env::temp_dir().join(format!("altinn-events-dev-{}-{}", std::process::id(), addr.port()));
+            *scratch = Some(ScratchDir(root.clone()));
+            let dir = root.join("certs");
             config.auth.access_token_certs_dir = Some(dir.clone());
             dir
         }

@@ -20,7 +20,7 @@ use crate::auth::AuthError;
 use crate::domain::CloudEventError;
 use crate::feeds::FeedError;
 use crate::publish::PublishError;
-use crate::read::ReadError;
+use crate::read::{NoSlot, ReadError};
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -42,6 +42,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("too many requests")]
     TooManyRequests { retry_after_seconds: u64 },
     /// A dependency (Cosmos, the PDP, Register) failed: 503, fail closed.
@@ -83,6 +85,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,6 +103,7 @@ impl ApiError {
                 ("https://altinn.no/events/problems/unsupported-media-type", "Unsupported media type")
             }
             Self::PayloadTooLarge => ("https://altinn.no/events/problems/payload-too-large", "Payload too large"),
+            Self::RequestTimeout => ("https://altinn.no/events/problems/request-timeout", "Request timeout"),
             Self::TooManyRequests { .. } => {
                 ("https://altinn.no/events/problems/too-many-requests", "Too many requests")
             }
@@ -119,6 +123,7 @@ impl ApiError {
             | Self::Conflict(d)
             | Self::UnsupportedMediaType(d) => Some(d.clone()),
             Self::PayloadTooLarge => Some("The request body is larger than this service accepts.".into()),
+            Self::RequestTimeout => Some("The request body did not arrive in time.".into()),
             Self::TooManyRequests { .. } => Some("Too many requests; retry later.".into()),
             // Names the dependency, never the cause: 5xx bodies stay opaque.
             Self::Unavailable { dependency, .. } => Some(format!("A dependency is unavailable: {dependency}.")),
@@ -169,6 +174,13 @@ impl From<JsonRejection> for ApiError {
 
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(rej: axum::extract::rejection::BytesRejection) -> Self {
+        let mut cause: Option<&(dyn StdError + 'static)> = Some(&rej);
+        while let Some(e) = cause {
+            if e.is::<super::server::BodyTimedOut>() {
+                return Self::RequestTimeout;
+            }
+            cause = e.source();
+        }
         if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Self::PayloadTooLarge
         } else {
@@ -213,7 +225,8 @@ impl From<ReadError> for ApiError {
             ReadError::UnknownParty => Self::NotFound("No party found for the given unit or person.".into()),
             ReadError::PartyRefused(_) => Self::BadRequest("The given unit or person is not valid.".into()),
             ReadError::Register(e) => Self::unavailable("register", e),
-            ReadError::TooManyWaiters => Self::unavailable("long-polling capacity", e),
+            ReadError::TooManyWaiters(NoSlot::Full) => Self::unavailable("long-polling capacity", e),
+            ReadError::TooManyWaiters(NoSlot::ShareUsed) => Self::TooManyRequests { retry_after_seconds: 1 },
         }
     }
 }
@@ -227,6 +240,12 @@ impl From<PublishError> for ApiError {
             PublishError::Authorization(e) => Self::unavailable("authorization", e),
             PublishError::Storage(e) => e.into(),
         }
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(rej: axum::extract::rejection::PathRejection) -> Self {
+        Self::BadRequest(format!("The path is not valid: {}", rej.body_text()))
     }
 }
 

@@ -49,6 +49,11 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
+/// `axum::extract::Path` whose rejections are problem documents.
+#[derive(Debug, axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
 /// An optional caller: `None` without a token, 401 with a bad one.
 pub struct MaybePrincipal(pub Option<Principal>);
 

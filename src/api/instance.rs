@@ -14,26 +14,21 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::error::ApiError;
+use super::extract::ApiPath;
 use super::query;
 use super::state::AppState;
 use crate::auth::instance_key::KeyError;
+use crate::domain::cloud_event::instance_id;
 use crate::domain::query::{After, RawParams, parse_size, parse_wait};
 use crate::domain::{FeedId, Filters, Principal};
 use crate::read::{FeedQuery, Paging};
 
 pub const KEY_HEADER: &str = "altinn-instance-access-key";
 
-fn instance_id(party: u64, guid: &str) -> Result<String, ApiError> {
-    if guid.is_empty() || guid.len() > 64 || !guid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-') {
-        return Err(ApiError::BadRequest("The instance id is not valid.".into()));
-    }
-    Ok(format!("{party}/{}", guid.to_ascii_lowercase()))
-}
-
 /// The app owner obtains a key for one of its app's instances.
 pub async fn issue_key(
     State(state): State<AppState>,
-    Path((org, app, party, guid)): Path<(String, String, u64, String)>,
+    ApiPath((org, app, party, guid)): ApiPath<(String, String, String, String)>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
     if principal.org() != Some(org.as_str()) {
@@ -42,7 +37,8 @@ pub async fn issue_key(
     if !principal.has_scope(&format!("altinn:events/{org}/{app}")) {
         return Err(ApiError::Forbidden(format!("The token lacks the scope altinn:events/{org}/{app}.")));
     }
-    let instance = instance_id(party, &guid)?;
+    let instance =
+        instance_id(&party, &guid).ok_or_else(|| ApiError::BadRequest("The instance id is not valid.".into()))?;
     let (key, expires) = state.instance_keys.issue(&org, &app, &instance).map_err(|e| match e {
         KeyError::Malformed => ApiError::BadRequest("The org or app name is not valid.".into()),
         other => ApiError::unavailable("instance access keys", other),
@@ -55,63 +51,81 @@ pub async fn issue_key(
 
 const DENIED: &str = "The instance access key is missing, expired or not valid for this instance.";
 
-/// Reads one instance's events with a key. Every refusal looks the same, so
-/// the answer never tells whether the instance exists.
-pub async fn read_with_key(
-    State(state): State<AppState>,
-    Path((party, guid)): Path<(u64, String)>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Result<Response, ApiError> {
+/// The client's address: the TCP peer, or, behind trusted proxies
+/// (`instance_access.client_ip_header`), the address the outermost trusted
+/// proxy saw: `trusted_proxy_hops` entries from the right of the header, the
+/// part the proxies appended (what a client puts on the left is its own
+/// say, not evidence).
+fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
     let limits = &state.config.instance_access;
-    let client_ip = limits
+    let hops = limits.trusted_proxy_hops.max(1);
+    limits
         .client_ip_header
         .as_deref()
         .and_then(|h| headers.get(h))
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .map(|v| v.trim().to_owned())
+        .and_then(|v| {
+            let entries: Vec<&str> = v.split(',').map(str::trim).collect();
+            entries.len().checked_sub(hops).map(|i| entries[i].to_owned())
+        })
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| client.ip().to_string());
+        .unwrap_or_else(|| peer.ip().to_string())
+}
+
+/// Reads one instance's events with a key. Every refusal looks the same (a
+/// malformed path included), so the answer never tells whether the
+/// instance exists or what was checked first. Each request spends the
+/// client's budget; only a verified key spends the instance's, so wrong
+/// keys cannot lock out the key's holder.
+pub async fn read_with_key(
+    State(state): State<AppState>,
+    Path((party, guid)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    let limits = &state.config.instance_access;
+    let client = client_address(&state, &headers, peer);
     state
         .limiter
-        .check(&format!("client:{client_ip}"), limits.rate_per_minute_per_client)
+        .check(&format!("client:{client}"), limits.rate_per_minute_per_client)
         .map_err(|retry_after_seconds| ApiError::TooManyRequests { retry_after_seconds })?;
-    let instance = instance_id(party, &guid).map_err(|_| ApiError::Unauthorized(DENIED.into()))?;
+    let denied = || ApiError::Unauthorized(DENIED.into());
+    let instance = instance_id(&party, &guid).ok_or_else(denied)?;
+    let key = headers.get(KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let (org, app) = state.instance_keys.verify(key, &instance).map_err(|e: KeyError| {
+        tracing::info!(reason = %e, "instance access key refused");
+        denied()
+    })?;
     // Keyed on the normalised instance, so spellings of one id share a budget.
     state
         .limiter
         .check(&format!("instance:{instance}"), limits.rate_per_minute_per_instance)
         .map_err(|retry_after_seconds| ApiError::TooManyRequests { retry_after_seconds })?;
-    let key = headers.get(KEY_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    let (org, app) = state.instance_keys.verify(key, &instance).map_err(|e: KeyError| {
-        tracing::info!(reason = %e, "instance access key refused");
-        ApiError::Unauthorized(DENIED.into())
-    })?;
     let raw = RawParams::from_query(uri.query());
     let size = parse_size(raw.size.as_deref()).map_err(ApiError::BadRequest)?;
     let wait = parse_wait(raw.wait.as_deref()).map_err(ApiError::BadRequest)?;
+    let party = instance.split('/').next().unwrap_or_default();
+    let feed = FeedId::Subject(format!("/party/{party}"));
+    let holder = format!("instance:{instance}");
+    let after = raw.after.as_deref().map(After::parse).unwrap_or(After::Beginning);
+    let paging = Paging { start: query::start(&state, &feed, Some(after), None)?, size, wait };
     let q = FeedQuery {
-        feed: FeedId::Subject(format!("/party/{party}")),
+        feed: feed.clone(),
         // Only the issuing app's events of that instance.
         filters: Filters {
             resource_instance: Some(instance),
             resource: Some(format!("urn:altinn:resource:app_{org}_{app}")),
             ..Filters::default()
         },
-        paging: Paging::new(
-            Some(raw.after.as_deref().map(After::parse).unwrap_or(After::Position(0))),
-            None,
-            size,
-            wait,
-        ),
+        paging,
         // The key is the authorization: no PDP.
         caller: None,
         action: crate::authz::Action::Read,
+        holder,
     };
     let page = state.reader.read(q).await?;
-    let next = query::next_link(&state, &uri, query::NextQuery::Same, page.next);
+    let next = query::next_link(&state, &uri, query::NextQuery::Same, &feed, page.next)?;
     let mut resp = query::page_response(page, next, "application/json");
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)

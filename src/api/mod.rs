@@ -3,6 +3,7 @@
 //! (`read`, `publish`), map the outcome to HTTP. Nothing below this module
 //! sees an HTTP type.
 
+pub mod cursor;
 pub mod error;
 pub mod extract;
 mod health;
@@ -11,6 +12,7 @@ mod observe;
 mod publish;
 mod query;
 pub(crate) mod rate_limit;
+pub mod server;
 pub mod state;
 #[cfg(feature = "dev")]
 mod whoami;
@@ -66,6 +68,7 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn(observe::plain_request_id))
 }
 
 async fn not_found() -> impl IntoResponse {

@@ -46,3 +46,21 @@ pub async fn record_http_metrics(req: Request, next: Next) -> axum::response::Re
     metrics::histogram!("http_request_duration_seconds", &labels).record(start.elapsed().as_secs_f64());
     resp
 }
+
+/// A client's `x-request-id` is kept only when it is short and plain (at
+/// most 64 characters of `[A-Za-z0-9._-]`); otherwise it is dropped and the
+/// service makes a new one, so that nothing a client sends is echoed or
+/// logged verbatim.
+pub async fn plain_request_id(mut req: Request, next: Next) -> axum::response::Response {
+    let plain = |v: &axum::http::HeaderValue| {
+        let b = v.as_bytes();
+        !b.is_empty() && b.len() <= 64 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+    };
+    let headers = req.headers_mut();
+    if headers.get_all(super::REQUEST_ID).iter().count() > 1
+        || headers.get(super::REQUEST_ID).is_some_and(|v| !plain(v))
+    {
+        headers.remove(super::REQUEST_ID);
+    }
+    next.run(req).await
+}

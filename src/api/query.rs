@@ -4,19 +4,20 @@
 //! case, and answers the page with a `next` link.
 
 use axum::body::Bytes;
+use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
+use super::extract::ApiPath;
 use super::state::AppState;
 use crate::authz::{Action, Caller};
 use crate::domain::query::{After, PartyRule, RawParams, app_query, generic_query};
 use crate::domain::{FeedId, Filters, Principal};
-use crate::read::{FeedQuery, Page, Paging};
+use crate::read::{FeedQuery, Page, Paging, Start};
 
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
 const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
@@ -33,8 +34,29 @@ pub(crate) enum NextQuery {
     CursorOnly,
 }
 
-/// The same request with `after` set to the cursor, as an absolute URL.
-pub(crate) fn next_link(state: &AppState, uri: &Uri, keep: NextQuery, next: u64) -> String {
+/// Where a read of `feed` starts: a cursor must be one this service sealed
+/// for this feed (anything else is a 400, not a guess).
+pub(crate) fn start(
+    state: &AppState,
+    feed: &FeedId,
+    after: Option<After>,
+    from: Option<String>,
+) -> Result<Start, ApiError> {
+    Start::new(after, from, |cursor| state.cursors.open(feed, cursor).ok()).ok_or_else(|| {
+        ApiError::BadRequest("The 'after' parameter is not a cursor this service issued for this query.".into())
+    })
+}
+
+/// The same request with `after` set to a cursor sealed for `position` in
+/// `feed`, as an absolute URL.
+pub(crate) fn next_link(
+    state: &AppState,
+    uri: &Uri,
+    keep: NextQuery,
+    feed: &FeedId,
+    position: u64,
+) -> Result<String, ApiError> {
+    let cursor = state.cursors.seal(feed, position).map_err(|e| ApiError::unavailable("cursor keys", e))?;
     let base = state.config.platform_base().map(String::from).unwrap_or_default();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if keep == NextQuery::Same {
@@ -44,8 +66,8 @@ pub(crate) fn next_link(state: &AppState, uri: &Uri, keep: NextQuery, next: u64)
             }
         }
     }
-    query.append_pair("after", &After::cursor(next));
-    format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish())
+    query.append_pair("after", &cursor);
+    Ok(format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish()))
 }
 
 /// A page as JSON with its `next` link.
@@ -65,7 +87,7 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 /// `GET /events/api/v1/app/{org}/{app}`: the app owner's feed of its app.
 pub async fn app_owner(
     State(state): State<AppState>,
-    Path((org, app)): Path<(String, String)>,
+    ApiPath((org, app)): ApiPath<(String, String)>,
     principal: Principal,
     headers: HeaderMap,
     uri: Uri,
@@ -89,19 +111,22 @@ pub async fn app_owner(
         }
         None => FeedId::Resource(resource),
     };
+    let paging = Paging { start: start(&state, &feed, q.after, q.from)?, size: q.size, wait: q.wait };
     let query = FeedQuery {
         feed,
         filters,
-        paging: Paging::new(q.after, q.from, q.size, q.wait),
+        paging,
         caller: Some(Caller::Principal(&principal)),
         action: Action::Read,
+        holder: principal.key(),
     };
+    let feed = query.feed.clone();
     let page = state.reader.read(query).await?;
-    let next = next_link(&state, &uri, NextQuery::Same, page.next);
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next)?;
     Ok(page_response(page, next, "application/json"))
 }
 
-async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) -> Result<Page, ApiError> {
+async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) -> Result<(FeedId, Page), ApiError> {
     let q = app_query(&raw, PartyRule::Required).map_err(ApiError::BadRequest)?;
     let party = state.reader.party(q.party.as_ref().expect("required above")).await?;
     let filters = Filters {
@@ -114,14 +139,17 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
         resource_prefix: Some(APP_RESOURCE_PREFIX.to_owned()),
         ..Filters::default()
     };
+    let feed = FeedId::Subject(format!("/party/{party}"));
+    let paging = Paging { start: start(state, &feed, q.after, q.from)?, size: q.size, wait: q.wait };
     let query = FeedQuery {
-        feed: FeedId::Subject(format!("/party/{party}")),
+        feed: feed.clone(),
         filters,
-        paging: Paging::new(q.after, q.from, q.size, q.wait),
+        paging,
         caller: Some(Caller::Principal(principal)),
         action: Action::Read,
+        holder: principal.key(),
     };
-    Ok(state.reader.read(query).await?)
+    Ok((feed, state.reader.read(query).await?))
 }
 
 /// `GET /events/api/v1/app/party`: what is new for one party.
@@ -133,8 +161,8 @@ pub async fn app_party(
 ) -> Result<Response, ApiError> {
     let mut raw = RawParams::from_query(uri.query());
     raw.person = header_str(&headers, PERSON_HEADER);
-    let page = party_query(&state, &principal, raw).await?;
-    let next = next_link(&state, &uri, NextQuery::Same, page.next);
+    let (feed, page) = party_query(&state, &principal, raw).await?;
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next)?;
     Ok(page_response(page, next, "application/json"))
 }
 
@@ -194,8 +222,8 @@ pub async fn party_post(
         wait: url.wait.or(scalar(parsed.wait)),
         ..RawParams::default()
     };
-    let page = party_query(&state, &principal, raw).await?;
-    let next = next_link(&state, &uri, NextQuery::CursorOnly, page.next);
+    let (feed, page) = party_query(&state, &principal, raw).await?;
+    let next = next_link(&state, &uri, NextQuery::CursorOnly, &feed, page.next)?;
     Ok(page_response(page, next, "application/json"))
 }
 
@@ -219,14 +247,17 @@ pub async fn generic(
         alternative_subject: q.alternative_subject,
         ..Filters::default()
     };
+    let feed = FeedId::Resource(q.resource);
+    let paging = Paging { start: start(&state, &feed, Some(q.after), None)?, size: q.size, wait: q.wait };
     let query = FeedQuery {
-        feed: FeedId::Resource(q.resource),
+        feed: feed.clone(),
         filters,
-        paging: Paging::new(Some(q.after), None, q.size, q.wait),
+        paging,
         caller: Some(Caller::Principal(&principal)),
         action: Action::Subscribe,
+        holder: principal.key(),
     };
     let page = state.reader.read(query).await?;
-    let next = next_link(&state, &uri, NextQuery::Same, page.next);
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next)?;
     Ok(page_response(page, next, "application/cloudevents+json"))
 }

@@ -11,6 +11,7 @@ use crate::feeds::FeedStore;
 use crate::publish::Publisher;
 use crate::read::FeedReader;
 
+use super::cursor::Cursors;
 use super::rate_limit::RateLimiter;
 
 #[derive(Clone)]
@@ -21,6 +22,7 @@ pub struct AppState {
     pub reader: Arc<FeedReader>,
     pub publisher: Arc<Publisher>,
     pub instance_keys: Arc<InstanceKeys>,
+    pub cursors: Arc<Cursors>,
     pub limiter: Arc<RateLimiter>,
     /// For readiness: the PDP and the store are reachable.
     pub pdp: Arc<Pdp>,

@@ -44,21 +44,21 @@ impl AccessTokenVerifier {
         if let Some(app) = self.verified.get(token) {
             return Ok(app);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(AuthError::invalid)?;
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::jwt)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::invalid(format!("algorithm {:?} is not accepted", header.alg)));
         }
         // The issuer decides which certificate to check with; it is trusted
         // only after the signature verifies with that certificate.
         let unverified: AccessClaims =
-            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(AuthError::invalid)?;
+            jsonwebtoken::dangerous::insecure_decode_claims(token).map_err(AuthError::jwt)?;
         let issuer = unverified.iss;
         if issuer.is_empty() || !issuer.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(AuthError::invalid("issuer is not a valid organisation code"));
         }
         let key = self.key(&issuer).await?;
-        let validation = rs256_validation(self.leeway_seconds, Some(&issuer));
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(AuthError::invalid)?;
+        let validation = rs256_validation(self.leeway_seconds, &issuer);
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key, &validation).map_err(AuthError::jwt)?;
         let app = data.claims.app.filter(|a| !a.is_empty()).ok_or_else(|| AuthError::invalid("no urn:altinn:app"))?;
         let verified = PlatformApp { issuer, app };
         self.verified.insert(token, data.claims.exp, verified.clone());

@@ -29,4 +29,23 @@ impl AuthError {
     pub(crate) fn invalid(e: impl std::fmt::Display) -> Self {
         Self::Invalid(e.to_string())
     }
+
+    /// A token refused by the JWT library: the reason, never a value from
+    /// the token (JSON errors quote the claim they could not read).
+    pub(crate) fn jwt(e: jsonwebtoken::errors::Error) -> Self {
+        use jsonwebtoken::errors::ErrorKind;
+        let reason = match e.kind() {
+            ErrorKind::InvalidToken => "not a JWT",
+            ErrorKind::InvalidSignature => "signature does not verify",
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not accepted",
+            ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
+            ErrorKind::ExpiredSignature => "expired",
+            ErrorKind::InvalidIssuer => "issuer not accepted",
+            ErrorKind::ImmatureSignature => "not valid yet",
+            ErrorKind::Base64(_) => "not base64url",
+            ErrorKind::Json(_) | ErrorKind::Utf8(_) => "header or claims not readable",
+            _ => "token not accepted",
+        };
+        Self::Invalid(reason.to_owned())
+    }
 }

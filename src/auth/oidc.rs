@@ -19,7 +19,7 @@ use super::{AuthError, principal_from_claims};
 use crate::domain::Principal;
 
 /// The keys a token may be checked with, and the issuer they belong to.
-pub type KeysAndIssuer = (Vec<DecodingKey>, Option<String>);
+pub type KeysAndIssuer = (Vec<DecodingKey>, String);
 
 /// Where token signing keys come from: the platform's OIDC discovery
 /// document and its JWKS ([`OidcKeys`]).
@@ -31,13 +31,14 @@ pub trait SigningKeys: Send + Sync {
 
 #[derive(Deserialize)]
 struct Discovery {
-    issuer: Option<String>,
+    /// Required: tokens must name this issuer.
+    issuer: String,
     jwks_uri: Url,
 }
 
 #[derive(Default)]
 struct KeyState {
-    issuer: Option<String>,
+    issuer: String,
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
     /// Last refetch caused by an unknown `kid` (not the first load).
@@ -118,7 +119,7 @@ impl OidcKeys {
         self.lookup(kid).await.ok_or_else(|| AuthError::invalid("unknown signing key"))
     }
 
-    async fn lookup(&self, kid: Option<&str>) -> Option<(Vec<DecodingKey>, Option<String>)> {
+    async fn lookup(&self, kid: Option<&str>) -> Option<KeysAndIssuer> {
         let state = self.state.read().await;
         state.fetched_at?;
         let keys: Vec<DecodingKey> = match kid {
@@ -184,17 +185,18 @@ impl TokenValidator {
     }
 
     /// Validates an Altinn token: RS256 only, signature by a platform key,
-    /// `exp` required, `nbf` and issuer checked.
+    /// `exp` and `iss` (the discovery document's issuer) required, `nbf`
+    /// checked.
     pub async fn validate(&self, token: &str) -> Result<Principal, AuthError> {
         if let Some(principal) = self.verified.get(token) {
             return Ok(principal);
         }
-        let header = jsonwebtoken::decode_header(token).map_err(AuthError::invalid)?;
+        let header = jsonwebtoken::decode_header(token).map_err(AuthError::jwt)?;
         if header.alg != Algorithm::RS256 {
             return Err(AuthError::invalid(format!("algorithm {:?} is not accepted", header.alg)));
         }
         let (keys, issuer) = self.keys.keys_for(header.kid.as_deref()).await?;
-        let validation = rs256_validation(self.leeway_seconds, issuer.as_deref());
+        let validation = rs256_validation(self.leeway_seconds, &issuer);
         let mut last_err = AuthError::invalid("no key");
         for key in &keys {
             match jsonwebtoken::decode::<Map<String, Value>>(token, key, &validation) {
@@ -205,22 +207,21 @@ impl TokenValidator {
                     }
                     return Ok(principal);
                 }
-                Err(e) => last_err = AuthError::invalid(e),
+                Err(e) => last_err = AuthError::jwt(e),
             }
         }
         Err(last_err)
     }
 }
 
-pub(crate) fn rs256_validation(leeway_seconds: u64, issuer: Option<&str>) -> Validation {
+/// RS256 with `exp` and `iss` required and `iss` equal to `issuer`.
+pub(crate) fn rs256_validation(leeway_seconds: u64, issuer: &str) -> Validation {
     let mut v = Validation::new(Algorithm::RS256);
     v.leeway = leeway_seconds;
     v.validate_exp = true;
     v.validate_nbf = true;
     v.validate_aud = false;
-    v.set_required_spec_claims(&["exp"]);
-    if let Some(iss) = issuer {
-        v.set_issuer(&[iss]);
-    }
+    v.set_required_spec_claims(&["exp", "iss"]);
+    v.set_issuer(&[issuer]);
     v
 }

@@ -39,6 +39,16 @@ impl Principal {
         }
     }
 
+    /// Who this is, for per-caller limits: `user:{id}` or `org:{number}`
+    /// (`org:{code}` for a service owner known only by its code).
+    pub fn key(&self) -> String {
+        match &self.subject {
+            Subject::User { user_id, .. } => format!("user:{user_id}"),
+            Subject::Org { org_number, .. } if !org_number.is_empty() => format!("org:{org_number}"),
+            Subject::Org { org, .. } => format!("org:{}", org.as_deref().unwrap_or_default()),
+        }
+    }
+
     pub fn user_id(&self) -> Option<u64> {
         match &self.subject {
             Subject::User { user_id, .. } => Some(*user_id),

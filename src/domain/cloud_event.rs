@@ -45,6 +45,10 @@ pub enum CloudEventError {
     SourceNotUri,
     #[error("The 'resource' must begin with `urn:altinn:resource:`")]
     Resource,
+    #[error("'{0}' must not contain control characters.")]
+    ControlCharacter(&'static str),
+    #[error("The subject must be {expected}: the party of the instance in source.")]
+    SubjectNotInstanceParty { expected: String },
 }
 
 fn string(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, CloudEventError> {
@@ -54,6 +58,7 @@ fn string(map: &Map<String, Value>, field: &'static str) -> Result<Option<String
         Some(Value::String(s)) if s.len() > MAX_FIELD_LEN => {
             Err(CloudEventError::TooLong { field, max: MAX_FIELD_LEN })
         }
+        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(CloudEventError::ControlCharacter(field)),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(CloudEventError::NotAString(field)),
     }
@@ -83,6 +88,16 @@ impl AppSource {
     pub fn resource(&self) -> String {
         format!("{RESOURCE_PREFIX}app_{}_{}", self.org, self.app)
     }
+}
+
+/// An instance id `{partyId}/{instanceGuid}` in its one spelling: the party
+/// a number, the GUID lower case. `None` when either is not valid. Used for
+/// what events store and for what instance access keys bind, so that they
+/// always match.
+pub fn instance_id(party: &str, guid: &str) -> Option<String> {
+    let party: u64 = party.parse().ok()?;
+    let valid = !guid.is_empty() && guid.len() <= 64 && guid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+    valid.then(|| format!("{party}/{}", guid.to_ascii_lowercase()))
 }
 
 fn base(body: Value) -> Result<Map<String, Value>, CloudEventError> {
@@ -119,9 +134,17 @@ pub fn app_event(body: Value, id: String, time: String) -> Result<(EventRecord, 
     }
     check_source(&source)?;
     let app = AppSource::parse(&source).ok_or(CloudEventError::SourceNotUri)?;
+    // The event goes to the feed of its subject and is authorized for the
+    // party of its instance: they must be the same party.
+    if let Some((party, _)) = &app.instance {
+        let expected = format!("/party/{party}");
+        if subject != expected {
+            return Err(CloudEventError::SubjectNotInstanceParty { expected });
+        }
+    }
     let alternativesubject = string(&map, "alternativesubject")?;
     let resource = app.resource();
-    let resourceinstance = app.instance.as_ref().map(|(p, g)| format!("{p}/{g}"));
+    let resourceinstance = app.instance.as_ref().and_then(|(p, g)| instance_id(&p.to_string(), g));
     map.insert("id".into(), Value::String(id.clone()));
     map.insert("time".into(), Value::String(time.clone()));
     map.insert("resource".into(), Value::String(resource.clone()));
@@ -211,6 +234,27 @@ mod tests {
             let err = app_event(body, "i".into(), "t".into()).unwrap_err();
             assert_eq!(err.to_string(), "Missing parameter values: source, subject and type cannot be null");
         }
+    }
+
+    #[test]
+    fn control_characters_and_foreign_subjects_are_refused() {
+        for (field, value) in [("type", "a\u{0}b"), ("subject", "/party/1337\n"), ("source", "https://x/\u{7f}")] {
+            let mut body = json!({"specversion": "1.0", "type": "t", "source": SRC, "subject": "/party/1337"});
+            body[field] = json!(value);
+            let err = app_event(body, "i".into(), "t".into()).unwrap_err();
+            assert_eq!(err, CloudEventError::ControlCharacter(field));
+        }
+        let body = json!({"specversion": "1.0", "type": "t", "source": SRC, "subject": "/party/1338"});
+        let err = app_event(body, "i".into(), "t".into()).unwrap_err();
+        assert_eq!(err.to_string(), "The subject must be /party/1337: the party of the instance in source.");
+        let upper = SRC.to_ascii_uppercase().replace(
+            "HTTPS://TTD.APPS.ALTINN.NO/TTD/APPS-TEST/INSTANCES",
+            "https://ttd.apps.altinn.no/ttd/apps-test/instances",
+        );
+        let body = json!({"specversion": "1.0", "type": "t", "source": upper, "subject": "/party/1337"});
+        let (rec, _) = app_event(body, "i".into(), "t".into()).unwrap();
+        assert_eq!(rec.resourceinstance.as_deref(), Some("1337/6fb3f738-6800-4f29-9f3e-1c66862656cd"), "one spelling");
+        assert_eq!(rec.source, upper, "the source is kept as published");
     }
 
     #[test]

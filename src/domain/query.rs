@@ -8,30 +8,55 @@ use time::format_description::well_known::Rfc3339;
 pub const DEFAULT_SIZE: usize = 50;
 pub const MAX_SIZE: usize = 1000;
 
-/// Where a consumer continues: a position in the feed (the opaque cursor of
-/// `next` links), or an event id (what Altinn clients store).
+/// Where a consumer continues: the beginning (`0`), the cursor of a `next`
+/// link (opaque; opened by the HTTP edge, which holds the keys), or an event
+/// id (what Altinn clients store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum After {
-    Position(u64),
+    Beginning,
+    Cursor(String),
     EventId(String),
 }
 
-const CURSOR_PREFIX: &str = "~p";
+/// How the cursors of `next` links begin (see `api/cursor.rs`).
+pub const CURSOR_PREFIX: &str = "c1.";
 
 impl After {
     pub fn parse(value: &str) -> Self {
         if value == "0" {
-            return Self::Position(0);
-        }
-        match value.strip_prefix(CURSOR_PREFIX).and_then(|n| n.parse().ok()) {
-            Some(pos) => Self::Position(pos),
-            None => Self::EventId(value.to_owned()),
+            Self::Beginning
+        } else if value.starts_with(CURSOR_PREFIX) {
+            Self::Cursor(value.to_owned())
+        } else {
+            Self::EventId(value.to_owned())
         }
     }
+}
 
-    /// The opaque cursor for position `pos`.
-    pub fn cursor(pos: u64) -> String {
-        format!("{CURSOR_PREFIX}{pos}")
+/// At most this many values of a repeated parameter (`type`, `source`).
+pub const MAX_LIST_VALUES: usize = 30;
+/// Longest accepted value of a query parameter that names an event field.
+pub const MAX_VALUE_LEN: usize = 1024;
+
+/// A repeated parameter, within the limits: bounded so that one request
+/// cannot make an unbounded query (each value is one more predicate).
+fn bounded_list(values: &[String], name: &str) -> Result<Vec<String>, String> {
+    if values.len() > MAX_LIST_VALUES {
+        return Err(format!("The '{name}' parameter takes at most {MAX_LIST_VALUES} values."));
+    }
+    if values.iter().any(|v| v.chars().count() > MAX_VALUE_LEN) {
+        return Err(format!("A '{name}' value is longer than {MAX_VALUE_LEN} characters."));
+    }
+    Ok(values.to_vec())
+}
+
+/// A single parameter naming an event field, within the length limit.
+fn bounded<'a>(value: Option<&'a str>, name: &str) -> Result<Option<&'a str>, String> {
+    match value {
+        Some(v) if v.chars().count() > MAX_VALUE_LEN => {
+            Err(format!("The '{name}' parameter is longer than {MAX_VALUE_LEN} characters."))
+        }
+        other => Ok(other),
     }
 }
 
@@ -91,9 +116,13 @@ fn parse_time(value: Option<&str>, name: &str) -> Result<Option<String>, String>
         true => OffsetDateTime::parse(&v.replace(' ', "+"), &Rfc3339),
         false => Err(e),
     });
-    match parsed {
-        Ok(t) => Ok(Some(crate::domain::cloud_event::format_time(t.to_offset(time::UtcOffset::UTC)))),
-        Err(_) => Err(format!("The '{name}' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC")),
+    let text = || format!("The '{name}' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC");
+    let utc = parsed.map_err(|_| text())?.checked_to_offset(time::UtcOffset::UTC);
+    // A time whose UTC form is outside years 0000-9999 is not one the
+    // service can represent (or an event can have).
+    match utc {
+        Some(t) if (0..=9999).contains(&t.year()) => Ok(Some(crate::domain::cloud_event::format_time(t))),
+        _ => Err(format!("The '{name}' parameter is outside the years 0000-9999 in UTC.")),
     }
 }
 
@@ -193,7 +222,9 @@ pub fn app_query(raw: &RawParams, party_rule: PartyRule) -> Result<AppQuery, Str
     if party_rule == PartyRule::Required && party.is_none() {
         return Err("Subject must be specified using either query params party or unit or header value person.".into());
     }
-    Ok(AppQuery { after, from, to, party, types: raw.types.clone(), sources: raw.sources.clone(), size, wait })
+    let types = bounded_list(&raw.types, "type")?;
+    let sources = bounded_list(&raw.sources, "source")?;
+    Ok(AppQuery { after, from, to, party, types, sources, size, wait })
 }
 
 /// A validated `GET /events` query.
@@ -213,9 +244,11 @@ pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
     if !resource.starts_with(crate::domain::cloud_event::RESOURCE_PREFIX) {
         return Err("The 'resource' parameter must begin with `urn:altinn:resource:`".into());
     }
+    let resource = bounded(Some(resource), "resource")?.unwrap_or_default();
     let after = blank_to_none(&raw.after).map(After::parse).ok_or("The 'after' parameter must be defined.")?;
-    let subject = blank_to_none(&raw.subject).map(str::to_owned);
-    let alternative_subject = blank_to_none(&raw.alternative_subject).map(str::to_owned);
+    let subject = bounded(blank_to_none(&raw.subject), "subject")?.map(str::to_owned);
+    let alternative_subject =
+        bounded(blank_to_none(&raw.alternative_subject), "alternativeSubject")?.map(str::to_owned);
     if subject.is_some() && alternative_subject.is_some() {
         return Err("Only one of 'subject' or 'alternativeSubject' can be defined.".into());
     }
@@ -226,7 +259,7 @@ pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
         after,
         subject,
         alternative_subject,
-        types: raw.types.clone(),
+        types: bounded_list(&raw.types, "type")?,
         size,
         wait,
     })
@@ -301,16 +334,41 @@ mod tests {
 
     #[test]
     fn cursors_and_event_ids() {
-        assert_eq!(After::parse("0"), After::Position(0));
-        assert_eq!(After::parse(&After::cursor(42)), After::Position(42));
+        assert_eq!(After::parse("0"), After::Beginning);
+        assert_eq!(After::parse("c1.k.abc"), After::Cursor("c1.k.abc".into()));
         assert_eq!(After::parse("3f2c"), After::EventId("3f2c".into()));
-        assert_eq!(After::parse("~pnope"), After::EventId("~pnope".into()));
+        assert_eq!(After::parse("~p4"), After::EventId("~p4".into()));
+    }
+
+    #[test]
+    fn lists_and_values_are_bounded() {
+        let many = (0..=MAX_LIST_VALUES).map(|i| format!("type=t{i}")).collect::<Vec<_>>().join("&");
+        let err = app_query(&raw(&format!("after=0&party=1&{many}")), PartyRule::Required).unwrap_err();
+        assert_eq!(err, "The 'type' parameter takes at most 30 values.");
+        let long = "x".repeat(MAX_VALUE_LEN + 1);
+        let err = app_query(&raw(&format!("after=0&party=1&source={long}")), PartyRule::Required).unwrap_err();
+        assert_eq!(err, "A 'source' value is longer than 1024 characters.");
+        let err = generic_query(&raw(&format!("resource=urn:altinn:resource:x&after=0&subject={long}"))).unwrap_err();
+        assert_eq!(err, "The 'subject' parameter is longer than 1024 characters.");
+        let ok = (0..MAX_LIST_VALUES).map(|i| format!("type=t{i}")).collect::<Vec<_>>().join("&");
+        assert_eq!(app_query(&raw(&format!("after=0&party=1&{ok}")), PartyRule::Required).unwrap().types.len(), 30);
+    }
+
+    #[test]
+    fn times_outside_the_representable_range_are_400s() {
+        for t in ["9999-12-31T23:59:59-00:01", "0000-01-01T00:00:00%2B00:01"] {
+            let err = app_query(&raw(&format!("party=1&from={t}")), PartyRule::Required).unwrap_err();
+            assert_eq!(err, "The 'From' parameter is outside the years 0000-9999 in UTC.", "{t}");
+        }
+        assert!(app_query(&raw("party=1&from=9999-12-31T23:59:59Z"), PartyRule::Required).is_ok());
     }
 
     proptest! {
         #[test]
-        fn cursor_roundtrip(pos in any::<u64>()) {
-            prop_assert_eq!(After::parse(&After::cursor(pos)), After::Position(pos));
+        fn times_never_panic(y in 0i32..10000, m in 1u8..13, d in 1u8..29, off in -1439i32..1440) {
+            let sign = if off < 0 { '-' } else { '+' };
+            let t = format!("{y:04}-{m:02}-{d:02}T23:59:59{sign}{:02}:{:02}", off.abs() / 60, off.abs() % 60);
+            let _ = parse_time(Some(&t), "From");
         }
 
         #[test]

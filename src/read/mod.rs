@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::sync::watch;
 
-pub use waiters::Waiters;
+pub use waiters::{NoSlot, Waiters};
 
 use crate::authz::{Action, Authorizer, Caller, PdpError};
 use crate::domain::query::{After, MAX_SIZE, PartyParam};
@@ -53,17 +53,18 @@ pub struct Paging {
     pub wait: Duration,
 }
 
-impl Paging {
+impl Start {
     /// From the validated query parameters: `after` wins over `from`;
-    /// neither means the beginning.
-    pub fn new(after: Option<After>, from: Option<String>, size: usize, wait: Duration) -> Self {
-        let start = match (after, from) {
-            (Some(After::Position(p)), _) => Start::Position(p),
+    /// neither means the beginning. A cursor's position is given by the
+    /// caller, who opened it.
+    pub fn new(after: Option<After>, from: Option<String>, cursor: impl FnOnce(&str) -> Option<u64>) -> Option<Self> {
+        Some(match (after, from) {
+            (Some(After::Beginning), _) => Start::Position(0),
+            (Some(After::Cursor(c)), _) => Start::Position(cursor(&c)?),
             (Some(After::EventId(id)), _) => Start::AfterEvent(id),
             (None, Some(from)) => Start::Time(from),
             (None, None) => Start::Position(0),
-        };
-        Self { start, size, wait }
+        })
     }
 }
 
@@ -77,6 +78,9 @@ pub struct FeedQuery<'a> {
     /// (an instance access key) that already grants the whole query.
     pub caller: Option<Caller<'a>>,
     pub action: Action,
+    /// Whose share of long-polling slots a wait takes (the caller, or the
+    /// capability).
+    pub holder: String,
 }
 
 /// A page: the permitted events in feed order, and the position after the
@@ -100,7 +104,7 @@ pub enum ReadError {
     #[error("looking up the party")]
     Register(#[source] RegisterError),
     #[error("too many waiting requests")]
-    TooManyWaiters,
+    TooManyWaiters(#[from] NoSlot),
 }
 
 /// Settings of the read use case.
@@ -172,17 +176,26 @@ impl FeedReader {
         if !events.is_empty() || q.paging.wait.is_zero() || !at_end {
             return Ok(Page { events, next });
         }
-        let _slot = self.waiters.hold().ok_or(ReadError::TooManyWaiters)?;
+        let _slot = self.waiters.hold(&q.holder)?;
         let mut changes = self.feeds.watch(&q.feed, self.limits.wait_poll_interval, next);
         let mut shutdown = self.shutdown.clone();
         let deadline = tokio::time::Instant::now() + q.paging.wait;
         let mut pos = next;
         loop {
-            // Read again after subscribing, so an append in between is not missed.
+            // Read again after subscribing, so an append in between is not
+            // missed. Only permitted events answer a waiting request: events
+            // the caller may not see are scanned past (within the wait), so
+            // that a wait tells nothing of them.
             let (events, next, at_end) = self.fill(&q, pos).await?;
             pos = next;
-            if !events.is_empty() || !at_end {
+            if !events.is_empty() {
                 return Ok(Page { events, next: pos });
+            }
+            if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+                break;
+            }
+            if !at_end {
+                continue;
             }
             let _parked = self.waiters.park();
             tokio::select! {
@@ -223,7 +236,7 @@ impl FeedReader {
                 let denied = permitted.iter().filter(|p| !**p).count();
                 metrics::counter!("query_events_denied_total").increment(denied as u64);
                 for (event, ok) in page.events.into_iter().zip(permitted) {
-                    if !ok {
+                    if !ok || !belongs_to(&q.feed, &event.record) {
                         continue;
                     }
                     if kept.len() == size {
@@ -249,11 +262,25 @@ impl FeedReader {
     }
 }
 
+/// Whether an event may be shown in `feed`: an app event in a party's feed
+/// only when its instance is that party's (the PDP decided about the
+/// instance's party; events stored before publishing checked that the two
+/// agree must not show one party's event in another's feed).
+fn belongs_to(feed: &FeedId, record: &crate::domain::EventRecord) -> bool {
+    let (FeedId::Subject(subject), Some(instance)) = (feed, &record.resourceinstance) else { return true };
+    match (subject.strip_prefix("/party/"), instance.split_once('/')) {
+        (Some(party), Some((instance_party, _))) if record.resource.starts_with("urn:altinn:resource:app_") => {
+            party == instance_party
+        }
+        _ => true,
+    }
+}
+
 fn search_time(from: &str) -> String {
     use time::format_description::well_known::Rfc3339;
-    match time::OffsetDateTime::parse(from, &Rfc3339) {
-        Ok(t) => crate::domain::cloud_event::format_time(t - CLOCK_SKEW),
+    match time::OffsetDateTime::parse(from, &Rfc3339).ok().and_then(|t| t.checked_sub(CLOCK_SKEW)) {
+        Some(t) => crate::domain::cloud_event::format_time(t),
         // Starting at the beginning is always correct, only slower.
-        Err(_) => String::new(),
+        None => String::new(),
     }
 }

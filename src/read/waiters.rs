@@ -1,25 +1,48 @@
 //! Long-polling requests of one instance: at most `max` hold a slot at a
-//! time; those that found nothing and wait for an append are parked.
+//! time, and at most `per_holder` of them for one caller (its fair share:
+//! one caller cannot take every slot). Those that found nothing and wait
+//! for an append are counted as parked.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub struct Waiters {
     slots: Arc<Semaphore>,
     max: usize,
+    per_holder: usize,
+    holders: Arc<Mutex<HashMap<String, usize>>>,
     parked: Arc<AtomicUsize>,
+}
+
+/// Why a long-poll gets no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NoSlot {
+    #[error("every long-polling slot of this instance is taken")]
+    Full,
+    #[error("the caller holds its share of long-polling slots")]
+    ShareUsed,
 }
 
 /// A held slot; released when dropped (the request answered or cancelled).
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
+    holder: String,
+    holders: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         metrics::gauge!("query_waiters").decrement(1.0);
+        let mut holders = self.holders.lock().expect("waiters lock");
+        if let Some(n) = holders.get_mut(&self.holder) {
+            *n -= 1;
+            if *n == 0 {
+                holders.remove(&self.holder);
+            }
+        }
     }
 }
 
@@ -35,15 +58,28 @@ impl Drop for Parked {
 }
 
 impl Waiters {
-    pub fn new(max: usize) -> Self {
-        Self { slots: Arc::new(Semaphore::new(max)), max, parked: Arc::default() }
+    pub fn new(max: usize, per_holder: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            per_holder: per_holder.max(1),
+            holders: Arc::default(),
+            parked: Arc::default(),
+        }
     }
 
-    /// A slot, or `None` when all are taken.
-    pub fn hold(&self) -> Option<Slot> {
-        let permit = self.slots.clone().try_acquire_owned().ok()?;
+    /// A slot for `holder` (who asks: a user, an organisation, an instance
+    /// key), unless every slot or the holder's share is taken.
+    pub fn hold(&self, holder: &str) -> Result<Slot, NoSlot> {
+        let mut holders = self.holders.lock().expect("waiters lock");
+        let held = holders.get(holder).copied().unwrap_or(0);
+        if held >= self.per_holder {
+            return Err(NoSlot::ShareUsed);
+        }
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| NoSlot::Full)?;
+        holders.insert(holder.to_owned(), held + 1);
         metrics::gauge!("query_waiters").increment(1.0);
-        Some(Slot { _permit: permit })
+        Ok(Slot { _permit: permit, holder: holder.to_owned(), holders: self.holders.clone() })
     }
 
     /// Counts a request as parked until the guard is dropped.
@@ -60,5 +96,24 @@ impl Waiters {
     /// Requests that read the feed, found nothing, and wait for an append.
     pub fn parked(&self) -> usize {
         self.parked.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_holder_gets_its_share_others_the_rest() {
+        let w = Waiters::new(3, 2);
+        let a1 = w.hold("a").unwrap();
+        let _a2 = w.hold("a").unwrap();
+        assert_eq!(w.hold("a").err(), Some(NoSlot::ShareUsed));
+        let b1 = w.hold("b").unwrap();
+        assert_eq!(w.hold("c").err(), Some(NoSlot::Full));
+        drop(a1);
+        assert!(w.hold("a").is_ok(), "a released one");
+        drop(b1);
+        assert_eq!(w.holding(), 1, "only a2 is still held");
     }
 }

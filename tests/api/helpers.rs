@@ -26,11 +26,32 @@ pub fn foreign_key_pem() -> &'static str {
     PEM.get_or_init(|| altinn_events::localtest::keys::generate_pem().expect("key"))
 }
 
+/// The cursor key of the test apps, so that tests can read positions.
+pub const TEST_CURSOR_KEY: &str = "test-cursor-key-0123456789abcdef0123456789abcdef";
+
 pub fn test_config() -> Config {
     let mut config = Config::default();
     config.localtest.key_file = Some(key_file().clone());
     config.cosmos.segment_size = 4;
+    config.cursors.keys.insert("test".into(), secrecy::SecretString::from(TEST_CURSOR_KEY));
     config
+}
+
+fn test_cursors() -> altinn_events::api::cursor::Cursors {
+    let keys = [("test".to_owned(), secrecy::SecretString::from(TEST_CURSOR_KEY))].into_iter().collect();
+    altinn_events::api::cursor::Cursors::new(Some("test".into()), &keys)
+}
+
+/// The position in `feed` that the `after` cursor of a `next` link stands for.
+pub fn cursor_of(next: &str, feed: &altinn_events::domain::FeedId) -> u64 {
+    let url: url::Url = next.parse().expect("next is a URL");
+    let after = url.query_pairs().find(|(k, _)| k == "after").expect("next has after").1.into_owned();
+    test_cursors().open(feed, &after).unwrap_or_else(|e| panic!("{after} is not a cursor of {feed}: {e}"))
+}
+
+/// A cursor the test apps accept, for `position` in `feed`.
+pub fn cursor_for(feed: &altinn_events::domain::FeedId, position: u64) -> String {
+    test_cursors().seal(feed, position).unwrap()
 }
 
 pub struct TestApp {

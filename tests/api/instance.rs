@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use altinn_events::Overrides;
+use altinn_events::domain::FeedId;
 use altinn_events::feeds::emulator::EmulatorAccount;
 use reqwest::header::{AUTHORIZATION, RETRY_AFTER};
 use serde_json::Value;
@@ -86,18 +87,20 @@ async fn a_key_reads_its_instance_and_nothing_else() {
     assert_eq!(resp.status(), 200);
     let mut next = resp.headers()["next"].to_str().unwrap().to_owned();
     let mut seen: Vec<String> = ids(&resp.json::<Vec<Value>>().await.unwrap()).iter().map(|s| s.to_string()).collect();
+    let party = FeedId::Subject("/party/1337".into());
     for _ in 0..20 {
         let resp = app.http.post(&next).header("Altinn-Instance-Access-Key", &key_a).send().await.unwrap();
         assert_eq!(resp.status(), 200);
         let following = resp.headers()["next"].to_str().unwrap().to_owned();
         seen.extend(ids(&resp.json::<Vec<Value>>().await.unwrap()).iter().map(|s| s.to_string()));
-        if following == next {
+        let moved = cursor_of(&following, &party) != cursor_of(&next, &party);
+        next = following;
+        if !moved {
             break;
         }
-        next = following;
     }
     assert_eq!(seen, [a1.as_str(), a2.as_str()], "exactly ttd's events of instance A, to the end of the feed");
-    assert!(next.contains("after=%7Ep4"), "the whole feed was read: {next}");
+    assert_eq!(cursor_of(&next, &party), 4, "the whole feed was read: {next}");
 
     // Missing, forged, other-instance and nonexistent-instance keys all look the same.
     let forged = format!("{}x", &key_a[..key_a.len() - 1]);

@@ -160,6 +160,16 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
         .unwrap();
     record("GET /app/party, tampered cookie", &resp);
 
+    // A platform access token whose claim has the wrong type: the JSON
+    // error would quote the value; the log says why, not what.
+    let (_, mut claims) = parts(&access);
+    claims["urn:altinn:app"] = json!(987654321);
+    let pem = std::fs::read_to_string(key_file()).unwrap();
+    let odd = sign_rs256(&pem, None, &claims);
+    let resp =
+        app.http.get(app.url("/localtest/whoami/platform")).header("PlatformAccessToken", &odd).send().await.unwrap();
+    record("whoami/platform, claim of the wrong type", &resp);
+
     // Server errors: the PDP fails, the chain of the error is logged.
     pdp.set(PdpMode::Status(500));
     let resp = app
@@ -201,6 +211,7 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
         ("instance read, forged key", 401),
         ("whoami, tampered bearer", 401),
         ("GET /app/party, tampered cookie", 401),
+        ("whoami/platform, claim of the wrong type", 403),
         ("POST /party, PDP down", 503),
         ("GET /events subject, PDP down", 503),
     ];

@@ -6,6 +6,7 @@ mod auth;
 mod cosmosdb_server;
 mod fail_closed;
 mod feeds;
+mod hardening;
 mod health;
 mod helpers;
 mod instance;

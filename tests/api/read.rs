@@ -68,7 +68,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
         pdp.clone(),
         Arc::new(NoRegister),
         limits,
-        Arc::new(Waiters::new(4)),
+        Arc::new(Waiters::new(4, 4)),
         shutdown,
     ));
     let app = PlatformApp { issuer: "ttd".into(), app: "apps-test".into() };
@@ -78,6 +78,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
         paging: Paging { start, size: 3, wait: Duration::from_secs(wait) },
         caller: Some(Caller::App(&app)),
         action: Action::Read,
+        holder: "test".into(),
     };
     let ids = |page: &Page| page.events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
 
@@ -103,6 +104,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
                 paging: Paging { start: Start::Position(10), size: 3, wait: Duration::from_secs(20) },
                 caller: Some(Caller::App(&app)),
                 action: Action::Read,
+                holder: "test".into(),
             };
             reader.read(q).await
         })
@@ -123,6 +125,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
                 paging: Paging { start: Start::Position(11), size: 3, wait: Duration::from_secs(20) },
                 caller: Some(Caller::App(&app)),
                 action: Action::Read,
+                holder: "test".into(),
             };
             reader.read(q).await
         })

@@ -1,0 +1,152 @@
+//! The cursors that `next` links carry: a position in one feed, encrypted
+//! and authenticated, so that a cursor reveals nothing (not how many events
+//! a caller was not allowed to see, not how long a feed is) and cannot be
+//! forged or moved to another feed.
+//!
+//! A cursor is `c1.{key id}.{base64url(nonce | ciphertext)}`: XChaCha20-
+//! Poly1305 under a key from the configured ring (`cursors.keys`; one of
+//! them, `cursors.signing_key`, seals new cursors, all of them open old
+//! ones: rotation), a random 192-bit nonce (the same position twice gives
+//! different bytes), the position as plaintext, and the feed's name as
+//! associated data (a cursor opens only in the feed it came from).
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::domain::FeedId;
+
+const PREFIX: &str = "c1.";
+const NONCE_LEN: usize = 24;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CursorError {
+    #[error("no cursor key is configured")]
+    NotConfigured,
+    #[error("the cursor is not one this service issued for this query")]
+    Invalid,
+}
+
+/// The key ring.
+pub struct Cursors {
+    sealing: Option<String>,
+    keys: HashMap<String, XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for Cursors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cursors").field("sealing", &self.sealing).field("keys", &self.keys.len()).finish()
+    }
+}
+
+fn cipher(secret: &SecretString) -> XChaCha20Poly1305 {
+    let key =
+        Sha256::new_with_prefix(b"altinn-events/cursor-key/v1|").chain_update(secret.expose_secret().trim()).finalize();
+    XChaCha20Poly1305::new(&key)
+}
+
+fn aad(feed: &FeedId) -> Vec<u8> {
+    format!("altinn-events/cursor/v1|{}", feed.key()).into_bytes()
+}
+
+impl Cursors {
+    /// `keys`: key id → secret; `sealing`: the id that seals new cursors.
+    pub fn new(sealing: Option<String>, keys: &HashMap<String, SecretString>) -> Self {
+        let keys = keys.iter().map(|(id, secret)| (id.to_ascii_lowercase(), cipher(secret))).collect();
+        Self { sealing: sealing.map(|s| s.to_ascii_lowercase()), keys }
+    }
+
+    /// Whether `value` is meant as a cursor (and must open as one).
+    pub fn is_cursor(value: &str) -> bool {
+        value.starts_with(PREFIX)
+    }
+
+    /// A cursor for `position` in `feed`.
+    pub fn seal(&self, feed: &FeedId, position: u64) -> Result<String, CursorError> {
+        let id = self.sealing.as_deref().ok_or(CursorError::NotConfigured)?;
+        let cipher = self.keys.get(id).ok_or(CursorError::NotConfigured)?;
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = aad(feed);
+        let sealed = cipher
+            .encrypt(&nonce, Payload { msg: &position.to_be_bytes(), aad: &aad })
+            .map_err(|_| CursorError::NotConfigured)?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        Ok(format!("{PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The position a cursor of `feed` stands for.
+    pub fn open(&self, feed: &FeedId, cursor: &str) -> Result<u64, CursorError> {
+        let rest = cursor.strip_prefix(PREFIX).ok_or(CursorError::Invalid)?;
+        let (id, body) = rest.split_once('.').ok_or(CursorError::Invalid)?;
+        let cipher = self.keys.get(&id.to_ascii_lowercase()).ok_or(CursorError::Invalid)?;
+        let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CursorError::Invalid)?;
+        if bytes.len() <= NONCE_LEN {
+            return Err(CursorError::Invalid);
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CursorError::Invalid)?;
+        let aad = aad(feed);
+        let plain = cipher
+            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &aad })
+            .map_err(|_| CursorError::Invalid)?;
+        let position: [u8; 8] = plain.try_into().map_err(|_| CursorError::Invalid)?;
+        Ok(u64::from_be_bytes(position))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ring(sealing: &str, keys: &[(&str, &str)]) -> Cursors {
+        let keys = keys.iter().map(|(id, s)| (id.to_string(), SecretString::from(s.to_string()))).collect();
+        Cursors::new(Some(sealing.into()), &keys)
+    }
+
+    #[test]
+    fn cursors_open_in_their_feed_only_and_reveal_nothing() {
+        let c = ring("k1", &[("k1", "first secret")]);
+        let party = FeedId::Subject("/party/1337".into());
+        let other = FeedId::Subject("/party/1338".into());
+        let a = c.seal(&party, 4).unwrap();
+        let b = c.seal(&party, 4).unwrap();
+        assert_ne!(a, b, "the same position twice gives different bytes");
+        assert!(!a.contains('4') || a.matches('4').count() < 3, "{a}");
+        assert_eq!(c.open(&party, &a), Ok(4));
+        assert_eq!(c.open(&party, &b), Ok(4));
+        assert_eq!(c.open(&other, &a), Err(CursorError::Invalid), "bound to its feed");
+        // Every single-character change is refused.
+        for i in PREFIX.len()..a.len() {
+            let mut bytes = a.clone().into_bytes();
+            bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+            let tampered = String::from_utf8(bytes).unwrap();
+            if tampered != a {
+                assert!(c.open(&party, &tampered).is_err(), "tampered at {i}: {tampered}");
+            }
+        }
+        assert_eq!(c.open(&party, "c1.k1."), Err(CursorError::Invalid));
+        assert_eq!(c.open(&party, "~p4"), Err(CursorError::Invalid));
+        // Another service's key: refused.
+        let foreign = ring("k1", &[("k1", "another secret")]).seal(&party, 4).unwrap();
+        assert_eq!(c.open(&party, &foreign), Err(CursorError::Invalid));
+    }
+
+    #[test]
+    fn rotation_keeps_old_cursors_open() {
+        let feed = FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into());
+        let old = ring("k1", &[("k1", "first")]).seal(&feed, 9).unwrap();
+        let rotated = ring("k2", &[("k1", "first"), ("k2", "second")]);
+        assert_eq!(rotated.open(&feed, &old), Ok(9));
+        assert!(rotated.seal(&feed, 9).unwrap().starts_with("c1.k2."));
+        let retired = ring("k2", &[("k2", "second")]);
+        assert_eq!(retired.open(&feed, &old), Err(CursorError::Invalid));
+        let none = Cursors::new(None, &HashMap::new());
+        assert_eq!(none.seal(&feed, 1), Err(CursorError::NotConfigured));
+    }
+}
