@@ -246,6 +246,67 @@ MUTATIONS = {
         "if let Err(e) = Ok::<(), std::io::Error>(()) {",
         "test(dev_mode_leaves_no_temporary_folder_behind)",
     ),
+    # Issue 14: Altinn's clients work unchanged.
+    "routes-exact-only": (
+        "src/api/server.rs",
+        "super::canonicalize(&mut req);",
+        "",
+        "test(routes_take_a_trailing_slash_and_any_case)",
+    ),
+    "service-owner-scope-refused": (
+        "src/api/query.rs",
+        ", SCOPE_SERVICE_OWNER.to_owned()]",
+        "]",
+        "test(service_owner_scopes_open_the_app_owners_feed)",
+    ),
+    "filters-match-exactly": (
+        "src/feeds/reader.rs",
+        """format!("LOWER(c.{field}) LIKE {p} ESCAPE '!'")""",
+        """format!("c.{field} = {p}")""",
+        "test(type_and_source_filters_match_like_ilike)",
+    ),
+    "eventtype-ignored": (
+        "src/domain/query.rs",
+        '"type" | "eventtype" => p.types.push(v),',
+        '"type" => p.types.push(v),',
+        "test(type_and_source_filters_match_like_ilike)",
+    ),
+    "id-alone-identifies-events": (
+        "src/feeds/docs.rs",
+        'format!("{}~{hex}", doc_id(event_id))',
+        'let _ = hex;\n    doc_id(event_id)',
+        "test(one_id_from_two_sources_is_two_events)",
+    ),
+    "next-forgets-the-alternative-subject": (
+        "src/api/query.rs",
+        'let extra: Vec<(&str, &str)> = alt_header.iter().map(|v| ("alternativeSubject", v.as_str())).collect();',
+        "let extra: Vec<(&str, &str)> = Vec::new();",
+        "test(next_carries_the_alternative_subject)",
+    ),
+    "generic-size-below-1-refused": (
+        "src/domain/query.rs",
+        "Some(Ok(n)) if n < 1 => Ok(DEFAULT_SIZE),",
+        'Some(Ok(n)) if n < 1 => Err("size".to_owned()),',
+        "test(generic_size_is_read_as_altinn_reads_it)",
+    ),
+    "identity-number-to-the-pdp": (
+        "src/authz/request.rs",
+        "return persons.get(ssn).map(|uuid| (PARTY_UUID.to_owned(), uuid.clone()));",
+        'let _ = persons;\n        return Some(("urn:altinn:person:identifier-no".to_owned(), ssn.to_owned()));',
+        "test(events_about_a_person_are_decided_by_the_persons_party)",
+    ),
+    "system-users-unknown": (
+        "src/auth/claims.rs",
+        'let details: Vec<&Value> = match claims.get("authorization_details") {',
+        'let details: Vec<&Value> = match claims.get("authorization_details").filter(|_| false) {',
+        "test(system_users_read_their_organisations_events)",
+    ),
+    "no-health-alias": (
+        "src/api/health.rs",
+        "        .route(super::routes::HEALTH, get(live))",
+        "",
+        "test(health_answers_like_live)",
+    ),
 }
 
 

@@ -136,10 +136,22 @@ pub async fn start(
     let tokens = TokenValidator::new(Arc::new(keys), config.auth.leeway_seconds);
     let certs_dir = config.auth.access_token_certs_dir.clone().context("auth.access_token_certs_dir is not set")?;
     let access_tokens = AccessTokenVerifier::new(certs_dir, config.auth.leeway_seconds);
+    // Register: `register.url` is the base of its API (`{platform}/register/api/`).
+    let register_base = match &config.register.url {
+        Some(url) if url.path().ends_with('/') => url.clone(),
+        Some(url) => format!("{url}/").parse().context("register.url")?,
+        None => platform.join("register/api/").context("Register URL")?,
+    };
+    let register_at = |path: &str| -> anyhow::Result<PlatformService> {
+        let settings = config::PlatformServiceConfig { url: None, ..config.register.clone() };
+        Ok(PlatformService::new(http.clone(), &settings, register_base.join(path).context("Register URL")?))
+    };
+    let register: Arc<Register> = Arc::new(Register::new(
+        register_at("v1/parties/lookup")?,
+        register_at("v2/internal/parties/query?fields=identifiers")?,
+    ));
     let pdp_url = platform.join("authorization/api/v1/decision").context("PDP URL")?;
-    let pdp = Arc::new(Pdp::new(PlatformService::new(http.clone(), &config.pdp, pdp_url)));
-    let register_url = platform.join("register/api/v1/parties/lookup").context("Register URL")?;
-    let register = Arc::new(Register::new(PlatformService::new(http, &config.register, register_url)));
+    let pdp = Arc::new(Pdp::new(PlatformService::new(http.clone(), &config.pdp, pdp_url), register.clone()));
 
     let feeds = FeedStore::connect(
         &config.cosmos,

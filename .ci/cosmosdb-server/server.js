@@ -74,7 +74,8 @@ async function readDocument(original, account, req, res, params) {
 // handler: a query runs over the header's partition, or the whole container
 // when there is no partition key header.
 // Also: `x [NOT] LIKE p [ESCAPE 'c']` is not in @zeit/cosmosdb-query's
-// grammar (a parse error, 400); it is rewritten into a call of `like` below.
+// grammar (a parse error, 400); it is rewritten into a call of `like` below
+// (`x` a property path, or a function of one, such as `LOWER(c.type)`).
 async function queryDocuments(_original, account, req, res, { dbId, collId }) {
   return readItems(req, res, "Documents", async options => {
     const body = await json(req);
@@ -104,7 +105,7 @@ async function queryDocuments(_original, account, req, res, { dbId, collId }) {
   });
 }
 
-const LIKE = /([\w.]+)\s+(NOT\s+)?LIKE\s+(@\w+|'[^']*')(?:\s+ESCAPE\s+'([^'])')?/gi;
+const LIKE = /((?:\w+\()?[\w.]+\)?)\s+(NOT\s+)?LIKE\s+(@\w+|'[^']*')(?:\s+ESCAPE\s+'([^'])')?/gi;
 function rewriteLike(sql) {
   return sql.replace(LIKE, (_, value, not, pattern, escape) =>
     `${not ? "NOT " : ""}udf.__like(${value}, ${pattern}, '${escape || ""}')`);

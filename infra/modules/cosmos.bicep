@@ -110,6 +110,7 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
           { path: '/resource/?' }
           { path: '/resourceinstance/?' }
           { path: '/sealed/?' }
+          { path: '/eid/?' }
         ]
         excludedPaths: [
           { path: '/*' }

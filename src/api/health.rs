@@ -12,11 +12,16 @@ use super::state::AppState;
 use crate::telemetry::{self, error_chain};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/health/live", get(live)).route("/health/ready", get(ready)).route("/metrics", get(metrics))
+    Router::new()
+        .route(super::routes::HEALTH, get(live))
+        .route(super::routes::LIVE, get(live))
+        .route(super::routes::READY, get(ready))
+        .route(super::routes::METRICS, get(metrics))
 }
 
-/// The process is up and serving. Checks nothing else, so a slow dependency
-/// never gets a pod restarted.
+/// The process is up and serving (`/health/live`, and `/health`, Altinn's
+/// probe path). Checks nothing else, so a slow dependency never gets a pod
+/// restarted.
 async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "live"}))
 }

@@ -125,7 +125,7 @@ pub async fn read_with_key(
         holder,
     };
     let page = state.reader.read(q).await?;
-    let next = query::next_link(&state, &uri, query::NextQuery::Same, &feed, page.next)?;
+    let next = query::next_link(&state, &uri, query::NextQuery::Same, &feed, page.next, &[])?;
     let mut resp = query::page_response(page, next, "application/json");
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)

@@ -33,6 +33,77 @@ use crate::config::Mode;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// The service's routes, as the router matches them. Altinn's routing
+/// (ASP.NET) also takes a trailing `/` and any ASCII case of the fixed
+/// segments: [`canonical_path`] maps such a spelling to one of these before
+/// routing, so handlers and `next` links see the canonical path.
+pub mod routes {
+    pub const PUBLISH_APP: &str = "/events/api/v1/app";
+    pub const EVENTS: &str = "/events/api/v1/events";
+    pub const APP_PARTY: &str = "/events/api/v1/app/party";
+    pub const APP_OWNER: &str = "/events/api/v1/app/{org}/{app}";
+    pub const PARTY: &str = "/events/api/v1/party";
+    pub const ACCESS_KEY: &str = "/events/api/v1/app/{org}/{app}/instances/{party}/{guid}/accesskey";
+    pub const INSTANCE_EVENTS: &str = "/events/instanceeventsforinstance/{party}/{guid}";
+    pub const HEALTH: &str = "/health";
+    pub const LIVE: &str = "/health/live";
+    pub const READY: &str = "/health/ready";
+    pub const METRICS: &str = "/metrics";
+
+    pub const ALL: &[&str] =
+        &[PUBLISH_APP, EVENTS, APP_PARTY, APP_OWNER, PARTY, ACCESS_KEY, INSTANCE_EVENTS, HEALTH, LIVE, READY, METRICS];
+}
+
+/// The canonical spelling of `path` when it is a route of the service
+/// written with a trailing `/` or in another ASCII case; `None` when it
+/// already is canonical or is no route.
+pub fn canonical_path(path: &str) -> Option<String> {
+    let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let segments: Vec<&str> = trimmed.split('/').collect();
+    let mut best: Option<(usize, String)> = None;
+    for pattern in routes::ALL {
+        let fixed: Vec<&str> = pattern.split('/').collect();
+        if fixed.len() != segments.len() {
+            continue;
+        }
+        let mut exact = 0;
+        let mut rebuilt = Vec::with_capacity(fixed.len());
+        let matches = fixed.iter().zip(&segments).all(|(f, s)| {
+            if f.starts_with('{') {
+                rebuilt.push(*s);
+                !s.is_empty()
+            } else if f.eq_ignore_ascii_case(s) {
+                exact += 1;
+                rebuilt.push(*f);
+                true
+            } else {
+                false
+            }
+        });
+        if matches && best.as_ref().is_none_or(|(n, _)| exact > *n) {
+            best = Some((exact, rebuilt.join("/")));
+        }
+    }
+    best.map(|(_, p)| p).filter(|p| p != path)
+}
+
+/// Rewrites the request's path to its canonical spelling (see
+/// [`canonical_path`]); everything else of the URI stays.
+pub fn canonicalize<B>(req: &mut axum::http::Request<B>) {
+    let Some(path) = canonical_path(req.uri().path()) else { return };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    if let Ok(pq) = path_and_query.parse() {
+        parts.path_and_query = Some(pq);
+        if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+}
+
 /// The service's own routes (in dev mode with its debugging routes),
 /// `extra` routes (the dev stand-ins), and the layers every request goes
 /// through.
@@ -41,13 +112,13 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
     #[allow(unused_mut)]
     let mut routes = Router::new()
         .merge(health::router())
-        .route("/events/api/v1/app", post(publish::publish_app))
-        .route("/events/api/v1/events", post(publish::publish_generic).get(query::generic))
-        .route("/events/api/v1/app/party", get(query::app_party))
-        .route("/events/api/v1/app/{org}/{app}", get(query::app_owner))
-        .route("/events/api/v1/party", post(query::party_post))
-        .route("/events/api/v1/app/{org}/{app}/instances/{party}/{guid}/accesskey", post(instance::issue_key))
-        .route("/events/instanceeventsforinstance/{party}/{guid}", post(instance::read_with_key));
+        .route(routes::PUBLISH_APP, post(publish::publish_app))
+        .route(routes::EVENTS, post(publish::publish_generic).get(query::generic))
+        .route(routes::APP_PARTY, get(query::app_party))
+        .route(routes::APP_OWNER, get(query::app_owner))
+        .route(routes::PARTY, post(query::party_post))
+        .route(routes::ACCESS_KEY, post(instance::issue_key))
+        .route(routes::INSTANCE_EVENTS, post(instance::read_with_key));
     #[cfg(feature = "dev")]
     if mode == Mode::Dev {
         routes = routes.merge(whoami::router());
@@ -73,4 +144,27 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
 
 async fn not_found() -> impl IntoResponse {
     ApiError::NotFound("No such endpoint.".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn routes_in_any_case_and_with_a_trailing_slash_map_to_their_canonical_form() {
+        assert_eq!(canonical_path("/events/api/v1/events/").as_deref(), Some("/events/api/v1/events"));
+        assert_eq!(canonical_path("/Events/Api/V1/App/Party/").as_deref(), Some("/events/api/v1/app/party"));
+        assert_eq!(
+            canonical_path("/EVENTS/API/V1/APP/TTD/Apps-Test").as_deref(),
+            Some("/events/api/v1/app/TTD/Apps-Test")
+        );
+        assert_eq!(
+            canonical_path("/events/api/v1/app/ttd/a/Instances/1/G/AccessKey").as_deref(),
+            Some("/events/api/v1/app/ttd/a/instances/1/G/accesskey")
+        );
+        assert_eq!(canonical_path("/events/api/v1/app/party"), None, "already canonical");
+        assert_eq!(canonical_path("/events/api/v1/nope"), None, "not a route");
+        assert_eq!(canonical_path("/Health/").as_deref(), Some("/health"));
+        assert_eq!(canonical_path("/"), None);
+    }
 }

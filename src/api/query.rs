@@ -22,6 +22,7 @@ use crate::read::{FeedQuery, Page, Paging, Start};
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
 const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
 pub const SCOPE_INSTANCES_READ: &str = "altinn:serviceowner/instances.read";
+pub const SCOPE_SERVICE_OWNER: &str = "altinn:serviceowner";
 const PERSON_HEADER: &str = "person";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 
@@ -48,23 +49,30 @@ pub(crate) fn start(
 }
 
 /// The same request with `after` set to a cursor sealed for `position` in
-/// `feed`, as an absolute URL.
+/// `feed`, as an absolute URL; `extra` parameters (what the request said in
+/// headers, so that following `next` alone continues the same query)
+/// replace any of the same name.
 pub(crate) fn next_link(
     state: &AppState,
     uri: &Uri,
     keep: NextQuery,
     feed: &FeedId,
     position: u64,
+    extra: &[(&str, &str)],
 ) -> Result<String, ApiError> {
     let cursor = state.cursors.seal(feed, position).map_err(|e| ApiError::unavailable("cursor keys", e))?;
     let base = state.config.platform_base().map(String::from).unwrap_or_default();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if keep == NextQuery::Same {
         for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-            if !k.eq_ignore_ascii_case("after") {
+            let replaced = k.eq_ignore_ascii_case("after") || extra.iter().any(|(e, _)| k.eq_ignore_ascii_case(e));
+            if !replaced {
                 query.append_pair(&k, &v);
             }
         }
+    }
+    for (k, v) in extra {
+        query.append_pair(k, v);
     }
     query.append_pair("after", &cursor);
     Ok(format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish()))
@@ -95,7 +103,13 @@ pub async fn app_owner(
     if principal.org().is_none() {
         return Err(ApiError::Unauthorized("Only orgs can call this api".into()));
     }
-    if !principal.has_scope(&format!("altinn:events/{org}/{app}")) && !principal.has_scope(SCOPE_INSTANCES_READ) {
+    // The scope of the architecture scenario, or Altinn's service-owner
+    // scopes; the PDP still decides per event (another owner's app: denied).
+    let scoped =
+        [format!("altinn:events/{org}/{app}"), SCOPE_INSTANCES_READ.to_owned(), SCOPE_SERVICE_OWNER.to_owned()]
+            .iter()
+            .any(|s| principal.has_scope(s));
+    if !scoped {
         return Err(ApiError::Forbidden(format!("The token lacks the scope altinn:events/{org}/{app}.")));
     }
     let mut raw = RawParams::from_query(uri.query());
@@ -122,7 +136,7 @@ pub async fn app_owner(
     };
     let feed = query.feed.clone();
     let page = state.reader.read(query).await?;
-    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next)?;
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next, &[])?;
     Ok(page_response(page, next, "application/json"))
 }
 
@@ -162,7 +176,7 @@ pub async fn app_party(
     let mut raw = RawParams::from_query(uri.query());
     raw.person = header_str(&headers, PERSON_HEADER);
     let (feed, page) = party_query(&state, &principal, raw).await?;
-    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next)?;
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next, &[])?;
     Ok(page_response(page, next, "application/json"))
 }
 
@@ -223,7 +237,7 @@ pub async fn party_post(
         ..RawParams::default()
     };
     let (feed, page) = party_query(&state, &principal, raw).await?;
-    let next = next_link(&state, &uri, NextQuery::CursorOnly, &feed, page.next)?;
+    let next = next_link(&state, &uri, NextQuery::CursorOnly, &feed, page.next, &[])?;
     Ok(page_response(page, next, "application/json"))
 }
 
@@ -239,7 +253,12 @@ pub async fn generic(
         return Err(ApiError::Forbidden(format!("The token lacks the scope {SCOPE_SUBSCRIBE}.")));
     }
     let mut raw = RawParams::from_query(uri.query());
-    raw.alternative_subject = header_str(&headers, ALT_SUBJECT_HEADER);
+    // The header, as Altinn takes it; `next` carries it as a parameter (as
+    // Altinn's does), so that following `next` alone continues the query.
+    let alt_header = header_str(&headers, ALT_SUBJECT_HEADER);
+    if alt_header.is_some() {
+        raw.alternative_subject = alt_header.clone();
+    }
     let q = generic_query(&raw).map_err(ApiError::BadRequest)?;
     let filters = Filters {
         types: q.types,
@@ -258,6 +277,7 @@ pub async fn generic(
         holder: principal.key(),
     };
     let page = state.reader.read(query).await?;
-    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next)?;
+    let extra: Vec<(&str, &str)> = alt_header.iter().map(|v| ("alternativeSubject", v.as_str())).collect();
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next, &extra)?;
     Ok(page_response(page, next, "application/cloudevents+json"))
 }

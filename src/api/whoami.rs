@@ -17,6 +17,9 @@ async fn whoami(principal: Principal) -> Json<Value> {
     let subject = match &principal.subject {
         Subject::User { user_id, party_id } => json!({"kind": "user", "userId": user_id, "partyId": party_id}),
         Subject::Org { org, org_number } => json!({"kind": "org", "org": org, "orgNumber": org_number}),
+        Subject::SystemUser { id, org_number } => {
+            json!({"kind": "systemuser", "systemUserId": id, "orgNumber": org_number})
+        }
     };
     Json(json!({"subject": subject, "authLevel": principal.auth_level, "scopes": principal.scopes}))
 }

@@ -21,7 +21,9 @@ pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, A
             .and_then(|n| u8::try_from(n).ok())
             .ok_or_else(|| AuthError::invalid("urn:altinn:authlevel is not a number"))?,
     };
-    let subject = if let Some(user) = claims.get("urn:altinn:userid") {
+    let subject = if let Some(system_user) = system_user(claims)? {
+        system_user
+    } else if let Some(user) = claims.get("urn:altinn:userid") {
         let user_id = number(user).ok_or_else(|| AuthError::invalid("urn:altinn:userid is not a number"))?;
         let party_id = match claims.get("urn:altinn:partyid") {
             None => None,
@@ -42,6 +44,37 @@ pub fn principal_from_claims(claims: &Map<String, Value>) -> Result<Principal, A
         }
     };
     Ok(Principal { subject, auth_level, scopes })
+}
+
+/// A system user, from `authorization_details` (an object or a list of
+/// them) of type `urn:altinn:systemuser`: `systemuser_id` (a list of one
+/// UUID) and `systemuser_org.ID` (`0192:{organisation number}`).
+fn system_user(claims: &Map<String, Value>) -> Result<Option<Subject>, AuthError> {
+    let details: Vec<&Value> = match claims.get("authorization_details") {
+        Some(Value::Array(list)) => list.iter().collect(),
+        Some(v @ Value::Object(_)) => vec![v],
+        _ => return Ok(None),
+    };
+    let Some(detail) =
+        details.into_iter().find(|d| d.get("type").and_then(Value::as_str) == Some("urn:altinn:systemuser"))
+    else {
+        return Ok(None);
+    };
+    let id = match detail.get("systemuser_id") {
+        Some(Value::Array(ids)) => ids.first().and_then(Value::as_str),
+        Some(Value::String(id)) => Some(id.as_str()),
+        _ => None,
+    }
+    .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+    .ok_or_else(|| AuthError::invalid("systemuser_id is not a UUID"))?;
+    let org_number = detail
+        .get("systemuser_org")
+        .and_then(|o| o.get("ID"))
+        .and_then(Value::as_str)
+        .and_then(|id| id.rsplit(':').next())
+        .filter(|n| n.len() == 9 && n.bytes().all(|b| b.is_ascii_digit()))
+        .ok_or_else(|| AuthError::invalid("systemuser_org is not an organisation number"))?;
+    Ok(Some(Subject::SystemUser { id: id.to_ascii_lowercase(), org_number: org_number.to_owned() }))
 }
 
 /// Altinn writes numeric claims as strings (`"1337"`) or numbers.
@@ -82,6 +115,26 @@ mod tests {
         assert_eq!(p.org(), None);
         assert_eq!(p.org_number(), Some("912345678"));
         assert!(p.has_scope("altinn:events.subscribe"));
+    }
+
+    #[test]
+    fn system_users_from_authorization_details() {
+        let details = json!({"type": "urn:altinn:systemuser", "systemuser_id": ["A6355A68-86B8-4344-8A81-0248CB461468"],
+            "systemuser_org": {"authority": "iso6523-actorid-upis", "ID": "0192:897069650"}, "system_id": "vendor_system"});
+        for claim in [details.clone(), json!([details])] {
+            let p = parse(json!({"authorization_details": claim, "scope": "altinn:events.subscribe"})).unwrap();
+            assert_eq!(
+                p.subject,
+                Subject::SystemUser {
+                    id: "a6355a68-86b8-4344-8a81-0248cb461468".into(),
+                    org_number: "897069650".into()
+                }
+            );
+            assert_eq!(p.key(), "systemuser:a6355a68-86b8-4344-8a81-0248cb461468");
+        }
+        let bad = json!({"authorization_details": {"type": "urn:altinn:systemuser", "systemuser_id": ["x"],
+            "systemuser_org": {"ID": "0192:897069650"}}});
+        assert!(parse(bad).is_err());
     }
 
     #[test]

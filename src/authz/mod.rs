@@ -18,6 +18,8 @@ pub use request::{Action, Caller};
 
 use crate::domain::EventRecord;
 use crate::platform::PlatformService;
+use crate::register::PartyRegister;
+use std::sync::Arc;
 
 use xacml::{XacmlResponse, XacmlRoot};
 
@@ -31,6 +33,8 @@ pub enum PdpError {
     Body(#[source] reqwest::Error),
     #[error("PDP circuit open after repeated failures")]
     CircuitOpen,
+    #[error("looking up subjects in Register")]
+    Register(#[source] crate::register::RegisterError),
 }
 
 impl PdpError {
@@ -38,7 +42,7 @@ impl PdpError {
         match self {
             Self::Transport(_) => true,
             Self::Status(s) => s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS,
-            Self::Body(_) | Self::CircuitOpen => false,
+            Self::Body(_) | Self::CircuitOpen | Self::Register(_) => false,
         }
     }
 }
@@ -86,6 +90,9 @@ pub trait Authorizer: Send + Sync {
 
 pub struct Pdp {
     service: PlatformService,
+    /// Resolves persons named as event subjects: the PDP takes their party,
+    /// not their national identity number.
+    register: Arc<dyn PartyRegister>,
     breaker: Breaker,
 }
 
@@ -101,23 +108,44 @@ impl Authorizer for Pdp {
 }
 
 impl Pdp {
-    pub fn new(service: PlatformService) -> Self {
-        Self { service, breaker: Breaker::default() }
+    pub fn new(service: PlatformService, register: Arc<dyn PartyRegister>) -> Self {
+        Self { service, register, breaker: Breaker::default() }
     }
 
-    /// One decision per event, in order, from one multi-request.
+    /// One decision per event, in order: one multi-request for the batch
+    /// (more only when an event id repeats in it, since the PDP's answers
+    /// are matched to events by id). Persons named as subjects are looked up
+    /// in Register first, in one call for the batch.
     async fn decide_events(
         &self,
         caller: Caller<'_>,
         action: Action,
         events: &[&EventRecord],
     ) -> Result<Vec<bool>, PdpError> {
+        let mut decided = vec![false; events.len()];
         if events.is_empty() {
-            return Ok(Vec::new());
+            return Ok(decided);
         }
-        let request = request::multi_request(caller, action, events);
-        let response = self.decide(&request).await?;
-        Ok(request::decisions(&response, events, caller.auth_level()))
+        let ssns = request::person_subjects(events);
+        let persons = if ssns.is_empty() {
+            Default::default()
+        } else {
+            self.register.person_party_uuids(&ssns).await.map_err(PdpError::Register)?
+        };
+        let mut remaining: Vec<usize> = (0..events.len()).collect();
+        while !remaining.is_empty() {
+            let mut ids = std::collections::HashSet::new();
+            let (round, later): (Vec<usize>, Vec<usize>) =
+                remaining.into_iter().partition(|&i| ids.insert(events[i].id.as_str()));
+            let batch: Vec<&EventRecord> = round.iter().map(|&i| events[i]).collect();
+            let request = request::multi_request(caller, action, &batch, &persons);
+            let response = self.decide(&request).await?;
+            for (i, ok) in round.into_iter().zip(request::decisions(&response, &batch, caller.auth_level())) {
+                decided[i] = ok;
+            }
+            remaining = later;
+        }
+        Ok(decided)
     }
 
     /// Sends a request with bounded retries behind a circuit breaker.

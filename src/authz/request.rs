@@ -58,6 +58,9 @@ fn subject_category(caller: Caller<'_>) -> XacmlCategory {
                         s = s.with("urn:altinn:partyid", party.to_string());
                     }
                 }
+                Subject::SystemUser { id, .. } => {
+                    s = s.with("urn:altinn:systemuser:uuid", id.clone());
+                }
                 Subject::Org { org, org_number } => {
                     if let Some(org) = org {
                         s = s.with("urn:altinn:org", org.clone());
@@ -78,14 +81,38 @@ fn subject_category(caller: Caller<'_>) -> XacmlCategory {
     s
 }
 
-/// The subject of a generic event as a PDP attribute.
-fn subject_attribute(subject: &str) -> Option<(String, String)> {
+const PERSON_URN: &str = "urn:altinn:person:identifier-no:";
+const PARTY_UUID: &str = "urn:altinn:party:uuid";
+
+/// The national identity number of a subject that names a person
+/// (`urn:altinn:person:identifier-no:{ssn}` or `/person/{ssn}`).
+fn person_of(subject: &str) -> Option<&str> {
+    subject.strip_prefix(PERSON_URN).or_else(|| subject.strip_prefix("/person/")).filter(|n| !n.is_empty())
+}
+
+/// The persons that `events` name as their subject: the PDP takes their
+/// party, which Register gives (one lookup for the batch).
+pub fn person_subjects(events: &[&EventRecord]) -> Vec<String> {
+    let mut ssns: Vec<String> = events.iter().filter_map(|e| person_of(&e.subject)).map(str::to_owned).collect();
+    ssns.sort();
+    ssns.dedup();
+    ssns
+}
+
+/// The subject of a generic event as a PDP attribute. A person is sent as
+/// their party (`urn:altinn:party:uuid`, from `persons`: identity number →
+/// party UUID), as Altinn does: its PDP does not take a national identity
+/// number as the resource's subject. A person Register does not know: no
+/// subject attribute.
+fn subject_attribute(subject: &str, persons: &HashMap<String, String>) -> Option<(String, String)> {
+    if let Some(ssn) = person_of(subject) {
+        return persons.get(ssn).map(|uuid| (PARTY_UUID.to_owned(), uuid.clone()));
+    }
     let pairs = [
         ("/party/", "urn:altinn:partyid"),
         ("/user/", "urn:altinn:userid"),
         ("/org/", "urn:altinn:org"),
         ("/organisation/", "urn:altinn:organization:identifier-no"),
-        ("/person/", "urn:altinn:person:identifier-no"),
         ("/systemuser/", "urn:altinn:systemuser:uuid"),
     ];
     for (prefix, attribute) in pairs {
@@ -100,7 +127,7 @@ fn subject_attribute(subject: &str) -> Option<(String, String)> {
     None
 }
 
-fn resource_category(id: String, event: &EventRecord) -> XacmlCategory {
+fn resource_category(id: String, event: &EventRecord, persons: &HashMap<String, String>) -> XacmlCategory {
     let mut r = XacmlCategory::new(id);
     let app = event
         .resource
@@ -129,7 +156,7 @@ fn resource_category(id: String, event: &EventRecord) -> XacmlCategory {
             if let Some((attribute, value)) = event.resource.rsplit_once(':') {
                 r = r.with(attribute, value);
             }
-            if let Some((attribute, value)) = subject_attribute(&event.subject) {
+            if let Some((attribute, value)) = subject_attribute(&event.subject, persons) {
                 r = r.with(&attribute, value);
             }
         }
@@ -143,10 +170,16 @@ fn event_id_attribute(id: &str) -> XacmlAttribute {
     a
 }
 
-/// One multi-request for all `events`: `s1`, `a1`, `r1..rN`.
-pub fn multi_request(caller: Caller<'_>, action: Action, events: &[&EventRecord]) -> XacmlRoot {
+/// One multi-request for all `events`: `s1`, `a1`, `r1..rN`. `persons`:
+/// the party UUIDs of persons named as subjects (see [`person_subjects`]).
+pub fn multi_request(
+    caller: Caller<'_>,
+    action: Action,
+    events: &[&EventRecord],
+    persons: &HashMap<String, String>,
+) -> XacmlRoot {
     let resource: Vec<XacmlCategory> =
-        events.iter().enumerate().map(|(i, e)| resource_category(format!("r{}", i + 1), e)).collect();
+        events.iter().enumerate().map(|(i, e)| resource_category(format!("r{}", i + 1), e, persons)).collect();
     let request_reference = (1..=events.len())
         .map(|i| RequestReference { reference_id: vec!["s1".into(), "a1".into(), format!("r{i}")] })
         .collect();
@@ -222,7 +255,7 @@ mod tests {
             scopes: vec!["altinn:events.subscribe".into()],
         };
         let refs: Vec<&EventRecord> = events.iter().collect();
-        let request = multi_request(Caller::Principal(&principal), Action::Read, &refs);
+        let request = multi_request(Caller::Principal(&principal), Action::Read, &refs, &HashMap::new());
         insta::assert_json_snapshot!(request);
     }
 
@@ -277,7 +310,9 @@ mod tests {
             scopes: vec!["altinn:events.subscribe".into()],
         };
         let refs: Vec<&EventRecord> = events.iter().collect();
-        let ours = serde_json::to_value(multi_request(Caller::Principal(&principal), Action::Read, &refs)).unwrap();
+        let ours =
+            serde_json::to_value(multi_request(Caller::Principal(&principal), Action::Read, &refs, &HashMap::new()))
+                .unwrap();
         let (ours, expected) = (&ours["Request"], &expected["Request"]);
         let keys = |v: &serde_json::Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
         assert_eq!(keys(ours), keys(expected), "the request's members");
@@ -348,16 +383,23 @@ mod tests {
 
     #[test]
     fn subjects_map_to_pdp_attributes() {
-        assert_eq!(subject_attribute("/party/1337"), Some(("urn:altinn:partyid".into(), "1337".into())));
+        let none = HashMap::new();
+        assert_eq!(subject_attribute("/party/1337", &none), Some(("urn:altinn:partyid".into(), "1337".into())));
         assert_eq!(
-            subject_attribute("/organisation/897069650"),
+            subject_attribute("/organisation/897069650", &none),
             Some(("urn:altinn:organization:identifier-no".into(), "897069650".into()))
         );
-        assert_eq!(
-            subject_attribute("urn:altinn:person:identifier-no:01039012345"),
-            Some(("urn:altinn:person:identifier-no".into(), "01039012345".into()))
-        );
-        assert_eq!(subject_attribute("/party/"), None);
-        assert_eq!(subject_attribute("nonsense"), None);
+        // A person is sent as their party, never their identity number.
+        let persons: HashMap<String, String> = [("01039012345".to_owned(), "uuid-1337".to_owned())].into();
+        for subject in ["urn:altinn:person:identifier-no:01039012345", "/person/01039012345"] {
+            assert_eq!(
+                subject_attribute(subject, &persons),
+                Some(("urn:altinn:party:uuid".into(), "uuid-1337".into()))
+            );
+            assert_eq!(subject_attribute(subject, &none), None, "unknown to Register: no subject");
+        }
+        assert_eq!(subject_attribute("urn:altinn:organization:identifier-no:897069650", &none).unwrap().1, "897069650");
+        assert_eq!(subject_attribute("/party/", &none), None);
+        assert_eq!(subject_attribute("nonsense", &none), None);
     }
 }

@@ -10,6 +10,10 @@ pub enum Subject {
     /// An organisation, from a Maskinporten exchange. `org` is the service
     /// owner code (`ttd`) when the organisation is one.
     Org { org: Option<String>, org_number: String },
+    /// A system user: an end-user system acting for the organisation that
+    /// owns the system user (`org_number`), from a Maskinporten exchange
+    /// with `authorization_details` of type `urn:altinn:systemuser`.
+    SystemUser { id: String, org_number: String },
 }
 
 /// The caller an Altinn token speaks for.
@@ -25,16 +29,18 @@ impl Principal {
         self.scopes.iter().any(|s| s == scope)
     }
 
+    /// The service owner code, for an organisation token of a service owner.
     pub fn org(&self) -> Option<&str> {
         match &self.subject {
             Subject::Org { org, .. } => org.as_deref(),
-            Subject::User { .. } => None,
+            Subject::User { .. } | Subject::SystemUser { .. } => None,
         }
     }
 
+    /// The organisation number of an organisation, or of a system user's owner.
     pub fn org_number(&self) -> Option<&str> {
         match &self.subject {
-            Subject::Org { org_number, .. } => Some(org_number),
+            Subject::Org { org_number, .. } | Subject::SystemUser { org_number, .. } => Some(org_number),
             Subject::User { .. } => None,
         }
     }
@@ -46,13 +52,14 @@ impl Principal {
             Subject::User { user_id, .. } => format!("user:{user_id}"),
             Subject::Org { org_number, .. } if !org_number.is_empty() => format!("org:{org_number}"),
             Subject::Org { org, .. } => format!("org:{}", org.as_deref().unwrap_or_default()),
+            Subject::SystemUser { id, .. } => format!("systemuser:{id}"),
         }
     }
 
     pub fn user_id(&self) -> Option<u64> {
         match &self.subject {
             Subject::User { user_id, .. } => Some(*user_id),
-            Subject::Org { .. } => None,
+            Subject::Org { .. } | Subject::SystemUser { .. } => None,
         }
     }
 }

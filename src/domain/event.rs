@@ -66,9 +66,10 @@ impl std::fmt::Display for FeedId {
 pub struct Filters {
     pub from_time: Option<String>,
     pub to_time: Option<String>,
-    /// Any of these types.
+    /// Any of these types, as SQL `ILIKE` patterns (case-insensitive, `%`
+    /// any run of characters, `_` one character), as Altinn matches them.
     pub types: Vec<String>,
-    /// Any of these sources; `%` matches any run of characters.
+    /// Any of these sources, as `ILIKE` patterns too.
     pub sources: Vec<String>,
     pub subject: Option<String>,
     pub alternative_subject: Option<String>,

@@ -91,11 +91,13 @@ impl RawParams {
                 "to" => p.to = Some(v),
                 "party" => p.party = Some(v),
                 "unit" => p.unit = Some(v),
-                "type" => p.types.push(v),
+                // `eventType`: the architecture scenario's name for `type`.
+                "type" | "eventtype" => p.types.push(v),
                 "source" => p.sources.push(v),
                 "size" => p.size = Some(v),
                 "resource" => p.resource = Some(v),
                 "subject" => p.subject = Some(v),
+                "alternativesubject" => p.alternative_subject = Some(v),
                 "wait" => p.wait = Some(v),
                 _ => {}
             }
@@ -134,6 +136,17 @@ pub fn parse_size(value: Option<&str>) -> Result<usize, String> {
             Ok(n) if n > 0 => Ok((n as u64).min(MAX_SIZE as u64) as usize),
             _ => Err(MSG.to_owned()),
         },
+    }
+}
+
+/// `size` of `GET /events`, as Altinn reads it there: below 1 is the
+/// default, above the maximum is the maximum; only a non-number is a 400.
+pub fn parse_generic_size(value: Option<&str>) -> Result<usize, String> {
+    match value.map(|v| v.trim().parse::<i64>()) {
+        None => Ok(DEFAULT_SIZE),
+        Some(Ok(n)) if n < 1 => Ok(DEFAULT_SIZE),
+        Some(Ok(n)) => Ok((n as u64).min(MAX_SIZE as u64) as usize),
+        Some(Err(_)) => Err("The 'Size' parameter must be a number larger that 0.".to_owned()),
     }
 }
 
@@ -252,7 +265,7 @@ pub fn generic_query(raw: &RawParams) -> Result<GenericQuery, String> {
     if subject.is_some() && alternative_subject.is_some() {
         return Err("Only one of 'subject' or 'alternativeSubject' can be defined.".into());
     }
-    let size = parse_size(blank_to_none(&raw.size))?;
+    let size = parse_generic_size(blank_to_none(&raw.size))?;
     let wait = parse_wait(blank_to_none(&raw.wait))?;
     Ok(GenericQuery {
         resource: resource.to_owned(),

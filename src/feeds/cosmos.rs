@@ -126,8 +126,18 @@ fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, CosmosError>
 /// (`c.<field>` in `reader.rs` and `segment.rs`), and so every field the
 /// container indexes; everything else (`/*`, the event's data) is not.
 /// `infra/modules/cosmos.bicep` lists the same paths: a test compares them.
-pub const QUERIED_FIELDS: &[&str] =
-    &["seq", "type", "source", "subject", "alternativesubject", "time", "resource", "resourceinstance", "sealed"];
+pub const QUERIED_FIELDS: &[&str] = &[
+    "seq",
+    "type",
+    "source",
+    "subject",
+    "alternativesubject",
+    "time",
+    "resource",
+    "resourceinstance",
+    "sealed",
+    "eid",
+];
 
 /// The indexing policy of the design: only what queries filter or order on.
 pub(crate) fn indexing_policy() -> IndexingPolicy {

@@ -25,6 +25,17 @@ impl SegmentKey for FeedId {
     }
 }
 
+/// The id of an event's document: `(id, source)` identifies a CloudEvent, so
+/// two events with one id from two sources are two documents in a segment,
+/// and the same event again meets its own document. The event id stays
+/// readable; the source is a 64-bit digest.
+pub fn event_doc_id(event_id: &str, source: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(source.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}~{hex}", doc_id(event_id))
+}
+
 /// Cosmos ids may not contain `/`, `\`, `?` or `#`; event ids may. Those
 /// (and `%`) are percent-encoded, which keeps ids readable and reversible.
 pub fn doc_id(event_id: &str) -> String {
@@ -69,7 +80,7 @@ impl HeadDoc {
 /// An event document in a segment partition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EventDoc {
-    /// `doc_id(event id)`.
+    /// `event_doc_id(event id, source)`.
     pub id: String,
     pub pk: String,
     pub seq: u64,
@@ -123,7 +134,7 @@ impl EventDoc {
 
     pub fn new(record: &EventRecord, pk: String, seq: u64) -> Self {
         Self {
-            id: doc_id(&record.id),
+            id: event_doc_id(&record.id, &record.source),
             pk,
             seq,
             eid: record.id.clone(),
@@ -167,6 +178,13 @@ mod tests {
         assert_ne!(doc_id("head"), HEAD_ID, "an event called head is not the head");
         assert_ne!(doc_id("seal"), SEAL_ID, "an event called seal is not the seal");
         assert_ne!(doc_id("head"), doc_id("%68ead"));
+    }
+
+    #[test]
+    fn one_id_from_two_sources_is_two_documents() {
+        assert_ne!(event_doc_id("e1", "urn:a"), event_doc_id("e1", "urn:b"));
+        assert_eq!(event_doc_id("e1", "urn:a"), event_doc_id("e1", "urn:a"));
+        assert!(event_doc_id("a/b", "urn:a").starts_with("a%2Fb~"));
     }
 
     #[test]

@@ -215,8 +215,14 @@ impl FeedStore {
         reader::position_at_time(&self.seg, feed, time).await
     }
 
-    /// The position just after the event `event_id` in `feed`; `None` when
-    /// the feed does not hold it.
+    /// The position of `record` (its id and source) in `feed`, when one of
+    /// the feed's newest segments holds it.
+    pub async fn position_of(&self, feed: &FeedId, record: &EventRecord) -> Result<Option<u64>, FeedError> {
+        reader::position_of(&self.seg, feed, record).await
+    }
+
+    /// The position just after the newest event with id `event_id` in
+    /// `feed`; `None` when the feed does not hold one.
     pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
         reader::locate(&self.seg, feed, event_id).await
     }

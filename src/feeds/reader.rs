@@ -8,13 +8,14 @@ use azure_data_cosmos::options::{MaxItemCountHint, QueryOptions};
 use azure_data_cosmos::{FeedScope, Query};
 use futures::StreamExt;
 
-use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, event_doc_id};
 use super::segment::Segments;
 use super::{FeedError, charge};
 pub use crate::domain::Filters;
 
-/// Newest segments that `locate` point-reads before it falls back to a query.
-const LOCATE_POINT_READS: u64 = 8;
+/// Newest segments that `locate` searches one by one before it falls back
+/// to one query over all of them.
+const LOCATE_SEGMENTS: u64 = 8;
 
 /// ` AND ...` predicates and their parameters.
 pub(crate) fn filter_sql(f: &Filters) -> (String, Vec<(String, serde_json::Value)>) {
@@ -30,21 +31,19 @@ pub(crate) fn filter_sql(f: &Filters) -> (String, Vec<(String, serde_json::Value
     if let Some(t) = &f.to_time {
         sql.push_str(&format!(" AND c.time <= {}", bind("to", t.clone().into(), &mut params)));
     }
-    if !f.types.is_empty() {
-        sql.push_str(&format!(" AND ARRAY_CONTAINS({}, c.type)", bind("types", f.types.clone().into(), &mut params)));
-    }
-    if !f.sources.is_empty() {
-        let parts: Vec<String> = f
-            .sources
+    // Altinn matches types and sources like SQL ILIKE: case-insensitive, `%`
+    // any run of characters, `_` one character; several values are
+    // alternatives.
+    for (field, values, name) in [("type", &f.types, "t"), ("source", &f.sources, "src")] {
+        if values.is_empty() {
+            continue;
+        }
+        let parts: Vec<String> = values
             .iter()
             .enumerate()
-            .map(|(i, s)| {
-                if s.contains('%') {
-                    let p = bind(&format!("src{i}"), like_pattern(s).into(), &mut params);
-                    format!("c.source LIKE {p} ESCAPE '!'")
-                } else {
-                    format!("c.source = {}", bind(&format!("src{i}"), s.clone().into(), &mut params))
-                }
+            .map(|(i, v)| {
+                let p = bind(&format!("{name}{i}"), ilike_pattern(v).into(), &mut params);
+                format!("LOWER(c.{field}) LIKE {p} ESCAPE '!'")
             })
             .collect();
         sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
@@ -67,13 +66,24 @@ pub(crate) fn filter_sql(f: &Filters) -> (String, Vec<(String, serde_json::Value
     (sql, params)
 }
 
-/// `%` stays the wildcard; `_` and `[` (LIKE metacharacters in Cosmos SQL)
-/// match themselves.
-fn like_pattern(source: &str) -> String {
-    let mut out = String::with_capacity(source.len() + 4);
-    for c in source.chars() {
+/// An ILIKE pattern (PostgreSQL's, as Altinn uses it) as a Cosmos `LIKE`
+/// pattern with escape character `!`, in lower case (the field is compared
+/// in lower case): `%` and `_` stay wildcards, `\x` is a literal `x`, and
+/// `[` (a character class in Cosmos) and `!` match themselves.
+fn ilike_pattern(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len() + 4);
+    let mut chars = pattern.chars().flat_map(char::to_lowercase);
+    while let Some(c) = chars.next() {
         match c {
-            '!' | '_' | '[' => {
+            '\\' => match chars.next() {
+                Some(l @ ('%' | '_' | '[' | '!')) => {
+                    out.push('!');
+                    out.push(l);
+                }
+                Some(l) => out.push(l),
+                None => out.push('\\'),
+            },
+            '[' | '!' => {
                 out.push('!');
                 out.push(c);
             }
@@ -282,34 +292,27 @@ async fn query(
     Ok(docs)
 }
 
+/// The position just after the newest event with id `event_id` in `feed`
+/// (an id can come from several sources; Altinn's clients give the id
+/// alone): one query per segment, newest segments first, then one query
+/// over the feed's older partitions.
 pub(crate) async fn locate(seg: &Segments, feed: &FeedId, event_id: &str) -> Result<Option<u64>, FeedError> {
-    let id = doc_id(event_id);
     let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
-    let oldest_point_read = newest.segment.saturating_sub(LOCATE_POINT_READS - 1);
-    for k in (oldest_point_read..=newest.segment).rev() {
-        let started = Instant::now();
-        match seg.container.read_item(feed.pk(k), &id, None).await {
-            Ok(resp) => {
-                seg.observe("read_event", started, charge(resp.headers()));
-                let doc: EventDoc = resp.into_model().map_err(FeedError::cosmos("decode event"))?;
-                return Ok(Some(doc.seq + 1));
-            }
-            Err(e) if e.status().is_not_found() => {
-                seg.observe("read_event", started, None);
-                continue;
-            }
-            Err(e) => {
-                seg.observe("read_event", started, None);
-                return Err(FeedError::Cosmos { operation: "read event", source: e });
-            }
+    let oldest_searched = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
+    for k in (oldest_searched..=newest.segment).rev() {
+        let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.eid = @id ORDER BY c.seq DESC")
+            .with_parameter("@id", event_id)
+            .map_err(FeedError::cosmos("bind"))?;
+        if let Some(seq) = seg.first_value::<u64>(feed.pk(k), q, "locate_event").await? {
+            return Ok(Some(seq + 1));
         }
     }
-    if oldest_point_read == 0 {
+    if oldest_searched == 0 {
         return Ok(None);
     }
-    // Older than the point reads cover: one query over the feed's partitions.
-    let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.id = @id AND STARTSWITH(c.pk, @prefix)")
-        .with_parameter("@id", &id)
+    // Older than that: one query over the feed's partitions.
+    let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.eid = @id AND STARTSWITH(c.pk, @prefix)")
+        .with_parameter("@id", event_id)
         .map_err(FeedError::cosmos("bind"))?
         .with_parameter("@prefix", format!("{}|", feed.key()))
         .map_err(FeedError::cosmos("bind"))?;
@@ -320,11 +323,34 @@ pub(crate) async fn locate(seg: &Segments, feed: &FeedId, event_id: &str) -> Res
         .await
         .map_err(FeedError::cosmos("locate query"))?
         .into_pages();
+    let mut newest_seq = None;
     while let Some(p) = pages.next().await {
         let p = p.map_err(FeedError::cosmos("locate query"))?;
         seg.observe("locate_query", started, charge(p.headers()));
-        if let Some(seq) = p.items().first() {
-            return Ok(Some(seq + 1));
+        newest_seq = p.items().iter().copied().chain(newest_seq).max();
+    }
+    Ok(newest_seq.map(|seq| seq + 1))
+}
+
+/// The position of `record` (its id and source) in `feed`, when one of the
+/// feed's newest segments holds it: point reads of its document.
+pub(crate) async fn position_of(seg: &Segments, feed: &FeedId, record: &EventRecord) -> Result<Option<u64>, FeedError> {
+    let id = event_doc_id(&record.id, &record.source);
+    let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
+    let oldest = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
+    for k in (oldest..=newest.segment).rev() {
+        let started = Instant::now();
+        match seg.container.read_item(feed.pk(k), &id, None).await {
+            Ok(resp) => {
+                seg.observe("read_event", started, charge(resp.headers()));
+                let doc: EventDoc = resp.into_model().map_err(FeedError::cosmos("decode event"))?;
+                return Ok(Some(doc.seq));
+            }
+            Err(e) if e.status().is_not_found() => seg.observe("read_event", started, None),
+            Err(e) => {
+                seg.observe("read_event", started, None);
+                return Err(FeedError::Cosmos { operation: "read event", source: e });
+            }
         }
     }
     Ok(None)
@@ -365,9 +391,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn like_patterns_keep_percent_and_escape_the_rest() {
-        assert_eq!(like_pattern("https://ttd.apps/ttd/apps_test/%"), "https://ttd.apps/ttd/apps!_test/%");
-        assert_eq!(like_pattern("a[b]!%"), "a![b]!!%");
+    fn ilike_patterns_keep_both_wildcards_and_fold_case() {
+        assert_eq!(ilike_pattern("App.Instance.%"), "app.instance.%");
+        assert_eq!(ilike_pattern("https://ttd.apps/ttd/apps_test/%"), "https://ttd.apps/ttd/apps_test/%");
+        assert_eq!(ilike_pattern("a[b]!%"), "a![b]!!%");
+        assert_eq!(ilike_pattern(r"100\%\_x\y\"), r"100!%!_xy\");
     }
 
     #[test]
@@ -381,7 +409,7 @@ mod tests {
         let (sql, params) = filter_sql(&f);
         assert_eq!(
             sql,
-            " AND c.time >= @from AND ARRAY_CONTAINS(@types, c.type) AND (c.source LIKE @src0 ESCAPE '!' OR c.source = @src1)"
+            " AND c.time >= @from AND (LOWER(c.type) LIKE @t0 ESCAPE '!') AND (LOWER(c.source) LIKE @src0 ESCAPE '!' OR LOWER(c.source) LIKE @src1 ESCAPE '!')"
         );
         assert_eq!(params.len(), 4);
         assert!(!sql.contains("https://"), "values never enter the SQL text");

@@ -185,9 +185,10 @@ impl Repairer {
                     continue;
                 }
                 let subject = FeedId::Subject(event.subject.clone());
-                if self.store.locate(&subject, &event.eid).await?.is_none() {
-                    tracing::warn!(event.id = %event.eid, feed = %subject.log_label(), "repairing an event missing from its subject feed");
-                    match self.store.append_to(&subject, event.into_record(), IdSource::Publisher).await {
+                let record = event.into_record();
+                if self.store.position_of(&subject, &record).await?.is_none() {
+                    tracing::warn!(event.id = %record.id, feed = %subject.log_label(), "repairing an event missing from its subject feed");
+                    match self.store.append_to(&subject, record, IdSource::Publisher).await {
                         Ok(_) => {
                             report.repaired += 1;
                             metrics::counter!("feed_repaired_events_total").increment(1);

@@ -15,7 +15,7 @@ use azure_data_cosmos::TransactionalBatch;
 use azure_data_cosmos::options::ItemWriteOptions;
 use tokio::sync::{mpsc, oneshot};
 
-use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, event_doc_id};
 use super::notify::Notifier;
 use super::segment::{Counters, Head, Segments};
 use super::{FeedError, charge};
@@ -166,7 +166,7 @@ impl Writer {
         let mut queue: VecDeque<Item> = pendings
             .into_iter()
             .map(|pending| {
-                let doc_id = doc_id(&pending.record.id);
+                let doc_id = event_doc_id(&pending.record.id, &pending.record.source);
                 // The stored document: the CloudEvent, and the fields queries
                 // filter on repeated at the top level (their length is not
                 // bounded apart from the event's), plus room for names.

@@ -19,6 +19,8 @@ pub struct Dataset {
     pub apps: Vec<App>,
     #[serde(default)]
     pub resources: Vec<Resource>,
+    #[serde(default)]
+    pub system_users: Vec<SystemUser>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +28,9 @@ pub struct Dataset {
 pub struct Person {
     pub user_id: u64,
     pub party_id: u64,
+    /// The party's UUID in Register; made up from `party_id` when unset.
+    #[serde(default)]
+    pub party_uuid: Option<String>,
     pub ssn: String,
     pub name: String,
     #[serde(default)]
@@ -36,6 +41,8 @@ pub struct Person {
 #[serde(deny_unknown_fields)]
 pub struct Organisation {
     pub party_id: u64,
+    #[serde(default)]
+    pub party_uuid: Option<String>,
     pub org_number: String,
     pub name: String,
 }
@@ -66,6 +73,21 @@ pub struct Resource {
     pub approved_subscribers: Vec<String>,
     #[serde(default = "default_level")]
     pub min_authentication_level: u8,
+}
+
+/// A system user: an end-user system acting for the organisation that owns
+/// it (`org_number`); the local PDP lets it read that organisation's events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SystemUser {
+    pub id: String,
+    pub org_number: String,
+    pub name: String,
+}
+
+/// A party's UUID: the dataset's, or one made up from the party id.
+pub fn party_uuid(given: &Option<String>, party_id: u64) -> String {
+    given.clone().unwrap_or_else(|| format!("00000000-0000-4000-8000-{party_id:012}"))
 }
 
 fn default_level() -> u8 {
@@ -116,6 +138,17 @@ impl Dataset {
 
     pub fn resource(&self, id: &str) -> Option<&Resource> {
         self.resources.iter().find(|r| r.id == id)
+    }
+
+    pub fn system_user(&self, id: &str) -> Option<&SystemUser> {
+        self.system_users.iter().find(|u| u.id.eq_ignore_ascii_case(id))
+    }
+
+    /// The party id of a party UUID (a person's or an organisation's).
+    pub fn party_by_uuid(&self, uuid: &str) -> Option<u64> {
+        let persons = self.persons.iter().map(|p| (party_uuid(&p.party_uuid, p.party_id), p.party_id));
+        let orgs = self.organisations.iter().map(|o| (party_uuid(&o.party_uuid, o.party_id), o.party_id));
+        persons.chain(orgs).find(|(u, _)| u.eq_ignore_ascii_case(uuid)).map(|(_, id)| id)
     }
 }
 

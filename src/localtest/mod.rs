@@ -92,9 +92,11 @@ pub fn router(platform: Arc<LocalPlatform>) -> Router {
         .route("/authentication/api/v1/exchange/maskinporten", get(exchange_maskinporten))
         .route("/authorization/api/v1/decision", post(decision))
         .route("/register/api/v1/parties/lookup", post(party_lookup))
+        .route("/register/api/v2/internal/parties/query", post(party_query))
         .route("/localtest/token/user", get(user_token))
         .route("/localtest/token/org", get(org_token))
         .route("/localtest/token/platform", get(platform_token))
+        .route("/localtest/token/systemuser", get(system_user_token))
         .route("/localtest/token/maskinporten", get(maskinporten_token))
         .route("/localtest/keys/rotate", post(rotate_keys))
         .route("/localtest/stats", get(stats))
@@ -213,6 +215,8 @@ async fn platform_token(State(p): P, Query(q): Query<PlatformTokenQuery>) -> Res
 struct MaskinportenQuery {
     org_number: String,
     scope: Option<String>,
+    /// Makes it a system user's token (`authorization_details`).
+    system_user_id: Option<String>,
 }
 
 /// `GET /localtest/token/maskinporten?orgNumber=991825827&scope=...`: a
@@ -225,6 +229,9 @@ async fn maskinporten_token(State(p): P, Query(q): Query<MaskinportenQuery>) -> 
     );
     claims.insert("scope".into(), json!(q.scope.unwrap_or_default()));
     claims.insert("client_id".into(), json!(format!("localtest-{}", q.org_number)));
+    if let Some(id) = &q.system_user_id {
+        claims.insert("authorization_details".into(), system_user_details(id, &q.org_number));
+    }
     Ok(text(p.sign(p.timed(p.maskinporten_issuer(), claims))?))
 }
 
@@ -252,8 +259,12 @@ async fn exchange_maskinporten(State(p): P, headers: HeaderMap) -> Result<Respon
         .to_owned();
     let org = p.dataset.service_owner_by_number(&org_number).map(|o| o.org.clone());
     let scope = claims.get("scope").and_then(Value::as_str);
-    let claims = org_claims(org.as_deref(), &org_number, scope);
-    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+    let mut altinn = org_claims(org.as_deref(), &org_number, scope);
+    // A system user's token stays a system user's.
+    if let Some(details) = claims.get("authorization_details") {
+        altinn.insert("authorization_details".into(), details.clone());
+    }
+    Ok(text(p.sign(p.timed(p.issuer(), altinn))?))
 }
 
 async fn decision(State(p): P, Json(root): Json<XacmlRoot>) -> Response {
@@ -293,6 +304,70 @@ async fn party_lookup(State(p): P, Json(q): Json<PartyLookup>) -> Response {
         Some(party) => Json(party).into_response(),
         None => (StatusCode::NOT_FOUND, Json(json!([]))).into_response(),
     }
+}
+
+#[derive(Deserialize)]
+struct PartyQuery {
+    #[serde(alias = "Data")]
+    data: Vec<String>,
+}
+
+/// Register's party query (`v2/internal/parties/query?fields=identifiers`):
+/// party URNs in, the identifiers of the parties Register knows out.
+async fn party_query(State(p): P, Json(q): Json<PartyQuery>) -> Response {
+    if q.data.len() > 100 {
+        return (StatusCode::BAD_REQUEST, Json(json!({"error": "at most 100 identifiers"}))).into_response();
+    }
+    let found: Vec<Value> = q
+        .data
+        .iter()
+        .filter_map(|urn| {
+            if let Some(ssn) = urn.strip_prefix("urn:altinn:person:identifier-no:") {
+                let x = p.dataset.persons.iter().find(|x| x.ssn == ssn)?;
+                return Some(json!({"partyType": "person", "partyId": x.party_id,
+                    "partyUuid": dataset::party_uuid(&x.party_uuid, x.party_id), "personIdentifier": x.ssn}));
+            }
+            let number = urn.strip_prefix("urn:altinn:organization:identifier-no:")?;
+            let o = p.dataset.organisations.iter().find(|o| o.org_number == number)?;
+            Some(json!({"partyType": "organization", "partyId": o.party_id,
+                "partyUuid": dataset::party_uuid(&o.party_uuid, o.party_id), "organizationIdentifier": o.org_number}))
+        })
+        .collect();
+    Json(json!({ "data": found })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SystemUserTokenQuery {
+    system_user_id: String,
+    org_number: String,
+    scope: Option<String>,
+}
+
+/// The `authorization_details` claim of a system user token.
+fn system_user_details(id: &str, org_number: &str) -> Value {
+    json!({"type": "urn:altinn:systemuser", "systemuser_id": [id],
+        "systemuser_org": {"authority": "iso6523-actorid-upis", "ID": format!("0192:{org_number}")},
+        "system_id": "localtest-system"})
+}
+
+/// `GET /localtest/token/systemuser?systemUserId={uuid}&orgNumber={orgno}[&scope=...]`:
+/// an Altinn token of a system user (as the Maskinporten exchange gives).
+async fn system_user_token(State(p): P, Query(q): Query<SystemUserTokenQuery>) -> Result<Response, ApiError> {
+    if uuid::Uuid::parse_str(&q.system_user_id).is_err() {
+        return Err(ApiError::BadRequest("systemUserId must be a UUID".into()));
+    }
+    if q.org_number.len() != 9 || !q.org_number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::BadRequest("orgNumber must be 9 digits".into()));
+    }
+    let mut claims = Map::new();
+    claims.insert("authorization_details".into(), system_user_details(&q.system_user_id, &q.org_number));
+    claims.insert("urn:altinn:authlevel".into(), json!("3"));
+    claims.insert("urn:altinn:authenticatemethod".into(), json!("maskinporten"));
+    if let Some(scope) = q.scope.filter(|s| !s.trim().is_empty()) {
+        claims.insert("scope".into(), json!(scope));
+    }
+    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
 }
 
 async fn rotate_keys(State(p): P) -> Result<Response, ApiError> {

@@ -8,7 +8,8 @@ use crate::authz::xacml::{
 
 use super::dataset::Dataset;
 
-/// Who asks, as the access subject's attributes say.
+/// Who asks, as the access subject's attributes say. A system user asks
+/// as the organisation that owns it.
 #[derive(Default)]
 struct Asker<'a> {
     user_id: Option<u64>,
@@ -91,19 +92,31 @@ fn decide_one(
     action: &XacmlCategory,
     resource: &XacmlCategory,
 ) -> Decision {
+    let system_user = subject.get("urn:altinn:systemuser:uuid").map(|id| dataset.system_user(id));
+    if let Some(None) = system_user {
+        return Decision::Deny;
+    }
     let asker = Asker {
         user_id: subject.get("urn:altinn:userid").and_then(|v| v.parse().ok()),
         party_id: subject.get("urn:altinn:partyid").and_then(|v| v.parse().ok()),
         org: subject.get("urn:altinn:org").filter(|v| !v.is_empty()),
-        org_number: subject
-            .get("urn:altinn:organization:identifier-no")
-            .or_else(|| subject.get("urn:altinn:orgNumber")),
+        org_number: system_user.flatten().map(|u| u.org_number.as_str()).or_else(|| {
+            subject.get("urn:altinn:organization:identifier-no").or_else(|| subject.get("urn:altinn:orgNumber"))
+        }),
     };
+    // Altinn's PDP does not take a national identity number as the
+    // resource's subject: the events service sends the person's party.
+    if resource.get("urn:altinn:person:identifier-no").is_some() {
+        return Decision::Deny;
+    }
     let Some(action) = action.get(ACTION_ID) else { return Decision::Deny };
     // The org code of an asker known only by organisation number.
     let asker_org =
         asker.org.or_else(|| asker.org_number.and_then(|n| dataset.service_owner_by_number(n)).map(|o| o.org.as_str()));
-    let party: Option<u64> = resource.get("urn:altinn:partyid").and_then(|v| v.parse().ok());
+    let party: Option<u64> = resource
+        .get("urn:altinn:partyid")
+        .and_then(|v| v.parse().ok())
+        .or_else(|| resource.get("urn:altinn:party:uuid").and_then(|uuid| dataset.party_by_uuid(uuid)));
     let _ = resource.get(EVENT_ID);
 
     // App events: urn:altinn:org + urn:altinn:app.

@@ -3,6 +3,7 @@
 
 mod architecture;
 mod auth;
+mod compat;
 mod cosmosdb_server;
 mod fail_closed;
 mod feeds;

@@ -148,10 +148,13 @@ async fn generic_publish_scopes_pdp_and_idempotent_retries() {
     assert_eq!(all_events(&app, FeedId::Resource(ESTATE.into())).await.len(), 1);
     assert_eq!(all_events(&app, FeedId::Subject("/party/1337".into())).await.len(), 1);
 
-    // The same id from another source is not the same event.
+    // The same id from another source is another event (CloudEvents: id and
+    // source identify an event): stored, in both its feeds.
     let mut other = generic_event("estate-1");
     other["source"] = json!("urn:no:other:source");
-    assert_problem(post_generic(&app, Some(&owner), "application/cloudevents+json", &other).await, 409).await;
+    assert_eq!(post_generic(&app, Some(&owner), "application/cloudevents+json", &other).await.status(), 200);
+    assert_eq!(all_events(&app, FeedId::Resource(ESTATE.into())).await.len(), 2);
+    assert_eq!(all_events(&app, FeedId::Subject("/party/1337".into())).await.len(), 2);
 
     // Admin scope skips the PDP.
     let before = app.stats().await["pdp_requests"].as_u64().unwrap();

@@ -41,6 +41,13 @@ impl PartyRegister for NoRegister {
     fn party_id<'a>(&'a self, _party: &'a PartyRef) -> BoxFuture<'a, Result<u64, RegisterError>> {
         Box::pin(async { Err(RegisterError::NotFound) })
     }
+
+    fn person_party_uuids<'a>(
+        &'a self,
+        _ssns: &'a [String],
+    ) -> BoxFuture<'a, Result<std::collections::HashMap<String, String>, RegisterError>> {
+        Box::pin(async { Ok(Default::default()) })
+    }
 }
 
 const RES: &str = "urn:altinn:resource:app_ttd_apps-test";
