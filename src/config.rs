@@ -50,6 +50,7 @@ pub struct Config {
     pub instance_access: InstanceAccessConfig,
     pub cursors: CursorConfig,
     pub server: ServerConfig,
+    pub webhooks: WebhookConfig,
     pub localtest: LocalTestConfig,
 }
 
@@ -69,6 +70,7 @@ impl Default for Config {
             instance_access: InstanceAccessConfig::default(),
             cursors: CursorConfig::default(),
             server: ServerConfig::default(),
+            webhooks: WebhookConfig::default(),
             localtest: LocalTestConfig::default(),
         }
     }
@@ -250,6 +252,37 @@ impl Default for InstanceAccessConfig {
     }
 }
 
+/// Pushes to subscribers' endpoints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Allow `http` and loopback or private addresses as endpoints (dev:
+    /// `true`, to push to `http://127.0.0.1:...`; serve: `false`).
+    pub allow_private_endpoints: Option<bool>,
+    /// How long a push waits for the endpoint's answer.
+    pub timeout_seconds: u64,
+    /// At most this much of an endpoint's answer is read.
+    pub max_response_bytes: usize,
+    /// Hosts (and their subdomains) whose sources are apps': a subscription
+    /// with such a source filter is an app subscription.
+    pub apps_domains: Vec<String>,
+    /// Waits between validation attempts of a new subscription; after the
+    /// last one it is `failing` until validated again.
+    pub validation_retry_seconds: Vec<u64>,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            allow_private_endpoints: None,
+            timeout_seconds: 45,
+            max_response_bytes: 64 * 1024,
+            apps_domains: vec!["apps.altinn.no".into(), "apps.tt02.altinn.no".into(), "apps.local.altinn.cloud".into()],
+            validation_retry_seconds: vec![1, 5, 30, 120, 600],
+        }
+    }
+}
+
 /// Connection limits of the HTTP listener (defaults a proxy would use).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -334,6 +367,7 @@ impl Config {
             Mode::Dev => {
                 self.cosmos.auth.get_or_insert(CosmosAuth::Emulator);
                 self.cosmos.provision.get_or_insert(true);
+                self.webhooks.allow_private_endpoints.get_or_insert(true);
             }
             Mode::Serve => {
                 if self.platform_url.is_none() {
@@ -352,6 +386,7 @@ impl Config {
                 }
                 self.cosmos.auth.get_or_insert(CosmosAuth::WorkloadIdentity);
                 self.cosmos.provision.get_or_insert(false);
+                self.webhooks.allow_private_endpoints.get_or_insert(false);
                 if self.auth.access_token_certs_dir.is_none() {
                     return Err(invalid(
                         "auth.access_token_certs_dir",

@@ -6,8 +6,10 @@
 //!
 //! - wiring: this file;
 //! - HTTP: [`api`], and the dev stand-ins [`localtest`];
-//! - use cases: [`read`] (a page of a feed for a caller), [`publish`];
-//! - platform clients: [`auth`], [`authz`], [`register`] over [`platform`];
+//! - use cases: [`read`] (a page of a feed for a caller), [`publish`],
+//!   [`subscribe`];
+//! - platform clients: [`auth`], [`authz`], [`register`] over [`platform`],
+//!   and [`webhooks`] (pushes to consumers);
 //! - storage: [`feeds`];
 //! - foundations: [`domain`], [`config`], [`telemetry`].
 
@@ -23,7 +25,9 @@ pub mod platform;
 pub mod publish;
 pub mod read;
 pub mod register;
+pub mod subscribe;
 pub mod telemetry;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -177,8 +181,33 @@ pub async fn start(
         scan_budget_factor: config.limits.scan_budget_factor,
         wait_poll_interval: Duration::from_millis(config.limits.wait_poll_interval_ms),
     };
-    let reader = FeedReader::new(feeds.clone(), pdp.clone(), register, limits, waiters.clone(), rx.clone());
+    let reader = FeedReader::new(feeds.clone(), pdp.clone(), register.clone(), limits, waiters.clone(), rx.clone());
     let publisher = Publisher::new(feeds.clone(), pdp.clone());
+    let sender = Arc::new(
+        webhooks::Sender::new(webhooks::SenderSettings {
+            allow_private_endpoints: config.webhooks.allow_private_endpoints.unwrap_or(false),
+            timeout: Duration::from_secs(config.webhooks.timeout_seconds),
+            max_response_bytes: config.webhooks.max_response_bytes,
+        })
+        .context("building the webhook client")?,
+    );
+    let subscriptions = Arc::new(subscribe::Subscriptions::new(
+        feeds::subscriptions::SubscriptionStore::new(&feeds),
+        pdp.clone(),
+        register.clone(),
+        sender,
+        subscribe::SubscriptionSettings {
+            apps_domains: config.webhooks.apps_domains.clone(),
+            validation_retry: config
+                .webhooks
+                .validation_retry_seconds
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+            platform_base: platform.clone(),
+        },
+    ));
+    tokio::spawn(subscriptions.clone().run_validator(rx.clone()));
     let instance_keys = instance_keys(&config, mode);
     let cursors = cursors(&config, mode);
     let server_limits = api::server::ServerLimits {
@@ -193,6 +222,7 @@ pub async fn start(
         access_tokens: Arc::new(access_tokens),
         reader: Arc::new(reader),
         publisher: Arc::new(publisher),
+        subscriptions,
         instance_keys: Arc::new(instance_keys),
         cursors: Arc::new(cursors),
         limiter: Arc::default(),

@@ -111,6 +111,9 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
           { path: '/resourceinstance/?' }
           { path: '/sealed/?' }
           { path: '/eid/?' }
+          { path: '/consumer/?' }
+          { path: '/kind/?' }
+          { path: '/dueMs/?' }
         ]
         excludedPaths: [
           { path: '/*' }

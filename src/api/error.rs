@@ -21,6 +21,7 @@ use crate::domain::CloudEventError;
 use crate::feeds::FeedError;
 use crate::publish::PublishError;
 use crate::read::{NoSlot, ReadError};
+use crate::subscribe::SubscribeError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -227,6 +228,20 @@ impl From<ReadError> for ApiError {
             ReadError::Register(e) => Self::unavailable("register", e),
             ReadError::TooManyWaiters(NoSlot::Full) => Self::unavailable("long-polling capacity", e),
             ReadError::TooManyWaiters(NoSlot::ShareUsed) => Self::TooManyRequests { retry_after_seconds: 1 },
+        }
+    }
+}
+
+impl From<SubscribeError> for ApiError {
+    fn from(e: SubscribeError) -> Self {
+        match e {
+            SubscribeError::Invalid(text) => Self::BadRequest(text),
+            SubscribeError::Forbidden(text) => Self::Forbidden(text),
+            SubscribeError::NotFound => Self::NotFound("No subscription with that id.".into()),
+            SubscribeError::NotOwner => Self::Forbidden("The subscription belongs to another consumer.".into()),
+            SubscribeError::Storage(e) => e.into(),
+            SubscribeError::Authorization(e) => Self::unavailable("authorization", e),
+            SubscribeError::Register(e) => Self::unavailable("register", e),
         }
     }
 }

@@ -14,6 +14,7 @@ mod query;
 pub(crate) mod rate_limit;
 pub mod server;
 pub mod state;
+mod subscriptions;
 #[cfg(feature = "dev")]
 mod whoami;
 
@@ -45,13 +46,35 @@ pub mod routes {
     pub const PARTY: &str = "/events/api/v1/party";
     pub const ACCESS_KEY: &str = "/events/api/v1/app/{org}/{app}/instances/{party}/{guid}/accesskey";
     pub const INSTANCE_EVENTS: &str = "/events/instanceeventsforinstance/{party}/{guid}";
+    pub const SUBSCRIPTIONS: &str = "/events/api/v1/subscriptions";
+    pub const SUBSCRIPTION: &str = "/events/api/v1/subscriptions/{id}";
+    /// Where Altinn's `Location` header points (singular).
+    pub const SUBSCRIPTION_LOCATION: &str = "/events/api/v1/subscription/{id}";
+    pub const SUBSCRIPTION_VALIDATE: &str = "/events/api/v1/subscriptions/{id}/validate";
+    pub const SUBSCRIPTION_ROTATE: &str = "/events/api/v1/subscriptions/{id}/secret/rotate";
     pub const HEALTH: &str = "/health";
     pub const LIVE: &str = "/health/live";
     pub const READY: &str = "/health/ready";
     pub const METRICS: &str = "/metrics";
 
-    pub const ALL: &[&str] =
-        &[PUBLISH_APP, EVENTS, APP_PARTY, APP_OWNER, PARTY, ACCESS_KEY, INSTANCE_EVENTS, HEALTH, LIVE, READY, METRICS];
+    pub const ALL: &[&str] = &[
+        PUBLISH_APP,
+        EVENTS,
+        APP_PARTY,
+        APP_OWNER,
+        PARTY,
+        ACCESS_KEY,
+        INSTANCE_EVENTS,
+        SUBSCRIPTIONS,
+        SUBSCRIPTION,
+        SUBSCRIPTION_LOCATION,
+        SUBSCRIPTION_VALIDATE,
+        SUBSCRIPTION_ROTATE,
+        HEALTH,
+        LIVE,
+        READY,
+        METRICS,
+    ];
 }
 
 /// The canonical spelling of `path` when it is a route of the service
@@ -118,7 +141,12 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
         .route(routes::APP_OWNER, get(query::app_owner))
         .route(routes::PARTY, post(query::party_post))
         .route(routes::ACCESS_KEY, post(instance::issue_key))
-        .route(routes::INSTANCE_EVENTS, post(instance::read_with_key));
+        .route(routes::INSTANCE_EVENTS, post(instance::read_with_key))
+        .route(routes::SUBSCRIPTIONS, post(subscriptions::create).get(subscriptions::list))
+        .route(routes::SUBSCRIPTION, get(subscriptions::get).delete(subscriptions::delete))
+        .route(routes::SUBSCRIPTION_LOCATION, get(subscriptions::get).delete(subscriptions::delete))
+        .route(routes::SUBSCRIPTION_VALIDATE, post(subscriptions::validate))
+        .route(routes::SUBSCRIPTION_ROTATE, post(subscriptions::rotate_secret));
     #[cfg(feature = "dev")]
     if mode == Mode::Dev {
         routes = routes.merge(whoami::router());

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::feeds::FeedStore;
 use crate::publish::Publisher;
 use crate::read::FeedReader;
+use crate::subscribe::Subscriptions;
 
 use super::cursor::Cursors;
 use super::rate_limit::RateLimiter;
@@ -21,6 +22,7 @@ pub struct AppState {
     pub access_tokens: Arc<AccessTokenVerifier>,
     pub reader: Arc<FeedReader>,
     pub publisher: Arc<Publisher>,
+    pub subscriptions: Arc<Subscriptions>,
     pub instance_keys: Arc<InstanceKeys>,
     pub cursors: Arc<Cursors>,
     pub limiter: Arc<RateLimiter>,

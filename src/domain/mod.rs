@@ -5,6 +5,7 @@ pub mod caller;
 pub mod cloud_event;
 pub mod event;
 pub mod query;
+pub mod subscription;
 
 pub use caller::{PlatformApp, Principal, Subject};
 pub use cloud_event::{AppSource, CloudEventError, server_time};

@@ -122,8 +122,8 @@ fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, CosmosError>
     })
 }
 
-/// Every document field a query of the feed store filters or orders on
-/// (`c.<field>` in `reader.rs` and `segment.rs`), and so every field the
+/// Every document field a query of the store filters or orders on
+/// (`c.<field>` in `reader.rs`, `segment.rs` and `subscriptions.rs`), and so every field the
 /// container indexes; everything else (`/*`, the event's data) is not.
 /// `infra/modules/cosmos.bicep` lists the same paths: a test compares them.
 pub const QUERIED_FIELDS: &[&str] = &[
@@ -137,6 +137,10 @@ pub const QUERIED_FIELDS: &[&str] = &[
     "resourceinstance",
     "sealed",
     "eid",
+    // Subscriptions (`subscriptions.rs`).
+    "consumer",
+    "kind",
+    "dueMs",
 ];
 
 /// The indexing policy of the design: only what queries filter or order on.
@@ -231,11 +235,12 @@ mod tests {
     /// container indexes exactly the fields the code does.
     #[test]
     fn queried_fields_are_indexed_here_and_in_infra() {
-        let queried: BTreeSet<String> = [include_str!("reader.rs"), include_str!("segment.rs")]
-            .iter()
-            .flat_map(|s| fields_in(s))
-            .filter(|f| f != "id" && f != "pk")
-            .collect();
+        let queried: BTreeSet<String> =
+            [include_str!("reader.rs"), include_str!("segment.rs"), include_str!("subscriptions.rs")]
+                .iter()
+                .flat_map(|s| fields_in(s))
+                .filter(|f| f != "id" && f != "pk")
+                .collect();
         let indexed: BTreeSet<String> = QUERIED_FIELDS.iter().map(|s| s.to_string()).collect();
         assert!(queried.contains("seq") && queried.contains("sealed"), "the scan found the queries: {queried:?}");
         assert_eq!(queried, indexed, "fields the queries use vs QUERIED_FIELDS");

@@ -17,6 +17,7 @@ pub mod notify;
 mod reader;
 mod repairer;
 mod segment;
+pub mod subscriptions;
 mod writer;
 
 use std::sync::Arc;

@@ -35,12 +35,24 @@ pub struct LocalPlatform {
     base: Url,
     jwks_requests: AtomicU64,
     pdp_requests: AtomicU64,
+    /// What the built-in webhook receivers got, newest last, by name.
+    received: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Value>>>,
 }
+
+/// How many pushes a receiver keeps.
+const RECEIVER_KEEPS: usize = 200;
 
 impl LocalPlatform {
     /// `base` is the platform URL with a trailing slash.
     pub fn new(keys: LocalKeys, dataset: Dataset, base: Url) -> Self {
-        Self { keys, dataset, base, jwks_requests: AtomicU64::new(0), pdp_requests: AtomicU64::new(0) }
+        Self {
+            keys,
+            dataset,
+            base,
+            jwks_requests: AtomicU64::new(0),
+            pdp_requests: AtomicU64::new(0),
+            received: Default::default(),
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -99,6 +111,7 @@ pub fn router(platform: Arc<LocalPlatform>) -> Router {
         .route("/localtest/token/systemuser", get(system_user_token))
         .route("/localtest/token/maskinporten", get(maskinporten_token))
         .route("/localtest/keys/rotate", post(rotate_keys))
+        .route("/localtest/webhooks/{name}", get(receiver_log).post(receive))
         .route("/localtest/stats", get(stats))
         // A PDP multi-request for a 1000-event page is far larger than an
         // event: the stand-ins take what the Altinn services take.
@@ -368,6 +381,40 @@ async fn system_user_token(State(p): P, Query(q): Query<SystemUserTokenQuery>) -
         claims.insert("scope".into(), json!(scope));
     }
     Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+}
+
+/// `POST /localtest/webhooks/{name}`: a built-in webhook endpoint. It
+/// records what it gets (the Standard Webhooks headers and the body) and
+/// answers 200.
+async fn receive(
+    State(p): P,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let entry = json!({
+        "receivedAt": crate::domain::server_time(),
+        "webhookId": header("webhook-id"),
+        "webhookTimestamp": header("webhook-timestamp"),
+        "webhookSignature": header("webhook-signature"),
+        "contentType": header("content-type"),
+        "body": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
+    });
+    let mut received = p.received.lock().expect("receiver lock");
+    let log = received.entry(name).or_default();
+    log.push_back(entry);
+    while log.len() > RECEIVER_KEEPS {
+        log.pop_front();
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `GET /localtest/webhooks/{name}`: what that receiver got, newest first.
+async fn receiver_log(State(p): P, axum::extract::Path(name): axum::extract::Path<String>) -> Json<Value> {
+    let received = p.received.lock().expect("receiver lock");
+    let entries: Vec<Value> = received.get(&name).map(|l| l.iter().rev().cloned().collect()).unwrap_or_default();
+    Json(json!({"name": name, "count": entries.len(), "received": entries}))
 }
 
 async fn rotate_keys(State(p): P) -> Result<Response, ApiError> {

@@ -175,3 +175,69 @@ async fn cosmosdb_server_feed_store_round_trip() {
         ids(&["n0", "n1", "n2", "n3", "n4", "n5", "n6", "n7", "n8", "n9"], &run)
     );
 }
+
+/// The subscription store through the real HTTP stack: ids from the unique
+/// key, the same subscription again, guarded changes, delete with a
+/// tombstone in one batch, the validators' query.
+#[tokio::test]
+#[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
+async fn cosmosdb_server_subscription_store_round_trip() {
+    use altinn_events::domain::subscription::{Subscription, SubscriptionFilters, Validation, ValidationStatus};
+    use altinn_events::feeds::subscriptions::{Changed, SubscriptionStore};
+    let store = SubscriptionStore::new(&store(S).await);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let consumer = format!("/organisation/{run}");
+    let filters = SubscriptionFilters {
+        source_filter: None,
+        resource_filter: "urn:altinn:resource:ttd-estate".into(),
+        subject_filter: None,
+        alternative_subject_filter: None,
+        type_filter: None,
+        include_subunits: false,
+    };
+    let make = |endpoint: &str| {
+        let (consumer, filters, endpoint) = (consumer.clone(), filters.clone(), endpoint.to_owned());
+        move |id| Subscription {
+            id,
+            end_point: endpoint.clone(),
+            filters: filters.clone(),
+            consumer: consumer.clone(),
+            created_by: consumer.clone(),
+            created: "2026-11-27T10:00:00.000000Z".into(),
+            validation: Validation {
+                status: ValidationStatus::Validating,
+                attempts: 0,
+                last_error: None,
+                next_attempt_ms: Some(1),
+                claimed_until_ms: None,
+            },
+            secrets: vec![],
+        }
+    };
+    let identity = |e: &str| Subscription::identity(&consumer, e, &filters);
+    let (a, new) = store.create(&identity("https://a/"), make("https://a/")).await.unwrap();
+    assert!(new);
+    let (again, new) = store.create(&identity("https://a/"), make("https://a/")).await.unwrap();
+    assert!(!new);
+    assert_eq!(again.id, a.id);
+    let (b, _) = store.create(&identity("https://b/"), make("https://b/")).await.unwrap();
+    assert_eq!(b.id, a.id + 1);
+    let listed: Vec<u64> = store.list(&consumer).await.unwrap().iter().map(|s| s.id).collect();
+    assert_eq!(listed, [a.id, b.id]);
+    assert!(store.due_validations(2).await.unwrap().iter().any(|s| s.subscription.id == a.id));
+    let stored = store.get(a.id).await.unwrap().unwrap();
+    let mut validated = stored.subscription.clone();
+    validated.validation.status = ValidationStatus::Active;
+    validated.validation.next_attempt_ms = None;
+    assert!(matches!(store.replace(&stored, validated.clone()).await.unwrap(), Changed::Done(_)));
+    assert!(
+        matches!(store.replace(&stored, validated).await.unwrap(), Changed::Stale),
+        "the old ETag no longer matches"
+    );
+    assert!(!store.due_validations(2).await.unwrap().iter().any(|s| s.subscription.id == a.id));
+    let current = store.get(a.id).await.unwrap().unwrap();
+    assert_eq!(store.delete(&current).await.unwrap(), Changed::Done(()));
+    assert!(store.get(a.id).await.unwrap().is_none());
+    let (c, _) = store.create(&identity("https://c/"), make("https://c/")).await.unwrap();
+    assert!(c.id > b.id, "ids are not reused");
+}

@@ -170,6 +170,29 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
         app.http.get(app.url("/localtest/whoami/platform")).header("PlatformAccessToken", &odd).send().await.unwrap();
     record("whoami/platform, claim of the wrong type", &resp);
 
+    // A subscription's signing secret: made, shown once, rotated.
+    let resp = app
+        .http
+        .post(app.url("/events/api/v1/subscriptions"))
+        .header(AUTHORIZATION, bearer(&user))
+        .json(&json!({"endPoint": app.url("/localtest/webhooks/logs"), "subjectFilter": "/party/1337",
+            "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test"}))
+        .send()
+        .await
+        .unwrap();
+    record("POST /subscriptions", &resp);
+    let created: serde_json::Value = resp.json().await.unwrap();
+    let secret = created["secret"].as_str().unwrap_or_default().to_owned();
+    let resp = app
+        .http
+        .post(app.url(&format!("/events/api/v1/subscriptions/{}/secret/rotate", created["id"])))
+        .header(AUTHORIZATION, bearer(&user))
+        .send()
+        .await
+        .unwrap();
+    record("rotate the secret", &resp);
+    let rotated = resp.json::<serde_json::Value>().await.unwrap()["secret"].as_str().unwrap_or_default().to_owned();
+
     // Server errors: the PDP fails, the chain of the error is logged.
     pdp.set(PdpMode::Status(500));
     let resp = app
@@ -212,6 +235,8 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
         ("whoami, tampered bearer", 401),
         ("GET /app/party, tampered cookie", 401),
         ("whoami/platform, claim of the wrong type", 403),
+        ("POST /subscriptions", 201),
+        ("rotate the secret", 200),
         ("POST /party, PDP down", 503),
         ("GET /events subject, PDP down", 503),
     ];
@@ -225,6 +250,10 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
     assert!(logs.contains("token rejected"), "the rejections were logged");
     assert!(logs.contains("instance access key refused"), "the key refusal was logged");
     assert!(logs.contains("error.chain"), "the server errors were logged with their cause");
+    assert!(logs.contains("platform access token rejected"), "the odd token was logged as rejected");
+    assert!(secret.starts_with("whsec_") && rotated.starts_with("whsec_"));
+    let secret_body = secret.trim_start_matches("whsec_").to_owned();
+    let rotated_body = rotated.trim_start_matches("whsec_").to_owned();
     for secret in [
         ssn,
         unknown_ssn,
@@ -234,6 +263,10 @@ async fn no_identity_number_token_key_or_cookie_reaches_the_logs() {
         bank.as_str(),
         key.as_str(),
         "AltinnStudioRuntime",
+        // The value of the claim of the wrong type.
+        "987654321",
+        secret_body.as_str(),
+        rotated_body.as_str(),
     ] {
         assert!(!logs.contains(secret), "a log line contains {}", &secret[..secret.len().min(20)]);
     }

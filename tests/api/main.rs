@@ -15,3 +15,4 @@ mod logs;
 mod publish;
 mod query;
 mod read;
+mod subscriptions;

@@ -1,0 +1,241 @@
+//! Subscriptions as Altinn's clients see them: the request body of
+//! `POST /subscriptions`, the stored subscription and its JSON (camelCase,
+//! nulls left out, an integer `id`), consumers, and the parts of Altinn's
+//! creation rules that need nothing but the request.
+
+use serde::{Deserialize, Serialize};
+
+use super::Principal;
+use super::cloud_event::{AppSource, RESOURCE_PREFIX};
+
+/// `POST /events/api/v1/subscriptions`, as Altinn's clients send it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SubscriptionRequest {
+    #[serde(alias = "endpoint")]
+    pub end_point: Option<String>,
+    pub source_filter: Option<String>,
+    pub resource_filter: Option<String>,
+    pub subject_filter: Option<String>,
+    pub alternative_subject_filter: Option<String>,
+    pub type_filter: Option<String>,
+    pub include_subunits: bool,
+}
+
+/// What a subscription follows: its filters, after the creation rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionFilters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_filter: Option<String>,
+    pub resource_filter: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alternative_subject_filter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub type_filter: Option<String>,
+    #[serde(default)]
+    pub include_subunits: bool,
+}
+
+/// How far validation of a subscription's endpoint has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationStatus {
+    /// The validation event is being pushed (or will be, on the schedule).
+    Validating,
+    /// The endpoint answered the validation event with a 2xx.
+    Active,
+    /// Validation failed on every attempt of the schedule; `validate` runs it again.
+    Failing,
+}
+
+/// Where validation of the endpoint stands, and what happened last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Validation {
+    pub status: ValidationStatus,
+    /// Attempts of the current round (0 when none has run).
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the next attempt is due (Unix ms); `None` when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<u64>,
+    /// An instance working on it until then (Unix ms): others leave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_until_ms: Option<u64>,
+}
+
+/// A signing secret, and until when it still signs (a rotated one, 24 h).
+#[derive(Clone)]
+pub struct SigningSecret {
+    pub value: secrecy::SecretString,
+    pub expires_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for SigningSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningSecret").field("expires_ms", &self.expires_ms).finish_non_exhaustive()
+    }
+}
+
+/// A stored subscription.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: u64,
+    pub end_point: String,
+    pub filters: SubscriptionFilters,
+    pub consumer: String,
+    pub created_by: String,
+    pub created: String,
+    pub validation: Validation,
+    pub secrets: Vec<SigningSecret>,
+}
+
+impl Subscription {
+    /// What makes two subscriptions the same (Altinn: the same consumer,
+    /// endpoint and filters): creating it again returns the existing one.
+    pub fn identity(consumer: &str, end_point: &str, filters: &SubscriptionFilters) -> String {
+        let filters = serde_json::to_string(filters).unwrap_or_default();
+        format!("{consumer}\n{end_point}\n{filters}")
+    }
+
+    /// The secrets that sign a push made at `now_ms`.
+    pub fn active_secrets(&self, now_ms: u64) -> Vec<secrecy::SecretString> {
+        self.secrets.iter().filter(|s| s.expires_ms.is_none_or(|e| e > now_ms)).map(|s| s.value.clone()).collect()
+    }
+
+    pub fn view(&self) -> SubscriptionView {
+        SubscriptionView {
+            id: self.id,
+            end_point: self.end_point.clone(),
+            filters: self.filters.clone(),
+            consumer: self.consumer.clone(),
+            created_by: self.created_by.clone(),
+            created: self.created.clone(),
+            validated: self.validation.status == ValidationStatus::Active,
+            status: self.validation.status,
+            last_error: self.validation.last_error.clone(),
+        }
+    }
+}
+
+/// A subscription as its owner sees it (`GET /subscriptions/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionView {
+    pub id: u64,
+    pub end_point: String,
+    #[serde(flatten)]
+    pub filters: SubscriptionFilters,
+    pub consumer: String,
+    pub created_by: String,
+    pub created: String,
+    pub validated: bool,
+    /// Ours: `validating`, `active`, `failing`.
+    pub status: ValidationStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// Whom a subscription belongs to, as Altinn writes it: `/org/{org}` for a
+/// service owner, `/organisation/{orgno}`, `/user/{id}`,
+/// `/systemuser/{uuid}`.
+pub fn consumer_of(principal: &Principal) -> String {
+    use super::Subject;
+    match &principal.subject {
+        Subject::Org { org: Some(org), .. } => format!("/org/{org}"),
+        Subject::Org { org: None, org_number } => format!("/organisation/{org_number}"),
+        Subject::User { user_id, .. } => format!("/user/{user_id}"),
+        Subject::SystemUser { id, .. } => format!("/systemuser/{id}"),
+    }
+}
+
+/// Altinn's creation texts (400 unless noted).
+pub mod texts {
+    pub const ENDPOINT: &str = "Missing or invalid endpoint to push events towards";
+    pub const SOURCE_URL: &str = "SourceFilter must be an absolute URL with the https scheme.";
+    pub const RESOURCE_URN: &str = "Resource filter must be a valid urn";
+    pub const SUBJECT_REQUIRED: &str = "A valid subject to the authenticated identity is required";
+    pub const APP_ID: &str = "A valid app id is required in source filter {environment}/{org}/{app}";
+    pub const INCOMPATIBLE: &str = "Provided resource filter and source filter are not compatible";
+    pub const RESOURCE_REQUIRED: &str = "Resource filter is required.";
+    pub const SOURCE_UNSUPPORTED: &str = "Source filter is not supported for subscriptions on this resource.";
+    pub const ALTERNATIVE_SUBJECT_UNSUPPORTED: &str =
+        "AlternativeSubject filter is not supported for subscriptions on this resource.";
+    pub const SUBUNITS: &str = "IncludeSubunits requires a subject filter.";
+}
+
+/// A URL with the `https` scheme (or, where allowed, `http`), absolute.
+pub fn absolute_url(value: &str, allow_http: bool) -> Option<url::Url> {
+    let url = url::Url::parse(value.trim()).ok()?;
+    let scheme_ok = url.scheme() == "https" || (allow_http && url.scheme() == "http");
+    (scheme_ok && url.host_str().is_some_and(|h| !h.is_empty())).then_some(url)
+}
+
+/// Whether a URN is one: `urn:{nid}:{nss}`.
+pub fn is_urn(value: &str) -> bool {
+    let mut parts = value.splitn(3, ':');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(u), Some(nid), Some(nss))
+        if u.eq_ignore_ascii_case("urn") && !nid.is_empty() && !nss.is_empty() && !value.chars().any(char::is_whitespace))
+}
+
+/// The kind of a subscription, by Altinn's rule: an app's events when the
+/// resource is an app's (`urn:altinn:resource:app_...`) or the source is in
+/// an apps domain; otherwise a generic resource's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// `org`, `app`.
+    App {
+        org: String,
+        app: String,
+    },
+    Generic,
+}
+
+/// `{org}`, `{app}` of an app resource `urn:altinn:resource:app_{org}_{app}`.
+pub fn app_of_resource(resource: &str) -> Option<(String, String)> {
+    let rest = resource.strip_prefix(RESOURCE_PREFIX)?.strip_prefix("app_")?;
+    let (org, app) = rest.split_once('_')?;
+    (!org.is_empty() && !app.is_empty()).then(|| (org.to_owned(), app.to_owned()))
+}
+
+/// Whether `url`'s host is (in) one of the apps domains.
+pub fn in_apps_domain(url: &url::Url, apps_domains: &[String]) -> bool {
+    let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+    apps_domains.iter().any(|d| {
+        let d = d.to_ascii_lowercase();
+        host == d || host.ends_with(&format!(".{d}"))
+    })
+}
+
+/// `{org}/{app}` of an app source filter (`https://{org}.apps.../{org}/{app}[/...]`).
+pub fn app_of_source(source: &str) -> Option<(String, String)> {
+    AppSource::parse(source).map(|a| (a.org, a.app))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_urns_and_apps() {
+        assert!(absolute_url("https://example.com/hook", false).is_some());
+        assert!(absolute_url("http://example.com/hook", false).is_none());
+        assert!(absolute_url("http://127.0.0.1:8080/hook", true).is_some());
+        assert!(absolute_url("/relative", true).is_none());
+        assert!(absolute_url("ftp://x/y", true).is_none());
+        assert!(is_urn("urn:altinn:resource:ttd-estate"));
+        assert!(!is_urn("urn:altinn"));
+        assert!(!is_urn("altinn:resource:x"));
+        assert_eq!(app_of_resource("urn:altinn:resource:app_ttd_apps-test"), Some(("ttd".into(), "apps-test".into())));
+        assert_eq!(app_of_resource("urn:altinn:resource:ttd-estate"), None);
+        let src = url::Url::parse("https://ttd.apps.altinn.no/ttd/apps-test").unwrap();
+        assert!(in_apps_domain(&src, &["apps.altinn.no".into()]));
+        assert!(!in_apps_domain(&src, &["apps.tt02.altinn.no".into()]));
+        assert_eq!(app_of_source("https://ttd.apps.altinn.no/ttd/apps-test"), Some(("ttd".into(), "apps-test".into())));
+    }
+}

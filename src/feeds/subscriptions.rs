@@ -1,0 +1,307 @@
+//! Subscriptions in Cosmos DB, in the events container, in one logical
+//! partition (`pk = "subscriptions"`; a subscription is about 1 KB, so
+//! millions fit in a partition's 20 GB).
+//!
+//! Invariants it keeps:
+//! - **Integer ids, never reused.** A subscription's id is its `seq`, which
+//!   the container's unique key keeps unique in the partition: a create
+//!   takes the highest `seq` + 1 and, when another instance took it first
+//!   (409), reads again. A deleted subscription leaves a tombstone with its
+//!   `seq` (deleted and tombstoned in one transactional batch), so the
+//!   highest `seq` never goes down.
+//! - **One subscription per identity.** A subscription's document id is a
+//!   digest of its consumer, endpoint and filters: the same subscription
+//!   created twice, on any instance, meets its own document (409) and the
+//!   existing one is returned.
+//! - **Changes are guarded** by the document's ETag (412: someone else
+//!   changed it; read again).
+//! - Subscription documents never expire (`ttl: -1`).
+
+use std::time::Instant;
+
+use azure_data_cosmos::options::{BatchDeleteOptions, ItemWriteOptions, Precondition};
+use azure_data_cosmos::{ContainerClient, FeedScope, Query, TransactionalBatch};
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{FeedError, charge, observe};
+use crate::domain::subscription::{SigningSecret, Subscription, SubscriptionFilters, Validation};
+
+const PK: &str = "subscriptions";
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSecret {
+    value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SubscriptionDoc {
+    id: String,
+    pk: String,
+    seq: u64,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_point: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    filters: Option<SubscriptionFilters>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    consumer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    validation: Option<Validation>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<StoredSecret>,
+    /// When a validation attempt is due (Unix ms): what the validators query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    due_ms: Option<u64>,
+    ttl: i64,
+    #[serde(rename = "_etag", default, skip_serializing)]
+    etag: Option<String>,
+}
+
+const KIND_SUBSCRIPTION: &str = "subscription";
+const KIND_TOMBSTONE: &str = "tombstone";
+
+/// A subscription as read, with what guards a change of it.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub subscription: Subscription,
+    doc_id: String,
+    etag: String,
+}
+
+/// The outcome of a guarded change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed<T> {
+    Done(T),
+    /// Someone else changed (or deleted) it since it was read.
+    Stale,
+}
+
+fn doc_id_for(identity: &str) -> String {
+    let digest = Sha256::digest(identity.as_bytes());
+    format!("s-{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>())
+}
+
+fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
+    SubscriptionDoc {
+        id: doc_id.to_owned(),
+        pk: PK.to_owned(),
+        seq: s.id,
+        kind: KIND_SUBSCRIPTION.to_owned(),
+        end_point: Some(s.end_point.clone()),
+        filters: Some(s.filters.clone()),
+        consumer: Some(s.consumer.clone()),
+        created_by: Some(s.created_by.clone()),
+        created: Some(s.created.clone()),
+        validation: Some(s.validation.clone()),
+        secrets: s
+            .secrets
+            .iter()
+            .map(|x| StoredSecret { value: x.value.expose_secret().to_owned(), expires_ms: x.expires_ms })
+            .collect(),
+        due_ms: s.validation.next_attempt_ms,
+        ttl: -1,
+        etag: None,
+    }
+}
+
+fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
+    if doc.kind != KIND_SUBSCRIPTION {
+        return None;
+    }
+    let subscription = Subscription {
+        id: doc.seq,
+        end_point: doc.end_point?,
+        filters: doc.filters?,
+        consumer: doc.consumer?,
+        created_by: doc.created_by?,
+        created: doc.created?,
+        validation: doc.validation?,
+        secrets: doc
+            .secrets
+            .into_iter()
+            .map(|x| SigningSecret { value: SecretString::from(x.value), expires_ms: x.expires_ms })
+            .collect(),
+    };
+    Some(Stored { subscription, doc_id: doc.id, etag: doc.etag? })
+}
+
+/// The subscriptions of the service.
+#[derive(Clone)]
+pub struct SubscriptionStore {
+    container: ContainerClient,
+}
+
+impl SubscriptionStore {
+    pub fn new(store: &super::FeedStore) -> Self {
+        Self { container: store.cosmos().container.clone() }
+    }
+
+    async fn query(&self, q: Query, operation: &'static str) -> Result<Vec<SubscriptionDoc>, FeedError> {
+        let started = Instant::now();
+        let mut pages = self
+            .container
+            .query_items::<SubscriptionDoc>(q, FeedScope::partition(PK), None)
+            .await
+            .map_err(FeedError::cosmos("query subscriptions"))?
+            .into_pages();
+        let mut docs = Vec::new();
+        while let Some(p) = pages.next().await {
+            let p = p.map_err(FeedError::cosmos("query subscriptions"))?;
+            observe(operation, started, charge(p.headers()));
+            docs.extend(p.into_items());
+        }
+        Ok(docs)
+    }
+
+    async fn highest_id(&self) -> Result<u64, FeedError> {
+        let q = Query::from("SELECT TOP 1 * FROM c WHERE c.seq >= 0 ORDER BY c.seq DESC");
+        Ok(self.query(q, "subscription_max").await?.first().map_or(0, |d| d.seq))
+    }
+
+    async fn read_doc(&self, doc_id: &str) -> Result<Option<SubscriptionDoc>, FeedError> {
+        let started = Instant::now();
+        match self.container.read_item(PK, doc_id, None).await {
+            Ok(resp) => {
+                observe("subscription_read", started, charge(resp.headers()));
+                Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode subscription"))?))
+            }
+            Err(e) if e.status().is_not_found() => Ok(None),
+            Err(e) => Err(FeedError::Cosmos { operation: "read subscription", source: e }),
+        }
+    }
+
+    /// Stores a new subscription made by `make` from its id, unless the same
+    /// subscription (`identity`) exists: then that one. `true` when created.
+    pub async fn create(
+        &self,
+        identity: &str,
+        make: impl Fn(u64) -> Subscription,
+    ) -> Result<(Subscription, bool), FeedError> {
+        let doc_id = doc_id_for(identity);
+        for _ in 0..50 {
+            if let Some(existing) = self.read_doc(&doc_id).await?.and_then(from_doc) {
+                return Ok((existing.subscription, false));
+            }
+            let subscription = make(self.highest_id().await? + 1);
+            let started = Instant::now();
+            match self
+                .container
+                .create_item(PK, &doc_id, &to_doc(&doc_id, &subscription), None::<ItemWriteOptions>)
+                .await
+            {
+                Ok(resp) => {
+                    observe("subscription_create", started, charge(resp.headers()));
+                    return Ok((subscription, true));
+                }
+                // Its own identity (the same subscription, created just now
+                // elsewhere: returned above) or its id, taken by another.
+                Err(e) if e.status().is_conflict() => continue,
+                Err(e) => return Err(FeedError::Cosmos { operation: "create subscription", source: e }),
+            }
+        }
+        Err(FeedError::Transient("subscription ids kept being taken".into()))
+    }
+
+    /// The subscription with this id; `None` when there is none (or it was
+    /// deleted).
+    pub async fn get(&self, id: u64) -> Result<Option<Stored>, FeedError> {
+        let q = Query::from("SELECT * FROM c WHERE c.seq = @id")
+            .with_parameter("@id", id)
+            .map_err(FeedError::cosmos("bind"))?;
+        Ok(self.query(q, "subscription_get").await?.into_iter().find_map(from_doc))
+    }
+
+    /// A consumer's subscriptions, by id.
+    pub async fn list(&self, consumer: &str) -> Result<Vec<Subscription>, FeedError> {
+        let q = Query::from("SELECT * FROM c WHERE c.consumer = @consumer AND c.kind = @kind ORDER BY c.seq")
+            .with_parameter("@consumer", consumer)
+            .map_err(FeedError::cosmos("bind"))?
+            .with_parameter("@kind", KIND_SUBSCRIPTION)
+            .map_err(FeedError::cosmos("bind"))?;
+        Ok(self.query(q, "subscription_list").await?.into_iter().filter_map(from_doc).map(|s| s.subscription).collect())
+    }
+
+    /// Subscriptions whose validation attempt is due at `now_ms` and that no
+    /// instance is working on.
+    pub async fn due_validations(&self, now_ms: u64) -> Result<Vec<Stored>, FeedError> {
+        let q = Query::from("SELECT * FROM c WHERE c.dueMs <= @now")
+            .with_parameter("@now", now_ms)
+            .map_err(FeedError::cosmos("bind"))?;
+        let unclaimed = |s: &Stored| s.subscription.validation.claimed_until_ms.is_none_or(|until| until <= now_ms);
+        Ok(self.query(q, "subscription_due").await?.into_iter().filter_map(from_doc).filter(unclaimed).collect())
+    }
+
+    /// Replaces `stored` with `subscription`, unless it changed meanwhile.
+    pub async fn replace(&self, stored: &Stored, subscription: Subscription) -> Result<Changed<Stored>, FeedError> {
+        let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(stored.etag.clone().into()));
+        let started = Instant::now();
+        let doc = to_doc(&stored.doc_id, &subscription);
+        match self.container.replace_item(PK, &stored.doc_id, &doc, Some(options)).await {
+            Ok(resp) => {
+                observe("subscription_replace", started, charge(resp.headers()));
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                Ok(Changed::Done(Stored { subscription, doc_id: stored.doc_id.clone(), etag }))
+            }
+            Err(e)
+                if e.status().is_not_found()
+                    || e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed =>
+            {
+                Ok(Changed::Stale)
+            }
+            Err(e) => Err(FeedError::Cosmos { operation: "replace subscription", source: e }),
+        }
+    }
+
+    /// Deletes `stored` and leaves its tombstone, in one batch, unless it
+    /// changed meanwhile.
+    pub async fn delete(&self, stored: &Stored) -> Result<Changed<()>, FeedError> {
+        let tombstone = SubscriptionDoc {
+            id: format!("deleted-{}", stored.subscription.id),
+            pk: PK.to_owned(),
+            seq: stored.subscription.id,
+            kind: KIND_TOMBSTONE.to_owned(),
+            end_point: None,
+            filters: None,
+            consumer: None,
+            created_by: None,
+            created: None,
+            validation: None,
+            secrets: Vec::new(),
+            due_ms: None,
+            ttl: -1,
+            etag: None,
+        };
+        let guard = BatchDeleteOptions::default().with_precondition(Precondition::IfMatch(stored.etag.clone().into()));
+        let batch = TransactionalBatch::new(PK)
+            .delete_item(stored.doc_id.clone(), Some(guard))
+            .create_item(tombstone)
+            .map_err(FeedError::cosmos("build batch"))?;
+        let started = Instant::now();
+        let resp = self
+            .container
+            .execute_transactional_batch(batch, None)
+            .await
+            .map_err(FeedError::cosmos("delete subscription"))?;
+        observe("subscription_delete", started, charge(resp.headers()));
+        let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
+        if model.results().iter().all(|r| r.is_success()) {
+            return Ok(Changed::Done(()));
+        }
+        match model.results().iter().find(|r| !r.is_success() && r.status_code() != 424).map(|r| r.status_code()) {
+            Some(404 | 412) => Ok(Changed::Stale),
+            Some(status) => Err(FeedError::Transient(format!("deleting a subscription answered {status}"))),
+            None => Err(FeedError::Transient("a batch failed without a failing operation".into())),
+        }
+    }
+}
