@@ -301,6 +301,55 @@ MUTATIONS = {
         'let details: Vec<&Value> = match claims.get("authorization_details").filter(|_| false) {',
         "test(system_users_read_their_organisations_events)",
     ),
+    # Issue 16: push delivery.
+    "failed-push-counts-as-delivered": (
+        "src/deliver/mod.rs",
+        "        if outcome.delivered() {",
+        "        if outcome.delivered() || outcome.status.is_some() {",
+        "test(a_failing_endpoint_holds_later_events_back_and_gets_everything_when_it_recovers)",
+    ),
+    "retries-ignore-the-schedule": (
+        "src/deliver/mod.rs",
+        "self.state.next_retry_ms = Some(now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));",
+        "self.state.next_retry_ms = Some(now_ms() + 10 + 0 * u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));",
+        "test(an_exhausted_schedule_disables_and_enable_delivers_the_rest)",
+    ),
+    "pushes-skip-the-pdp": (
+        "src/deliver/mod.rs",
+        "                caller: Some(Caller::Principal(&caller)),",
+        "                caller: { let _ = &caller; None },",
+        "test(each_consumer_is_pushed_only_what_the_pdp_permits_it)",
+    ),
+    "pushes-unsigned": (
+        "src/webhooks/mod.rs",
+        "let signature = signing::signature_header(secrets, id, timestamp, body);",
+        "let signature = signing::signature_header(&[], id, timestamp, body);",
+        "test(events_from_concurrent_publishers_arrive_in_feed_order_once_and_signed)",
+    ),
+    "deleted-subscription-still-pushed": (
+        "src/deliver/mod.rs",
+        "let _ = self.delivery.store.remove(id).await;\n                        return;",
+        "let _ = self.delivery.store.remove(id).await;",
+        "test(replay_resends_from_the_given_position_and_delete_stops_pushes)",
+    ),
+    "buckets-released-before-checkpoints": (
+        "src/deliver/mod.rs",
+        "        while tasks.join_next().await.is_some() {}\n        self.release_all().await;",
+        "        self.release_all().await;\n        while tasks.join_next().await.is_some() {}",
+        "test(a_stopping_instance_finishes_its_push_and_stores_the_checkpoint_before_it_lets_go)",
+    ),
+    "dead-holders-buckets-found-a-round-late": (
+        "src/deliver/mod.rs",
+        "(self.settings.lease / 3).min(Duration::from_millis(expires_ms.saturating_sub(now_ms()) + 50))",
+        "(self.settings.lease / 3).max(Duration::from_millis(expires_ms.saturating_sub(now_ms()) * 0))",
+        "test(one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies)",
+    ),
+    "shared-read-hides-a-newer-append": (
+        "src/feeds/shared_reads.rs",
+        "inflight.get(&key).filter(|f| f.version >= version && f.began.elapsed() < KEEP)",
+        "inflight.get(&key).filter(|f| f.began.elapsed() < KEEP)",
+        "test(concurrent_reads_share_one_and_a_newer_append_starts_another)",
+    ),
     "no-health-alias": (
         "src/api/health.rs",
         "        .route(super::routes::HEALTH, get(live))",

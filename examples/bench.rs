@@ -22,6 +22,8 @@ struct Args {
     limit: Duration,
     /// Stop after the baseline and ingest (for profiling the write path).
     ingest_only: bool,
+    /// Only the delivery scenarios.
+    delivery_only: bool,
 }
 
 /// mimalloc: the service allocates and frees many small JSON values per
@@ -31,7 +33,13 @@ struct Args {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn args() -> Args {
-    let mut a = Args { events: 4000, concurrency: 32, limit: Duration::from_secs(30), ingest_only: false };
+    let mut a = Args {
+        events: 4000,
+        concurrency: 32,
+        limit: Duration::from_secs(30),
+        ingest_only: false,
+        delivery_only: false,
+    };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
@@ -45,12 +53,19 @@ fn args() -> Args {
                 i += 1;
                 continue;
             }
+            ("--delivery-only", _) => {
+                a.delivery_only = true;
+                i += 1;
+                continue;
+            }
             ("--bench", _) => {
                 i += 1;
                 continue;
             }
             (other, _) => {
-                panic!("unknown argument {other}; use --events N --concurrency N --limit-seconds N --ingest-only")
+                panic!(
+                    "unknown argument {other}; use --events N --concurrency N --limit-seconds N --ingest-only --delivery-only"
+                )
             }
         }
         i += 2;
@@ -324,6 +339,10 @@ fn main() {
 
 async fn run() {
     let a = args();
+    // BENCH_LOG=info,altinn_events=debug shows the service's logs.
+    if let Ok(filter) = std::env::var("BENCH_LOG") {
+        altinn_events::telemetry::init_tracing(altinn_events::config::LogFormat::Pretty, &filter);
+    }
     // No repairer: it would add change-feed reads to what is measured.
     // Segments of 1000 events, and 16 physical partitions (below): the SDK's
     // in-process emulator copies a whole physical partition's documents for
@@ -356,7 +375,13 @@ async fn run() {
         partitions = children;
     }
     let base = running.base_url.as_str().trim_end_matches('/').to_owned();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    // Idle connections are dropped before the service's idle timeout (60 s)
+    // closes them under a request.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
     let mut bench = Bench { base, http, user_tokens: HashMap::new(), access: HashMap::new() };
     for (user, level) in [(1337u64, 2u8), (1338, 2)] {
         let t = bench.text(&format!("/localtest/token/user?userId={user}&partyId={user}&authLevel={level}")).await;
@@ -373,6 +398,12 @@ async fn run() {
     let feeds = running.feeds.clone();
     let mut rows = Vec::new();
     let metrics = || altinn_events::telemetry::prometheus().render();
+    if a.delivery_only {
+        delivery_rows(&bench, &owner, &a, &mut rows).await;
+        print_rows(&rows);
+        running.shutdown(Duration::from_secs(5)).await;
+        return;
+    }
 
     // 1. Ingest: POST /app, many parties, two apps.
     let before = metrics();
@@ -516,6 +547,11 @@ async fn run() {
         });
     }
 
+    // 5. Push delivery.
+    if !a.ingest_only {
+        delivery_rows(&bench, &owner, &a, &mut rows).await;
+    }
+
     // Peak RSS so far: the service under the scenarios above, with the
     // emulator's copy of every document stored so far, and this client.
     let scenarios_rss = peak_rss_mib();
@@ -574,18 +610,9 @@ async fn run() {
     let raw_docs = 3.0 * a.events as f64; // baseline 1 + floor 2 per event
     let mib_per_doc = (status_mib("VmRSS:") - rss_before_raw).max(0.0) / raw_docs;
 
-    println!();
-    println!("| scenario | n | rate | p50 ms | p99 ms | notes |");
-    println!("|---|---:|---:|---:|---:|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {:.0} {} | {:.2} | {:.2} | {} |",
-            r.scenario, r.count, r.per_second, r.unit, r.p50_ms, r.p99_ms, r.note
-        );
-    }
-    println!();
+    print_rows(&rows);
     println!(
-        "RSS {start_rss:.0} MiB at start; peak RSS {scenarios_rss:.0} MiB through the mixed load \
+        "RSS {start_rss:.0} MiB at start; peak RSS {scenarios_rss:.0} MiB through the mixed load and deliveries \
          ({:.0} MiB after the baseline's documents); \
          the emulator holds {stored_docs:.0} documents stored by the scenarios, at {:.1} KiB of RSS each \
          (measured on the raw-SDK rows): ~{:.0} MiB of the peak; \
@@ -599,4 +626,305 @@ async fn run() {
         a.concurrency
     );
     running.shutdown(Duration::from_secs(5)).await;
+}
+
+fn print_rows(rows: &[Row]) {
+    let num = |v: f64, digits: usize| if v.is_nan() { "-".to_owned() } else { format!("{v:.digits$}") };
+    println!();
+    println!("| scenario | n | rate | p50 ms | p99 ms | notes |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for r in rows {
+        let rate = if r.per_second.is_nan() { "-".to_owned() } else { format!("{:.0} {}", r.per_second, r.unit) };
+        println!(
+            "| {} | {} | {rate} | {} | {} | {} |",
+            r.scenario,
+            r.count,
+            num(r.p50_ms, 2),
+            num(r.p99_ms, 2),
+            r.note
+        );
+    }
+    println!();
+}
+
+/// What the benchmark's webhook receiver got: per push, the receiving hook,
+/// the event id and when it arrived.
+#[derive(Default)]
+struct Hooks {
+    got: std::sync::Mutex<Vec<(String, String, Instant)>>,
+    validations: AtomicUsize,
+    events: AtomicUsize,
+}
+
+/// A webhook receiver on 127.0.0.1 that answers 200 to every push:
+/// `POST /hook/{group}/{n}`. Returns its base URL.
+async fn start_receiver(hooks: Arc<Hooks>) -> String {
+    let app = axum::Router::new().route(
+        "/hook/{group}/{n}",
+        axum::routing::post(
+            move |axum::extract::Path((group, _n)): axum::extract::Path<(String, u32)>, body: axum::body::Bytes| {
+                let hooks = hooks.clone();
+                async move {
+                    let at = Instant::now();
+                    let event: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if event["type"] == "platform.events.validatesubscription" {
+                        hooks.validations.fetch_add(1, Ordering::SeqCst);
+                    } else {
+                        let id = event["id"].as_str().unwrap_or_default().to_owned();
+                        hooks.got.lock().expect("hooks lock").push((group, id, at));
+                        hooks.events.fetch_add(1, Ordering::SeqCst);
+                    }
+                    axum::http::StatusCode::OK
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+/// Waits until `done` holds or `limit` passes; `false` then.
+async fn wait_for(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    true
+}
+
+/// Operations of the instance's background work, whatever the number of
+/// subscriptions and events: following the change feed, bucket leases,
+/// presence.
+const BACKGROUND: [&str; 5] = ["change_feed", "bucket_lease", "bucket_leases", "instance_presence", "instances"];
+
+/// Cosmos requests of the deliverers: every operation but a publish's own
+/// writes and the background work (so their reads, checkpoints, subscription
+/// reads; a head read of the writer's counts here too).
+fn deliverer_requests(text: &str) -> f64 {
+    let all = metric_sum(text, "cosmos_requests_total", "");
+    let other: f64 = ["append_batch", "append_create", "create_head", "seal", "read_event"]
+        .iter()
+        .chain(BACKGROUND.iter())
+        .map(|op| metric_sum(text, "cosmos_requests_total", &format!("operation=\"{op}\"")))
+        .sum();
+    all - other
+}
+
+impl Bench {
+    /// Creates `count` subscriptions of the ttd/apps-test owner to party
+    /// `party`'s events, each to its own hook of group `group`, and waits
+    /// until every one is validated.
+    async fn subscriptions(&self, hooks: &Hooks, receiver: &str, owner: &str, group: &str, party: u64, count: usize) {
+        let before = hooks.validations.load(Ordering::SeqCst);
+        for n in 0..count {
+            let body = json!({"endPoint": format!("{receiver}/hook/{group}/{n}"), "subjectFilter": format!("/party/{party}"),
+                "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test"});
+            loop {
+                let resp = self
+                    .http
+                    .post(format!("{}/events/api/v1/subscriptions", self.base))
+                    .bearer_auth(owner)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap_or_else(|e| panic!("subscription {n} of {group}: {e:?}"));
+                match resp.status().as_u16() {
+                    201 => break,
+                    429 => tokio::time::sleep(Duration::from_millis(100)).await,
+                    s => panic!("subscribing failed: {s} {}", resp.text().await.unwrap_or_default()),
+                }
+            }
+        }
+        let validated =
+            wait_for(Duration::from_secs(120), || hooks.validations.load(Ordering::SeqCst) >= before + count).await;
+        assert!(validated, "{count} subscriptions were not validated in 2 minutes");
+        // The validators store the outcome, the deliverers learn of it.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+/// Delivery scenarios: publish-to-delivery latency with one subscription;
+/// deliveries per second with 1, 100 and 1000 subscriptions on one feed;
+/// Cosmos requests per delivered event; what 1000 idle subscriptions cost.
+async fn delivery_rows(bench: &Arc<Bench>, owner: &str, a: &Args, rows: &mut Vec<Row>) {
+    let metrics = || altinn_events::telemetry::prometheus().render();
+    let hooks = Arc::new(Hooks::default());
+    let receiver = start_receiver(hooks.clone()).await;
+
+    // 1. Latency: one subscription; events published 4 at a time.
+    bench.subscriptions(&hooks, &receiver, owner, "latency", 7001, 1).await;
+    let acks: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let count = 400.min(a.events);
+    let first = hooks.events.load(Ordering::SeqCst);
+    let (publish_lat, _) = bench.ingest(count, 4, a.limit, |_| (0, 7001), Some(acks.clone())).await;
+    wait_for(Duration::from_secs(30), || hooks.events.load(Ordering::SeqCst) >= first + publish_lat.len()).await;
+    let acks = acks.lock().await;
+    let mut delays: Vec<Duration> = hooks
+        .got
+        .lock()
+        .expect("hooks lock")
+        .iter()
+        .filter(|(group, _, _)| group == "latency")
+        .filter_map(|(_, id, at)| acks.get(id).map(|acked| at.saturating_duration_since(*acked)))
+        .collect();
+    delays.sort();
+    rows.push(Row::of(
+        "delivery: publish to 2xx, 1 subscription".into(),
+        &delays,
+        f64::NAN,
+        "",
+        format!(
+            "{} of {} events delivered; latency from the publish's 201 to the receiver (0 when the push came first)",
+            delays.len(),
+            publish_lat.len()
+        ),
+    ));
+
+    // 2. Catching up: one subscription replays a feed of `a.events` events
+    // from its start (after an outage, an `enable` or a replay).
+    let party = 7050;
+    let _ = bench.ingest(a.events, a.concurrency, a.limit, move |_| (0, party), None).await;
+    bench.subscriptions(&hooks, &receiver, owner, "catchup", party, 1).await;
+    let before = metrics();
+    let first = hooks.events.load(Ordering::SeqCst);
+    let started = Instant::now();
+    let list: Value = bench
+        .http
+        .get(format!("{}/events/api/v1/subscriptions", bench.base))
+        .bearer_auth(owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = list["subscriptions"].as_array().unwrap().last().unwrap()["id"].as_u64().unwrap();
+    let resp = bench
+        .http
+        .post(format!("{}/events/api/v1/subscriptions/{id}/replay", bench.base))
+        .bearer_auth(owner)
+        .json(&json!({"after": "0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "replay");
+    let caught_up = wait_for(a.limit * 2, || hooks.events.load(Ordering::SeqCst) >= first + a.events).await;
+    let elapsed = started.elapsed();
+    let after = metrics();
+    let got = hooks.events.load(Ordering::SeqCst) - first;
+    let push = |m: &str| metric_sum(&after, m, "") - metric_sum(&before, m, "");
+    rows.push(Row {
+        scenario: format!("delivery: 1 subscription catching up {} events", a.events),
+        count: got,
+        per_second: got as f64 / elapsed.as_secs_f64(),
+        unit: "deliveries/s",
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        note: format!(
+            "{}one push at a time (the order): mean push {:.2} ms; {:.2} Cosmos requests per delivered event",
+            if caught_up { String::new() } else { "INCOMPLETE; ".to_owned() },
+            1000.0 * push("delivery_push_duration_seconds_sum") / push("delivery_push_duration_seconds_count").max(1.0),
+            (deliverer_requests(&after) - deliverer_requests(&before)) / got.max(1) as f64,
+        ),
+    });
+
+    // 3. Throughput: `subs` subscriptions on one party's feed, `per_sub`
+    // events each; from the first publish to the last push.
+    let mut last_subs = 0;
+    for (k, subs) in [1usize, 100, 1000].into_iter().enumerate() {
+        let party = 7100 + k as u64;
+        let group = format!("t{subs}");
+        bench.subscriptions(&hooks, &receiver, owner, &group, party, subs).await;
+        let per_sub = (4000 / subs).max(4).min(a.events);
+        let expected = subs * per_sub;
+        let first = hooks.events.load(Ordering::SeqCst);
+        let before = metrics();
+        let started = Instant::now();
+        let (publish_lat, publish_elapsed) =
+            bench.ingest(per_sub, a.concurrency, a.limit, move |_| (0, party), None).await;
+        let delivered =
+            wait_for(a.limit * 2, || hooks.events.load(Ordering::SeqCst) >= first + subs * publish_lat.len()).await;
+        let elapsed = started.elapsed();
+        let after = metrics();
+        let got = hooks.events.load(Ordering::SeqCst) - first;
+        let requests = deliverer_requests(&after) - deliverer_requests(&before);
+        let pdp = metric_sum(&after, "pdp_request_duration_seconds_count", "")
+            - metric_sum(&before, "pdp_request_duration_seconds_count", "");
+        rows.push(Row {
+            scenario: format!("delivery: {subs} subscription(s), {per_sub} events"),
+            count: got,
+            per_second: got as f64 / elapsed.as_secs_f64(),
+            unit: "deliveries/s",
+            p50_ms: f64::NAN,
+            p99_ms: f64::NAN,
+            note: format!(
+                "{}{:.2} Cosmos requests per delivered event (deliverers' reads and checkpoints); {:.2} PDP requests per event; \
+                 publishing took {:.0} ms of {:.0} ms",
+                if delivered { String::new() } else { format!("INCOMPLETE ({got} of {expected}); ") },
+                requests / got.max(1) as f64,
+                pdp / got.max(1) as f64,
+                publish_elapsed.as_secs_f64() * 1000.0,
+                elapsed.as_secs_f64() * 1000.0,
+            ),
+        });
+        if std::env::var_os("BENCH_LOG").is_some() {
+            let ops: std::collections::BTreeMap<String, f64> = after
+                .lines()
+                .filter(|l| l.starts_with("cosmos_requests_total{"))
+                .filter_map(|l| {
+                    let op = l.split("operation=\"").nth(1)?.split('"').next()?.to_owned();
+                    let filter = format!("operation=\"{op}\"");
+                    let delta = metric_sum(&after, "cosmos_requests_total", &filter)
+                        - metric_sum(&before, "cosmos_requests_total", &filter);
+                    Some((op, delta))
+                })
+                .collect();
+            let push = |m: &str| metric_sum(&after, m, "") - metric_sum(&before, m, "");
+            eprintln!(
+                "{subs} subscriptions: mean push {:.3} ms; Cosmos requests by operation {ops:?}",
+                1000.0 * push("delivery_push_duration_seconds_sum") / push("delivery_push_duration_seconds_count")
+            );
+        }
+        last_subs = subs;
+    }
+
+    // 4. Idle: the instance with every subscription above caught up.
+    // A whole lease renewal period (a third of the lease, 10 s).
+    let idle_window = Duration::from_secs(10);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = metrics();
+    tokio::time::sleep(idle_window).await;
+    let after = metrics();
+    let idle_all = (metric_sum(&after, "cosmos_requests_total", "") - metric_sum(&before, "cosmos_requests_total", ""))
+        / idle_window.as_secs_f64();
+    let per_op: Vec<(&str, f64)> = BACKGROUND
+        .iter()
+        .map(|op| {
+            let f = format!("operation=\"{op}\"");
+            let rate = (metric_sum(&after, "cosmos_requests_total", &f)
+                - metric_sum(&before, "cosmos_requests_total", &f))
+                / idle_window.as_secs_f64();
+            (*op, rate)
+        })
+        .collect();
+    let background_rate: f64 = per_op.iter().map(|(_, r)| r).sum();
+    let background: Vec<String> = per_op.iter().map(|(op, r)| format!("{op} {r:.1}/s")).collect();
+    rows.push(Row {
+        scenario: format!("delivery: idle, {} subscriptions", 1 + 1 + 1 + 100 + last_subs),
+        count: 0,
+        per_second: idle_all,
+        unit: "Cosmos requests/s",
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        note: format!(
+            "{:.1} requests/s of the subscriptions' deliverers; the rest is the instance's background, whatever the number of subscriptions: {}",
+            idle_all - background_rate,
+            background.join(", ")
+        ),
+    });
 }

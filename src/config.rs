@@ -51,6 +51,7 @@ pub struct Config {
     pub cursors: CursorConfig,
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
+    pub delivery: DeliveryConfig,
     pub localtest: LocalTestConfig,
 }
 
@@ -71,6 +72,7 @@ impl Default for Config {
             cursors: CursorConfig::default(),
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
+            delivery: DeliveryConfig::default(),
             localtest: LocalTestConfig::default(),
         }
     }
@@ -283,6 +285,46 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Push delivery of subscriptions' events.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Run deliverers in this instance.
+    pub enabled: bool,
+    /// Subscriptions are divided among instances in this many buckets.
+    pub buckets: u64,
+    /// An instance's hold on a bucket lasts this long unless renewed (a
+    /// dead instance's subscriptions move on within about this).
+    pub lease_seconds: u64,
+    /// Waits after the 1st, 2nd, ... failed push of an event (Altinn's);
+    /// after the last, the subscription is disabled.
+    pub retry_schedule_seconds: Vec<u64>,
+    /// Events read per page of a subscription's feed.
+    pub page_size: usize,
+    /// Checkpoints are stored at most this far apart while delivering.
+    pub flush_ms: u64,
+    /// Pushes in flight at once per instance.
+    pub max_concurrent_pushes: usize,
+    /// How often the change feed is read (appends and changes made by other
+    /// instances).
+    pub change_feed_poll_ms: u64,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            buckets: 16,
+            lease_seconds: 30,
+            retry_schedule_seconds: vec![10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 43200, 43200],
+            page_size: 50,
+            flush_ms: 1000,
+            max_concurrent_pushes: 256,
+            change_feed_poll_ms: 250,
+        }
+    }
+}
+
 /// Connection limits of the HTTP listener (defaults a proxy would use).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -452,6 +494,13 @@ impl Config {
                 "required when cursors.keys holds several keys",
             ));
         }
+        if self.delivery.buckets == 0 || self.delivery.page_size == 0 || self.delivery.lease_seconds < 3 {
+            return Err(invalid(
+                "delivery.buckets / delivery.page_size / delivery.lease_seconds",
+                "EVENTS__DELIVERY__...",
+                "buckets and page_size must be at least 1, lease_seconds at least 3",
+            ));
+        }
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));
         }
@@ -500,6 +549,9 @@ mod tests {
             let c = Config::load(None).unwrap();
             assert_eq!(c.cosmos.segment_size, 4);
             assert_eq!(c.pdp.timeout_ms, 150);
+            // Lists as the Helm chart writes them.
+            jail.set_env("EVENTS__DELIVERY__RETRY_SCHEDULE_SECONDS", "[1, 2, 3]");
+            assert_eq!(Config::load(None).unwrap().delivery.retry_schedule_seconds, [1, 2, 3]);
             jail.set_env("EVENTS__COSMOS__SEGMENT_SIZE", "many");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("cosmos.segment_size"), "{err}");

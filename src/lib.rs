@@ -7,7 +7,7 @@
 //! - wiring: this file;
 //! - HTTP: [`api`], and the dev stand-ins [`localtest`];
 //! - use cases: [`read`] (a page of a feed for a caller), [`publish`],
-//!   [`subscribe`];
+//!   [`subscribe`], and the background worker [`deliver`];
 //! - platform clients: [`auth`], [`authz`], [`register`] over [`platform`],
 //!   and [`webhooks`] (pushes to consumers);
 //! - storage: [`feeds`];
@@ -17,6 +17,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod deliver;
 pub mod domain;
 pub mod feeds;
 #[cfg(feature = "dev")]
@@ -71,6 +72,9 @@ pub struct Running {
     waiters: Arc<Waiters>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
+    delivery: Arc<deliver::Delivery>,
+    /// The push worker, when `delivery.enabled`.
+    delivering: Option<JoinHandle<()>>,
 }
 
 impl Running {
@@ -84,13 +88,20 @@ impl Running {
         self.waiters.parked()
     }
 
-    /// Stops accepting connections and gives in-flight requests `grace` to
-    /// finish; what is still running after that is dropped.
+    /// The subscriptions this instance pushes right now.
+    pub fn delivering(&self) -> std::collections::HashSet<u64> {
+        self.delivery.running()
+    }
+
+    /// Stops accepting connections and gives in-flight requests and pushes
+    /// `grace` to finish (pushes store their checkpoints and hand their
+    /// subscriptions over); what is still running after that is dropped.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + grace;
         let abort = self.server.abort_handle();
-        match tokio::time::timeout(grace, self.server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("shut down cleanly"),
+        match tokio::time::timeout_at(deadline, self.server).await {
+            Ok(Ok(Ok(()))) => tracing::info!("stopped serving cleanly"),
             Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => {
@@ -98,6 +109,24 @@ impl Running {
                 abort.abort();
             }
         }
+        if let Some(delivering) = self.delivering {
+            let abort = delivering.abort_handle();
+            if tokio::time::timeout_at(deadline, delivering).await.is_err() {
+                tracing::warn!("grace period over; pushes still in flight are repeated by the next holder");
+                abort.abort();
+            }
+        }
+    }
+
+    /// Stops as a crash would: nothing finishes, nothing is handed over
+    /// (leases expire). For tests of what other instances do then.
+    pub async fn kill(self) {
+        self.server.abort();
+        if let Some(delivering) = self.delivering {
+            delivering.abort();
+            let _ = delivering.await;
+        }
+        let _ = self.shutdown.send(true);
     }
 }
 
@@ -191,11 +220,28 @@ pub async fn start(
         })
         .context("building the webhook client")?,
     );
+    let reader = Arc::new(reader);
+    let delivery = Arc::new(deliver::Delivery::new(
+        feeds.clone(),
+        reader.clone(),
+        sender.clone(),
+        deliver::DeliverySettings {
+            buckets: config.delivery.buckets,
+            lease: Duration::from_secs(config.delivery.lease_seconds),
+            retry: config.delivery.retry_schedule_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
+            page_size: config.delivery.page_size,
+            flush_every: Duration::from_millis(config.delivery.flush_ms),
+            max_concurrent_pushes: config.delivery.max_concurrent_pushes,
+            poll: Duration::from_millis(config.delivery.change_feed_poll_ms),
+        },
+    ));
+    let delivering = config.delivery.enabled.then(|| tokio::spawn(delivery.clone().run(rx.clone())));
     let subscriptions = Arc::new(subscribe::Subscriptions::new(
         feeds::subscriptions::SubscriptionStore::new(&feeds),
+        feeds.clone(),
         pdp.clone(),
         register.clone(),
-        sender,
+        sender.clone(),
         subscribe::SubscriptionSettings {
             apps_domains: config.webhooks.apps_domains.clone(),
             validation_retry: config
@@ -205,6 +251,10 @@ pub async fn start(
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
             platform_base: platform.clone(),
+        },
+        {
+            let delivery = delivery.clone();
+            Arc::new(move |id| delivery.changed(id))
         },
     ));
     tokio::spawn(subscriptions.clone().run_validator(rx.clone()));
@@ -220,7 +270,7 @@ pub async fn start(
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         access_tokens: Arc::new(access_tokens),
-        reader: Arc::new(reader),
+        reader,
         publisher: Arc::new(publisher),
         subscriptions,
         instance_keys: Arc::new(instance_keys),
@@ -252,6 +302,8 @@ pub async fn start(
         waiters,
         shutdown,
         server,
+        delivery,
+        delivering,
     })
 }
 

@@ -52,6 +52,9 @@ pub mod routes {
     pub const SUBSCRIPTION_LOCATION: &str = "/events/api/v1/subscription/{id}";
     pub const SUBSCRIPTION_VALIDATE: &str = "/events/api/v1/subscriptions/{id}/validate";
     pub const SUBSCRIPTION_ROTATE: &str = "/events/api/v1/subscriptions/{id}/secret/rotate";
+    pub const SUBSCRIPTION_ENABLE: &str = "/events/api/v1/subscriptions/{id}/enable";
+    pub const SUBSCRIPTION_REPLAY: &str = "/events/api/v1/subscriptions/{id}/replay";
+    pub const SUBSCRIPTION_DELIVERIES: &str = "/events/api/v1/subscriptions/{id}/deliveries";
     pub const HEALTH: &str = "/health";
     pub const LIVE: &str = "/health/live";
     pub const READY: &str = "/health/ready";
@@ -70,6 +73,9 @@ pub mod routes {
         SUBSCRIPTION_LOCATION,
         SUBSCRIPTION_VALIDATE,
         SUBSCRIPTION_ROTATE,
+        SUBSCRIPTION_ENABLE,
+        SUBSCRIPTION_REPLAY,
+        SUBSCRIPTION_DELIVERIES,
         HEALTH,
         LIVE,
         READY,
@@ -146,7 +152,10 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
         .route(routes::SUBSCRIPTION, get(subscriptions::get).delete(subscriptions::delete))
         .route(routes::SUBSCRIPTION_LOCATION, get(subscriptions::get).delete(subscriptions::delete))
         .route(routes::SUBSCRIPTION_VALIDATE, post(subscriptions::validate))
-        .route(routes::SUBSCRIPTION_ROTATE, post(subscriptions::rotate_secret));
+        .route(routes::SUBSCRIPTION_ROTATE, post(subscriptions::rotate_secret))
+        .route(routes::SUBSCRIPTION_ENABLE, post(subscriptions::enable))
+        .route(routes::SUBSCRIPTION_REPLAY, post(subscriptions::replay))
+        .route(routes::SUBSCRIPTION_DELIVERIES, get(subscriptions::deliveries));
     #[cfg(feature = "dev")]
     if mode == Mode::Dev {
         routes = routes.merge(whoami::router());

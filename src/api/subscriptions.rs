@@ -1,7 +1,9 @@
 //! Subscriptions over HTTP, as Altinn's clients call them:
 //! `POST`/`GET /events/api/v1/subscriptions`, `GET`/`DELETE .../{id}`, and
-//! ours: `POST .../{id}/validate`, `POST .../{id}/secret/rotate`. The
-//! subscriptions use case does the work.
+//! ours: `POST .../{id}/validate`, `POST .../{id}/secret/rotate`,
+//! `POST .../{id}/enable`, `POST .../{id}/replay`,
+//! `GET .../{id}/deliveries`. The subscriptions use case does the work
+//! (and tells the deliverers).
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,7 +17,7 @@ use super::error::ApiError;
 use super::extract::ApiPath;
 use super::state::AppState;
 use crate::domain::Principal;
-use crate::domain::subscription::SubscriptionRequest;
+use crate::domain::subscription::{ReplayRequest, Subscription, SubscriptionRequest};
 
 fn id_of(raw: &str) -> Result<u64, ApiError> {
     // Altinn's route takes an integer; anything else is no subscription.
@@ -54,10 +56,27 @@ pub async fn create(
     Ok(resp)
 }
 
+/// The owner's view of `subscription` with how its delivery stands: the
+/// checkpoint as a cursor of its feed (usable as `after` of a query or a
+/// replay), events behind, failures.
+async fn view_of(state: &AppState, subscription: &Subscription) -> Result<Value, ApiError> {
+    let (delivery, behind) = state.subscriptions.delivery_of(subscription).await?;
+    let checkpoint = state
+        .cursors
+        .seal(&subscription.feed(), delivery.checkpoint)
+        .map_err(|e| ApiError::unavailable("cursor keys", e))?;
+    Ok(json_of(subscription.view_with(&delivery, checkpoint, behind)))
+}
+
 /// `GET /events/api/v1/subscriptions`: the caller's own.
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
-    let subscriptions: Vec<Value> =
-        state.subscriptions.list(&principal).await?.iter().map(|s| json_of(s.view())).collect();
+    use futures::{StreamExt, TryStreamExt};
+    let owned = state.subscriptions.list(&principal).await?;
+    let views = owned.into_iter().map(|s| {
+        let state = state.clone();
+        async move { view_of(&state, &s).await }
+    });
+    let subscriptions: Vec<Value> = futures::stream::iter(views).buffered(8).try_collect().await?;
     Ok(axum::Json(json!({"count": subscriptions.len(), "subscriptions": subscriptions})).into_response())
 }
 
@@ -68,7 +87,7 @@ pub async fn get(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let subscription = state.subscriptions.get(&principal, id_of(&id)?).await?;
-    Ok(axum::Json(json_of(subscription.view())).into_response())
+    Ok(axum::Json(view_of(&state, &subscription).await?).into_response())
 }
 
 /// `DELETE /events/api/v1/subscriptions/{id}`: `200`, nothing more is pushed.
@@ -77,7 +96,8 @@ pub async fn delete(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    state.subscriptions.delete(&principal, id_of(&id)?).await?;
+    let id = id_of(&id)?;
+    state.subscriptions.delete(&principal, id).await?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -88,7 +108,50 @@ pub async fn validate(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let subscription = state.subscriptions.revalidate(&principal, id_of(&id)?).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json_of(subscription.view()))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(view_of(&state, &subscription).await?)).into_response())
+}
+
+/// `POST /events/api/v1/subscriptions/{id}/enable`: a disabled (or
+/// failing) subscription is pushed again from its checkpoint, now.
+pub async fn enable(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let subscription = state.subscriptions.enable(&principal, id_of(&id)?).await?;
+    Ok(axum::Json(view_of(&state, &subscription).await?).into_response())
+}
+
+/// `POST /events/api/v1/subscriptions/{id}/replay` with `{"after": ...}`
+/// (`0`, a cursor of the subscription's feed, an event id) or
+/// `{"from": time}`: delivery continues from there.
+pub async fn replay(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body?;
+    let request: ReplayRequest = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("The body must be a JSON object with 'after' or 'from'.".into()))?;
+    let (after, from) = request.parse().map_err(ApiError::BadRequest)?;
+    let id = id_of(&id)?;
+    let subscription = state.subscriptions.get(&principal, id).await?;
+    let start = super::query::start(&state, &subscription.feed(), after, from)?;
+    let subscription = state.subscriptions.replay(&principal, id, start).await?;
+    Ok(axum::Json(view_of(&state, &subscription).await?).into_response())
+}
+
+/// `GET /events/api/v1/subscriptions/{id}/deliveries`: the recent push
+/// attempts, newest first.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let (_, delivery, _) = state.subscriptions.delivery(&principal, id_of(&id)?).await?;
+    let attempts: Vec<Value> = delivery.attempts.iter().rev().map(json_of).collect();
+    Ok(axum::Json(json!({"count": attempts.len(), "deliveries": attempts})).into_response())
 }
 
 /// `POST /events/api/v1/subscriptions/{id}/secret/rotate`: a new signing
@@ -99,7 +162,7 @@ pub async fn rotate_secret(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     let (subscription, secret) = state.subscriptions.rotate_secret(&principal, id_of(&id)?).await?;
-    let mut body = json_of(subscription.view());
+    let mut body = view_of(&state, &subscription).await?;
     if let Some(map) = body.as_object_mut() {
         map.insert("secret".into(), Value::String(secret.expose_secret().to_owned()));
     }

@@ -3,7 +3,8 @@
 //! use cases read them).
 
 /// A person or an organisation, from an Altinn token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Subject {
     /// A person logged in to Altinn.
     User { user_id: u64, party_id: Option<u64> },
@@ -16,8 +17,10 @@ pub enum Subject {
     SystemUser { id: String, org_number: String },
 }
 
-/// The caller an Altinn token speaks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The caller an Altinn token speaks for. (Stored with a subscription: the
+/// PDP decides for it when events are pushed.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Principal {
     pub subject: Subject,
     pub auth_level: u8,

@@ -111,7 +111,7 @@ fn blank_to_none(v: &Option<String>) -> Option<&str> {
 }
 
 /// A timestamp with an explicit offset, as fixed-width UTC.
-fn parse_time(value: Option<&str>, name: &str) -> Result<Option<String>, String> {
+pub fn parse_time(value: Option<&str>, name: &str) -> Result<Option<String>, String> {
     let Some(v) = value else { return Ok(None) };
     // An unencoded `+02:00` in a query string arrives as ` 02:00`.
     let parsed = OffsetDateTime::parse(v, &Rfc3339).or_else(|e| match v.contains(' ') {

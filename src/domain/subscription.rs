@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Principal;
 use super::cloud_event::{AppSource, RESOURCE_PREFIX};
+use serde_json::Value;
 
 /// `POST /events/api/v1/subscriptions`, as Altinn's clients send it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -93,9 +94,25 @@ pub struct Subscription {
     pub created: String,
     pub validation: Validation,
     pub secrets: Vec<SigningSecret>,
+    /// Who created it, as the token said: the PDP decides for it.
+    pub caller: Principal,
+    /// App events (`read`) or a generic resource's (`subscribe`).
+    pub app: bool,
+    /// The position in its feed it was created at: events from there on are
+    /// pushed (once it is validated).
+    pub starts_at: u64,
 }
 
 impl Subscription {
+    /// The feed it follows: its subject's when it has a subject filter,
+    /// else its resource's.
+    pub fn feed(&self) -> super::FeedId {
+        match &self.filters.subject_filter {
+            Some(subject) => super::FeedId::Subject(subject.clone()),
+            None => super::FeedId::Resource(self.filters.resource_filter.clone()),
+        }
+    }
+
     /// What makes two subscriptions the same (Altinn: the same consumer,
     /// endpoint and filters): creating it again returns the existing one.
     pub fn identity(consumer: &str, end_point: &str, filters: &SubscriptionFilters) -> String {
@@ -117,8 +134,120 @@ impl Subscription {
             created_by: self.created_by.clone(),
             created: self.created.clone(),
             validated: self.validation.status == ValidationStatus::Active,
-            status: self.validation.status,
+            status: match self.validation.status {
+                ValidationStatus::Validating => "validating",
+                ValidationStatus::Active => "active",
+                ValidationStatus::Failing => "failing",
+            },
             last_error: self.validation.last_error.clone(),
+            delivery: None,
+        }
+    }
+
+    /// The view with how delivery stands: its status and last error (once
+    /// validated), the checkpoint (a cursor of the feed) and how many events
+    /// it is behind.
+    pub fn view_with(&self, delivery: &DeliveryState, checkpoint: String, behind: u64) -> SubscriptionView {
+        let mut view = self.view();
+        if view.validated {
+            view.status = match delivery.status {
+                DeliveryStatus::Active => "active",
+                DeliveryStatus::Failing => "failing",
+                DeliveryStatus::Disabled => "disabled",
+            };
+            view.last_error = delivery.last_error.clone();
+        }
+        view.delivery = Some(serde_json::json!({"checkpoint": checkpoint, "behind": behind,
+        "failures": delivery.failures, "nextRetry": delivery.next_retry_ms.and_then(|ms| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok().map(super::cloud_event::format_time)
+        })}));
+        view
+    }
+}
+
+/// `POST .../subscriptions/{id}/replay`: where delivery continues, as a
+/// feed read would start (`after`: `0`, a cursor of the subscription's feed
+/// or an event id; or `from`: a time with offset).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplayRequest {
+    pub after: Option<String>,
+    pub from: Option<String>,
+}
+
+impl ReplayRequest {
+    /// `after` and `from` checked: exactly one of them.
+    pub fn parse(&self) -> Result<(Option<super::query::After>, Option<String>), String> {
+        let after = self.after.as_deref().map(str::trim).filter(|s| !s.is_empty());
+        let from = super::query::parse_time(self.from.as_deref().map(str::trim).filter(|s| !s.is_empty()), "from")?;
+        match (after, from) {
+            (Some(after), None) => Ok((Some(super::query::After::parse(after)), None)),
+            (None, Some(from)) => Ok((None, Some(from))),
+            _ => Err("Give either 'after' (0, a cursor or an event id) or 'from' (a time with timezone).".into()),
+        }
+    }
+}
+
+/// Where pushing a subscription's events stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Everything up to the checkpoint is delivered (or not permitted).
+    Active,
+    /// The event at the checkpoint failed; it is retried on the schedule,
+    /// later events wait.
+    Failing,
+    /// The schedule ran out; `enable` resumes from the checkpoint.
+    Disabled,
+}
+
+/// One push attempt, for the owner to see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryAttempt {
+    pub time: String,
+    pub event_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The delivery of one subscription: how far it got and how it goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryState {
+    /// The position in the feed up to which every event is delivered or
+    /// was not permitted.
+    pub checkpoint: u64,
+    /// Bumped by the owner's `enable` and `replay`: a deliverer that sees it
+    /// change starts again from the stored checkpoint.
+    pub generation: u64,
+    pub status: DeliveryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Failed attempts of the event at the checkpoint.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the next attempt is due (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry_ms: Option<u64>,
+    /// Recent attempts, oldest first (at most 100, at most 7 days old).
+    #[serde(default)]
+    pub attempts: Vec<DeliveryAttempt>,
+}
+
+impl DeliveryState {
+    pub fn starting_at(checkpoint: u64) -> Self {
+        Self {
+            checkpoint,
+            generation: 0,
+            status: DeliveryStatus::Active,
+            last_error: None,
+            failures: 0,
+            next_retry_ms: None,
+            attempts: Vec::new(),
         }
     }
 }
@@ -135,10 +264,14 @@ pub struct SubscriptionView {
     pub created_by: String,
     pub created: String,
     pub validated: bool,
-    /// Ours: `validating`, `active`, `failing`.
-    pub status: ValidationStatus,
+    /// Ours: `validating` or (validation) `failing` until validated; then
+    /// how delivery stands: `active`, `failing`, `disabled`.
+    pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Ours: the checkpoint (a cursor of the feed), events behind, failures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Value>,
 }
 
 /// Whom a subscription belongs to, as Altinn writes it: `/org/{org}` for a

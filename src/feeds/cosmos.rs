@@ -202,6 +202,74 @@ async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), C
     Ok(())
 }
 
+/// One pass over the container's change feed from a continuation: the pages
+/// with changes, until every physical partition range has said it is caught
+/// up (the stream never ends by itself: a caught-up range answers an empty
+/// page). The ranges come from the SDK's routing cache (no request) and are
+/// read at each pass, so a split is followed at once.
+pub(crate) struct ChangeRound {
+    pages:
+        azure_data_cosmos::feed::ChangeFeedPageIterator<azure_data_cosmos::models::ChangeFeedItem<serde_json::Value>>,
+    ranges: usize,
+    empty_streak: usize,
+    /// The metric operation each page is counted under, if any.
+    observed: Option<&'static str>,
+    /// Pages read so far, empty ones included.
+    pub read: usize,
+}
+
+impl ChangeRound {
+    pub(crate) async fn open(
+        container: &ContainerClient,
+        start: azure_data_cosmos::options::ChangeFeedStartFrom,
+        continuation: Option<String>,
+        page_size: u32,
+        observed: Option<&'static str>,
+    ) -> Result<Self, super::FeedError> {
+        use super::FeedError;
+        use azure_data_cosmos::options::{ChangeFeedOptions, MaxItemCountHint};
+        let size = std::num::NonZeroU32::new(page_size.max(1)).expect("at least 1");
+        let mut options = ChangeFeedOptions::default().with_max_item_count(MaxItemCountHint::Limit(size));
+        if let Some(token) = continuation {
+            options = options.with_continuation_token(azure_data_cosmos::feed::ContinuationToken::from_string(token));
+        }
+        let pages = container
+            .query_change_feed(azure_data_cosmos::FeedScope::full_container(), start, Some(options))
+            .await
+            .map_err(FeedError::cosmos("change feed"))?;
+        let ranges = container.read_feed_ranges(None).await.map_err(FeedError::cosmos("feed ranges"))?.len().max(1);
+        Ok(Self { pages, ranges, empty_streak: 0, observed, read: 0 })
+    }
+
+    /// The documents of the next page with changes; `None` when every range
+    /// is caught up.
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<serde_json::Value>>, super::FeedError> {
+        use futures::StreamExt;
+        while self.empty_streak < self.ranges {
+            let started = std::time::Instant::now();
+            let Some(page) = self.pages.next().await else { return Ok(None) };
+            let page = page.map_err(super::FeedError::cosmos("change feed"))?;
+            self.read += 1;
+            if let Some(operation) = self.observed {
+                super::observe(operation, started, super::charge(page.headers()));
+            }
+            if page.items().is_empty() {
+                self.empty_streak += 1;
+                continue;
+            }
+            self.empty_streak = 0;
+            return Ok(Some(page.into_items().into_iter().filter_map(|item| item.current().cloned()).collect()));
+        }
+        Ok(None)
+    }
+
+    /// Where the next pass starts: after the last page returned.
+    pub(crate) fn continuation(&self) -> Result<String, super::FeedError> {
+        let token = self.pages.to_continuation_token().map_err(super::FeedError::cosmos("change feed continuation"))?;
+        Ok(token.as_str().to_owned())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -9,7 +9,9 @@
 //! Storage layer: the only module that uses the Cosmos SDK; no Cosmos type
 //! leaves it. It imports domain types and configuration only.
 
+pub mod changes;
 mod cosmos;
+pub mod delivery;
 pub mod docs;
 #[cfg(feature = "dev")]
 pub mod emulator;
@@ -17,6 +19,7 @@ pub mod notify;
 mod reader;
 mod repairer;
 mod segment;
+mod shared_reads;
 pub mod subscriptions;
 mod writer;
 
@@ -98,6 +101,7 @@ pub struct FeedStore {
     writer: Arc<writer::Writer>,
     seg: segment::Segments,
     notifier: Arc<notify::Notifier>,
+    shared_reads: Arc<shared_reads::SharedReads>,
 }
 
 impl FeedStore {
@@ -140,7 +144,7 @@ impl FeedStore {
         let notifier = Arc::new(notify::Notifier::default());
         let deadline = std::time::Duration::from_millis(cosmos.config.append_retry_deadline_ms);
         let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone());
-        Self { cosmos, writer, seg, notifier }
+        Self { cosmos, writer, seg, notifier, shared_reads: Arc::default() }
     }
 
     pub fn cosmos(&self) -> &Cosmos {
@@ -207,7 +211,9 @@ impl FeedStore {
         limit: usize,
         scan_budget: u64,
     ) -> Result<ReadPage, FeedError> {
-        reader::read(&self.seg, feed, from, filters, limit, scan_budget).await
+        let key = (feed.key(), from, format!("{filters:?}"), limit, scan_budget);
+        let version = self.notifier.version(feed);
+        self.shared_reads.read(key, version, || reader::read(&self.seg, feed, from, filters, limit, scan_budget)).await
     }
 
     /// The position of the first event of `feed` registered at or after
@@ -239,6 +245,18 @@ impl FeedStore {
         known_len: u64,
     ) -> tokio::sync::watch::Receiver<u64> {
         self.notifier.subscribe(self, feed, interval, known_len)
+    }
+
+    /// A receiver that changes when `feed` gets an event appended through
+    /// this store, or one that the change feed reports from elsewhere (see
+    /// [`changes::follow`]); no poller of its own.
+    pub fn watch_appends(&self, feed: &FeedId) -> tokio::sync::watch::Receiver<u64> {
+        self.notifier.subscribe_quiet(feed)
+    }
+
+    /// Wakes the watchers of `feed` (an append seen on the change feed).
+    pub fn notify_appended(&self, feed: &FeedId) {
+        self.notifier.notify(feed);
     }
 
     /// The feed's length and newest segment, starting from a known segment

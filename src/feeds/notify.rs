@@ -6,6 +6,7 @@
 //! every waiter of that feed. Feeds nobody waits on cost nothing.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,16 +17,59 @@ use super::docs::FeedId;
 
 #[derive(Default)]
 pub struct Notifier {
+    /// Watched feeds with a head poller each (long-polls).
     feeds: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Watched feeds without one (push deliverers, woken by the change
+    /// feed). Their value is the count of all notifications of every feed
+    /// when this one was last notified (or began to be watched): it only
+    /// grows, even when a feed's watchers go and come back.
+    quiet: Mutex<HashMap<String, watch::Sender<u64>>>,
+    notified: AtomicU64,
 }
 
 impl Notifier {
-    /// Called by the writer after a commit to `feed`.
+    /// Called by the writer after a commit to `feed`, and for appends the
+    /// change feed reports.
     pub fn notify(&self, feed: &FeedId) {
-        let feeds = self.feeds.lock().expect("notifier lock");
-        if let Some(tx) = feeds.get(&feed.key()) {
+        let key = feed.key();
+        // The count first: whoever is woken below reads with it (see
+        // `version`).
+        {
+            let mut quiet = self.quiet.lock().expect("notifier lock");
+            let count = self.notified.fetch_add(1, Ordering::SeqCst) + 1;
+            if let Some(tx) = quiet.get(&key) {
+                if tx.is_closed() {
+                    quiet.remove(&key);
+                } else {
+                    tx.send_replace(count);
+                }
+            }
+        }
+        if let Some(tx) = self.feeds.lock().expect("notifier lock").get(&key) {
             tx.send_modify(|v| *v += 1);
         }
+    }
+
+    /// Where `feed` stands in the count of notifications (see `quiet`);
+    /// `None` when it has no quiet watcher. A read that begins after this
+    /// value was taken sees every append notified up to it.
+    pub fn version(&self, feed: &FeedId) -> Option<u64> {
+        let quiet = self.quiet.lock().expect("notifier lock");
+        quiet.get(&feed.key()).filter(|tx| !tx.is_closed()).map(|tx| *tx.borrow())
+    }
+
+    /// A receiver that changes whenever `feed` is notified, without a head
+    /// poller (for watchers that the change feed keeps informed).
+    pub fn subscribe_quiet(&self, feed: &FeedId) -> watch::Receiver<u64> {
+        let mut quiet = self.quiet.lock().expect("notifier lock");
+        if let Some(tx) = quiet.get(&feed.key())
+            && !tx.is_closed()
+        {
+            return tx.subscribe();
+        }
+        let (tx, rx) = watch::channel(self.notified.load(Ordering::SeqCst));
+        quiet.insert(feed.key(), tx);
+        rx
     }
 
     /// A receiver that changes whenever `feed` may have new events. The
@@ -72,7 +116,7 @@ async fn poll_head(
             Ok((position, segment)) => {
                 segment_hint = Some(segment);
                 if last.is_some_and(|l| l != position) {
-                    tx.send_modify(|v| *v += 1);
+                    notifier.notify(&feed);
                 }
                 last = Some(position);
             }

@@ -8,15 +8,12 @@
 
 use std::time::Duration;
 
-use azure_data_cosmos::feed::ContinuationToken;
-use azure_data_cosmos::options::{
-    ChangeFeedOptions, ChangeFeedStartFrom, ItemWriteOptions, MaxItemCountHint, Precondition,
-};
-use azure_data_cosmos::{ContainerClient, FeedScope};
-use futures::StreamExt;
+use azure_data_cosmos::ContainerClient;
+use azure_data_cosmos::options::{ChangeFeedStartFrom, ItemWriteOptions, Precondition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::cosmos::ChangeRound;
 use super::docs::{EventDoc, FeedId};
 use super::{FeedError, FeedStore, IdSource};
 
@@ -127,37 +124,13 @@ impl Repairer {
             return Ok(RepairReport::default());
         };
         let mut report = RepairReport { leader: true, ..RepairReport::default() };
-        let mut options = ChangeFeedOptions::default()
-            .with_max_item_count(MaxItemCountHint::Limit(std::num::NonZeroU32::new(200).expect("non-zero")));
-        if let Some(token) = &lease.continuation {
-            options = options.with_continuation_token(ContinuationToken::from_string(token.clone()));
-        }
-        let mut pages = self
-            .container()
-            .query_change_feed::<Value>(FeedScope::full_container(), ChangeFeedStartFrom::Beginning, Some(options))
-            .await
-            .map_err(FeedError::cosmos("change feed"))?;
-        // The stream never ends: each partition range answers an empty page
-        // when it has caught up, so stop after that many empty pages in a row.
-        let ranges =
-            self.container().read_feed_ranges(None).await.map_err(FeedError::cosmos("feed ranges"))?.len().max(1);
+        let mut round =
+            ChangeRound::open(self.container(), ChangeFeedStartFrom::Beginning, lease.continuation.clone(), 200, None)
+                .await?;
         let cutoff_s = (self.now_ms().saturating_sub(self.grace.as_millis() as u64)) / 1000;
-        let mut pages_read = 0;
-        let mut empty_streak = 0;
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(FeedError::cosmos("change feed"))?;
-            pages_read += 1;
-            if page.items().is_empty() {
-                empty_streak += 1;
-                if empty_streak >= ranges {
-                    break;
-                }
-                continue;
-            }
-            empty_streak = 0;
+        while let Some(docs) = round.next().await? {
             let mut young = false;
-            for item in page.items() {
-                let Some(doc) = item.current() else { continue };
+            for doc in &docs {
                 let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
                     && doc.get("seq").is_some()
                     && doc.get("sealed").is_none();
@@ -210,8 +183,7 @@ impl Repairer {
                 // next round (checks are idempotent).
                 break;
             }
-            let token = pages.to_continuation_token().map_err(FeedError::cosmos("change feed continuation"))?;
-            lease.continuation = Some(token.as_str().to_owned());
+            lease.continuation = Some(round.continuation()?);
             lease.expires_at = self.now_ms() + self.lease_for.as_millis() as u64;
             let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
             match self.container().replace_item(LEASE_PK, LEASE_ID, &lease, Some(options)).await {
@@ -222,7 +194,7 @@ impl Repairer {
                 }
                 Err(e) => return Err(FeedError::Cosmos { operation: "save continuation", source: e }),
             }
-            if pages_read >= 50 {
+            if round.read >= 50 {
                 break;
             }
         }

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{FeedError, charge, observe};
+use crate::domain::Principal;
 use crate::domain::subscription::{SigningSecret, Subscription, SubscriptionFilters, Validation};
 
 const PK: &str = "subscriptions";
@@ -63,6 +64,12 @@ struct SubscriptionDoc {
     /// When a validation attempt is due (Unix ms): what the validators query.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     due_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    caller: Option<Principal>,
+    #[serde(default)]
+    app: bool,
+    #[serde(default)]
+    starts_at: u64,
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
@@ -77,6 +84,13 @@ pub struct Stored {
     pub subscription: Subscription,
     doc_id: String,
     etag: String,
+}
+
+impl Stored {
+    /// The ETag the subscription was read with (the change feed reports it).
+    pub fn etag(&self) -> &str {
+        &self.etag
+    }
 }
 
 /// The outcome of a guarded change.
@@ -110,6 +124,9 @@ fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
             .map(|x| StoredSecret { value: x.value.expose_secret().to_owned(), expires_ms: x.expires_ms })
             .collect(),
         due_ms: s.validation.next_attempt_ms,
+        caller: Some(s.caller.clone()),
+        app: s.app,
+        starts_at: s.starts_at,
         ttl: -1,
         etag: None,
     }
@@ -132,6 +149,9 @@ fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
             .into_iter()
             .map(|x| SigningSecret { value: SecretString::from(x.value), expires_ms: x.expires_ms })
             .collect(),
+        caller: doc.caller?,
+        app: doc.app,
+        starts_at: doc.starts_at,
     };
     Some(Stored { subscription, doc_id: doc.id, etag: doc.etag? })
 }
@@ -222,6 +242,27 @@ impl SubscriptionStore {
         Ok(self.query(q, "subscription_get").await?.into_iter().find_map(from_doc))
     }
 
+    /// The ids of every subscription (not their documents: 8 bytes each).
+    pub async fn ids(&self) -> Result<Vec<u64>, FeedError> {
+        let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.kind = @kind")
+            .with_parameter("@kind", KIND_SUBSCRIPTION)
+            .map_err(FeedError::cosmos("bind"))?;
+        let started = Instant::now();
+        let mut pages = self
+            .container
+            .query_items::<u64>(q, FeedScope::partition(PK), None)
+            .await
+            .map_err(FeedError::cosmos("query subscription ids"))?
+            .into_pages();
+        let mut ids = Vec::new();
+        while let Some(p) = pages.next().await {
+            let p = p.map_err(FeedError::cosmos("query subscription ids"))?;
+            observe("subscription_ids", started, charge(p.headers()));
+            ids.extend(p.into_items());
+        }
+        Ok(ids)
+    }
+
     /// A consumer's subscriptions, by id.
     pub async fn list(&self, consumer: &str) -> Result<Vec<Subscription>, FeedError> {
         let q = Query::from("SELECT * FROM c WHERE c.consumer = @consumer AND c.kind = @kind ORDER BY c.seq")
@@ -279,6 +320,9 @@ impl SubscriptionStore {
             validation: None,
             secrets: Vec::new(),
             due_ms: None,
+            caller: None,
+            app: false,
+            starts_at: 0,
             ttl: -1,
             etag: None,
         };

@@ -83,11 +83,12 @@ pub struct FeedQuery<'a> {
     pub holder: String,
 }
 
-/// A page: the permitted events in feed order, and the position after the
-/// last event scanned.
+/// A page: the permitted events in feed order, their positions, and the
+/// position after the last event scanned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
     pub events: Vec<Value>,
+    pub positions: Vec<u64>,
     pub next: u64,
 }
 
@@ -165,16 +166,12 @@ impl FeedReader {
     /// permitted events that arrive within `wait` (an empty page with `next`
     /// when none do).
     pub async fn read(&self, q: FeedQuery<'_>) -> Result<Page, ReadError> {
-        let start = match &q.paging.start {
-            Start::Position(p) => *p,
-            Start::AfterEvent(id) => self.feeds.locate(&q.feed, id).await?.unwrap_or(0),
-            Start::Time(from) => self.feeds.position_at_time(&q.feed, &search_time(from)).await?,
-        };
+        let start = position(&self.feeds, &q.feed, &q.paging.start).await?.unwrap_or(0);
         let (events, next, at_end) = self.fill(&q, start).await?;
         // Wait only at the end of the feed: an empty page that ran out of scan
         // budget answers at once, so the consumer moves on with `next`.
         if !events.is_empty() || q.paging.wait.is_zero() || !at_end {
-            return Ok(Page { events, next });
+            return Ok(page_of(events, next));
         }
         let _slot = self.waiters.hold(&q.holder)?;
         let mut changes = self.feeds.watch(&q.feed, self.limits.wait_poll_interval, next);
@@ -189,7 +186,7 @@ impl FeedReader {
             let (events, next, at_end) = self.fill(&q, pos).await?;
             pos = next;
             if !events.is_empty() {
-                return Ok(Page { events, next: pos });
+                return Ok(page_of(events, pos));
             }
             if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
                 break;
@@ -204,14 +201,14 @@ impl FeedReader {
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
         }
-        Ok(Page { events: Vec::new(), next: pos })
+        Ok(page_of(Vec::new(), pos))
     }
 
     /// Fills a page from `start`: read, authorize the batch, keep the
     /// permitted, continue until `size` are kept, the feed ends, or the scan
     /// budget is spent. Returns the events, the position after the last
     /// event scanned, and whether the scan reached the end of the feed.
-    async fn fill(&self, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<Value>, u64, bool), ReadError> {
+    async fn fill(&self, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<(u64, Value)>, u64, bool), ReadError> {
         let size = q.paging.size;
         let budget = (size as u64).saturating_mul(self.limits.scan_budget_factor).max(100);
         let mut kept = Vec::with_capacity(size);
@@ -245,7 +242,7 @@ impl FeedReader {
                         next = event.seq;
                         break;
                     }
-                    kept.push(event.record.cloud_event);
+                    kept.push((event.seq, event.record.cloud_event));
                 }
                 if denied > 0 {
                     batch = (batch * 2).min(MAX_SIZE);
@@ -262,6 +259,11 @@ impl FeedReader {
     }
 }
 
+fn page_of(kept: Vec<(u64, Value)>, next: u64) -> Page {
+    let (positions, events) = kept.into_iter().unzip();
+    Page { events, positions, next }
+}
+
 /// Whether an event may be shown in `feed`: an app event in a party's feed
 /// only when its instance is that party's (the PDP decided about the
 /// instance's party; events stored before publishing checked that the two
@@ -274,6 +276,16 @@ fn belongs_to(feed: &FeedId, record: &crate::domain::EventRecord) -> bool {
         }
         _ => true,
     }
+}
+
+/// Where `start` is in `feed`: `None` for an event id the feed does not
+/// hold (a read starts at the beginning then, as Altinn's does).
+pub async fn position(feeds: &FeedStore, feed: &FeedId, start: &Start) -> Result<Option<u64>, FeedError> {
+    Ok(match start {
+        Start::Position(p) => Some(*p),
+        Start::AfterEvent(id) => feeds.locate(feed, id).await?,
+        Start::Time(from) => Some(feeds.position_at_time(feed, &search_time(from)).await?),
+    })
 }
 
 fn search_time(from: &str) -> String {

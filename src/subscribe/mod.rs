@@ -25,12 +25,15 @@ use url::Url;
 
 use crate::authz::{Action, Authorizer, Caller, PdpError};
 use crate::domain::subscription::{
-    Kind, SigningSecret, Subscription, SubscriptionFilters, SubscriptionRequest, Validation, ValidationStatus,
-    absolute_url, app_of_resource, app_of_source, consumer_of, in_apps_domain, is_urn, texts,
+    DeliveryState, DeliveryStatus, Kind, SigningSecret, Subscription, SubscriptionFilters, SubscriptionRequest,
+    Validation, ValidationStatus, absolute_url, app_of_resource, app_of_source, consumer_of, in_apps_domain, is_urn,
+    texts,
 };
 use crate::domain::{EventRecord, Principal};
-use crate::feeds::FeedError;
+use crate::feeds::delivery::DeliveryStore;
 use crate::feeds::subscriptions::{Changed, Stored, SubscriptionStore};
+use crate::feeds::{FeedError, FeedStore};
+use crate::read::Start;
 use crate::register::{PartyRef, PartyRegister, RegisterError};
 use crate::webhooks::{Sender, signing};
 
@@ -81,11 +84,17 @@ pub struct Created {
 
 pub struct Subscriptions {
     store: SubscriptionStore,
+    deliveries: DeliveryStore,
+    feeds: FeedStore,
     pdp: Arc<dyn Authorizer>,
     register: Arc<dyn PartyRegister>,
     sender: Arc<Sender>,
     settings: SubscriptionSettings,
     wake: Notify,
+    /// Told the id of every subscription (or delivery state) this instance
+    /// changed: its deliverer, when it runs here, acts on it at once (other
+    /// instances learn of it from the change feed).
+    changed: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
 fn now_ms() -> u64 {
@@ -99,12 +108,15 @@ fn invalid(text: &str) -> SubscribeError {
 impl Subscriptions {
     pub fn new(
         store: SubscriptionStore,
+        feeds: FeedStore,
         pdp: Arc<dyn Authorizer>,
         register: Arc<dyn PartyRegister>,
         sender: Arc<Sender>,
         settings: SubscriptionSettings,
+        changed: Arc<dyn Fn(u64) + Send + Sync>,
     ) -> Self {
-        Self { store, pdp, register, sender, settings, wake: Notify::new() }
+        let deliveries = DeliveryStore::new(&feeds);
+        Self { deliveries, store, feeds, pdp, register, sender, settings, wake: Notify::new(), changed }
     }
 
     /// Altinn's creation rules, in Altinn's order; then the PDP; then the
@@ -182,7 +194,14 @@ impl Subscriptions {
         };
         // 7. The PDP: may this consumer read (apps) or subscribe to (generic) it?
         self.authorize(principal, &kind, &filters).await?;
-        // 8. Stored, unless it exists.
+        // 8. Stored, unless it exists. Events from the feed's current end on
+        // are pushed to it.
+        let app = matches!(kind, Kind::App { .. });
+        let feed = match &filters.subject_filter {
+            Some(subject) => crate::domain::FeedId::Subject(subject.clone()),
+            None => crate::domain::FeedId::Resource(filters.resource_filter.clone()),
+        };
+        let starts_at = self.feeds.len(&feed).await?;
         let secret = signing::new_secret();
         let end_point = end_point.to_string();
         let identity = Subscription::identity(&consumer, &end_point, &filters);
@@ -202,11 +221,15 @@ impl Subscriptions {
                 claimed_until_ms: None,
             },
             secrets: vec![SigningSecret { value: secret.clone(), expires_ms: None }],
+            caller: principal.clone(),
+            app,
+            starts_at,
         };
         let (subscription, new) = self.store.create(&identity, make).await?;
         if new {
             metrics::counter!("subscriptions_created_total").increment(1);
             self.wake.notify_one();
+            (self.changed)(subscription.id);
         }
         Ok(Created { subscription, secret: new.then_some(secret) })
     }
@@ -290,6 +313,11 @@ impl Subscriptions {
             let stored = self.owned(principal, id).await?;
             if let Changed::Done(()) = self.store.delete(&stored).await? {
                 metrics::counter!("subscriptions_deleted_total").increment(1);
+                (self.changed)(id);
+                // Its deliverer removes the state too when it sees it gone.
+                if let Err(e) = self.deliveries.remove(id).await {
+                    tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "removing a delivery state failed");
+                }
                 return Ok(());
             }
         }
@@ -334,6 +362,80 @@ impl Subscriptions {
         Ok((updated, secret))
     }
 
+    /// How delivery of one of the caller's subscriptions stands, and how
+    /// many events its feed holds beyond the checkpoint.
+    pub async fn delivery(
+        &self,
+        principal: &Principal,
+        id: u64,
+    ) -> Result<(Subscription, DeliveryState, u64), SubscribeError> {
+        let subscription = self.owned(principal, id).await?.subscription;
+        let (state, behind) = self.delivery_of(&subscription).await?;
+        Ok((subscription, state, behind))
+    }
+
+    /// How delivery of `subscription` stands (as it starts, when no
+    /// deliverer has written yet), and how many events it is behind.
+    pub async fn delivery_of(&self, subscription: &Subscription) -> Result<(DeliveryState, u64), SubscribeError> {
+        let state = match self.deliveries.state(subscription.id).await? {
+            Some((state, _)) => state,
+            None => DeliveryState::starting_at(subscription.starts_at),
+        };
+        let behind = self.feeds.len(&subscription.feed()).await?.saturating_sub(state.checkpoint);
+        Ok((state, behind))
+    }
+
+    /// Resumes a disabled (or failing) subscription from its checkpoint, now.
+    pub async fn enable(&self, principal: &Principal, id: u64) -> Result<Subscription, SubscribeError> {
+        self.change_delivery(principal, id, |state| {
+            state.status = DeliveryStatus::Active;
+            state.failures = 0;
+            state.next_retry_ms = None;
+            state.last_error = None;
+        })
+        .await
+    }
+
+    /// Moves the checkpoint of one of the caller's subscriptions to where
+    /// `start` says (back, to replay; or forward, to skip).
+    pub async fn replay(&self, principal: &Principal, id: u64, start: Start) -> Result<Subscription, SubscribeError> {
+        let subscription = self.owned(principal, id).await?.subscription;
+        let feed = subscription.feed();
+        let position = crate::read::position(&self.feeds, &feed, &start)
+            .await?
+            .ok_or_else(|| invalid("No event with that id is in the subscription's feed."))?;
+        self.change_delivery(principal, id, move |state| {
+            state.checkpoint = position;
+            state.status = DeliveryStatus::Active;
+            state.failures = 0;
+            state.next_retry_ms = None;
+            state.last_error = None;
+        })
+        .await
+    }
+
+    /// Changes the delivery state as its owner; a new generation, so that the
+    /// deliverer, wherever it runs, starts again from it.
+    async fn change_delivery(
+        &self,
+        principal: &Principal,
+        id: u64,
+        edit: impl Fn(&mut DeliveryState),
+    ) -> Result<Subscription, SubscribeError> {
+        let subscription = self.owned(principal, id).await?.subscription;
+        for _ in 0..10 {
+            let (mut state, etag) =
+                self.deliveries.state_or(id, DeliveryState::starting_at(subscription.starts_at)).await?;
+            edit(&mut state);
+            state.generation += 1;
+            if let Changed::Done(_) = self.deliveries.write(id, &state, &etag).await? {
+                (self.changed)(id);
+                return Ok(subscription);
+            }
+        }
+        Err(SubscribeError::Storage(FeedError::Transient("the delivery state kept changing".into())))
+    }
+
     async fn change(
         &self,
         principal: &Principal,
@@ -345,6 +447,7 @@ impl Subscriptions {
             let mut next = stored.subscription.clone();
             edit(&mut next);
             if let Changed::Done(done) = self.store.replace(&stored, next).await? {
+                (self.changed)(id);
                 return Ok(done.subscription);
             }
         }
@@ -427,7 +530,9 @@ impl Subscriptions {
         };
         // Deleted or changed meanwhile (re-validated, rotated): its new
         // state rules; nothing to store.
-        self.store.replace(&stored, next).await?;
+        if let Changed::Done(_) = self.store.replace(&stored, next).await? {
+            (self.changed)(stored.subscription.id);
+        }
         Ok(due)
     }
 }

@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("read", 3),
     ("publish", 3),
     ("subscribe", 3),
+    ("deliver", 3),
     ("api", 4),
     ("localtest", 4),
     ("lib", 5),

@@ -212,6 +212,13 @@ async fn cosmosdb_server_subscription_store_round_trip() {
                 claimed_until_ms: None,
             },
             secrets: vec![],
+            caller: altinn_events::domain::Principal {
+                subject: altinn_events::domain::Subject::Org { org: None, org_number: "912345678".into() },
+                auth_level: 3,
+                scopes: vec!["altinn:events.subscribe".into()],
+            },
+            app: false,
+            starts_at: 0,
         }
     };
     let identity = |e: &str| Subscription::identity(&consumer, e, &filters);
@@ -240,4 +247,55 @@ async fn cosmosdb_server_subscription_store_round_trip() {
     assert!(store.get(a.id).await.unwrap().is_none());
     let (c, _) = store.create(&identity("https://c/"), make("https://c/")).await.unwrap();
     assert!(c.id > b.id, "ids are not reused");
+}
+
+/// Delivery's documents through the real HTTP stack: a state made once and
+/// changed only with its ETag, removed with its subscription; bucket leases
+/// taken, renewed and refused to a second taker; instances' presence.
+#[tokio::test]
+#[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
+async fn cosmosdb_server_delivery_store_round_trip() {
+    use altinn_events::domain::subscription::{DeliveryState, DeliveryStatus};
+    use altinn_events::feeds::delivery::DeliveryStore;
+    use altinn_events::feeds::subscriptions::Changed;
+    let store = DeliveryStore::new(&store(S).await);
+    let run = uuid::Uuid::new_v4().as_u64_pair().0 >> 20;
+
+    // State: made with the initial one, then guarded by its ETag.
+    let (state, etag) = store.state_or(run, DeliveryState::starting_at(7)).await.unwrap();
+    assert_eq!(state.checkpoint, 7);
+    let (again, same) = store.state_or(run, DeliveryState::starting_at(99)).await.unwrap();
+    assert_eq!((again.checkpoint, &same), (7, &etag), "made once");
+    let mut moved = state.clone();
+    moved.checkpoint = 12;
+    moved.status = DeliveryStatus::Failing;
+    let Changed::Done(newer) = store.write(run, &moved, &etag).await.unwrap() else { panic!("a fresh ETag writes") };
+    assert!(matches!(store.write(run, &state, &etag).await.unwrap(), Changed::Stale), "an old ETag does not");
+    let (read, read_etag) = store.state(run).await.unwrap().unwrap();
+    assert_eq!((read.checkpoint, read.status, read_etag), (12, DeliveryStatus::Failing, newer));
+    store.remove(run).await.unwrap();
+    assert!(store.state(run).await.unwrap().is_none());
+    store.remove(run).await.unwrap();
+
+    // A bucket: taken by one, refused to another, renewed, released.
+    let bucket = 1_000_000 + run % 1_000_000;
+    let (a, b) = (format!("a-{run}"), format!("b-{run}"));
+    let taken = store.take(bucket, None, &a, 5_000).await.unwrap().expect("a free bucket");
+    assert!(store.take(bucket, None, &b, 5_000).await.unwrap().is_none(), "it exists");
+    let listed = store.leases().await.unwrap().into_iter().find(|l| l.bucket == bucket).unwrap();
+    assert_eq!((listed.owner.as_str(), listed.expires_ms), (a.as_str(), 5_000));
+    let renewed = store.take(bucket, Some(&taken), &a, 9_000).await.unwrap().expect("renewed");
+    assert!(store.take(bucket, Some(&taken), &b, 9_000).await.unwrap().is_none(), "an old read loses");
+    assert!(store.take(bucket, Some(&renewed), &a, 0).await.unwrap().is_some(), "released");
+
+    // Presence: counted while alive, gone when absent.
+    let now = 1_000;
+    let before = store.instances(now).await.unwrap();
+    store.present(&a, now + 10_000).await.unwrap();
+    store.present(&b, now + 10_000).await.unwrap();
+    store.present(&a, now + 20_000).await.unwrap();
+    assert_eq!(store.instances(now).await.unwrap(), before + 2);
+    store.absent(&a).await;
+    store.absent(&b).await;
+    assert_eq!(store.instances(now).await.unwrap(), before);
 }

@@ -127,6 +127,18 @@ impl TestApp {
             r.shutdown(Duration::from_secs(5)).await;
         }
     }
+
+    /// Stops as a crash would (nothing handed over).
+    pub async fn kill(mut self) {
+        if let Some(r) = self.running.take() {
+            r.kill().await;
+        }
+    }
+
+    /// The subscriptions this app pushes right now.
+    pub fn delivering(&self) -> std::collections::HashSet<u64> {
+        self.running.as_ref().map(Running::delivering).unwrap_or_default()
+    }
 }
 
 pub fn urlencode(s: &str) -> String {
@@ -199,6 +211,19 @@ pub fn closed_url(path: &str) -> url::Url {
 pub async fn publish_app_event(app: &TestApp, org: &str, name: &str, party: u64, guid: &str, kind: &str) -> String {
     let user = app.user_token(1337, 1337, 2).await;
     let access = app.platform_token(org, name).await;
+    post_app_event(app, &user, &access, (org, name), party, guid, kind).await
+}
+
+/// `publish_app_event` with tokens the caller already has.
+pub async fn post_app_event(
+    app: &TestApp,
+    user: &str,
+    access: &str,
+    (org, name): (&str, &str),
+    party: u64,
+    guid: &str,
+    kind: &str,
+) -> String {
     let body = serde_json::json!({"specversion": "1.0", "type": kind, "subject": format!("/party/{party}"),
         "source": format!("https://{org}.apps.altinn.no/{org}/{name}/instances/{party}/{guid}")});
     let resp = app
@@ -228,6 +253,10 @@ pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
 pub enum PdpMode {
     /// Permit for every resource, echoing its `IncludeInResult` attributes.
     PermitAll,
+    /// As `PermitAll` for organisations; a user is permitted the resources
+    /// of their own party (and those that name no party, as creation
+    /// checks do), denied the rest.
+    UsersOwnParty,
     /// This HTTP status with a problem body.
     Status(u16),
     /// 200 with a body that is not a XACML response.
@@ -264,8 +293,17 @@ impl FakePdp {
                         PdpMode::Garbage => {
                             ([("content-type", "text/html")], "<html>upstream hiccup</html>".to_owned()).into_response()
                         }
-                        PdpMode::PermitAll => {
+                        PdpMode::PermitAll | PdpMode::UsersOwnParty => {
                             let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                            let attribute = |category: &Value, id: &str| {
+                                category["Attribute"]
+                                    .as_array()
+                                    .and_then(|a| a.iter().find(|a| a["AttributeId"] == id))
+                                    .and_then(|a| a["Value"].as_str().map(str::to_owned))
+                            };
+                            let subject = &request["Request"]["AccessSubject"][0];
+                            let user_party = attribute(subject, "urn:altinn:userid")
+                                .and_then(|_| attribute(subject, "urn:altinn:partyid"));
                             let results: Vec<Value> = request["Request"]["Resource"]
                                 .as_array()
                                 .cloned()
@@ -279,7 +317,12 @@ impl FakePdp {
                                         .into_iter()
                                         .filter(|a| a["IncludeInResult"] == true)
                                         .collect();
-                                    serde_json::json!({"Decision": "Permit", "Category": [{"CategoryId":
+                                    let party = attribute(r, "urn:altinn:partyid");
+                                    let permit = mode == PdpMode::PermitAll
+                                        || user_party.is_none()
+                                        || party.is_none()
+                                        || party == user_party;
+                                    serde_json::json!({"Decision": if permit { "Permit" } else { "Deny" }, "Category": [{"CategoryId":
                                         "urn:oasis:names:tc:xacml:3.0:attribute-category:resource", "Attribute": echoed}]})
                                 })
                                 .collect();

@@ -5,6 +5,7 @@ mod architecture;
 mod auth;
 mod compat;
 mod cosmosdb_server;
+mod delivery;
 mod fail_closed;
 mod feeds;
 mod hardening;

@@ -41,17 +41,19 @@ pub struct Receiver {
     pub url: String,
     pub got: Arc<Mutex<Vec<Received>>>,
     status: Arc<Mutex<u16>>,
+    delay: Arc<Mutex<Duration>>,
 }
 
 impl Receiver {
     pub async fn start() -> Self {
         let got: Arc<Mutex<Vec<Received>>> = Arc::default();
         let status = Arc::new(Mutex::new(200u16));
-        let (g, s) = (got.clone(), status.clone());
+        let delay: Arc<Mutex<Duration>> = Arc::default();
+        let (g, s, d) = (got.clone(), status.clone(), delay.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (g, s) = (g.clone(), s.clone());
+                let (g, s, d) = (g.clone(), s.clone(), d.clone());
                 async move {
                     let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
                     g.lock().unwrap().push(Received {
@@ -62,6 +64,8 @@ impl Receiver {
                         body: body.to_vec(),
                     });
                     let code = *s.lock().unwrap();
+                    let delay = *d.lock().unwrap();
+                    tokio::time::sleep(delay).await;
                     (axum::http::StatusCode::from_u16(code).unwrap(), "receiver says so")
                 }
             }),
@@ -69,7 +73,12 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, got, status }
+        Self { url, got, status, delay }
+    }
+
+    /// Answers each push only after `delay` (recorded when it arrives).
+    pub fn delay(&self, delay: Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     pub fn answer(&self, status: u16) {

@@ -1,0 +1,568 @@
+//! Push delivery (issue 16): every subscription's events reach its endpoint
+//! in feed order, signed, at least once, never dropped; retries on the
+//! schedule, disable and enable, replay, delete; the PDP decides per
+//! consumer; one deliverer per subscription across instances, handed over
+//! when one stops or dies.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use altinn_events::Overrides;
+use altinn_events::feeds::emulator::EmulatorAccount;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::subscriptions::{Received, Receiver, subscribe};
+
+const APP_SOURCE: &str = "https://ttd.apps.altinn.no/ttd/apps-test";
+const ESTATE: &str = "urn:altinn:resource:ttd-estate-of-deceased";
+const VALIDATION: &str = "platform.events.validatesubscription";
+
+fn delivery_config() -> altinn_events::config::Config {
+    let mut config = test_config();
+    config.webhooks.validation_retry_seconds = vec![1, 1];
+    config.webhooks.timeout_seconds = 5;
+    config
+}
+
+/// Creates a subscription and waits until it is validated: its id and secret.
+async fn subscribed(app: &TestApp, token: &str, body: Value) -> (u64, String) {
+    let resp = subscribe(app, token, &body).await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let created: Value = resp.json().await.unwrap();
+    let id = created["id"].as_u64().unwrap();
+    until_view(app, token, id, "validated", |s| s["validated"] == true).await;
+    (id, created["secret"].as_str().unwrap().to_owned())
+}
+
+async fn view(app: &TestApp, token: &str, id: u64) -> Value {
+    let resp = app.get_bearer(&format!("/events/api/v1/subscriptions/{id}"), token).await;
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Polls the subscription until `done` holds (20 s at most).
+async fn until_view(app: &TestApp, token: &str, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = view(app, token, id).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}: {s}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The events a receiver got (not the validation push), in arrival order.
+fn events(receiver: &Receiver) -> Vec<Received> {
+    receiver.received().into_iter().filter(|r| r.json()["type"] != VALIDATION).collect()
+}
+
+fn ids(received: &[Received]) -> Vec<String> {
+    received.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Waits (20 s at most) until the receiver got `n` events.
+async fn until_events(receiver: &Receiver, n: usize) -> Vec<Received> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = events(receiver);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {n} events; got {}", got.len());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The ids of a feed read page by page through the query endpoint.
+async fn feed_ids(app: &TestApp, path: &str, token: &str) -> Vec<String> {
+    let resp = app.get_bearer(path, token).await;
+    assert_eq!(resp.status(), 200);
+    let page: Vec<Value> = resp.json().await.unwrap();
+    page.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+}
+
+/// Publishes an app event about party 1337's instance number `n`.
+async fn publish(app: &TestApp, user: &str, access: &str, n: u64) -> String {
+    let guid = format!("{n:08x}-0000-4000-8000-000000000000");
+    post_app_event(app, user, access, ("ttd", "apps-test"), 1337, &guid, "app.instance.created").await
+}
+
+struct Publisher {
+    user: String,
+    access: String,
+}
+
+impl Publisher {
+    async fn new(app: &TestApp) -> Self {
+        Self { user: app.user_token(1337, 1337, 2).await, access: app.platform_token("ttd", "apps-test").await }
+    }
+
+    async fn publish(&self, app: &TestApp, n: u64) -> String {
+        publish(app, &self.user, &self.access, n).await
+    }
+}
+
+async fn post_json(app: &TestApp, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
+    let mut req = app.http.post(app.url(path)).header(AUTHORIZATION, format!("Bearer {token}"));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap()
+}
+
+/// 200 events from 8 concurrent publishers reach the endpoint in feed
+/// order, each once, signed with the subscription's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_concurrent_publishers_arrive_in_feed_order_once_and_signed() {
+    let app = TestApp::spawn_with(delivery_config(), Overrides::default()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, secret) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+
+    let publisher = Arc::new(Publisher::new(&app).await);
+    let app = Arc::new(app);
+    let mut tasks = Vec::new();
+    for p in 0..8u64 {
+        let (app, publisher) = (app.clone(), publisher.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25u64 {
+                publisher.publish(&app, p * 100 + i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let got = until_events(&receiver, 200).await;
+    let feed = feed_ids(&app, "/events/api/v1/app/ttd/apps-test?after=0&size=1000", &owner).await;
+    assert_eq!(feed.len(), 200);
+    // Nothing failed, so nothing came twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got_after = events(&receiver);
+    assert_eq!(got_after.len(), 200, "no duplicate");
+    assert_eq!(ids(&got), feed, "in feed order");
+    let message_ids: HashSet<&str> = got.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(message_ids.len(), 200, "one webhook-id per event");
+    for push in &got {
+        assert!(push.verifies(&secret), "signed: {}", push.id);
+        assert_eq!(push.content_type, "application/json");
+        assert_eq!(push.json()["source"].as_str().unwrap().split("/instances/").next(), Some(APP_SOURCE));
+    }
+    let shown = until_view(&app, &owner, id, "caught up", |s| s["delivery"]["behind"] == 0).await;
+    assert_eq!(shown["status"], "active");
+    assert_eq!(cursor_for_check(&shown), 200, "the checkpoint is the feed's end");
+    let attempts: Value =
+        app.get_bearer(&format!("/events/api/v1/subscriptions/{id}/deliveries"), &owner).await.json().await.unwrap();
+    let newest = &attempts["deliveries"][0];
+    assert_eq!(newest["eventId"], feed[199].as_str(), "newest first: {attempts}");
+    assert_eq!(newest["status"], 200);
+    assert!(newest["latencyMs"].is_u64());
+    Arc::into_inner(app).unwrap().shutdown().await;
+}
+
+/// The position the checkpoint cursor of a subscription's view stands for.
+fn cursor_for_check(view: &Value) -> u64 {
+    let feed = altinn_events::domain::FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into());
+    cursor_of(&format!("http://x/?after={}", view["delivery"]["checkpoint"].as_str().unwrap()), &feed)
+}
+
+/// The endpoint fails, then recovers: every event arrives, in order; the
+/// same event is retried (same webhook-id) and later ones wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_endpoint_holds_later_events_back_and_gets_everything_when_it_recovers() {
+    let mut config = delivery_config();
+    config.delivery.retry_schedule_seconds = vec![1, 1, 1, 1, 1];
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, _) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    receiver.answer(500);
+    let publisher = Publisher::new(&app).await;
+    let mut published = Vec::new();
+    for n in 0..5 {
+        published.push(publisher.publish(&app, n).await);
+    }
+    // Two attempts of the first event, nothing of the others.
+    until("two failed attempts", || events(&receiver).len() >= 2).await;
+    let failing = until_view(&app, &owner, id, "failing", |s| s["status"] == "failing").await;
+    assert!(failing["lastError"].as_str().unwrap().contains("500"), "{failing}");
+    receiver.answer(200);
+    let got = until_events(&receiver, 2 + 5).await;
+    let got = ids(&got);
+    assert!(got[..2].iter().all(|e| *e == published[0]), "retries are of the first event: {got:?}");
+    let delivered: Vec<String> = got[2..].to_vec();
+    assert_eq!(delivered, published, "every event, in order, after the retries");
+    let attempts: Vec<Received> = events(&receiver);
+    assert_eq!(attempts[0].id, attempts[2].id, "a retry has the same webhook-id");
+    let back = until_view(&app, &owner, id, "active again", |s| s["status"] == "active").await;
+    assert!(back.get("lastError").is_none(), "{back}");
+    app.shutdown().await;
+}
+
+/// Retries follow the schedule; when it runs out the subscription is
+/// disabled with the reason; `enable` delivers the rest from the checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_schedule_disables_and_enable_delivers_the_rest() {
+    let mut config = delivery_config();
+    config.delivery.retry_schedule_seconds = vec![1, 2];
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, _) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    receiver.answer(503);
+    let publisher = Publisher::new(&app).await;
+    let mut published = Vec::new();
+    for n in 0..3 {
+        published.push(publisher.publish(&app, n).await);
+    }
+    let disabled = until_view(&app, &owner, id, "disabled", |s| s["status"] == "disabled").await;
+    assert!(disabled["lastError"].as_str().unwrap().contains("disabled after 3 failed attempts"), "{disabled}");
+    assert_eq!(disabled["delivery"]["behind"], 3);
+    let attempts: Value =
+        app.get_bearer(&format!("/events/api/v1/subscriptions/{id}/deliveries"), &owner).await.json().await.unwrap();
+    let attempts = attempts["deliveries"].as_array().unwrap().clone();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    let times: Vec<time::OffsetDateTime> = attempts
+        .iter()
+        .rev()
+        .map(|a| {
+            assert_eq!(a["status"], 503);
+            assert_eq!(a["eventId"], published[0].as_str());
+            time::OffsetDateTime::parse(a["time"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+                .unwrap()
+        })
+        .collect();
+    let gaps: Vec<f64> = times.windows(2).map(|w| (w[1] - w[0]).as_seconds_f64()).collect();
+    assert!(gaps[0] >= 0.95 && gaps[0] < 1.9, "first wait 1 s: {gaps:?}");
+    assert!(gaps[1] >= 1.95 && gaps[1] < 2.9, "second wait 2 s: {gaps:?}");
+    // Disabled: nothing more is tried.
+    let tried = events(&receiver).len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(events(&receiver).len(), tried, "a disabled subscription is not pushed");
+    // Enabled: everything from the checkpoint, in order.
+    receiver.answer(200);
+    let resp = post_json(&app, &format!("/events/api/v1/subscriptions/{id}/enable"), &owner, None).await;
+    assert_eq!(resp.status(), 200);
+    let got = until_events(&receiver, tried + 3).await;
+    assert_eq!(ids(&got[tried..]), published);
+    until_view(&app, &owner, id, "active", |s| s["status"] == "active" && s["delivery"]["behind"] == 0).await;
+    // Only the owner enables.
+    let other = app.org_token("skd", "altinn:events/skd/taxreport").await;
+    let resp = post_json(&app, &format!("/events/api/v1/subscriptions/{id}/enable"), &other, None).await;
+    assert_problem(resp, 403).await;
+    app.shutdown().await;
+}
+
+/// Events the consumer's PDP decision denies are not pushed (the checkpoint
+/// passes them); another consumer on the same feed gets its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_consumer_is_pushed_only_what_the_pdp_permits_it() {
+    let pdp = FakePdp::start(PdpMode::UsersOwnParty).await;
+    let mut config = delivery_config();
+    config.pdp.url = Some(pdp.url.clone());
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let (a, b) = (Receiver::start().await, Receiver::start().await);
+    let scope = "&scope=altinn:events.subscribe";
+    let sophie = app.get_text(&format!("/localtest/token/user?userId=1337&partyId=1337&authLevel=2{scope}")).await;
+    let ola = app.get_text(&format!("/localtest/token/user?userId=1338&partyId=1338&authLevel=2{scope}")).await;
+    let (sa, _) = subscribed(&app, &sophie, json!({"endPoint": a.url, "resourceFilter": ESTATE})).await;
+    let (sb, _) = subscribed(&app, &ola, json!({"endPoint": b.url, "resourceFilter": ESTATE})).await;
+    let publisher = app.org_token("ttd", "altinn:events.publish").await;
+    let mut expected = (Vec::new(), Vec::new());
+    for n in 0..12 {
+        let party = if n % 3 == 0 { 1338 } else { 1337 };
+        let id = format!("estate-{n}");
+        let event = json!({"specversion": "1.0", "id": id, "type": "no.altinn.estate.registered",
+            "source": "urn:no:skd:estate", "subject": format!("/party/{party}"), "resource": ESTATE});
+        let resp = app
+            .http
+            .post(app.url("/events/api/v1/events"))
+            .header(AUTHORIZATION, format!("Bearer {publisher}"))
+            .header(CONTENT_TYPE, "application/cloudevents+json")
+            .body(event.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        if party == 1337 { &mut expected.0 } else { &mut expected.1 }.push(id);
+    }
+    assert_eq!(ids(&until_events(&a, 8).await), expected.0);
+    assert_eq!(ids(&until_events(&b, 4).await), expected.1);
+    until_view(&app, &sophie, sa, "past the denied events", |s| s["delivery"]["behind"] == 0).await;
+    until_view(&app, &ola, sb, "past the denied events", |s| s["delivery"]["behind"] == 0).await;
+    assert_eq!(events(&a).len(), 8, "nothing of Ola's");
+    assert_eq!(events(&b).len(), 4, "nothing of Sophie's");
+    app.shutdown().await;
+}
+
+/// The PDP is down: nothing is pushed (fail closed) and nothing is skipped;
+/// when it is back, everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_pushed_or_skipped_while_the_pdp_is_down() {
+    let pdp = FakePdp::start(PdpMode::PermitAll).await;
+    let mut config = delivery_config();
+    config.pdp.url = Some(pdp.url.clone());
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, _) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    pdp.set(PdpMode::Status(503));
+    pdp.take_hits();
+    let publisher = Publisher::new(&app).await;
+    let mut published = Vec::new();
+    for n in 0..3 {
+        published.push(publisher.publish(&app, n).await);
+    }
+    until("the deliverer asked the PDP", || pdp.take_hits() > 0).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(events(&receiver).is_empty(), "fail closed");
+    let shown = view(&app, &owner, id).await;
+    assert_eq!(shown["delivery"]["behind"], 3, "nothing skipped: {shown}");
+    assert_eq!(shown["status"], "active", "the endpoint did not fail: {shown}");
+    pdp.set(PdpMode::PermitAll);
+    assert_eq!(ids(&until_events(&receiver, 3).await), published);
+    app.shutdown().await;
+}
+
+/// Deleting a subscription stops its pushes at once; replay re-sends from
+/// an event id, a cursor or a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resends_from_the_given_position_and_delete_stops_pushes() {
+    let app = TestApp::spawn_with(delivery_config(), Overrides::default()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, secret) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    let publisher = Publisher::new(&app).await;
+    let mut published = Vec::new();
+    for n in 0..6 {
+        published.push(publisher.publish(&app, n).await);
+    }
+    until_events(&receiver, 6).await;
+    let path = format!("/events/api/v1/subscriptions/{id}/replay");
+    let replay = |body: Value| post_json(&app, &path, &owner, Some(body));
+
+    // After an event id: the events after it again, with new webhook-ids.
+    let resp = replay(json!({"after": published[3]})).await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let got = until_events(&receiver, 8).await;
+    assert_eq!(ids(&got[6..]), published[4..]);
+    assert_ne!(got[6].id, got[4].id, "a replay is a new message");
+    assert!(got[6].verifies(&secret));
+
+    // After a cursor of the feed (the view's checkpoint is one): position 1.
+    let feed = altinn_events::domain::FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into());
+    let resp = replay(json!({"after": cursor_for(&feed, 1)})).await;
+    assert_eq!(resp.status(), 200);
+    let got = until_events(&receiver, 13).await;
+    assert_eq!(ids(&got[8..]), published[1..]);
+
+    // From a time: everything.
+    let resp = replay(json!({"from": "2000-01-01T00:00:00Z"})).await;
+    assert_eq!(resp.status(), 200);
+    let got = until_events(&receiver, 19).await;
+    assert_eq!(ids(&got[13..]), published);
+
+    // Bad requests say why; only the owner replays.
+    for body in [
+        json!({}),
+        json!({"after": "0", "from": "2000-01-01T00:00:00Z"}),
+        json!({"from": "yesterday"}),
+        json!({"after": "no-such-event"}),
+        json!({"after": "c1.test.AAAA"}),
+        json!({"position": 3}),
+    ] {
+        let resp = replay(body.clone()).await;
+        let problem = assert_problem(resp, 400).await;
+        assert!(problem["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}: {problem}");
+    }
+    let skd = app.org_token("skd", "altinn:events/skd/taxreport").await;
+    let resp =
+        post_json(&app, &format!("/events/api/v1/subscriptions/{id}/replay"), &skd, Some(json!({"after": "0"}))).await;
+    assert_problem(resp, 403).await;
+    let resp = app.get_bearer(&format!("/events/api/v1/subscriptions/{id}/deliveries"), &skd).await;
+    assert_problem(resp, 403).await;
+
+    // Deleted: the next events are not pushed, here or anywhere.
+    let resp = app
+        .http
+        .delete(app.url(&format!("/events/api/v1/subscriptions/{id}")))
+        .header(AUTHORIZATION, format!("Bearer {owner}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    until("the deliverer stopped", || !app.delivering().contains(&id)).await;
+    for n in 10..13 {
+        publisher.publish(&app, n).await;
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(events(&receiver).len(), 19, "nothing after the delete");
+    app.shutdown().await;
+}
+
+/// Slack's incoming webhooks get the event as text, as Altinn sends it.
+#[test]
+fn slack_gets_the_event_as_text() {
+    let event = json!({"id": "e1", "type": "t"});
+    let body = altinn_events::deliver::body_for(&"https://hooks.slack.com/services/x".parse().unwrap(), &event);
+    let body: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body, json!({"text": event.to_string()}));
+    let body = altinn_events::deliver::body_for(&"https://example.com/hook".parse().unwrap(), &event);
+    assert_eq!(serde_json::from_slice::<Value>(&body).unwrap(), event);
+}
+
+fn cluster_config() -> altinn_events::config::Config {
+    let mut config = delivery_config();
+    config.delivery.buckets = 4;
+    config.delivery.lease_seconds = 3;
+    config.delivery.change_feed_poll_ms = 100;
+    config
+}
+
+/// What subscription `id` got: event ids in arrival order.
+fn of_subscription(receiver: &Receiver, id: u64) -> Vec<String> {
+    let prefix = format!("{id}-");
+    ids(&events(receiver).into_iter().filter(|r| r.id.starts_with(&prefix)).collect::<Vec<_>>())
+}
+
+/// `got` without repeats (a crash may repeat the pushes since the last
+/// stored checkpoint), first arrival kept.
+fn without_repeats(got: &[String]) -> Vec<String> {
+    let mut seen = HashSet::new();
+    got.iter().filter(|e| seen.insert(e.as_str())).cloned().collect()
+}
+
+/// Two instances on one store: each subscription is delivered by one of
+/// them; stopping the holder hands it over with nothing lost or repeated;
+/// a holder that dies hands it over when its lease runs out, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies() {
+    let account = EmulatorAccount::new();
+    let on = || Overrides { emulator: Some(account.clone()) };
+    // Leases of 6 s (renewed every 2 s): a dead holder's buckets pass on
+    // within one lease of its death, not a renewal round later.
+    let lease = Duration::from_secs(6);
+    let config = || {
+        let mut config = cluster_config();
+        config.delivery.lease_seconds = lease.as_secs();
+        config
+    };
+    let first = TestApp::spawn_with(config(), on()).await;
+    let second = TestApp::spawn_with(config(), on()).await;
+    let receiver = Receiver::start().await;
+    let owner = first.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let mut subscriptions = Vec::new();
+    for n in 0..4 {
+        let url = format!("{}?n={n}", receiver.url);
+        let (id, _) = subscribed(&first, &owner, json!({"endPoint": url, "sourceFilter": APP_SOURCE})).await;
+        subscriptions.push(id);
+    }
+    // Every subscription runs on exactly one instance, and both work.
+    until("the subscriptions are shared", || {
+        let (a, b) = (first.delivering(), second.delivering());
+        a.is_disjoint(&b) && a.len() + b.len() == 4 && !a.is_empty() && !b.is_empty()
+    })
+    .await;
+    // Tokens name their issuer: each instance's own local issuer.
+    let publishers = [Publisher::new(&first).await, Publisher::new(&second).await];
+    let mut published = Vec::new();
+    for n in 0..10 {
+        let (through, publisher) = if n % 2 == 0 { (&first, &publishers[0]) } else { (&second, &publishers[1]) };
+        published.push(publisher.publish(through, n).await);
+    }
+    until_events(&receiver, 4 * 10).await;
+    for id in &subscriptions {
+        assert_eq!(of_subscription(&receiver, *id), published, "subscription {id}");
+    }
+
+    // The holder of the first subscription stops: the other takes it over.
+    let holder_is_first = first.delivering().contains(&subscriptions[0]);
+    let (stopping, survivor) = if holder_is_first { (first, second) } else { (second, first) };
+    stopping.shutdown().await;
+    until("the survivor delivers all", || survivor.delivering().len() == 4).await;
+    let publisher = Publisher::new(&survivor).await;
+    for n in 10..20 {
+        published.push(publisher.publish(&survivor, n).await);
+    }
+    until_events(&receiver, 4 * 20).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for id in &subscriptions {
+        assert_eq!(of_subscription(&receiver, *id), published, "subscription {id}: a handover on stop repeats nothing");
+    }
+
+    // A third instance joins; the survivor dies: what it held moves on when
+    // its leases run out; nothing is lost, and the order holds.
+    let third = TestApp::spawn_with(config(), on()).await;
+    until("the third takes a share", || !third.delivering().is_empty()).await;
+    survivor.kill().await;
+    let killed = Instant::now();
+    let publisher = Publisher::new(&third).await;
+    for n in 20..30 {
+        published.push(publisher.publish(&third, n).await);
+    }
+    until("the third delivers all", || third.delivering().len() == 4).await;
+    let took = killed.elapsed();
+    assert!(took < lease + Duration::from_millis(1500), "taken over {took:?} after the death, the lease is {lease:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in &subscriptions {
+        loop {
+            let got = without_repeats(&of_subscription(&receiver, *id));
+            if got.len() == published.len() {
+                assert_eq!(got, published, "subscription {id}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "subscription {id} got {} of {}", got.len(), published.len());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    third.shutdown().await;
+}
+
+/// A stopping instance stores its deliverers' checkpoints before it lets
+/// their buckets go: the next holder repeats nothing, even when the
+/// stopping instance's writes are slow (800 ms each here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_instance_finishes_its_push_and_stores_the_checkpoint_before_it_lets_go() {
+    let mut config = cluster_config();
+    // One bucket: the first instance holds it. Checkpoints are stored only
+    // when it stops (nothing is flushed on the way).
+    config.delivery.buckets = 1;
+    config.delivery.flush_ms = 600_000;
+    config.delivery.change_feed_poll_ms = 50;
+    let account = EmulatorAccount::new();
+    let first = TestApp::spawn_with(config.clone(), Overrides { emulator: Some(account.clone()) }).await;
+    let receiver = Receiver::start().await;
+    let owner = first.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, _) = subscribed(&first, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    until("the first instance delivers", || first.delivering().contains(&id)).await;
+    let second = TestApp::spawn_with(config, Overrides { emulator: Some(account.clone()) }).await;
+    let publisher = Publisher::new(&first).await;
+    let mut published = Vec::new();
+    for n in 0..5 {
+        published.push(publisher.publish(&first, n).await);
+    }
+    until_events(&receiver, 5).await;
+    assert!(second.delivering().is_empty(), "one bucket, held by the first");
+    // The sixth push is in flight (the receiver answers it after 1.5 s)
+    // when the first instance is told to stop: the second must not take
+    // the bucket before that push is answered and its checkpoint stored.
+    receiver.delay(Duration::from_millis(1500));
+    published.push(publisher.publish(&first, 5).await);
+    until_events(&receiver, 6).await;
+    first.shutdown().await;
+    receiver.delay(Duration::ZERO);
+    until("the second takes over", || second.delivering().contains(&id)).await;
+    let publisher = Publisher::new(&second).await;
+    for n in 6..9 {
+        published.push(publisher.publish(&second, n).await);
+    }
+    until_events(&receiver, 9).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ids(&events(&receiver)), published, "nothing repeated, nothing lost");
+    second.shutdown().await;
+}
