@@ -197,7 +197,61 @@ async function batch(_original, account, req, res, { dbId, collId }) {
   return results.map(r => (r.statusCode < 400 ? { statusCode: 424, requestCharge: 0 } : r));
 }
 
+// (7) The change feed (LatestVersion) is a stub in the package: lib/index.js
+// answers any `A-IM` read with every document and ETag "1", then 304 for
+// ever. Give every stored version a log sequence number (`_lsn`, counted
+// over the whole server, as each write of Items passes through `_set`) and
+// answer the SDK's change-feed read: the documents written after the
+// If-None-Match position (none: from the beginning; `*`: from now), in
+// write order, at most x-ms-max-item-count, with the last one's number as
+// the new ETag; 304 with the same position when nothing is new. With the
+// 2021-09-15 wire format each item is `{current, metadata}`. Deletes are not
+// shown, as in Cosmos DB's LatestVersion mode. A point-in-time start
+// (If-Modified-Since) is refused.
+let lsn = 0;
+const Items = require(`${lib}/account/items`).default;
+const storeItem = Items.prototype._set;
+Items.prototype._set = function _set(data) {
+  lsn += 1;
+  return storeItem.call(this, { ...data, _lsn: lsn });
+};
+
+async function readDocuments(original, account, req, res, params) {
+  if (!req.headers["a-im"]) return original(account, req, res, params);
+  // Keep lib/index.js's stub from rewriting this answer.
+  delete req.headers["a-im"];
+  const collection = account.database(params.dbId).collection(params.collId);
+  if (!collection.read()) return notFound(res);
+  const since = req.headers["if-none-match"];
+  if (req.headers["if-modified-since"]) {
+    res.statusCode = 400;
+    return { code: "BadRequest", message: "a point-in-time change feed start is not supported here" };
+  }
+  const after = since === undefined ? 0 : since === "*" ? lsn : Number(String(since).replace(/"/g, ""));
+  if (!Number.isSafeInteger(after) || after < 0) {
+    res.statusCode = 400;
+    return { code: "BadRequest", message: `invalid change feed position ${since}` };
+  }
+  const max = Number.parseInt(req.headers["x-ms-max-item-count"] || "-1", 10);
+  const changed = [...collection.documents._data.values()]
+    .map(item => item.read())
+    .filter(doc => doc._lsn > after)
+    .sort((x, y) => x._lsn - y._lsn);
+  const page = max > 0 ? changed.slice(0, max) : changed;
+  const position = page.length ? page[page.length - 1]._lsn : after;
+  res.setHeader("etag", `"${position}"`);
+  res.setHeader("x-ms-item-count", String(page.length));
+  if (!page.length) {
+    res.statusCode = 304;
+    return {};
+  }
+  const envelopes = req.headers["x-ms-cosmos-changefeed-wire-format-version"];
+  const items = envelopes ? page.map(doc => ({ current: doc, metadata: { lsn: doc._lsn, crts: doc._ts } })) : page;
+  return { _rid: collection.read()._rid, Documents: items, _count: items.length };
+}
+
 const fixes = new Map([
+  [handler("read-documents"), readDocuments],
   [handler("read-partition-key-ranges"), readPartitionKeyRanges],
   [handler("read-meta"), readMeta],
   [handler("read-document"), readDocument],

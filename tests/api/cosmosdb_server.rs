@@ -299,3 +299,57 @@ async fn cosmosdb_server_delivery_store_round_trip() {
     store.absent(&b).await;
     assert_eq!(store.instances(now).await.unwrap(), before);
 }
+
+/// The change feed (implemented in `.ci/cosmosdb-server/server.js`): a
+/// follower started before the appends is told of each feed appended to
+/// (the signal that wakes deliverers and long-polls on other pods), and of
+/// nothing written before it started.
+#[tokio::test]
+#[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
+async fn cosmosdb_server_change_feed_tells_of_appends() {
+    use altinn_events::feeds::changes::{Change, follow};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let store = store(S).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let before = FeedId::Resource(format!("urn:altinn:resource:app_ttd_before-{run}"));
+    let FeedId::Resource(before_res) = &before else { unreachable!() };
+    store.append(event(&format!("b-{run}"), before_res, "", "x"), IdSource::Server).await.unwrap();
+
+    let seen: Arc<Mutex<Vec<Change>>> = Arc::default();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let sink = {
+        let seen = seen.clone();
+        move |c: Change| seen.lock().unwrap().push(c)
+    };
+    let follower = tokio::spawn(follow(store.clone(), Duration::from_millis(50), sink, stopped));
+    // The follower starts from now: give it a round to take its position.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let res = format!("urn:altinn:resource:app_ttd_after-{run}");
+    let subject = format!("/party/77-{run}");
+    for i in 0..3 {
+        store.append(event(&format!("a{i}-{run}"), &res, &subject, "x"), IdSource::Server).await.unwrap();
+    }
+    let wanted = [FeedId::Resource(res.clone()), FeedId::Subject(subject.clone())];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let appended: Vec<FeedId> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|c| match c {
+                Change::Appended(f) => Some(f.clone()),
+                _ => None,
+            })
+            .collect();
+        if wanted.iter().all(|w| appended.iter().filter(|f| *f == w).count() >= 3) {
+            assert!(!appended.contains(&before), "nothing from before the start");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower saw {appended:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!seen.lock().unwrap().contains(&Change::Missed), "followed without a restart");
+    stop.send(true).unwrap();
+    follower.await.unwrap();
+}
