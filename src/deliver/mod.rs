@@ -264,8 +264,8 @@ impl Delivery {
 
     /// Renews this instance's buckets, takes free or expired ones up to its
     /// fair share, and lets go of what is beyond it. Returns when the first
-    /// lease of another instance expires while this one holds less than its
-    /// share.
+    /// lease of another instance expires (a live holder renews it long
+    /// before; one that expires tells of a death, and of a new share).
     async fn balance(&self, mine: &mut HashMap<u64, BucketLease>) -> Result<Option<u64>, crate::feeds::FeedError> {
         let now = now_ms();
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
@@ -317,12 +317,8 @@ impl Delivery {
         }
         *self.held.lock().expect("held lock") = mine.iter().map(|(b, l)| (*b, l.expires_ms)).collect();
         metrics::gauge!("delivery_buckets_held").set(mine.len() as f64);
-        let next_expiry = all
-            .values()
-            .filter(|l| l.owner != self.instance && l.expires_ms > now)
-            .map(|l| l.expires_ms)
-            .min()
-            .filter(|_| mine.len() < share);
+        let next_expiry =
+            all.values().filter(|l| l.owner != self.instance && l.expires_ms > now).map(|l| l.expires_ms).min();
         Ok(next_expiry)
     }
 

@@ -444,16 +444,8 @@ fn without_repeats(got: &[String]) -> Vec<String> {
 async fn one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies() {
     let account = EmulatorAccount::new();
     let on = || Overrides { emulator: Some(account.clone()) };
-    // Leases of 6 s (renewed every 2 s): a dead holder's buckets pass on
-    // within one lease of its death, not a renewal round later.
-    let lease = Duration::from_secs(6);
-    let config = || {
-        let mut config = cluster_config();
-        config.delivery.lease_seconds = lease.as_secs();
-        config
-    };
-    let first = TestApp::spawn_with(config(), on()).await;
-    let second = TestApp::spawn_with(config(), on()).await;
+    let first = TestApp::spawn_with(cluster_config(), on()).await;
+    let second = TestApp::spawn_with(cluster_config(), on()).await;
     let receiver = Receiver::start().await;
     let owner = first.org_token("ttd", "altinn:events/ttd/apps-test").await;
     let mut subscriptions = Vec::new();
@@ -497,7 +489,13 @@ async fn one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops
 
     // A third instance joins; the survivor dies: what it held moves on when
     // its leases run out; nothing is lost, and the order holds.
-    let third = TestApp::spawn_with(config(), on()).await;
+    // The third renews its own leases only every 10 s (a 30 s lease), the
+    // dying one's last 3 s: the third must take them over when they expire,
+    // not at its next renewal round.
+    let lease = Duration::from_secs(cluster_config().delivery.lease_seconds);
+    let mut slow = cluster_config();
+    slow.delivery.lease_seconds = 30;
+    let third = TestApp::spawn_with(slow, on()).await;
     until("the third takes a share", || !third.delivering().is_empty()).await;
     survivor.kill().await;
     let killed = Instant::now();
