@@ -344,6 +344,12 @@ MUTATIONS = {
         "(self.settings.lease / 3).max(Duration::from_millis(expires_ms.saturating_sub(now_ms()) * 0))",
         "test(one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies)",
     ),
+    "old-copies-not-found-by-time": (
+        "src/feeds/reader.rs",
+        "    if recent == 0 {\n        return Ok(None);\n    }",
+        "    if recent < u64::MAX {\n        return Ok(None);\n    }",
+        "test(the_repairer_finds_old_copies_in_a_long_feed_and_repeats_nothing)",
+    ),
     "shared-read-hides-a-newer-append": (
         "src/feeds/shared_reads.rs",
         "inflight.get(&key).filter(|f| f.version >= version && f.began.elapsed() < KEEP)",

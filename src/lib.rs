@@ -186,15 +186,35 @@ pub async fn start(
     let pdp_url = platform.join("authorization/api/v1/decision").context("PDP URL")?;
     let pdp = Arc::new(Pdp::new(PlatformService::new(http.clone(), &config.pdp, pdp_url), register.clone()));
 
-    let feeds = FeedStore::connect(
+    // Serve from now on: the probes (live at once, ready once wired) and
+    // dev mode's platform, while Cosmos DB is reached.
+    let (shutdown, rx) = watch::channel(false);
+    let server_limits = api::server::ServerLimits {
+        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
+        body_read_timeout: Duration::from_secs(config.server.body_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
+        max_connections: config.server.max_connections,
+    };
+    #[allow(unused_mut)]
+    let mut extra = axum::Router::new();
+    #[cfg(feature = "dev")]
+    if let Some(local) = &local {
+        extra = extra.merge(localtest::router(local.clone()));
+    }
+    let gate = Arc::new(api::starting::Gate::default());
+    let served = api::starting::router(gate.clone(), extra.clone());
+    let server = tokio::spawn(api::server::serve(listener, served, server_limits, rx.clone()));
+    tracing::info!(%addr, ?mode, "listening");
+
+    let feeds = connect_cosmos(
         &config.cosmos,
+        &gate,
         #[cfg(feature = "dev")]
         overrides.emulator,
     )
     .await
-    .context("connecting to Cosmos DB")?;
+    .inspect_err(|_| server.abort())?;
 
-    let (shutdown, rx) = watch::channel(false);
     if config.cosmos.repair_interval_seconds > 0 {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
         let repairer = Repairer::new(
@@ -260,12 +280,6 @@ pub async fn start(
     tokio::spawn(subscriptions.clone().run_validator(rx.clone()));
     let instance_keys = instance_keys(&config, mode);
     let cursors = cursors(&config, mode);
-    let server_limits = api::server::ServerLimits {
-        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
-        body_read_timeout: Duration::from_secs(config.server.body_read_timeout_seconds),
-        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
-        max_connections: config.server.max_connections,
-    };
     let state = AppState {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
@@ -280,17 +294,9 @@ pub async fn start(
         feeds,
     };
 
-    #[allow(unused_mut)]
-    let mut extra = axum::Router::new();
-    #[cfg(feature = "dev")]
-    if let Some(local) = &local {
-        extra = extra.merge(localtest::router(local.clone()));
-    }
     let feeds = state.feeds.clone();
-    let app = api::router(state, extra, mode);
-
-    let server = tokio::spawn(api::server::serve(listener, app, server_limits, rx));
-    tracing::info!(%addr, ?mode, "listening");
+    gate.open(api::router(state, extra, mode));
+    tracing::info!("ready");
     Ok(Running {
         addr,
         base_url,
@@ -305,6 +311,46 @@ pub async fn start(
         delivery,
         delivering,
     })
+}
+
+/// Connects to Cosmos DB, trying again with backoff (0.5 s doubling to
+/// 30 s) while it cannot be reached: at start on AKS, Cosmos or the network
+/// may be slow, and a crash loop would only add to it. `/health/ready` says
+/// what is missing meanwhile. A configuration Cosmos DB refuses for what it
+/// is (a missing setting, a container without the unique key) is an error
+/// at once.
+async fn connect_cosmos(
+    config: &config::CosmosConfig,
+    gate: &api::starting::Gate,
+    #[cfg(feature = "dev")] emulator: Option<feeds::emulator::EmulatorAccount>,
+) -> anyhow::Result<FeedStore> {
+    gate.waiting_for("cosmos");
+    let mut backoff = Duration::from_millis(500);
+    let mut attempts = 0u32;
+    loop {
+        let connected = FeedStore::connect(
+            config,
+            #[cfg(feature = "dev")]
+            emulator.clone(),
+        )
+        .await;
+        match connected {
+            Ok(feeds) => {
+                if attempts > 0 {
+                    tracing::info!(attempts, "reached Cosmos DB");
+                }
+                return Ok(feeds);
+            }
+            Err(e) if e.is_configuration() => return Err(e).context("connecting to Cosmos DB"),
+            Err(e) => {
+                attempts += 1;
+                tracing::warn!(error.chain = %telemetry::error_chain(&e), attempts, retry_in_ms = backoff.as_millis() as u64, "Cosmos DB not reached; trying again");
+                metrics::counter!("startup_connect_failures_total", "dependency" => "cosmos").increment(1);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
 }
 
 /// The configured instance access keys; dev mode makes one up when none is

@@ -82,7 +82,15 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
         .with_context(|| format!("binding {}", config.listen_addr))?;
-    let running = altinn_events::start(config, mode, listener, Default::default()).await?;
+    // The probes answer while `start` waits for Cosmos DB; a stop signal
+    // then ends the wait (nothing is running yet that needs a grace period).
+    let running = tokio::select! {
+        running = altinn_events::start(config, mode, listener, Default::default()) => running?,
+        () = shutdown_signal() => {
+            tracing::info!("shutdown signal received while starting");
+            return Ok(());
+        }
+    };
     #[cfg(feature = "dev")]
     if mode == Mode::Dev {
         print_dev_banner(running.base_url.as_str());

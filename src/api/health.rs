@@ -55,6 +55,6 @@ async fn ready(State(state): State<AppState>) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()
 }
 
-async fn metrics() -> impl IntoResponse {
+pub(super) async fn metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], telemetry::prometheus().render())
 }

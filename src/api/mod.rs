@@ -13,6 +13,7 @@ mod publish;
 mod query;
 pub(crate) mod rate_limit;
 pub mod server;
+pub mod starting;
 pub mod state;
 mod subscriptions;
 #[cfg(feature = "dev")]

@@ -28,6 +28,12 @@ pub enum CosmosError {
 }
 
 impl CosmosError {
+    /// Refused for what the configuration says, not for a failure to reach
+    /// Cosmos DB: trying again cannot help.
+    pub fn is_configuration(&self) -> bool {
+        matches!(self, Self::Config(_))
+    }
+
     pub(crate) fn sdk(operation: &'static str) -> impl FnOnce(azure_data_cosmos::CosmosError) -> Self {
         move |source| Self::Sdk { operation, source }
     }

@@ -337,23 +337,64 @@ pub(crate) async fn locate(seg: &Segments, feed: &FeedId, event_id: &str) -> Res
 pub(crate) async fn position_of(seg: &Segments, feed: &FeedId, record: &EventRecord) -> Result<Option<u64>, FeedError> {
     let id = event_doc_id(&record.id, &record.source);
     let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
-    let oldest = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
-    for k in (oldest..=newest.segment).rev() {
-        let started = Instant::now();
-        match seg.container.read_item(feed.pk(k), &id, None).await {
-            Ok(resp) => {
-                seg.observe("read_event", started, charge(resp.headers()));
-                let doc: EventDoc = resp.into_model().map_err(FeedError::cosmos("decode event"))?;
-                return Ok(Some(doc.seq));
-            }
-            Err(e) if e.status().is_not_found() => seg.observe("read_event", started, None),
-            Err(e) => {
-                seg.observe("read_event", started, None);
-                return Err(FeedError::Cosmos { operation: "read event", source: e });
-            }
+    // Where an append just made (or a repair) is: the newest segments.
+    let recent = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
+    for k in (recent..=newest.segment).rev() {
+        if let Some(seq) = seq_in(seg, feed, k, &id).await? {
+            return Ok(Some(seq));
+        }
+    }
+    if recent == 0 {
+        return Ok(None);
+    }
+    // Older: a feed that took more than those segments since. The copy was
+    // appended soon after the event's registration time (within the append's
+    // retry deadline): look from the segment of events registered a margin
+    // before it, forward until a segment ends with events registered a
+    // margin after it.
+    let Some((before, after)) = time_window(&record.time) else { return Ok(None) };
+    let from = position_at_time(seg, feed, &before).await? / seg.size();
+    for k in from..recent {
+        if let Some(seq) = seq_in(seg, feed, k, &id).await? {
+            return Ok(Some(seq));
+        }
+        if last_time(seg, feed, k).await?.is_some_and(|t| t > after) {
+            break;
         }
     }
     Ok(None)
+}
+
+/// How far an event's registration time may be from when a copy of it was
+/// appended to a feed: the append's retry deadline and the clocks of the
+/// pods, with a wide margin.
+const APPENDED_WITHIN: time::Duration = time::Duration::minutes(10);
+
+/// `time` (as stored) less and plus [`APPENDED_WITHIN`], as stored.
+fn time_window(time: &str) -> Option<(String, String)> {
+    let t = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
+    let at = |t: time::OffsetDateTime| crate::domain::cloud_event::format_time(t);
+    Some((at(t.checked_sub(APPENDED_WITHIN)?), at(t.checked_add(APPENDED_WITHIN)?)))
+}
+
+/// The position of the event document `id` in segment `k`, if it is there.
+async fn seq_in(seg: &Segments, feed: &FeedId, k: u64, id: &str) -> Result<Option<u64>, FeedError> {
+    let started = Instant::now();
+    match seg.container.read_item(feed.pk(k), id, None).await {
+        Ok(resp) => {
+            seg.observe("read_event", started, charge(resp.headers()));
+            let doc: EventDoc = resp.into_model().map_err(FeedError::cosmos("decode event"))?;
+            Ok(Some(doc.seq))
+        }
+        Err(e) if e.status().is_not_found() => {
+            seg.observe("read_event", started, None);
+            Ok(None)
+        }
+        Err(e) => {
+            seg.observe("read_event", started, None);
+            Err(FeedError::Cosmos { operation: "read event", source: e })
+        }
+    }
 }
 
 /// The time of the last event of segment `k`; `None` when it has none.

@@ -500,6 +500,48 @@ async fn the_repairer_completes_an_interrupted_publish() {
     assert_eq!(feed.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(), ["whole", "half", "half-2"]);
 }
 
+/// A repair round that runs after a party feed took many segments (here 60
+/// events, 15 segments of 4, far more than the newest segments looked at
+/// first) finds every complete publish where it is and appends nothing
+/// again; the one interrupted publish among them is repaired, once.
+#[tokio::test]
+async fn the_repairer_finds_old_copies_in_a_long_feed_and_repeats_nothing() {
+    let account = EmulatorAccount::new();
+    let store = store_on(&account).await;
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let subject = FeedId::Subject("/party/1337".into());
+    let mut want = Vec::new();
+    for i in 0..60 {
+        let id = format!("e{i}");
+        if i == 5 {
+            // Interrupted early on: only in the resource feed.
+            store
+                .append_to(&FeedId::Resource(res.into()), event(&id, res, "/party/1337", "t"), IdSource::Server)
+                .await
+                .unwrap();
+        } else {
+            store.append(event(&id, res, "/party/1337", "t"), IdSource::Server).await.unwrap();
+            want.push(id);
+        }
+    }
+    let first = event("e0", res, "/party/1337", "t");
+    assert_eq!(store.position_of(&subject, &first).await.unwrap(), Some(0), "found 15 segments back");
+    let repairer = Repairer::new(store.clone(), "pod-a", Duration::from_secs(30), Duration::ZERO);
+    let mut rounds = Vec::new();
+    loop {
+        let report = repairer.run_once().await.unwrap();
+        rounds.push(report.clone());
+        if report.checked == 0 {
+            break;
+        }
+    }
+    let repaired: u64 = rounds.iter().map(|r| r.repaired).sum();
+    assert_eq!(repaired, 1, "{rounds:?}");
+    want.push("e5".into());
+    let feed: Vec<String> = read_all(&store, &subject, 100).await.into_iter().map(|(_, id)| id).collect();
+    assert_eq!(feed, want, "every event once; the repaired one last");
+}
+
 /// An event its subject feed refuses (here: Cosmos answers 400 for its
 /// document) cannot be repaired by retrying: the round logs and counts it,
 /// passes over it, and repairs the events after it.

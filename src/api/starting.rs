@@ -1,0 +1,102 @@
+//! Serving before the service is wired: a pod answers its probes from the
+//! moment it listens, and only becomes ready once Cosmos DB was reached.
+//!
+//! Until then `/health/live` (and `/health`) answer 200, `/health/ready`
+//! answers 503 naming what is missing, `/metrics` works, dev mode's local
+//! platform works (it needs nothing), and every other request gets the
+//! service's own 503 problem with `Retry-After`. Once the app is set, every
+//! request goes to it.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tower::ServiceExt;
+
+use super::error::{PROBLEM_JSON, problem_response};
+
+/// Seconds a client is told to wait before it tries again.
+const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The app, once wired, and what it waits for until then.
+#[derive(Default)]
+pub struct Gate {
+    app: OnceLock<Router>,
+    waiting: Mutex<Vec<&'static str>>,
+}
+
+impl Gate {
+    /// Says that `dependency` is not reached yet (named by `/health/ready`;
+    /// why is logged, not shown to whoever asks).
+    pub fn waiting_for(&self, dependency: &'static str) {
+        let mut waiting = self.waiting.lock().expect("gate lock");
+        if !waiting.contains(&dependency) {
+            waiting.push(dependency);
+        }
+    }
+
+    /// From now on every request goes to `app`.
+    pub fn open(&self, app: Router) {
+        let _ = self.app.set(app);
+        self.waiting.lock().expect("gate lock").clear();
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.app.get().is_some()
+    }
+}
+
+/// The router a pod serves from its start: `early` (dev mode's platform)
+/// and the probes until the gate opens, the app after.
+pub fn router(gate: Arc<Gate>, early: Router) -> Router {
+    let before = Router::new()
+        .route(super::routes::HEALTH, get(live))
+        .route(super::routes::LIVE, get(live))
+        .route(super::routes::READY, get(not_ready))
+        .route(super::routes::METRICS, get(super::health::metrics))
+        .with_state(gate.clone())
+        .merge(early)
+        .fallback(starting);
+    Router::new().fallback(forward).with_state((gate, before))
+}
+
+async fn forward(State((gate, before)): State<(Arc<Gate>, Router)>, request: Request) -> Response {
+    let to = gate.app.get().cloned().unwrap_or(before);
+    match to.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+async fn live() -> impl IntoResponse {
+    axum::Json(json!({"status": "live"}))
+}
+
+async fn not_ready(State(gate): State<Arc<Gate>>) -> Response {
+    let waiting = gate.waiting.lock().expect("gate lock").clone();
+    let names = if waiting.is_empty() { vec!["the rest of the wiring"] } else { waiting.clone() };
+    let checks: serde_json::Map<_, _> = waiting.iter().map(|d| (d.to_string(), json!("unavailable"))).collect();
+    let body = json!({
+        "type": "https://altinn.no/events/problems/not-ready",
+        "title": "Not ready",
+        "status": 503,
+        "detail": format!("Starting; not reached yet: {}.", names.join(", ")),
+        "checks": checks,
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()
+}
+
+async fn starting() -> Response {
+    let mut resp = problem_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "https://altinn.no/events/problems/starting",
+        "Starting",
+        Some("The service is starting and has not reached its storage yet; try again shortly."),
+    );
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    resp
+}
