@@ -112,11 +112,14 @@ pub struct PlatformServiceConfig {
     /// Sent as `Ocp-Apim-Subscription-Key`.
     pub subscription_key: Option<SecretString>,
     pub timeout_ms: u64,
+    /// Requests in flight from one instance at most; more wait up to
+    /// `timeout_ms` for a slot, then fail closed (503).
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for PlatformServiceConfig {
     fn default() -> Self {
-        Self { url: None, subscription_key: None, timeout_ms: 2000 }
+        Self { url: None, subscription_key: None, timeout_ms: 2000, max_concurrent_requests: 64 }
     }
 }
 
@@ -163,6 +166,9 @@ pub struct CosmosConfig {
     /// How long one append retries transient Cosmos failures (429, 503,
     /// timeouts) before the publish answers 503.
     pub append_retry_deadline_ms: u64,
+    /// Appends queued per feed in one instance at most; a publish beyond
+    /// it is refused with 503 and `Retry-After` before anything is stored.
+    pub max_queued_appends: usize,
 }
 
 impl Default for CosmosConfig {
@@ -183,6 +189,7 @@ impl Default for CosmosConfig {
             // Well above a writer's 30 s retry deadline (twice: two feeds).
             repair_grace_seconds: 120,
             append_retry_deadline_ms: 30_000,
+            max_queued_appends: 1000,
         }
     }
 }
@@ -202,6 +209,9 @@ pub struct LimitsConfig {
     /// How often a watched feed's head is read, to see appends made by
     /// other instances (appends through this instance wake at once).
     pub wait_poll_interval_ms: u64,
+    /// Publishes one instance works on at once; more are refused at once
+    /// with 503 and `Retry-After` (shed, not queued).
+    pub max_publishes_in_flight: usize,
 }
 
 impl Default for LimitsConfig {
@@ -212,6 +222,7 @@ impl Default for LimitsConfig {
             max_waiters: 1000,
             max_waiters_per_caller: 10,
             wait_poll_interval_ms: 1000,
+            max_publishes_in_flight: 256,
         }
     }
 }

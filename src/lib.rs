@@ -231,7 +231,7 @@ pub async fn start(
         wait_poll_interval: Duration::from_millis(config.limits.wait_poll_interval_ms),
     };
     let reader = FeedReader::new(feeds.clone(), pdp.clone(), register.clone(), limits, waiters.clone(), rx.clone());
-    let publisher = Publisher::new(feeds.clone(), pdp.clone());
+    let publisher = Publisher::new(feeds.clone(), pdp.clone()).admitting(config.limits.max_publishes_in_flight);
     let sender = Arc::new(
         webhooks::Sender::new(webhooks::SenderSettings {
             allow_private_endpoints: config.webhooks.allow_private_endpoints.unwrap_or(false),

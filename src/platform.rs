@@ -2,6 +2,7 @@
 //! share one HTTP client (one connection pool) and one shape of settings:
 //! a URL, an optional APIM subscription key, a timeout.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -24,6 +25,8 @@ pub struct PlatformService {
     url: Url,
     subscription_key: Option<SecretString>,
     timeout: Duration,
+    /// Requests in flight, at most `max_concurrent_requests`.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl PlatformService {
@@ -34,7 +37,20 @@ impl PlatformService {
             url: settings.url.clone().unwrap_or(default_url),
             subscription_key: settings.subscription_key.clone(),
             timeout: Duration::from_millis(settings.timeout_ms),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_requests.max(1))),
         }
+    }
+
+    /// A slot for one request: waits at most the service's timeout for one
+    /// of `max_concurrent_requests` (`None`: this instance has more in
+    /// flight than the service should get from it; the caller fails closed).
+    pub async fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let slot = tokio::time::timeout(self.timeout, self.in_flight.clone().acquire_owned()).await;
+        let admitted = slot.ok().and_then(Result::ok);
+        if admitted.is_none() {
+            metrics::counter!("platform_requests_shed_total", "service" => self.url.path().to_owned()).increment(1);
+        }
+        admitted
     }
 
     pub fn url(&self) -> &Url {

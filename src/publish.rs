@@ -31,6 +31,9 @@ pub enum PublishError {
     Authorization(#[source] PdpError),
     #[error("storing the event")]
     Storage(#[from] FeedError),
+    /// More publishes in flight on this instance than it takes at once.
+    #[error("too many publishes in flight")]
+    Overloaded,
 }
 
 /// Who decides whether a generic event may be published.
@@ -52,16 +55,32 @@ pub struct Published {
 pub struct Publisher {
     feeds: FeedStore,
     pdp: Arc<dyn Authorizer>,
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Publisher {
     pub fn new(feeds: FeedStore, pdp: Arc<dyn Authorizer>) -> Self {
-        Self { feeds, pdp }
+        Self { feeds, pdp, in_flight: Arc::new(tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS)) }
+    }
+
+    /// Takes at most `n` publishes at once; more are refused at once
+    /// (`PublishError::Overloaded`), before any work, instead of queueing.
+    pub fn admitting(mut self, n: usize) -> Self {
+        self.in_flight = Arc::new(tokio::sync::Semaphore::new(n.max(1)));
+        self
+    }
+
+    fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, PublishError> {
+        self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            metrics::counter!("publishes_shed_total").increment(1);
+            PublishError::Overloaded
+        })
     }
 
     /// An app publishes an event about one of its instances (the body: a
     /// CloudEvent without `id` and `time`).
     pub async fn publish_app(&self, app: &PlatformApp, body: Value) -> Result<Published, PublishError> {
+        let _slot = self.admit()?;
         let id = uuid::Uuid::new_v4().to_string();
         let (record, source) = cloud_event::app_event(body, id.clone(), cloud_event::server_time())?;
         if source.org != app.issuer || source.app != app.app {
@@ -74,6 +93,7 @@ impl Publisher {
 
     /// A generic CloudEvent for a resource, if `check` permits it.
     pub async fn publish_generic(&self, check: PublishCheck<'_>, body: Value) -> Result<Published, PublishError> {
+        let _slot = self.admit()?;
         let record = cloud_event::generic_event(body, cloud_event::server_time())?;
         if let PublishCheck::Pdp(caller) = check {
             self.authorize(caller, &record).await?;

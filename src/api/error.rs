@@ -54,6 +54,10 @@ pub enum ApiError {
         #[source]
         source: BoxError,
     },
+    /// This instance has more work than it takes at once: 503 with
+    /// `Retry-After`, refused before anything was stored.
+    #[error("overloaded")]
+    Overloaded,
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -88,7 +92,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,6 +115,7 @@ impl ApiError {
             Self::Unavailable { .. } => {
                 ("https://altinn.no/events/problems/service-unavailable", "Service unavailable")
             }
+            Self::Overloaded => ("https://altinn.no/events/problems/overloaded", "Overloaded"),
             Self::Internal(_) => ("https://altinn.no/events/problems/internal", "Internal server error"),
         }
     }
@@ -128,6 +133,9 @@ impl ApiError {
             Self::TooManyRequests { .. } => Some("Too many requests; retry later.".into()),
             // Names the dependency, never the cause: 5xx bodies stay opaque.
             Self::Unavailable { dependency, .. } => Some(format!("A dependency is unavailable: {dependency}.")),
+            Self::Overloaded => Some(
+                "This instance has more work than it can take now; nothing was stored. Retry after a moment.".into(),
+            ),
             Self::Internal(_) => None,
         }
     }
@@ -156,6 +164,9 @@ impl IntoResponse for ApiError {
         let mut resp = problem_response(status, kind, title, detail.as_deref());
         if let Self::TooManyRequests { retry_after_seconds } = self {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
+        }
+        if matches!(self, Self::Overloaded) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         resp
     }
@@ -197,6 +208,7 @@ impl From<FeedError> for ApiError {
                 Self::Conflict("An event with this id and another source is already registered.".into())
             }
             FeedError::Rejected(_) => Self::BadRequest("The event could not be stored.".into()),
+            FeedError::Overloaded => Self::Overloaded,
             other => Self::unavailable("storage", other),
         }
     }
@@ -254,6 +266,7 @@ impl From<PublishError> for ApiError {
             e @ PublishError::Denied { .. } => Self::Forbidden(e.to_string()),
             PublishError::Authorization(e) => Self::unavailable("authorization", e),
             PublishError::Storage(e) => e.into(),
+            PublishError::Overloaded => Self::Overloaded,
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum PdpError {
     CircuitOpen,
     #[error("looking up subjects in Register")]
     Register(#[source] crate::register::RegisterError),
+    #[error("too many PDP requests in flight from this instance")]
+    Busy,
 }
 
 impl PdpError {
@@ -42,7 +44,7 @@ impl PdpError {
         match self {
             Self::Transport(_) => true,
             Self::Status(s) => s.is_server_error() || *s == StatusCode::TOO_MANY_REQUESTS,
-            Self::Body(_) | Self::CircuitOpen | Self::Register(_) => false,
+            Self::Body(_) | Self::CircuitOpen | Self::Register(_) | Self::Busy => false,
         }
     }
 }
@@ -161,6 +163,8 @@ impl Pdp {
                     tokio::time::sleep(RETRY_DELAYS[attempt]).await;
                     attempt += 1;
                 }
+                // This instance's own overload says nothing of the PDP.
+                Err(PdpError::Busy) => return result,
                 _ => {
                     self.breaker.record(result.is_ok());
                     return result;
@@ -183,6 +187,7 @@ impl Pdp {
     }
 
     async fn post(&self, request: &XacmlRoot) -> Result<reqwest::Response, PdpError> {
+        let _slot = self.service.admit().await.ok_or(PdpError::Busy)?;
         self.service.post_json(request).send().await.map_err(PdpError::Transport)
     }
 

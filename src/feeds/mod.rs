@@ -58,6 +58,8 @@ pub enum FeedError {
     Rejected(String),
     #[error("event id {id} is already used by another source in this feed")]
     IdTaken { id: String },
+    #[error("the feed's append queue is full")]
+    Overloaded,
 }
 
 impl FeedError {
@@ -143,7 +145,7 @@ impl FeedStore {
         let seg = segment::Segments { container: cosmos.container.clone(), layout, clock, counters: Arc::default() };
         let notifier = Arc::new(notify::Notifier::default());
         let deadline = std::time::Duration::from_millis(cosmos.config.append_retry_deadline_ms);
-        let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone());
+        let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone(), cosmos.config.max_queued_appends);
         Self { cosmos, writer, seg, notifier, shared_reads: Arc::default() }
     }
 
@@ -177,12 +179,15 @@ impl FeedStore {
         let record = Arc::new(record);
         let resource = FeedId::Resource(record.resource.clone());
         let subject = FeedId::Subject(record.subject.clone());
-        let (resource_seq, mut request_charge) = self.writer.append(&resource, record.clone(), ids).await?;
+        // Shed here, before anything is stored; once the first feed has the
+        // event, the second waits for room.
+        let (resource_seq, mut request_charge) =
+            self.writer.append(&resource, record.clone(), ids, writer::WhenFull::Shed).await?;
         // An event without a subject has no subject feed.
         let subject_seq = if record.subject.is_empty() {
             None
         } else {
-            let (seq, charge) = self.writer.append(&subject, record, ids).await?;
+            let (seq, charge) = self.writer.append(&subject, record, ids, writer::WhenFull::Wait).await?;
             request_charge += charge;
             Some(seq)
         };
@@ -197,7 +202,7 @@ impl FeedStore {
     /// Appends to one feed only (the repairer, and tests that stop a
     /// publisher between its two appends).
     pub async fn append_to(&self, feed: &FeedId, record: EventRecord, ids: IdSource) -> Result<u64, FeedError> {
-        self.writer.append(feed, Arc::new(record), ids).await.map(|(seq, _)| seq)
+        self.writer.append(feed, Arc::new(record), ids, writer::WhenFull::Wait).await.map(|(seq, _)| seq)
     }
 
     /// Events of `feed` from position `from` (the number of events before

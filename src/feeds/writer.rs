@@ -95,12 +95,31 @@ pub struct Writer {
     /// up (`cosmos.append_retry_deadline_ms`).
     retry_deadline: Duration,
     notifier: Arc<Notifier>,
-    feeds: Mutex<HashMap<String, mpsc::UnboundedSender<Pending>>>,
+    /// Appends queued per feed at most (`cosmos.max_queued_appends`).
+    max_queued: usize,
+    feeds: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
+}
+
+/// What an append does when its feed's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenFull {
+    /// Refuses it (`FeedError::Overloaded`): nothing was written yet, the
+    /// caller can be told to come back.
+    Shed,
+    /// Waits for room: the append completes something already begun (the
+    /// second feed of a publish, a repair).
+    Wait,
 }
 
 impl Writer {
-    pub fn new(seg: Segments, retry_deadline: Duration, notifier: Arc<Notifier>) -> Arc<Self> {
-        Arc::new(Self { seg, retry_deadline, notifier, feeds: Mutex::new(HashMap::new()) })
+    pub fn new(seg: Segments, retry_deadline: Duration, notifier: Arc<Notifier>, max_queued: usize) -> Arc<Self> {
+        Arc::new(Self {
+            seg,
+            retry_deadline,
+            notifier,
+            max_queued: max_queued.max(1),
+            feeds: Mutex::new(HashMap::new()),
+        })
     }
 
     /// Appends one event to `feed`; returns its sequence number. An event
@@ -112,27 +131,60 @@ impl Writer {
         feed: &FeedId,
         record: Arc<EventRecord>,
         ids: IdSource,
+        when_full: WhenFull,
     ) -> Result<(u64, f64), FeedError> {
         let (reply, rx) = oneshot::channel();
-        let pending = Pending { record, ids, reply };
-        {
-            let mut feeds = self.feeds.lock().expect("writer map lock");
-            let key = feed.key();
-            let unsent = match feeds.get(&key) {
-                Some(tx) => tx.send(pending).err().map(|e| e.0),
-                None => Some(pending),
+        let mut pending = Pending { record, ids, reply };
+        loop {
+            let full = {
+                let mut feeds = self.feeds.lock().expect("writer map lock");
+                let key = feed.key();
+                match feeds.get(&key) {
+                    Some(tx) => match tx.try_send(pending) {
+                        Ok(()) => None,
+                        Err(mpsc::error::TrySendError::Full(p)) if when_full == WhenFull::Shed => {
+                            drop(p);
+                            metrics::counter!("feed_appends_shed_total").increment(1);
+                            return Err(FeedError::Overloaded);
+                        }
+                        Err(mpsc::error::TrySendError::Full(p)) => Some((tx.clone(), p)),
+                        Err(mpsc::error::TrySendError::Closed(p)) => {
+                            self.spawn_writer(&mut feeds, feed, p);
+                            None
+                        }
+                    },
+                    None => {
+                        self.spawn_writer(&mut feeds, feed, pending);
+                        None
+                    }
+                }
             };
-            if let Some(pending) = unsent {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let _ = tx.send(pending);
-                feeds.insert(key, tx);
-                tokio::spawn(self.clone().run(feed.clone(), rx));
+            let Some((tx, p)) = full else { break };
+            // Wait for room outside the map's lock; if the writer left
+            // meanwhile, start over.
+            match tx.send(p).await {
+                Ok(()) => break,
+                Err(mpsc::error::SendError(p)) => pending = p,
             }
         }
         rx.await.map_err(|_| FeedError::WriterGone)?
     }
 
-    async fn run(self: Arc<Self>, feed: FeedId, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    fn spawn_writer(
+        self: &Arc<Self>,
+        feeds: &mut HashMap<String, mpsc::Sender<Pending>>,
+        feed: &FeedId,
+        first: Pending,
+    ) {
+        let (tx, rx) = mpsc::channel(self.max_queued);
+        if tx.try_send(first).is_err() {
+            unreachable!("a new queue has room for one");
+        }
+        feeds.insert(feed.key(), tx);
+        tokio::spawn(self.clone().run(feed.clone(), rx));
+    }
+
+    async fn run(self: Arc<Self>, feed: FeedId, mut rx: mpsc::Receiver<Pending>) {
         let mut tail: Option<Head> = None;
         loop {
             let first = match tokio::time::timeout(IDLE, rx.recv()).await {

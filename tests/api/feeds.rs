@@ -948,3 +948,33 @@ async fn a_reader_paging_while_several_writers_roll_segments_over_sees_each_even
     assert_eq!(seen, acked, "the reader saw exactly the acknowledged events, each at its position");
     assert!(seen.len() as u64 > 4 * S, "several segments were rolled over");
 }
+
+/// A feed's append queue is bounded (`cosmos.max_queued_appends`): with
+/// writes slowed and 2 places, a burst of 12 publishes is partly refused
+/// (`Overloaded`, before anything is stored) and what was accepted is
+/// stored, once, in both feeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_append_queue_refuses_publishes_before_storing_anything() {
+    use azure_data_cosmos::fault_injection::{FaultInjectionConditionBuilder, FaultInjectionResultBuilder};
+    let slow = FaultInjectionRuleBuilder::new(
+        "slow-creates",
+        FaultInjectionResultBuilder::new().with_delay(Duration::from_millis(300)).build(),
+    )
+    .with_condition(FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build())
+    .build();
+    let account = EmulatorAccount::new().with_faults(vec![Arc::new(slow)]);
+    let config = CosmosConfig { max_queued_appends: 2, ..cosmos_config() };
+    let store = FeedStore::new(Cosmos::connect(&config, Some(account)).await.unwrap());
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let results = futures::future::join_all(
+        (0..12).map(|i| store.append(event(&format!("q{i}"), res, "/party/1337", "t"), IdSource::Server)),
+    )
+    .await;
+    let refused = results.iter().filter(|r| matches!(r, Err(altinn_events::feeds::FeedError::Overloaded))).count();
+    let stored = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(stored + refused, 12, "{results:?}");
+    assert!(refused > 0 && stored > 0, "{stored} stored, {refused} refused");
+    let resource = read_all(&store, &FeedId::Resource(res.into()), 100).await;
+    let subject = read_all(&store, &FeedId::Subject("/party/1337".into()), 100).await;
+    assert_eq!((resource.len(), subject.len()), (stored, stored), "what was accepted, in both feeds");
+}

@@ -304,3 +304,79 @@ async fn the_service_repairs_interrupted_publishes_by_itself() {
     }
     app.shutdown().await;
 }
+
+/// More publishes at once than an instance takes (`limits.max_publishes_in_flight`,
+/// here 2, with Cosmos slowed to 500 ms a write): the rest are refused at
+/// once with 503, `Retry-After` and nothing stored; what was accepted is
+/// stored; and the instance takes publishes again as soon as it has room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_beyond_what_an_instance_takes_are_shed_with_retry_after() {
+    use altinn_events::feeds::emulator::EmulatorAccount;
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionConditionBuilder, FaultInjectionResultBuilder, FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let slow = FaultInjectionRuleBuilder::new(
+        "slow-creates",
+        FaultInjectionResultBuilder::new().with_delay(Duration::from_millis(500)).build(),
+    )
+    .with_condition(FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::CreateItem).build())
+    .with_end_time(Instant::now() + Duration::from_secs(60))
+    .build();
+    let mut config = test_config();
+    config.limits.max_publishes_in_flight = 2;
+    let account = EmulatorAccount::new().with_faults(vec![Arc::new(slow)]);
+    let app = Arc::new(TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await);
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let (app, user, access) = (app.clone(), user.clone(), access.clone());
+            tokio::spawn(async move {
+                let guid = format!("{n:08x}-0000-4000-8000-000000000000");
+                let body = json!({"specversion": "1.0", "type": "t", "subject": "/party/1337",
+                    "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/{guid}")});
+                let started = Instant::now();
+                let resp = app
+                    .http
+                    .post(app.url("/events/api/v1/app"))
+                    .header(AUTHORIZATION, format!("Bearer {user}"))
+                    .header("PlatformAccessToken", access)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                (
+                    resp.status().as_u16(),
+                    resp.headers().get("retry-after").cloned(),
+                    resp.text().await.unwrap(),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        let (status, retry_after, body, took) = t.await.unwrap();
+        match status {
+            201 => accepted += 1,
+            503 => {
+                assert_eq!(retry_after.unwrap(), "1");
+                let problem: Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(problem["title"], "Overloaded", "{problem}");
+                assert!(took < Duration::from_millis(400), "refused at once, not after waiting: {took:?}");
+            }
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert!((1..=2).contains(&accepted), "{accepted} accepted of 8 with room for 2");
+    let res = FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into());
+    assert_eq!(app.feeds.len(&res).await.unwrap(), accepted, "nothing stored for the refused ones");
+    // Room again: the next publish is taken.
+    assert!(
+        !publish_app_event(&app, "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd", "t")
+            .await
+            .is_empty()
+    );
+}

@@ -212,6 +212,16 @@ impl Pod {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// The process's peak resident memory so far (`VmHWM`), KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// SIGKILL: a crash; nothing finishes.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -314,3 +314,116 @@ async fn cluster_a_pod_started_before_cosmos_becomes_ready_after_it() {
     assert!(retries >= 1, "it did try while the emulator was away");
     drop(emulator);
 }
+
+/// Overload: a pod driven at 10x the rate it sustains for 3 s sheds what it
+/// cannot take (503 with `Retry-After`, nothing stored), keeps the latency
+/// of what it accepts and its memory bounded, loses nothing it
+/// acknowledged, and takes publishes again within seconds of the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "out-of-process cluster: run by .ci/cosmosdb-server/run-test"]
+async fn cluster_a_pod_under_10x_its_rate_sheds_and_recovers() {
+    let env = vec![("EVENTS__LIMITS__MAX_PUBLISHES_IN_FLIGHT".to_owned(), "32".to_owned())];
+    let cluster = Cluster::start("overload", 1, env).await;
+    let pod = cluster.pod(0);
+    let targets = Arc::new(Mutex::new(cluster.bases()));
+    // What it sustains: 16 publishers, one request each at a time.
+    let steady = publish(&cluster.http, &cluster.tokens, targets.clone(), 300, 16, Arc::default()).await;
+    assert_eq!(steady.failed, 0, "{:?}", steady.statuses);
+    let rate = steady.rate();
+    let rss_before = pod.peak_rss_kib();
+
+    // The burst: requests sent at 10x that rate, whatever the answers.
+    let burst_rate = rate * 10.0;
+    let burst = Duration::from_secs(3);
+    let count = (burst_rate * burst.as_secs_f64()) as usize;
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap();
+    // At most 256 requests outstanding (a client's connection pool): 8x
+    // the pod's 32 publishes in flight.
+    let outstanding = Arc::new(tokio::sync::Semaphore::new(256));
+    let started = Instant::now();
+    let mut sent = Vec::with_capacity(count);
+    for n in 0..count {
+        let due = started + Duration::from_secs_f64(n as f64 / burst_rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (http, tokens, base) = (http.clone(), cluster.tokens.clone(), pod.base.clone());
+        let slot = outstanding.clone().acquire_owned().await.unwrap();
+        sent.push(tokio::spawn(async move {
+            let _slot = slot;
+            let body = json!({"specversion": "1.0", "type": "app.instance.created", "subject": PARTY,
+                "source": format!("{APP_SOURCE}/instances/1337/{n:08x}-1111-4000-8000-000000000000")});
+            let at = Instant::now();
+            let resp = http
+                .post(format!("{base}/events/api/v1/app"))
+                .bearer_auth(&tokens.user)
+                .header("PlatformAccessToken", &tokens.platform)
+                .json(&body)
+                .send()
+                .await;
+            match resp {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let retry_after = r.headers().contains_key("retry-after");
+                    let id = if status == 201 { r.json::<String>().await.ok() } else { None };
+                    (status, retry_after, id, at.elapsed())
+                }
+                Err(e) => {
+                    eprintln!("burst request failed: {e:?}");
+                    (0, false, None, at.elapsed())
+                }
+            }
+        }));
+    }
+    let mut load = Load { elapsed: started.elapsed(), ..Load::default() };
+    let mut shed = 0;
+    for task in sent {
+        let (status, retry_after, id, took) = task.await.unwrap();
+        match (status, id) {
+            (201, Some(id)) => {
+                load.acked.push(id);
+                load.latencies_ms.push(took.as_secs_f64() * 1000.0);
+            }
+            (503, _) => {
+                assert!(retry_after, "a 503 says when to come back");
+                shed += 1;
+            }
+            _ => {
+                *load.statuses.entry(status).or_default() += 1;
+                load.failed += 1;
+            }
+        }
+    }
+    let burst_over = Instant::now();
+    // Recovery: the next publish is taken within seconds.
+    let probe = loop {
+        let one = publish(&cluster.http, &cluster.tokens, targets.clone(), 1, 1, Arc::default()).await;
+        if let Some(id) = one.acked.first() {
+            break id.clone();
+        }
+        assert!(burst_over.elapsed() < Duration::from_secs(5), "not taking publishes 5 s after the burst");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let recovered = burst_over.elapsed();
+    let rss_peak = pod.peak_rss_kib();
+    let mut all = steady.acked.clone();
+    all.extend(load.acked.iter().cloned());
+    all.push(probe);
+    let feeds = check_feeds(&cluster, &all, Duration::from_secs(30)).await;
+    let p99 = load.p99_ms();
+    println!(
+        "cluster overload: sustained {rate:.0} events/s; burst of {count} at {burst_rate:.0}/s: {} accepted (p99 {p99:.0} ms), \
+         {shed} shed with 503, {} failed {:?}; peak RSS {} MiB (before the burst {} MiB); publishing again {:.2} s after; \
+         {} stored beyond the acknowledged",
+        load.acked.len(),
+        load.failed,
+        load.statuses,
+        rss_peak / 1024,
+        rss_before / 1024,
+        recovered.as_secs_f64(),
+        feeds.resource.len() - all.len(),
+    );
+    assert!(shed > 0, "a 10x burst is shed in part");
+    assert!(!load.acked.is_empty(), "and served in part");
+    assert_eq!(load.failed, 0, "every request answered: 201 or 503 ({:?})", load.statuses);
+    assert!(p99 < 3000.0, "accepted publishes stay fast: p99 {p99:.0} ms");
+    assert!(rss_peak < 256 * 1024, "memory stays bounded: {} MiB", rss_peak / 1024);
+}
