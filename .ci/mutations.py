@@ -344,7 +344,7 @@ MUTATIONS = {
         "(self.settings.lease / 3).max(Duration::from_millis(expires_ms.saturating_sub(now_ms()) * 0))",
         "test(one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies)",
     ),
-    "old-copies-not-found-by-time": (
+    "old-copies-not-found": (
         "src/feeds/reader.rs",
         "    if recent == 0 {\n        return Ok(None);\n    }",
         "    if recent < u64::MAX {\n        return Ok(None);\n    }",

@@ -202,13 +202,14 @@ pub async fn start(
         extra = extra.merge(localtest::router(local.clone()));
     }
     let gate = Arc::new(api::starting::Gate::default());
+    // Not reached yet, from the first request on.
+    gate.waiting_for("cosmos");
     let served = api::starting::router(gate.clone(), extra.clone());
     let server = tokio::spawn(api::server::serve(listener, served, server_limits, rx.clone()));
     tracing::info!(%addr, ?mode, "listening");
 
     let feeds = connect_cosmos(
         &config.cosmos,
-        &gate,
         #[cfg(feature = "dev")]
         overrides.emulator,
     )
@@ -316,15 +317,14 @@ pub async fn start(
 /// Connects to Cosmos DB, trying again with backoff (0.5 s doubling to
 /// 30 s) while it cannot be reached: at start on AKS, Cosmos or the network
 /// may be slow, and a crash loop would only add to it. `/health/ready` says
-/// what is missing meanwhile. A configuration Cosmos DB refuses for what it
-/// is (a missing setting, a container without the unique key) is an error
-/// at once.
+/// what is missing meanwhile. A configuration that is wrong in itself (a
+/// missing setting, a container without the unique key) is an error at
+/// once; everything else (unreachable, throttled, not yet authorized, no
+/// container yet) is tried again.
 async fn connect_cosmos(
     config: &config::CosmosConfig,
-    gate: &api::starting::Gate,
     #[cfg(feature = "dev")] emulator: Option<feeds::emulator::EmulatorAccount>,
 ) -> anyhow::Result<FeedStore> {
-    gate.waiting_for("cosmos");
     let mut backoff = Duration::from_millis(500);
     let mut attempts = 0u32;
     loop {

@@ -84,9 +84,13 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
         .with_context(|| format!("binding {}", config.listen_addr))?;
     // The probes answer while `start` waits for Cosmos DB; a stop signal
     // then ends the wait (nothing is running yet that needs a grace period).
+    // One signal listener for the whole life of the process, so that no
+    // signal falls between two.
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
     let running = tokio::select! {
         running = altinn_events::start(config, mode, listener, Default::default()) => running?,
-        () = shutdown_signal() => {
+        () = &mut stop => {
             tracing::info!("shutdown signal received while starting");
             return Ok(());
         }
@@ -95,7 +99,7 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
     if mode == Mode::Dev {
         print_dev_banner(running.base_url.as_str());
     }
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutdown signal received");
     running.shutdown(grace).await;
     Ok(())

@@ -26,6 +26,8 @@ pub enum RegisterError {
     Status(StatusCode),
     #[error("register refused the lookup ({0})")]
     Refused(StatusCode),
+    #[error("too many Register requests in flight from this instance")]
+    Busy,
 }
 
 /// What to look up. `Debug` never shows the number.
@@ -113,6 +115,7 @@ impl Register {
         let mut found = HashMap::new();
         for chunk in ssns.chunks(QUERY_CHUNK) {
             let urns: Vec<String> = chunk.iter().map(|n| format!("{PERSON_URN}{n}")).collect();
+            let _slot = self.query.admit().await.ok_or(RegisterError::Busy)?;
             // Built without the request, so that no number is in an error.
             let resp = self
                 .query
@@ -145,6 +148,7 @@ impl Register {
             PartyRef::OrgNo(n) => json!({ "OrgNo": n }),
             PartyRef::Ssn(n) => json!({ "Ssn": n }),
         };
+        let _slot = self.lookup.admit().await.ok_or(RegisterError::Busy)?;
         // The error is built without the request, so the number is not in it.
         let resp = self.lookup.post_json(&body).send().await.map_err(|e| RegisterError::Transport(e.without_url()))?;
         match resp.status() {

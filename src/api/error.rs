@@ -17,10 +17,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::authz::PdpError;
 use crate::domain::CloudEventError;
 use crate::feeds::FeedError;
 use crate::publish::PublishError;
 use crate::read::{NoSlot, ReadError};
+use crate::register::RegisterError;
 use crate::subscribe::SubscribeError;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
@@ -234,6 +236,8 @@ impl From<ReadError> for ApiError {
     fn from(e: ReadError) -> Self {
         match e {
             ReadError::Storage(e) => e.into(),
+            ReadError::Register(RegisterError::Busy) => Self::Overloaded,
+            ReadError::Authorization(PdpError::Busy) => Self::Overloaded,
             ReadError::Authorization(e) => Self::unavailable("authorization", e),
             ReadError::UnknownParty => Self::NotFound("No party found for the given unit or person.".into()),
             ReadError::PartyRefused(_) => Self::BadRequest("The given unit or person is not valid.".into()),
@@ -252,6 +256,7 @@ impl From<SubscribeError> for ApiError {
             SubscribeError::NotFound => Self::NotFound("No subscription with that id.".into()),
             SubscribeError::NotOwner => Self::Forbidden("The subscription belongs to another consumer.".into()),
             SubscribeError::Storage(e) => e.into(),
+            SubscribeError::Authorization(PdpError::Busy) => Self::Overloaded,
             SubscribeError::Authorization(e) => Self::unavailable("authorization", e),
             SubscribeError::Register(e) => Self::unavailable("register", e),
         }
@@ -264,6 +269,7 @@ impl From<PublishError> for ApiError {
             PublishError::Invalid(e) => e.into(),
             e @ PublishError::NotTheAppsSource { .. } => Self::Unauthorized(e.to_string()),
             e @ PublishError::Denied { .. } => Self::Forbidden(e.to_string()),
+            PublishError::Authorization(PdpError::Busy) => Self::Overloaded,
             PublishError::Authorization(e) => Self::unavailable("authorization", e),
             PublishError::Storage(e) => e.into(),
             PublishError::Overloaded => Self::Overloaded,

@@ -134,6 +134,10 @@ async fn refuse(mut stream: TcpStream) {
 struct ConnState {
     running: AtomicUsize,
     times: Mutex<Times>,
+    /// The read that waits without a deadline while a request runs: woken
+    /// when the last request ends, so that it arms the idle timeout (else a
+    /// read polled during a request would wait for bytes for ever).
+    reader: Mutex<Option<std::task::Waker>>,
 }
 
 struct Times {
@@ -153,10 +157,15 @@ struct Running(Arc<ConnState>);
 impl Drop for Running {
     fn drop(&mut self) {
         if self.0.running.fetch_sub(1, Ordering::SeqCst) == 1 {
-            let mut t = self.0.times.lock().expect("connection times lock");
-            t.idle_since = Instant::now();
-            t.served = true;
-            t.first_byte = None;
+            {
+                let mut t = self.0.times.lock().expect("connection times lock");
+                t.idle_since = Instant::now();
+                t.served = true;
+                t.first_byte = None;
+            }
+            if let Some(reader) = self.0.reader.lock().expect("connection reader lock").take() {
+                reader.wake();
+            }
         }
     }
 }
@@ -166,6 +175,7 @@ impl ConnState {
         Self {
             running: AtomicUsize::new(0),
             times: Mutex::new(Times { idle_since: Instant::now(), served: false, first_byte: None }),
+            reader: Mutex::new(None),
         }
     }
 
@@ -228,6 +238,13 @@ impl AsyncRead for Deadlined {
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
+                if deadline.is_none() {
+                    *this.state.reader.lock().expect("connection reader lock") = Some(cx.waker().clone());
+                    // The request may have ended since the deadline was read.
+                    if this.state.running.load(Ordering::SeqCst) == 0 {
+                        cx.waker().wake_by_ref();
+                    }
+                }
                 if let Some(deadline) = deadline {
                     if this.sleep.deadline() != deadline {
                         this.sleep.as_mut().reset(deadline);

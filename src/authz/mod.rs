@@ -174,6 +174,8 @@ impl Pdp {
     }
 
     async fn decide_once(&self, request: &XacmlRoot) -> Result<XacmlResponse, PdpError> {
+        // One of this instance's PDP slots, for the request and its answer.
+        let _slot = self.service.admit().await.ok_or(PdpError::Busy)?;
         let started = std::time::Instant::now();
         let result = self.post(request).await;
         let outcome = if result.is_ok() { "ok" } else { "error" };
@@ -186,8 +188,9 @@ impl Pdp {
         resp.json().await.map_err(PdpError::Body)
     }
 
+    /// Not through the slots: readiness must not fail because this instance
+    /// is busy.
     async fn post(&self, request: &XacmlRoot) -> Result<reqwest::Response, PdpError> {
-        let _slot = self.service.admit().await.ok_or(PdpError::Busy)?;
         self.service.post_json(request).send().await.map_err(PdpError::Transport)
     }
 

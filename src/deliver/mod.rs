@@ -265,12 +265,14 @@ impl Delivery {
     /// Renews this instance's buckets, takes free or expired ones up to its
     /// fair share, and lets go of what is beyond it. Returns when the first
     /// lease of another instance expires (a live holder renews it long
-    /// before; one that expires tells of a death, and of a new share).
+    /// before; one that expires tells of a death, and of a new share), or a
+    /// presence: the other instance's, which may outlive its leases.
     async fn balance(&self, mine: &mut HashMap<u64, BucketLease>) -> Result<Option<u64>, crate::feeds::FeedError> {
         let now = now_ms();
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
         self.store.present(&self.instance, now + lease_ms).await?;
-        let instances = self.store.instances(now).await?.max(1) as u64;
+        let presences = self.store.presences(now).await?;
+        let instances = presences.len().max(1) as u64;
         let share = self.settings.buckets.div_ceil(instances) as usize;
         let all: HashMap<u64, BucketLease> = self.store.leases().await?.into_iter().map(|l| (l.bucket, l)).collect();
         mine.clear();
@@ -317,8 +319,16 @@ impl Delivery {
         }
         *self.held.lock().expect("held lock") = mine.iter().map(|(b, l)| (*b, l.expires_ms)).collect();
         metrics::gauge!("delivery_buckets_held").set(mine.len() as f64);
-        let next_expiry =
-            all.values().filter(|l| l.owner != self.instance && l.expires_ms > now).map(|l| l.expires_ms).min();
+        // A foreign lease or presence that expires changes what this
+        // instance should hold (its own presence was just renewed, a whole
+        // lease ahead; a dead instance's may outlive its leases).
+        let own_presence = now + lease_ms;
+        let next_expiry = all
+            .values()
+            .filter(|l| l.owner != self.instance && l.expires_ms > now)
+            .map(|l| l.expires_ms)
+            .chain(presences.iter().copied().filter(|e| *e < own_presence))
+            .min();
         Ok(next_expiry)
     }
 

@@ -252,6 +252,11 @@ impl DeliveryStore {
 
     /// Instances alive at `now_ms` (one partition; instances are few).
     pub async fn instances(&self, now_ms: u64) -> Result<usize, FeedError> {
+        Ok(self.presences(now_ms).await?.len())
+    }
+
+    /// When each live instance's presence expires (unless it is renewed).
+    pub async fn presences(&self, now_ms: u64) -> Result<Vec<u64>, FeedError> {
         let q = Query::from("SELECT VALUE c.expiresMs FROM c");
         let started = Instant::now();
         let mut pages = self
@@ -260,11 +265,11 @@ impl DeliveryStore {
             .await
             .map_err(FeedError::cosmos("query instances"))?
             .into_pages();
-        let mut alive = 0;
+        let mut alive = Vec::new();
         while let Some(p) = pages.next().await {
             let p = p.map_err(FeedError::cosmos("query instances"))?;
             observe("instances", started, charge(p.headers()));
-            alive += p.items().iter().filter(|e| **e > now_ms).count();
+            alive.extend(p.items().iter().copied().filter(|e| *e > now_ms));
         }
         Ok(alive)
     }

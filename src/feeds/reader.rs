@@ -311,8 +311,22 @@ pub(crate) async fn locate(seg: &Segments, feed: &FeedId, event_id: &str) -> Res
         return Ok(None);
     }
     // Older than that: one query over the feed's partitions.
-    let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.eid = @id AND STARTSWITH(c.pk, @prefix)")
-        .with_parameter("@id", event_id)
+    Ok(newest_across(seg, feed, "eid", event_id, "locate_query").await?.map(|seq| seq + 1))
+}
+
+/// The highest position of `feed` whose document has `field` = `value`:
+/// one query over all the feed's partitions (a cross-partition query; for
+/// what the newest segments do not hold).
+async fn newest_across(
+    seg: &Segments,
+    feed: &FeedId,
+    field: &str,
+    value: &str,
+    operation: &'static str,
+) -> Result<Option<u64>, FeedError> {
+    let sql = format!("SELECT VALUE c.seq FROM c WHERE c.{field} = @value AND STARTSWITH(c.pk, @prefix)");
+    let q = Query::from(sql)
+        .with_parameter("@value", value)
         .map_err(FeedError::cosmos("bind"))?
         .with_parameter("@prefix", format!("{}|", feed.key()))
         .map_err(FeedError::cosmos("bind"))?;
@@ -321,19 +335,20 @@ pub(crate) async fn locate(seg: &Segments, feed: &FeedId, event_id: &str) -> Res
         .container
         .query_items::<u64>(q, FeedScope::full_container(), None)
         .await
-        .map_err(FeedError::cosmos("locate query"))?
+        .map_err(FeedError::cosmos(operation))?
         .into_pages();
     let mut newest_seq = None;
     while let Some(p) = pages.next().await {
-        let p = p.map_err(FeedError::cosmos("locate query"))?;
-        seg.observe("locate_query", started, charge(p.headers()));
+        let p = p.map_err(FeedError::cosmos(operation))?;
+        seg.observe(operation, started, charge(p.headers()));
         newest_seq = p.items().iter().copied().chain(newest_seq).max();
     }
-    Ok(newest_seq.map(|seq| seq + 1))
+    Ok(newest_seq)
 }
 
-/// The position of `record` (its id and source) in `feed`, when one of the
-/// feed's newest segments holds it: point reads of its document.
+/// The position of `record` (its id and source) in `feed`: point reads of
+/// its document in the newest segments (where a copy just appended is),
+/// then one query over the feed's older partitions.
 pub(crate) async fn position_of(seg: &Segments, feed: &FeedId, record: &EventRecord) -> Result<Option<u64>, FeedError> {
     let id = event_doc_id(&record.id, &record.source);
     let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
@@ -347,34 +362,9 @@ pub(crate) async fn position_of(seg: &Segments, feed: &FeedId, record: &EventRec
     if recent == 0 {
         return Ok(None);
     }
-    // Older: a feed that took more than those segments since. The copy was
-    // appended soon after the event's registration time (within the append's
-    // retry deadline): look from the segment of events registered a margin
-    // before it, forward until a segment ends with events registered a
-    // margin after it.
-    let Some((before, after)) = time_window(&record.time) else { return Ok(None) };
-    let from = position_at_time(seg, feed, &before).await? / seg.size();
-    for k in from..recent {
-        if let Some(seq) = seq_in(seg, feed, k, &id).await? {
-            return Ok(Some(seq));
-        }
-        if last_time(seg, feed, k).await?.is_some_and(|t| t > after) {
-            break;
-        }
-    }
-    Ok(None)
-}
-
-/// How far an event's registration time may be from when a copy of it was
-/// appended to a feed: the append's retry deadline and the clocks of the
-/// pods, with a wide margin.
-const APPENDED_WITHIN: time::Duration = time::Duration::minutes(10);
-
-/// `time` (as stored) less and plus [`APPENDED_WITHIN`], as stored.
-fn time_window(time: &str) -> Option<(String, String)> {
-    let t = time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339).ok()?;
-    let at = |t: time::OffsetDateTime| crate::domain::cloud_event::format_time(t);
-    Some((at(t.checked_sub(APPENDED_WITHIN)?), at(t.checked_add(APPENDED_WITHIN)?)))
+    // Older: the feed took more than those segments since (a hot feed, or
+    // a repairer that runs late). One query over the feed's partitions.
+    newest_across(seg, feed, "id", &id, "position_query").await
 }
 
 /// The position of the event document `id` in segment `k`, if it is there.

@@ -131,6 +131,15 @@ impl Repairer {
         while let Some(docs) = round.next().await? {
             let mut young = false;
             for doc in &docs {
+                // A page can take longer than the lease (each check reads
+                // Cosmos): renew it on the way, at the same continuation, so
+                // that no other instance takes over and starts this page
+                // again (which, the same each time, would never finish).
+                if self.now_ms() + self.lease_for.as_millis() as u64 / 2 > lease.expires_at
+                    && !self.renew(&mut lease, &mut etag).await?
+                {
+                    return Ok(report);
+                }
                 let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
                     && doc.get("seq").is_some()
                     && doc.get("sealed").is_none();
@@ -184,21 +193,30 @@ impl Repairer {
                 break;
             }
             lease.continuation = Some(round.continuation()?);
-            lease.expires_at = self.now_ms() + self.lease_for.as_millis() as u64;
-            let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
-            match self.container().replace_item(LEASE_PK, LEASE_ID, &lease, Some(options)).await {
-                Ok(resp) => etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?,
-                Err(e) if e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => {
-                    // Lost the lease mid-round; the new owner continues.
-                    return Ok(report);
-                }
-                Err(e) => return Err(FeedError::Cosmos { operation: "save continuation", source: e }),
+            if !self.renew(&mut lease, &mut etag).await? {
+                // Lost the lease mid-round; the new owner continues.
+                return Ok(report);
             }
             if round.read >= 50 {
                 break;
             }
         }
         Ok(report)
+    }
+
+    /// Extends the lease (and saves `lease.continuation`); `false` when
+    /// another instance has taken it.
+    async fn renew(&self, lease: &mut LeaseDoc, etag: &mut String) -> Result<bool, FeedError> {
+        lease.expires_at = self.now_ms() + self.lease_for.as_millis() as u64;
+        let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
+        match self.container().replace_item(LEASE_PK, LEASE_ID, &*lease, Some(options)).await {
+            Ok(resp) => {
+                *etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                Ok(true)
+            }
+            Err(e) if e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => Ok(false),
+            Err(e) => Err(FeedError::Cosmos { operation: "save continuation", source: e }),
+        }
     }
 
     /// Runs rounds every `interval` until `stop` fires.

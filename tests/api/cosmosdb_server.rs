@@ -353,3 +353,41 @@ async fn cosmosdb_server_change_feed_tells_of_appends() {
     stop.send(true).unwrap();
     follower.await.unwrap();
 }
+
+/// The repairer through the change feed of the out-of-process emulator:
+/// an event stored in its resource feed only is appended to its party
+/// feed, once.
+#[tokio::test]
+#[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
+async fn cosmosdb_server_repairer_completes_a_half_publish() {
+    use altinn_events::feeds::Repairer;
+    use std::time::Duration;
+    let store = store(S).await;
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let res = format!("urn:altinn:resource:app_ttd_apps-test-{run}");
+    let party = format!("/party/1337-{run}");
+    // A party feed longer than the newest segments the repairer reads
+    // first (40 events, 10 segments of 4), then the interrupted publish.
+    let mut want = Vec::new();
+    for i in 0..40 {
+        store.append(event(&format!("whole{i}-{run}"), &res, &party, "t"), IdSource::Server).await.unwrap();
+        want.push(format!("whole{i}"));
+    }
+    store
+        .append_to(&FeedId::Resource(res.clone()), event(&format!("half-{run}"), &res, &party, "t"), IdSource::Server)
+        .await
+        .unwrap();
+    want.push("half".into());
+    let repairer = Repairer::new(store.clone(), format!("pod-{run}"), Duration::from_secs(30), Duration::ZERO);
+    let mut rounds = Vec::new();
+    for _ in 0..20 {
+        let report = repairer.run_once().await.expect("a repair round");
+        rounds.push(report.clone());
+        if report.checked == 0 && rounds.len() > 1 {
+            break;
+        }
+    }
+    let feed = read_all(&store, &FeedId::Subject(party.clone()), 100).await;
+    let want: Vec<&str> = want.iter().map(String::as_str).collect();
+    assert_eq!(feed, ids(&want, &run), "{rounds:?}");
+}

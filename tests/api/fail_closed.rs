@@ -99,3 +99,49 @@ async fn every_pdp_failure_is_a_503_on_every_endpoint_the_pdp_decides() {
         app.shutdown().await;
     }
 }
+
+/// More PDP requests at once than `pdp.max_concurrent_requests` (here 1,
+/// with a PDP that never answers): the one with the slot fails closed when
+/// its timeout is over (503, authorization unavailable); the others are
+/// refused as this instance's overload (503 `Overloaded`, `Retry-After`),
+/// not reported as a PDP outage. Nothing unfiltered is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pdp_requests_beyond_the_slots_are_refused_as_overload() {
+    // A PDP that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming().flatten() {
+            held.push(conn);
+        }
+    });
+    let mut config = test_config();
+    config.pdp.url = Some(format!("http://{addr}/authorization/api/v1/decision").parse().unwrap());
+    config.pdp.timeout_ms = 800;
+    config.pdp.max_concurrent_requests = 1;
+    let app = std::sync::Arc::new(TestApp::spawn_with(config, Overrides::default()).await);
+    publish_app_event(&app, "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd", "t").await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let reads: Vec<_> = (0..3)
+        .map(|_| {
+            let (app, user) = (app.clone(), user.clone());
+            tokio::spawn(async move {
+                let resp = app.get_bearer("/events/api/v1/app/party?party=1337&after=0", &user).await;
+                let retry_after = resp.headers().contains_key("retry-after");
+                (assert_problem(resp, 503).await, retry_after)
+            })
+        })
+        .collect();
+    let mut overloaded = 0;
+    for read in reads {
+        let (problem, retry_after) = read.await.unwrap();
+        if problem["title"] == "Overloaded" {
+            assert!(retry_after, "{problem}");
+            overloaded += 1;
+        } else {
+            assert_eq!(problem["detail"], "A dependency is unavailable: authorization.", "{problem}");
+        }
+    }
+    assert!(overloaded >= 1, "the reads without a slot are refused as overload");
+}

@@ -330,6 +330,8 @@ async fn publishes_beyond_what_an_instance_takes_are_shed_with_retry_after() {
     let app = Arc::new(TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await);
     let user = app.user_token(1337, 1337, 2).await;
     let access = app.platform_token("ttd", "apps-test").await;
+    // The signing keys fetched and the token checked once, before the burst.
+    assert_eq!(app.get_bearer("/events/api/v1/app/party?party=1337&after=0", &user).await.status(), 200);
     let tasks: Vec<_> = (0..8)
         .map(|n| {
             let (app, user, access) = (app.clone(), user.clone(), access.clone());
