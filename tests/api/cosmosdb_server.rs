@@ -23,14 +23,26 @@ async fn store(segment_size: u64) -> FeedStore {
         segment_size,
         ..CosmosConfig::default()
     };
-    let cosmos = Cosmos::connect(
-        &config,
-        #[cfg(feature = "dev")]
-        None,
-    )
-    .await
-    .expect("connect to cosmosdb-server");
-    FeedStore::new(cosmos)
+    // The SDK's first request can meet a closed connection (its HTTP/2
+    // probe against Node): try again, as the service does at start.
+    let mut attempts = 0;
+    loop {
+        match Cosmos::connect(
+            &config,
+            #[cfg(feature = "dev")]
+            None,
+        )
+        .await
+        {
+            Ok(cosmos) => return FeedStore::new(cosmos),
+            Err(e) if attempts < 10 => {
+                attempts += 1;
+                eprintln!("connecting to cosmosdb-server (attempt {attempts}): {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("connect to cosmosdb-server: {e:?}"),
+        }
+    }
 }
 
 /// The app name has a `_`, which LIKE must match literally.

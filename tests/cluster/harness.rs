@@ -93,13 +93,26 @@ impl Emulator {
             segment_size: SEGMENT_SIZE,
             ..CosmosConfig::default()
         };
-        FeedStore::connect(
-            &config,
-            #[cfg(feature = "dev")]
-            None,
-        )
-        .await
-        .expect("the emulator answers")
+        // The SDK's first request can meet a closed connection (its HTTP/2
+        // probe against Node): try again, as the service does.
+        let mut attempts = 0;
+        loop {
+            match FeedStore::connect(
+                &config,
+                #[cfg(feature = "dev")]
+                None,
+            )
+            .await
+            {
+                Ok(store) => return store,
+                Err(e) if attempts < 10 => {
+                    attempts += 1;
+                    eprintln!("connecting to the emulator (attempt {attempts}): {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("the emulator does not answer: {e:?}"),
+            }
+        }
     }
 }
 
