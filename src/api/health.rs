@@ -22,7 +22,7 @@ pub fn router() -> Router<AppState> {
 /// The process is up and serving (`/health/live`, and `/health`, Altinn's
 /// probe path). Checks nothing else, so a slow dependency never gets a pod
 /// restarted.
-async fn live() -> impl IntoResponse {
+pub(super) async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "live"}))
 }
 
@@ -45,11 +45,17 @@ async fn ready(State(state): State<AppState>) -> Response {
         .iter()
         .map(|d| (d.to_string(), json!(if failed.contains(d) { "unavailable" } else { "ok" })))
         .collect();
+    not_ready(format!("Unavailable: {}.", failed.join(", ")), checks)
+}
+
+/// The readiness probe's 503: a problem naming what is missing, with each
+/// dependency's state in `checks`.
+pub(super) fn not_ready(detail: String, checks: serde_json::Map<String, serde_json::Value>) -> Response {
     let body = json!({
         "type": "https://altinn.no/events/problems/not-ready",
         "title": "Not ready",
         "status": 503,
-        "detail": format!("Unavailable: {}.", failed.join(", ")),
+        "detail": detail,
         "checks": checks,
     });
     (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()

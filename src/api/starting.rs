@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use serde_json::json;
 use tower::ServiceExt;
 
-use super::error::{PROBLEM_JSON, problem_response};
+use super::error::problem_response;
 
 /// Seconds a client is told to wait before it tries again.
 const RETRY_AFTER_SECONDS: u32 = 5;
@@ -54,8 +54,8 @@ impl Gate {
 /// and the probes until the gate opens, the app after.
 pub fn router(gate: Arc<Gate>, early: Router) -> Router {
     let before = Router::new()
-        .route(super::routes::HEALTH, get(live))
-        .route(super::routes::LIVE, get(live))
+        .route(super::routes::HEALTH, get(super::health::live))
+        .route(super::routes::LIVE, get(super::health::live))
         .route(super::routes::READY, get(not_ready))
         .route(super::routes::METRICS, get(super::health::metrics))
         .with_state(gate.clone())
@@ -72,22 +72,11 @@ async fn forward(State((gate, before)): State<(Arc<Gate>, Router)>, request: Req
     }
 }
 
-async fn live() -> impl IntoResponse {
-    axum::Json(json!({"status": "live"}))
-}
-
 async fn not_ready(State(gate): State<Arc<Gate>>) -> Response {
     let waiting = gate.waiting.lock().expect("gate lock").clone();
     let names = if waiting.is_empty() { vec!["the rest of the wiring"] } else { waiting.clone() };
-    let checks: serde_json::Map<_, _> = waiting.iter().map(|d| (d.to_string(), json!("unavailable"))).collect();
-    let body = json!({
-        "type": "https://altinn.no/events/problems/not-ready",
-        "title": "Not ready",
-        "status": 503,
-        "detail": format!("Starting; not reached yet: {}.", names.join(", ")),
-        "checks": checks,
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()
+    let checks = waiting.iter().map(|d| (d.to_string(), json!("unavailable"))).collect();
+    super::health::not_ready(format!("Starting; not reached yet: {}.", names.join(", ")), checks)
 }
 
 async fn starting() -> Response {

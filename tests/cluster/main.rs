@@ -16,7 +16,12 @@ use std::time::{Duration, Instant};
 use harness::*;
 use serde_json::{Value, json};
 
-const PODS: usize = 3;
+/// Service processes per scenario: `EVENTS_TEST_CLUSTER_PODS`, 3 by
+/// default (at least 3: the scenarios stop pods 1 and 2, pod 0 is the
+/// platform).
+fn pods() -> usize {
+    std::env::var("EVENTS_TEST_CLUSTER_PODS").ok().and_then(|n| n.parse().ok()).unwrap_or(3).max(3)
+}
 
 fn figures(scenario: &str, load: &Load, extra: &str) {
     println!(
@@ -44,9 +49,9 @@ async fn until_acked(progress: &AtomicUsize, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "out-of-process cluster: run by .ci/cosmosdb-server/run-test"]
 async fn cluster_one_hot_feed_written_through_every_pod() {
-    let cluster = Cluster::start("hot", PODS, vec![]).await;
+    let cluster = Cluster::start("hot", pods(), vec![]).await;
     let targets = Arc::new(Mutex::new(cluster.bases()));
-    let readers = Readers::start(&cluster.http, &cluster.tokens.owner, targets.clone(), PODS);
+    let readers = Readers::start(&cluster.http, &cluster.tokens.owner, targets.clone(), pods());
     let load = publish(&cluster.http, &cluster.tokens, targets, 600, 24, Arc::default()).await;
     assert_eq!(load.failed, 0, "nothing fails without a fault: {:?}", load.statuses);
     let feeds = check_feeds(&cluster, &load.acked, Duration::from_secs(10)).await;
@@ -62,9 +67,9 @@ async fn cluster_one_hot_feed_written_through_every_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "out-of-process cluster: run by .ci/cosmosdb-server/run-test"]
 async fn cluster_a_pod_killed_mid_load_loses_nothing_acknowledged() {
-    let mut cluster = Cluster::start("sigkill", PODS, vec![]).await;
+    let mut cluster = Cluster::start("sigkill", pods(), vec![]).await;
     let targets = Arc::new(Mutex::new(cluster.bases()));
-    let readers = Readers::start(&cluster.http, &cluster.tokens.owner, targets.clone(), PODS);
+    let readers = Readers::start(&cluster.http, &cluster.tokens.owner, targets.clone(), pods());
     let progress = Arc::new(AtomicUsize::new(0));
     let running = {
         let (http, tokens, targets, progress) =
@@ -130,7 +135,7 @@ async fn half_publish(cluster: &Cluster) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "out-of-process cluster: run by .ci/cosmosdb-server/run-test"]
 async fn cluster_a_pod_stopped_mid_load_finishes_what_it_accepted() {
-    let mut cluster = Cluster::start("sigterm", PODS, vec![]).await;
+    let mut cluster = Cluster::start("sigterm", pods(), vec![]).await;
     let targets = Arc::new(Mutex::new(cluster.bases()));
     let progress = Arc::new(AtomicUsize::new(0));
     // A long-poll on pod 1 that nothing will wake (no event has this type).
@@ -213,7 +218,7 @@ async fn receiver() -> (String, Arc<Mutex<Vec<(String, String)>>>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "out-of-process cluster: run by .ci/cosmosdb-server/run-test"]
 async fn cluster_subscriptions_move_when_their_pod_dies() {
-    let mut cluster = Cluster::start("delivery", PODS, vec![]).await;
+    let mut cluster = Cluster::start("delivery", pods(), vec![]).await;
     let (hook, got) = receiver().await;
     let subscriptions = 6;
     for n in 0..subscriptions {
@@ -236,7 +241,7 @@ async fn cluster_subscriptions_move_when_their_pod_dies() {
             running.push(pod.metric(&cluster.http, "delivery_subscriptions_running").await as usize);
         }
         if running.iter().sum::<usize>() == subscriptions
-            && let Some(i) = (1..PODS).find(|i| running[*i] > 0)
+            && let Some(i) = (1..pods()).find(|i| running[*i] > 0)
         {
             break i;
         }
