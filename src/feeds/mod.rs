@@ -194,7 +194,9 @@ impl FeedStore {
         Ok(Appended { resource_seq, subject_seq, request_charge })
     }
 
-    /// Appends several events, in order, to both their feeds.
+    /// Appends several events, in order, to both their feeds. Like any
+    /// publish, those beyond a feed's `cosmos.max_queued_appends` are
+    /// refused (`FeedError::Overloaded`).
     pub async fn append_all(&self, records: Vec<EventRecord>, ids: IdSource) -> Vec<Result<Appended, FeedError>> {
         futures::future::join_all(records.into_iter().map(|r| self.append(r, ids))).await
     }
