@@ -191,8 +191,10 @@ impl Writer {
                 Ok(Some(p)) => p,
                 Ok(None) => return,
                 Err(_) => {
-                    // Leave only when nothing is queued; appends enqueue under
-                    // the same lock, so none can be stranded.
+                    // Leave only when nothing is queued. Appends try to enqueue
+                    // under the same lock; one that waits for room outside it
+                    // and finds the queue closed starts over with a new
+                    // writer, so none can be stranded.
                     let mut feeds = self.feeds.lock().expect("writer map lock");
                     match rx.try_recv() {
                         Ok(p) => p,
