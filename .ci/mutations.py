@@ -55,8 +55,8 @@ MUTATIONS = {
     ),
     "repairer-forgets-its-position": (
         "src/feeds/repairer.rs",
-        "lease.continuation = Some(token.as_str().to_owned());",
-        "let _ = token;",
+        "lease.continuation = Some(round.continuation()?);",
+        "let _ = round.continuation()?;",
         "test(the_repairer_completes_an_interrupted_publish)",
     ),
     "lease-never-expires": (
@@ -127,8 +127,8 @@ MUTATIONS = {
     ),
     "cancelled-waiter-keeps-its-slot": (
         "src/read/waiters.rs",
-        "let permit = self.slots.clone().try_acquire_owned().ok()?;",
-        "let permit = self.slots.clone().try_acquire_owned().ok()?;\n        let permit = {\n            permit.forget();\n            Arc::new(Semaphore::new(1)).try_acquire_owned().ok()?\n        };",
+        "let permit = self.slots.clone().try_acquire_owned().map_err(|_| NoSlot::Full)?;",
+        "let permit = self.slots.clone().try_acquire_owned().map_err(|_| NoSlot::Full)?;\n        let permit = {\n            permit.forget();\n            Arc::new(Semaphore::new(1)).try_acquire_owned().map_err(|_| NoSlot::Full)?\n        };",
         "test(waiters_are_bounded_and_released_when_the_client_goes_away)",
     ),
     "xacml-renamed-attribute": (
@@ -349,6 +349,24 @@ MUTATIONS = {
         "    if recent == 0 {\n        return Ok(None);\n    }",
         "    if recent < u64::MAX {\n        return Ok(None);\n    }",
         "test(the_repairer_finds_old_copies_in_a_long_feed_and_repeats_nothing)",
+    ),
+    "publishes-not-shed": (
+        "src/publish.rs",
+        "self.in_flight = Arc::new(tokio::sync::Semaphore::new(n.max(1)));",
+        "self.in_flight = Arc::new(tokio::sync::Semaphore::new(tokio::sync::Semaphore::MAX_PERMITS + 0 * n));",
+        "test(publishes_beyond_what_an_instance_takes_are_shed_with_retry_after)",
+    ),
+    "append-queue-unbounded": (
+        "src/feeds/writer.rs",
+        "let (tx, rx) = mpsc::channel(self.max_queued);",
+        "let (tx, rx) = mpsc::channel(1 << 20);",
+        "test(a_full_append_queue_refuses_publishes_before_storing_anything)",
+    ),
+    "pdp-busy-reported-as-an-outage": (
+        "src/api/error.rs",
+        "            ReadError::Authorization(PdpError::Busy) => Self::Overloaded,\n",
+        "",
+        "test(pdp_requests_beyond_the_slots_are_refused_as_overload)",
     ),
     "shared-read-hides-a-newer-append": (
         "src/feeds/shared_reads.rs",
