@@ -104,6 +104,11 @@ impl Row {
             note,
         }
     }
+
+    /// A row with a count and a rate but no latencies (throughput rows).
+    fn rate(scenario: String, count: usize, per_second: f64, unit: &'static str, note: String) -> Self {
+        Self { scenario, count, per_second, unit, p50_ms: f64::NAN, p99_ms: f64::NAN, note }
+    }
 }
 
 /// Sum of a Prometheus metric family (all label sets) matching `filter`.
@@ -818,20 +823,18 @@ async fn delivery_rows(bench: &Arc<Bench>, owner: &str, a: &Args, rows: &mut Vec
     let after = metrics();
     let got = hooks.events.load(Ordering::SeqCst) - first;
     let push = |m: &str| metric_sum(&after, m, "") - metric_sum(&before, m, "");
-    rows.push(Row {
-        scenario: format!("delivery: 1 subscription catching up {} events", a.events),
-        count: got,
-        per_second: got as f64 / elapsed.as_secs_f64(),
-        unit: "deliveries/s",
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        note: format!(
+    rows.push(Row::rate(
+        format!("delivery: 1 subscription catching up {} events", a.events),
+        got,
+        got as f64 / elapsed.as_secs_f64(),
+        "deliveries/s",
+        format!(
             "{}one push at a time (the order): mean push {:.2} ms; {:.2} Cosmos requests per delivered event",
             if caught_up { String::new() } else { "INCOMPLETE; ".to_owned() },
             1000.0 * push("delivery_push_duration_seconds_sum") / push("delivery_push_duration_seconds_count").max(1.0),
             (deliverer_requests(&after) - deliverer_requests(&before)) / got.max(1) as f64,
         ),
-    });
+    ));
 
     // 3. Throughput: `subs` subscriptions on one party's feed, `per_sub`
     // events each; from the first publish to the last push.
@@ -855,14 +858,12 @@ async fn delivery_rows(bench: &Arc<Bench>, owner: &str, a: &Args, rows: &mut Vec
         let requests = deliverer_requests(&after) - deliverer_requests(&before);
         let pdp = metric_sum(&after, "pdp_request_duration_seconds_count", "")
             - metric_sum(&before, "pdp_request_duration_seconds_count", "");
-        rows.push(Row {
-            scenario: format!("delivery: {subs} subscription(s), {per_sub} events"),
-            count: got,
-            per_second: got as f64 / elapsed.as_secs_f64(),
-            unit: "deliveries/s",
-            p50_ms: f64::NAN,
-            p99_ms: f64::NAN,
-            note: format!(
+        rows.push(Row::rate(
+            format!("delivery: {subs} subscription(s), {per_sub} events"),
+            got,
+            got as f64 / elapsed.as_secs_f64(),
+            "deliveries/s",
+            format!(
                 "{}{:.2} Cosmos requests per delivered event (deliverers' reads and checkpoints); {:.2} PDP requests per event; \
                  publishing took {:.0} ms of {:.0} ms",
                 if delivered { String::new() } else { format!("INCOMPLETE ({got} of {expected}); ") },
@@ -871,7 +872,7 @@ async fn delivery_rows(bench: &Arc<Bench>, owner: &str, a: &Args, rows: &mut Vec
                 publish_elapsed.as_secs_f64() * 1000.0,
                 elapsed.as_secs_f64() * 1000.0,
             ),
-        });
+        ));
         if std::env::var_os("BENCH_LOG").is_some() {
             let ops: std::collections::BTreeMap<String, f64> = after
                 .lines()
@@ -914,17 +915,15 @@ async fn delivery_rows(bench: &Arc<Bench>, owner: &str, a: &Args, rows: &mut Vec
         .collect();
     let background_rate: f64 = per_op.iter().map(|(_, r)| r).sum();
     let background: Vec<String> = per_op.iter().map(|(op, r)| format!("{op} {r:.1}/s")).collect();
-    rows.push(Row {
-        scenario: format!("delivery: idle, {} subscriptions", 1 + 1 + 1 + 100 + last_subs),
-        count: 0,
-        per_second: idle_all,
-        unit: "Cosmos requests/s",
-        p50_ms: f64::NAN,
-        p99_ms: f64::NAN,
-        note: format!(
+    rows.push(Row::rate(
+        format!("delivery: idle, {} subscriptions", 1 + 1 + 1 + 100 + last_subs),
+        0,
+        idle_all,
+        "Cosmos requests/s",
+        format!(
             "{:.1} requests/s of the subscriptions' deliverers; the rest is the instance's background, whatever the number of subscriptions: {}",
             idle_all - background_rate,
             background.join(", ")
         ),
-    });
+    ));
 }

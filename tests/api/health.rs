@@ -115,12 +115,9 @@ async fn a_pod_that_cannot_reach_cosmos_at_start_stays_live_and_becomes_ready_wh
     let token = get("/localtest/token/user?userId=1337&partyId=1337&authLevel=2").await.unwrap();
     assert_eq!(token.status(), 200);
     let token = token.text().await.unwrap();
-    let read = http
-        .get(format!("{base}/events/api/v1/app/party?party=1337&after=0"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let read_party =
+        || http.get(format!("{base}/events/api/v1/app/party?party=1337&after=0")).bearer_auth(&token).send();
+    let read = read_party().await.unwrap();
     assert_eq!(read.headers()["retry-after"], "5");
     let body = assert_problem(read, 503).await;
     assert_eq!(body["title"], "Starting", "{body}");
@@ -130,12 +127,6 @@ async fn a_pod_that_cannot_reach_cosmos_at_start_stays_live_and_becomes_ready_wh
         tokio::time::timeout(Duration::from_secs(60), starting).await.expect("ready in time").unwrap().unwrap();
     assert!(Instant::now() >= down_until, "not before Cosmos answers");
     assert_eq!(get("/health/ready").await.unwrap().status(), 200);
-    let read = http
-        .get(format!("{base}/events/api/v1/app/party?party=1337&after=0"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200, "the API once ready");
+    assert_eq!(read_party().await.unwrap().status(), 200, "the API once ready");
     running.shutdown(Duration::from_secs(5)).await;
 }

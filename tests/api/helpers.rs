@@ -219,24 +219,36 @@ pub async fn post_app_event(
     app: &TestApp,
     user: &str,
     access: &str,
-    (org, name): (&str, &str),
+    app_id: (&str, &str),
     party: u64,
     guid: &str,
     kind: &str,
 ) -> String {
+    let resp = send_app_event(app, user, access, app_id, party, guid, kind).await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    resp.json().await.unwrap()
+}
+
+/// `POST /app` of an event about `{party}/{guid}`; the answer, whatever it is.
+pub async fn send_app_event(
+    app: &TestApp,
+    user: &str,
+    access: &str,
+    (org, name): (&str, &str),
+    party: u64,
+    guid: &str,
+    kind: &str,
+) -> reqwest::Response {
     let body = serde_json::json!({"specversion": "1.0", "type": kind, "subject": format!("/party/{party}"),
         "source": format!("https://{org}.apps.altinn.no/{org}/{name}/instances/{party}/{guid}")});
-    let resp = app
-        .http
+    app.http
         .post(app.url("/events/api/v1/app"))
         .header(AUTHORIZATION, format!("Bearer {user}"))
         .header("PlatformAccessToken", access)
         .json(&body)
         .send()
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    resp.json().await.unwrap()
+        .unwrap()
 }
 
 /// Waits until `done` holds, checking every 10 ms; panics after 10 s.

@@ -337,18 +337,8 @@ async fn publishes_beyond_what_an_instance_takes_are_shed_with_retry_after() {
             let (app, user, access) = (app.clone(), user.clone(), access.clone());
             tokio::spawn(async move {
                 let guid = format!("{n:08x}-0000-4000-8000-000000000000");
-                let body = json!({"specversion": "1.0", "type": "t", "subject": "/party/1337",
-                    "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/{guid}")});
                 let started = Instant::now();
-                let resp = app
-                    .http
-                    .post(app.url("/events/api/v1/app"))
-                    .header(AUTHORIZATION, format!("Bearer {user}"))
-                    .header("PlatformAccessToken", access)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
+                let resp = send_app_event(&app, &user, &access, ("ttd", "apps-test"), 1337, &guid, "t").await;
                 (
                     resp.status().as_u16(),
                     resp.headers().get("retry-after").cloned(),
