@@ -346,7 +346,8 @@ async fn run() {
     let a = args();
     // BENCH_LOG=info,altinn_events=debug shows the service's logs.
     if let Ok(filter) = std::env::var("BENCH_LOG") {
-        altinn_events::telemetry::init_tracing(altinn_events::config::LogFormat::Pretty, &filter);
+        let _traces = altinn_events::telemetry::init_tracing(altinn_events::config::LogFormat::Pretty, &filter, None)
+            .expect("logs");
     }
     // No repairer: it would add change-feed reads to what is measured.
     // Segments of 1000 events, and 16 physical partitions (below): the SDK's

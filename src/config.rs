@@ -52,7 +52,19 @@ pub struct Config {
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
     pub delivery: DeliveryConfig,
+    pub telemetry: TelemetryConfig,
     pub localtest: LocalTestConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// An OTLP/HTTP collector (e.g. `http://otel-collector:4318`); spans go
+    /// to `{otlp_endpoint}/v1/traces` as OTLP JSON. Off when not set. Trace
+    /// context (W3C `traceparent`) is taken from requests and passed on to
+    /// the PDP, Register and OIDC either way, and trace ids are logged.
+    pub otlp_endpoint: Option<Url>,
 }
 
 impl Default for Config {
@@ -73,6 +85,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
             delivery: DeliveryConfig::default(),
+            telemetry: TelemetryConfig::default(),
             localtest: LocalTestConfig::default(),
         }
     }

@@ -77,7 +77,11 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
         config.listen_addr = addr;
     }
     let config = config.finalize(mode)?;
-    telemetry::init_tracing(config.log_format.expect("finalize sets it"), &config.log_filter);
+    let traces = telemetry::init_tracing(
+        config.log_format.expect("finalize sets it"),
+        &config.log_filter,
+        config.telemetry.otlp_endpoint.as_ref(),
+    )?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -102,6 +106,7 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> any
     stop.await;
     tracing::info!("shutdown signal received");
     running.shutdown(grace).await;
+    traces.shutdown().await;
     Ok(())
 }
 

@@ -59,7 +59,7 @@ impl PlatformService {
 
     /// A JSON POST to the service, with its key and timeout.
     pub fn post_json<T: Serialize + ?Sized>(&self, body: &T) -> reqwest::RequestBuilder {
-        let mut req = self.http.post(self.url.clone()).timeout(self.timeout).json(body);
+        let mut req = crate::telemetry::inject_trace(self.http.post(self.url.clone()).timeout(self.timeout).json(body));
         if let Some(key) = &self.subscription_key {
             // Keys mounted from files often end in a newline.
             req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());

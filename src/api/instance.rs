@@ -26,6 +26,21 @@ use crate::read::{FeedQuery, Paging};
 pub const KEY_HEADER: &str = "altinn-instance-access-key";
 
 /// The app owner obtains a key for one of its app's instances.
+#[utoipa::path(
+    post, path = "/events/api/v1/app/{org}/{app}/instances/{party}/{guid}/accesskey", tag = "Instances", operation_id = "issueInstanceAccessKey",
+    summary = "The app owner issues an access key for one instance",
+    params(
+        ("org" = String, Path, example = "ttd"), ("app" = String, Path, example = "apps-test"),
+        ("party" = String, Path, example = "50002108", description = "The instance's party id."),
+        ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
+    ),
+    responses(
+        (status = 201, description = "The key, for `Altinn-Instance-Access-Key`.", body = crate::api::openapi::InstanceAccessKey),
+        (status = 400, description = "The instance id is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not this app's owner, or the token lacks the app's scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn issue_key(
     State(state): State<AppState>,
     ApiPath((org, app, party, guid)): ApiPath<(String, String, String, String)>,
@@ -77,6 +92,24 @@ fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> St
 /// instance exists or what was checked first. Each request spends the
 /// client's budget; only a verified key spends the instance's, so wrong
 /// keys cannot lock out the key's holder.
+#[utoipa::path(
+    post, path = "/events/instanceeventsforinstance/{party}/{guid}", tag = "Instances", operation_id = "getInstanceEvents",
+    summary = "The events of one instance, for whoever holds its access key",
+    params(
+        ("party" = String, Path, example = "50002108", description = "The instance's party id."),
+        ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
+        ("after" = Option<String>, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or (Altinn's form) an event id."),
+        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
+        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+    ),
+    responses(
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The key is missing, expired or not for this instance (one answer for all).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client or for this instance.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+    ),
+    security(("instanceAccessKey" = [])),
+)]
 pub async fn read_with_key(
     State(state): State<AppState>,
     Path((party, guid)): Path<(String, String)>,

@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 mod instance;
 mod observe;
+pub mod openapi;
 mod publish;
 mod query;
 pub(crate) mod rate_limit;
@@ -151,7 +152,7 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
         .route(routes::INSTANCE_EVENTS, post(instance::read_with_key))
         .route(routes::SUBSCRIPTIONS, post(subscriptions::create).get(subscriptions::list))
         .route(routes::SUBSCRIPTION, get(subscriptions::get).delete(subscriptions::delete))
-        .route(routes::SUBSCRIPTION_LOCATION, get(subscriptions::get).delete(subscriptions::delete))
+        .route(routes::SUBSCRIPTION_LOCATION, get(subscriptions::get_singular).delete(subscriptions::delete_singular))
         .route(routes::SUBSCRIPTION_VALIDATE, post(subscriptions::validate))
         .route(routes::SUBSCRIPTION_ROTATE, post(subscriptions::rotate_secret))
         .route(routes::SUBSCRIPTION_ENABLE, post(subscriptions::enable))
@@ -161,9 +162,9 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
     if mode == Mode::Dev {
         routes = routes.merge(whoami::router());
     }
-    let _ = mode;
     routes
         .with_state(state)
+        .merge(openapi::router(mode == Mode::Dev))
         .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))

@@ -1,5 +1,6 @@
-//! One span per request, carrying the request id, method, matched route,
-//! status and latency; and HTTP metrics by route and status. Only the path
+//! One span per request, carrying the request id, the trace id (the
+//! caller's `traceparent` continued), method, matched route, status and
+//! latency; and HTTP metrics by route and status. Only the path
 //! is recorded, never the query string, headers or cookies, so tokens and
 //! national identity numbers stay out of the logs.
 
@@ -16,15 +17,22 @@ pub fn make_span(req: &Request<Body>) -> Span {
     let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
     let request_id =
         req.extensions().get::<RequestId>().and_then(|id| id.header_value().to_str().ok()).unwrap_or("-").to_owned();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "request",
         request.id = %request_id,
+        trace.id = tracing::field::Empty,
         http.method = %req.method(),
         http.route = route.as_deref().unwrap_or("unmatched"),
         http.path = %req.uri().path(),
         http.status = tracing::field::Empty,
         latency_ms = tracing::field::Empty,
-    )
+    );
+    // The caller's W3C trace, continued; its id in every log line.
+    crate::telemetry::continue_trace(&span, req.headers());
+    if let Some(id) = crate::telemetry::trace_id(&span) {
+        span.record("trace.id", id);
+    }
+    span
 }
 
 pub fn on_response(resp: &Response<Body>, latency: Duration, span: &Span) {

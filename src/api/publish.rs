@@ -33,6 +33,20 @@ fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
 /// An app publishes an event about one of its instances. Needs an Altinn
 /// token and the app's platform access token, whose `{org}/{app}` must own
 /// the source.
+#[utoipa::path(
+    post, path = "/events/api/v1/app", tag = "Publish", operation_id = "publishAppEvent",
+    summary = "An app publishes an event about one of its instances",
+    request_body(content = crate::api::openapi::AppCloudEventRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Stored: the event's id. Readable at once.", body = String, content_type = "application/json", headers(("Location" = String, description = "The event's subject (its party)."))),
+        (status = 400, description = "Not a valid app CloudEvent (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid Altinn token, or the platform access token's app may not publish for this source (Altinn's text).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No platform access token.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another event already has this id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = [], "platformAccessToken" = []), ("altinnStudioRuntime" = [], "platformAccessToken" = [])),
+)]
 pub async fn publish_app(
     State(state): State<AppState>,
     _principal: Principal,
@@ -55,6 +69,20 @@ pub async fn publish_app(
 /// platform access token), then the PDP's `publish` decision unless the
 /// caller has `altinn:events.publish.admin`. Publishing the same `(id,
 /// source)` again stores nothing new.
+#[utoipa::path(
+    post, path = "/events/api/v1/events", tag = "Publish", operation_id = "publishEvent",
+    summary = "Publish a generic CloudEvent about a resource",
+    description = "Scope `altinn:events.publish` and the PDP's `publish` permission on the resource (or `altinn:events.publish.admin`), or a platform access token. Publishing the same `(id, source)` again stores nothing new and answers the same.",
+    request_body(content = crate::api::openapi::GenericCloudEventRequest, content_type = "application/cloudevents+json"),
+    responses(
+        (status = 200, description = "Stored (or already stored): the event's id.", body = String, content_type = "application/json"),
+        (status = 400, description = "Not a valid CloudEvent.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope, or the PDP does not permit publishing on this resource.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another source already published this id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/cloudevents+json`.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = []), ("platformAccessToken" = [])),
+)]
 pub async fn publish_generic(
     State(state): State<AppState>,
     MaybePrincipal(principal): MaybePrincipal,

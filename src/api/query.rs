@@ -93,6 +93,31 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// `GET /events/api/v1/app/{org}/{app}`: the app owner's feed of its app.
+#[utoipa::path(
+    get, path = "/events/api/v1/app/{org}/{app}", tag = "Read", operation_id = "getAppEvents",
+    summary = "The app owner's feed of one app",
+    description = "An org token with scope `altinn:events/{org}/{app}` (or `altinn:serviceowner/instances.read`). With `party`, `unit` or `person` it narrows to one party.",
+    params(
+        ("org" = String, Path, example = "ttd", description = "The app owner's org code."),
+        ("app" = String, Path, example = "apps-test", description = "The app's name."),
+        ("from" = Option<String>, Query, format = DateTime, description = "Events at or after this time (with timezone). `from` or `after` is required."),
+        ("to" = Option<String>, Query, format = DateTime, description = "Events at or before this time (with timezone)."),
+        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event types to include (repeat for several)."),
+        ("party" = Option<i64>, Query, description = "A party id."),
+        ("unit" = Option<String>, Query, pattern = "^[0-9]{9}$", description = "An organisation number."),
+        ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
+        ("after" = Option<String>, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or (Altinn's form) an event id."),
+        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
+        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+    ),
+    responses(
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the app's scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn app_owner(
     State(state): State<AppState>,
     ApiPath((org, app)): ApiPath<(String, String)>,
@@ -167,6 +192,28 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
 }
 
 /// `GET /events/api/v1/app/party`: what is new for one party.
+#[utoipa::path(
+    get, path = "/events/api/v1/app/party", tag = "Read", operation_id = "getPartyEvents",
+    summary = "App events about one party",
+    params(
+        ("from" = Option<String>, Query, format = DateTime, description = "Events at or after this time (with timezone). `from` or `after` is required."),
+        ("to" = Option<String>, Query, format = DateTime, description = "Events at or before this time (with timezone)."),
+        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event types to include (repeat for several)."),
+        ("source" = Option<Vec<String>>, Query, style = Form, explode, description = "Sources to include (an app's URL prefix)."),
+        ("party" = Option<i64>, Query, description = "A party id. One of `party`, `unit` and `person` is required."),
+        ("unit" = Option<String>, Query, pattern = "^[0-9]{9}$", description = "An organisation number."),
+        ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number."),
+        ("after" = Option<String>, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or (Altinn's form) an event id."),
+        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
+        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+    ),
+    responses(
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn app_party(
     State(state): State<AppState>,
     principal: Principal,
@@ -208,6 +255,22 @@ fn scalar(v: Option<Value>) -> Option<String> {
 /// `POST /events/api/v1/party`: the party query with its fields in the body,
 /// so national identity numbers stay out of URLs and access logs. `next`
 /// carries only the cursor; an `after` in the URL wins over the body's.
+#[utoipa::path(
+    post, path = "/events/api/v1/party", tag = "Read", operation_id = "postPartyEvents",
+    summary = "App events about one party, the query in the body",
+    description = "Ours: the party query of `GET /app/party` with its fields in a JSON body, so identity numbers stay out of URLs and logs. `next` carries only the cursor; send the same body with it.",
+    params(
+        ("after" = Option<String>, Query, description = "A cursor from `next`; wins over the body's `after`."),
+        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll seconds; wins over the body's."),
+    ),
+    request_body(content = crate::api::openapi::PartyQueryBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A field is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn party_post(
     State(state): State<AppState>,
     principal: Principal,
@@ -243,6 +306,27 @@ pub async fn party_post(
 
 /// `GET /events/api/v1/events`: a resource's generic events, for
 /// subscribers the PDP permits.
+#[utoipa::path(
+    get, path = "/events/api/v1/events", tag = "Read", operation_id = "getEvents",
+    summary = "A resource's generic events",
+    description = "Scope `altinn:events.subscribe`; each event is shown only if the PDP permits `subscribe` on it.",
+    params(
+        ("resource" = String, Query, description = "The resource: `urn:altinn:resource:...`."),
+        ("subject" = Option<String>, Query, description = "Only events with this subject."),
+        ("alternativeSubject" = Option<String>, Query, description = "Only events with this alternative subject."),
+        ("Altinn-AlternativeSubject" = Option<String>, Header, description = "The same as the parameter (Altinn's header)."),
+        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event types to include."),
+        ("after" = Option<String>, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or (Altinn's form) an event id."),
+        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
+        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+    ),
+    responses(
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The token lacks the scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn generic(
     State(state): State<AppState>,
     principal: Principal,

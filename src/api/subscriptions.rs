@@ -31,6 +31,17 @@ fn json_of(view: impl serde::Serialize) -> Value {
 /// `POST /events/api/v1/subscriptions`: `201` with `Location`
 /// (`/events/api/v1/subscription/{id}`, as Altinn writes it) and the
 /// subscription; a new one carries its signing `secret`, shown only here.
+#[utoipa::path(
+    post, path = "/events/api/v1/subscriptions", tag = "Subscriptions", operation_id = "createSubscription",
+    summary = "Subscribe an endpoint to a feed",
+    request_body(content = crate::domain::subscription::SubscriptionRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created; validation of the endpoint starts. The secret is shown only here.", body = crate::api::openapi::SubscriptionWithSecret, headers(("Location" = String, description = "`/events/api/v1/subscription/{id}`."))),
+        (status = 400, description = "Not a valid subscription (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not permitted to subscribe to this resource or subject.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -69,6 +80,12 @@ async fn view_of(state: &AppState, subscription: &Subscription) -> Result<Value,
 }
 
 /// `GET /events/api/v1/subscriptions`: the caller's own.
+#[utoipa::path(
+    get, path = "/events/api/v1/subscriptions", tag = "Subscriptions", operation_id = "listSubscriptions",
+    summary = "Your subscriptions",
+    responses((status = 200, description = "Every subscription of the caller.", body = crate::api::openapi::SubscriptionList)),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn list(State(state): State<AppState>, principal: Principal) -> Result<Response, ApiError> {
     use futures::{StreamExt, TryStreamExt};
     let owned = state.subscriptions.list(&principal).await?;
@@ -81,6 +98,13 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
 }
 
 /// `GET /events/api/v1/subscriptions/{id}`: the owner's view.
+#[utoipa::path(
+    get, path = "/events/api/v1/subscriptions/{id}", tag = "Subscriptions", operation_id = "getSubscription",
+    summary = "One subscription, with how its delivery stands",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses((status = 200, description = "The subscription.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn get(
     State(state): State<AppState>,
     principal: Principal,
@@ -91,6 +115,13 @@ pub async fn get(
 }
 
 /// `DELETE /events/api/v1/subscriptions/{id}`: `200`, nothing more is pushed.
+#[utoipa::path(
+    delete, path = "/events/api/v1/subscriptions/{id}", tag = "Subscriptions", operation_id = "deleteSubscription",
+    summary = "Delete a subscription",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses((status = 200, description = "Deleted; nothing more is pushed."), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,
@@ -102,6 +133,13 @@ pub async fn delete(
 }
 
 /// `POST /events/api/v1/subscriptions/{id}/validate`: validate again, now.
+#[utoipa::path(
+    post, path = "/events/api/v1/subscriptions/{id}/validate", tag = "Subscriptions", operation_id = "validateSubscription",
+    summary = "Run endpoint validation again",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses((status = 202, description = "Validation started.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn validate(
     State(state): State<AppState>,
     principal: Principal,
@@ -113,6 +151,13 @@ pub async fn validate(
 
 /// `POST /events/api/v1/subscriptions/{id}/enable`: a disabled (or
 /// failing) subscription is pushed again from its checkpoint, now.
+#[utoipa::path(
+    post, path = "/events/api/v1/subscriptions/{id}/enable", tag = "Subscriptions", operation_id = "enableSubscription",
+    summary = "Resume a disabled subscription from its checkpoint",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses((status = 200, description = "Delivery resumes.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn enable(
     State(state): State<AppState>,
     principal: Principal,
@@ -125,6 +170,18 @@ pub async fn enable(
 /// `POST /events/api/v1/subscriptions/{id}/replay` with `{"after": ...}`
 /// (`0`, a cursor of the subscription's feed, an event id) or
 /// `{"from": time}`: delivery continues from there.
+#[utoipa::path(
+    post, path = "/events/api/v1/subscriptions/{id}/replay", tag = "Subscriptions", operation_id = "replaySubscription",
+    summary = "Deliver again from a point of the feed",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    request_body(content = crate::domain::subscription::ReplayRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Delivery continues from there.", body = crate::domain::subscription::SubscriptionView),
+        (status = 400, description = "Neither or both of `after` and `from`, or one that is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn replay(
     State(state): State<AppState>,
     principal: Principal,
@@ -144,6 +201,13 @@ pub async fn replay(
 
 /// `GET /events/api/v1/subscriptions/{id}/deliveries`: the recent push
 /// attempts, newest first.
+#[utoipa::path(
+    get, path = "/events/api/v1/subscriptions/{id}/deliveries", tag = "Subscriptions", operation_id = "listDeliveries",
+    summary = "Recent push attempts, newest first",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses((status = 200, description = "The attempts.", body = crate::api::openapi::DeliveryList), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn deliveries(
     State(state): State<AppState>,
     principal: Principal,
@@ -156,6 +220,13 @@ pub async fn deliveries(
 
 /// `POST /events/api/v1/subscriptions/{id}/secret/rotate`: a new signing
 /// secret, shown once; the old one keeps signing for 24 hours.
+#[utoipa::path(
+    post, path = "/events/api/v1/subscriptions/{id}/secret/rotate", tag = "Subscriptions", operation_id = "rotateSubscriptionSecret",
+    summary = "A new signing secret; the old one signs too for 24 hours",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses((status = 200, description = "The subscription and its new secret (shown only here).", body = crate::api::openapi::SubscriptionWithSecret), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     principal: Principal,
@@ -167,4 +238,40 @@ pub async fn rotate_secret(
         map.insert("secret".into(), Value::String(secret.expose_secret().to_owned()));
     }
     Ok(axum::Json(body).into_response())
+}
+
+#[utoipa::path(
+    get, path = "/events/api/v1/subscription/{id}", tag = "Subscriptions", operation_id = "getSubscriptionAtLocation",
+    summary = "One subscription, where `Location` points (Altinn's singular path)",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses(
+        (status = 200, description = "The subscription.", body = crate::domain::subscription::SubscriptionView),
+        (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
+pub async fn get_singular(
+    state: State<AppState>,
+    principal: Principal,
+    id: ApiPath<String>,
+) -> Result<Response, ApiError> {
+    get(state, principal, id).await
+}
+
+#[utoipa::path(
+    delete, path = "/events/api/v1/subscription/{id}", tag = "Subscriptions", operation_id = "deleteSubscriptionAtLocation",
+    summary = "Delete a subscription, where `Location` points (Altinn's singular path)",
+    params(("id" = i64, Path, description = "The subscription id.")),
+    responses(
+        (status = 200, description = "Deleted; nothing more is pushed."),
+        (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
+)]
+pub async fn delete_singular(
+    state: State<AppState>,
+    principal: Principal,
+    id: ApiPath<String>,
+) -> Result<Response, ApiError> {
+    delete(state, principal, id).await
 }

@@ -131,21 +131,16 @@ impl OidcKeys {
 
     async fn fetch(&self) -> Result<(), AuthError> {
         let unavailable = |e: reqwest::Error| AuthError::KeysUnavailable(Box::new(e));
-        let discovery: Discovery = self
-            .http
-            .get(self.discovery_url.clone())
-            .timeout(self.timeout)
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(unavailable)?
-            .json()
-            .await
-            .map_err(unavailable)?;
-        let set: JwkSet = self
-            .http
-            .get(discovery.jwks_uri)
-            .timeout(self.timeout)
+        let discovery: Discovery =
+            crate::telemetry::inject_trace(self.http.get(self.discovery_url.clone()).timeout(self.timeout))
+                .send()
+                .await
+                .and_then(reqwest::Response::error_for_status)
+                .map_err(unavailable)?
+                .json()
+                .await
+                .map_err(unavailable)?;
+        let set: JwkSet = crate::telemetry::inject_trace(self.http.get(discovery.jwks_uri).timeout(self.timeout))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)

@@ -108,6 +108,10 @@ fn base(body: Value) -> Result<Map<String, Value>, CloudEventError> {
     {
         map.insert("datacontenttype".into(), ct);
     }
+    // Attributes kept as given must still be what CloudEvents says they
+    // are: a reader's SDK fails on an object where a string belongs.
+    string(&map, "datacontenttype")?;
+    string(&map, "dataschema")?;
     Ok(map)
 }
 

@@ -7,13 +7,15 @@ use serde::{Deserialize, Serialize};
 
 use super::Principal;
 use super::cloud_event::{AppSource, RESOURCE_PREFIX};
-use serde_json::Value;
 
 /// `POST /events/api/v1/subscriptions`, as Altinn's clients send it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SubscriptionRequest {
+    /// Where the events are pushed: an absolute `https` URL (in dev mode
+    /// also `http`). `endpoint` is accepted too.
     #[serde(alias = "endpoint")]
+    #[schema(example = "https://example.com/events")]
     pub end_point: Option<String>,
     pub source_filter: Option<String>,
     pub resource_filter: Option<String>,
@@ -24,7 +26,7 @@ pub struct SubscriptionRequest {
 }
 
 /// What a subscription follows: its filters, after the creation rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionFilters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,10 +159,16 @@ impl Subscription {
             };
             view.last_error = delivery.last_error.clone();
         }
-        view.delivery = Some(serde_json::json!({"checkpoint": checkpoint, "behind": behind,
-        "failures": delivery.failures, "nextRetry": delivery.next_retry_ms.and_then(|ms| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok().map(super::cloud_event::format_time)
-        })}));
+        view.delivery = Some(DeliveryView {
+            checkpoint,
+            behind,
+            failures: delivery.failures,
+            next_retry: delivery.next_retry_ms.and_then(|ms| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+                    .ok()
+                    .map(super::cloud_event::format_time)
+            }),
+        });
         view
     }
 }
@@ -168,7 +176,7 @@ impl Subscription {
 /// `POST .../subscriptions/{id}/replay`: where delivery continues, as a
 /// feed read would start (`after`: `0`, a cursor of the subscription's feed
 /// or an event id; or `from`: a time with offset).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReplayRequest {
     pub after: Option<String>,
@@ -202,7 +210,7 @@ pub enum DeliveryStatus {
 }
 
 /// One push attempt, for the owner to see.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryAttempt {
     pub time: String,
@@ -253,7 +261,7 @@ impl DeliveryState {
 }
 
 /// A subscription as its owner sees it (`GET /subscriptions/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionView {
     pub id: u64,
@@ -266,12 +274,28 @@ pub struct SubscriptionView {
     pub validated: bool,
     /// Ours: `validating` or (validation) `failing` until validated; then
     /// how delivery stands: `active`, `failing`, `disabled`.
+    #[schema(value_type = String, pattern = "^(validating|failing|active|disabled)$")]
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
     /// Ours: the checkpoint (a cursor of the feed), events behind, failures.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<Value>,
+    pub delivery: Option<DeliveryView>,
+}
+
+/// How far delivery of a subscription has come, as its owner sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryView {
+    /// A cursor of the feed: everything before it is delivered (or was not
+    /// permitted). `replay` takes it as `after`.
+    pub checkpoint: String,
+    /// Events in the feed after the checkpoint (not all may be permitted).
+    pub behind: u64,
+    /// Failed attempts of the event at the checkpoint.
+    pub failures: u32,
+    /// When the next attempt is due, or null.
+    pub next_retry: Option<String>,
 }
 
 /// Whom a subscription belongs to, as Altinn writes it: `/org/{org}` for a

@@ -85,6 +85,7 @@ pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>)
     if let Some(ru) = charge {
         metrics::histogram!("cosmos_request_charge_ru", "operation" => kind).record(ru);
     }
+    crate::telemetry::cosmos_request(kind, started.elapsed(), charge);
 }
 
 /// Positions of a published event in its two feeds.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use azure_data_cosmos::TransactionalBatch;
 use azure_data_cosmos::options::ItemWriteOptions;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, event_doc_id};
 use super::notify::Notifier;
@@ -32,6 +33,9 @@ struct Pending {
     ids: IdSource,
     /// The sequence number, and this event's share of the batch's RU charge.
     reply: oneshot::Sender<Result<(u64, f64), FeedError>>,
+    /// The span of the append (the publish request): the write that stores
+    /// the event is part of its trace.
+    span: tracing::Span,
 }
 
 struct Item {
@@ -134,7 +138,7 @@ impl Writer {
         when_full: WhenFull,
     ) -> Result<(u64, f64), FeedError> {
         let (reply, rx) = oneshot::channel();
-        let mut pending = Pending { record, ids, reply };
+        let mut pending = Pending { record, ids, reply, span: tracing::Span::current() };
         loop {
             let full = {
                 let mut feeds = self.feeds.lock().expect("writer map lock");
@@ -212,7 +216,18 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit(&feed, &mut tail, items).await;
+            // One write serves several publishes: it is a child of the
+            // first one's span, and follows from the others'.
+            let span = tracing::info_span!(
+                parent: &items[0].span,
+                "cosmos.append",
+                feed = %feed.log_label(),
+                events = items.len(),
+            );
+            for item in &items[1..] {
+                span.follows_from(&item.span);
+            }
+            self.commit(&feed, &mut tail, items).instrument(span).await;
         }
     }
 

@@ -35,6 +35,8 @@ pub struct LocalPlatform {
     base: Url,
     jwks_requests: AtomicU64,
     pdp_requests: AtomicU64,
+    /// The `traceparent` of the last PDP request (tests of trace propagation).
+    pub last_pdp_traceparent: std::sync::Mutex<Option<String>>,
     /// What the built-in webhook receivers got, newest last, by name.
     received: std::sync::Mutex<std::collections::HashMap<String, std::collections::VecDeque<Value>>>,
 }
@@ -51,6 +53,7 @@ impl LocalPlatform {
             base,
             jwks_requests: AtomicU64::new(0),
             pdp_requests: AtomicU64::new(0),
+            last_pdp_traceparent: Default::default(),
             received: Default::default(),
         }
     }
@@ -88,10 +91,13 @@ impl LocalPlatform {
         claims.insert("iss".into(), json!(iss));
         claims.insert("iat".into(), json!(now));
         claims.insert("nbf".into(), json!(now));
-        claims.insert("exp".into(), json!(now + 3600));
+        claims.insert("exp".into(), json!(now + TOKEN_LIFETIME_SECONDS));
         Value::Object(claims)
     }
 }
+
+/// How long a local token is valid.
+const TOKEN_LIFETIME_SECONDS: u64 = 3600;
 
 fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -106,6 +112,7 @@ pub fn router(platform: Arc<LocalPlatform>) -> Router {
         .route("/register/api/v1/parties/lookup", post(party_lookup))
         .route("/register/api/v2/internal/parties/query", post(party_query))
         .route("/localtest/token/user", get(user_token))
+        .route(crate::api::openapi::DEV_TOKEN_URL, post(oauth2_token))
         .route("/localtest/token/org", get(org_token))
         .route("/localtest/token/platform", get(platform_token))
         .route("/localtest/token/systemuser", get(system_user_token))
@@ -149,21 +156,31 @@ struct UserTokenQuery {
 
 /// `GET /localtest/token/user?userId=1337&partyId=1337&authLevel=2[&scope=...]`
 async fn user_token(State(p): P, Query(q): Query<UserTokenQuery>) -> Result<Response, ApiError> {
-    let user_id = q.user_id.unwrap_or(1337);
-    let party_id = q.party_id.or_else(|| p.dataset.person_by_user(user_id).map(|u| u.party_id)).unwrap_or(user_id);
     let auth_level = q.auth_level.unwrap_or(2);
     if auth_level > 4 {
         return Err(ApiError::BadRequest("authLevel must be 0-4".into()));
     }
+    let claims = user_claims(&p, q.user_id.unwrap_or(1337), q.party_id, auth_level, q.scope.as_deref());
+    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+}
+
+fn user_claims(
+    p: &LocalPlatform,
+    user_id: u64,
+    party_id: Option<u64>,
+    auth_level: u8,
+    scope: Option<&str>,
+) -> Map<String, Value> {
+    let party_id = party_id.or_else(|| p.dataset.person_by_user(user_id).map(|u| u.party_id)).unwrap_or(user_id);
     let mut claims = Map::new();
     claims.insert("urn:altinn:userid".into(), json!(user_id.to_string()));
     claims.insert("urn:altinn:partyid".into(), json!(party_id.to_string()));
     claims.insert("urn:altinn:authlevel".into(), json!(auth_level.to_string()));
     claims.insert("urn:altinn:authenticatemethod".into(), json!("localtest"));
-    if let Some(scope) = q.scope.filter(|s| !s.trim().is_empty()) {
+    if let Some(scope) = scope.filter(|s| !s.trim().is_empty()) {
         claims.insert("scope".into(), json!(scope));
     }
-    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+    claims
 }
 
 #[derive(Deserialize)]
@@ -192,7 +209,17 @@ fn org_claims(org: Option<&str>, org_number: &str, scope: Option<&str>) -> Map<S
 /// organisation without org code gives `orgNumber` alone.
 async fn org_token(State(p): P, Query(q): Query<OrgTokenQuery>) -> Result<Response, ApiError> {
     let org = q.org.filter(|o| !o.is_empty());
-    let org_number = match (&org, q.org_number) {
+    let claims = org_token_claims(&p, org, q.org_number, q.scope.as_deref())?;
+    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+}
+
+fn org_token_claims(
+    p: &LocalPlatform,
+    org: Option<String>,
+    org_number: Option<String>,
+    scope: Option<&str>,
+) -> Result<Map<String, Value>, ApiError> {
+    let org_number = match (&org, org_number) {
         (_, Some(n)) => n,
         (Some(o), None) => p
             .dataset
@@ -204,8 +231,55 @@ async fn org_token(State(p): P, Query(q): Query<OrgTokenQuery>) -> Result<Respon
     if org_number.len() != 9 || !org_number.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ApiError::BadRequest("orgNumber must be 9 digits".into()));
     }
-    let claims = org_claims(org.as_deref(), &org_number, q.scope.as_deref());
-    Ok(text(p.sign(p.timed(p.issuer(), claims))?))
+    Ok(org_claims(org.as_deref(), &org_number, scope))
+}
+
+/// `POST /localtest/oauth2/token`: OAuth2 client credentials (RFC 6749
+/// 4.4), so that Swagger UI's Authorize button gets a token. `client_id`
+/// says who: an org code (`ttd`), an organisation number, or
+/// `user:{userId}`; the secret is not checked. Credentials in the body or
+/// as HTTP Basic.
+async fn oauth2_token(State(p): P, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&body).map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    let basic_id = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(id, _)| url_decode(id)));
+    let oauth_error = |error: &str, description: String| {
+        (StatusCode::BAD_REQUEST, Json(json!({"error": error, "error_description": description}))).into_response()
+    };
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return oauth_error("unsupported_grant_type", "Only client_credentials.".into());
+    }
+    let Some(client) = form.get("client_id").cloned().or(basic_id).filter(|c| !c.trim().is_empty()) else {
+        return oauth_error("invalid_client", "Give a client_id: an org code, an org number or user:{id}.".into());
+    };
+    let scope = form.get("scope").map(String::as_str).filter(|s| !s.trim().is_empty());
+    let client = client.trim();
+    let claims = if let Some(user) = client.strip_prefix("user:") {
+        match user.parse::<u64>() {
+            Ok(user_id) => Ok(user_claims(&p, user_id, None, 2, scope)),
+            Err(_) => Err(ApiError::BadRequest("user:{id} takes a numeric user id.".into())),
+        }
+    } else if client.len() == 9 && client.bytes().all(|b| b.is_ascii_digit()) {
+        org_token_claims(&p, None, Some(client.to_owned()), scope)
+    } else {
+        org_token_claims(&p, Some(client.to_owned()), None, scope)
+    };
+    let token = match claims.and_then(|c| p.sign(p.timed(p.issuer(), c))) {
+        Ok(token) => token,
+        Err(e) => return oauth_error("invalid_client", e.to_string()),
+    };
+    Json(json!({"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_LIFETIME_SECONDS, "scope": scope.unwrap_or_default()}))
+        .into_response()
+}
+
+fn url_decode(v: &str) -> String {
+    url::form_urlencoded::parse(format!("x={v}").as_bytes()).next().map(|(_, v)| v.into_owned()).unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -280,8 +354,10 @@ async fn exchange_maskinporten(State(p): P, headers: HeaderMap) -> Result<Respon
     Ok(text(p.sign(p.timed(p.issuer(), altinn))?))
 }
 
-async fn decision(State(p): P, Json(root): Json<XacmlRoot>) -> Response {
+async fn decision(State(p): P, headers: HeaderMap, Json(root): Json<XacmlRoot>) -> Response {
     p.pdp_requests.fetch_add(1, Ordering::SeqCst);
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    *p.last_pdp_traceparent.lock().expect("traceparent lock") = traceparent;
     Json(pdp::decide(&p.dataset, &root.request)).into_response()
 }
 
@@ -427,5 +503,6 @@ async fn stats(State(p): P) -> Json<Value> {
     Json(json!({
         "jwks_requests": p.jwks_requests.load(Ordering::SeqCst),
         "pdp_requests": p.pdp_requests.load(Ordering::SeqCst),
+        "last_pdp_traceparent": *p.last_pdp_traceparent.lock().expect("traceparent lock"),
     }))
 }

@@ -4,6 +4,7 @@
 mod architecture;
 mod auth;
 mod compat;
+mod contract;
 mod cosmosdb_server;
 mod delivery;
 mod fail_closed;
@@ -17,3 +18,4 @@ mod publish;
 mod query;
 mod read;
 mod subscriptions;
+mod traces;

@@ -118,6 +118,17 @@ async fn app_publish_errors_are_altinns() {
         .await
         .unwrap();
     assert_problem(xml, 415).await;
+
+    // Found by the contract fuzzer: attributes kept as given must still
+    // have their CloudEvents type, or readers' SDKs fail on the feed.
+    for (field, value) in [("datacontenttype", json!({})), ("contenttype", json!(7)), ("dataschema", json!([1]))] {
+        let mut ev = app_event();
+        ev.as_object_mut().unwrap().remove("datacontenttype");
+        ev[field] = value;
+        let body = assert_problem(post_app(&app, Some(&user), Some(&access), &ev).await, 400).await;
+        let expected = if field == "dataschema" { "dataschema" } else { "datacontenttype" };
+        assert_eq!(body["detail"], format!("'{expected}' must be a string."), "{field}");
+    }
     // Nothing of the above was stored.
     assert_eq!(app.feeds.len(&FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await.unwrap(), 0);
     app.shutdown().await;
