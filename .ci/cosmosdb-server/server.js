@@ -295,6 +295,16 @@ if (process.env.COSMOSDB_SERVER_TRACE) {
     res.on("finish", () => console.error(`${req.method} ${req.url} -> ${res.statusCode}`));
   });
 }
+// A fixed delay before every request is served (the pod benchmark's
+// latency scenario: examples/pod_cpu.rs). The body is not read until then.
+const delayMs = Number.parseInt(process.env.COSMOSDB_SERVER_DELAY_MS || "0", 10);
+if (delayMs > 0) {
+  const handlers = server.listeners("request");
+  server.removeAllListeners("request");
+  server.on("request", (req, res) => {
+    setTimeout(() => handlers.forEach(h => h.call(server, req, res)), delayMs);
+  });
+}
 server.listen(port, "127.0.0.1", () => {
   const { address, port: chosen } = server.address();
   console.log(`LISTENING ${address}:${chosen}`);

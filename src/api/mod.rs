@@ -89,6 +89,12 @@ pub mod routes {
 /// written with a trailing `/` or in another ASCII case; `None` when it
 /// already is canonical or is no route.
 pub fn canonical_path(path: &str) -> Option<String> {
+    // Every fixed segment of a route is lower case: a path without upper
+    // case and without a trailing `/` is canonical already (or no route).
+    // The common case, so it costs no more than this scan.
+    if !path.ends_with('/') && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
     let segments: Vec<&str> = trimmed.split('/').collect();
     let mut best: Option<(usize, String)> = None;

@@ -31,9 +31,16 @@ impl SegmentKey for FeedId {
 /// readable; the source is a 64-bit digest.
 pub fn event_doc_id(event_id: &str, source: &str) -> String {
     use sha2::{Digest, Sha256};
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = Sha256::digest(source.as_bytes());
-    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-    format!("{}~{hex}", doc_id(event_id))
+    let mut id = doc_id(event_id);
+    id.reserve(17);
+    id.push('~');
+    for b in &digest[..8] {
+        id.push(HEX[usize::from(b >> 4)] as char);
+        id.push(HEX[usize::from(b & 0xf)] as char);
+    }
+    id
 }
 
 /// Cosmos ids may not contain `/`, `\`, `?` or `#`; event ids may. Those

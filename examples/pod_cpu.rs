@@ -1,0 +1,311 @@
+//! What a pod spends: the service as its own process (the built binary in
+//! dev mode, `cosmos.auth = key`) on the out-of-process emulator
+//! (`.ci/cosmosdb-server`), each process's CPU time read from
+//! `/proc/{pid}/stat` around each scenario. Wall-clock rates on two shared
+//! cores say little; CPU per event says what a pod costs.
+//!
+//!     cargo build --release && cargo run --release --example pod_cpu
+//!     cargo run --release --example pod_cpu -- --events 4000 --delay-ms 5
+//!
+//! Starts the emulator (`node .ci/cosmosdb-server/server.js`, with
+//! `--delay-ms` before every Cosmos request) and the service, runs bounded
+//! scenarios over HTTP on 127.0.0.1, prints one table, stops both.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const COSMOS_KEY: &str = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
+
+struct Args {
+    events: usize,
+    concurrency: usize,
+    delay_ms: u64,
+    bin: String,
+    passes: usize,
+}
+
+fn args() -> Args {
+    let mut a =
+        Args { events: 4000, concurrency: 32, delay_ms: 0, bin: "target/release/altinn-events".into(), passes: 5 };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => a.events = value().parse().expect("--events N"),
+            "--concurrency" => a.concurrency = value().parse().expect("--concurrency N"),
+            "--delay-ms" => a.delay_ms = value().parse().expect("--delay-ms N"),
+            "--bin" => a.bin = value(),
+            "--passes" => a.passes = value().parse().expect("--passes N"),
+            "--bench" => {}
+            other => {
+                panic!("unknown argument {other}; use --events N --concurrency N --delay-ms N --bin PATH --passes N")
+            }
+        }
+    }
+    a
+}
+
+/// A process's CPU time (user + system) so far.
+fn cpu(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/{pid}/stat");
+    // Fields after the command (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64)
+}
+
+fn clock_ticks() -> u64 {
+    // getconf CLK_TCK; 100 on Linux unless configured otherwise.
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_emulator(delay_ms: u64) -> (Killed, String) {
+    let mut child = Command::new("node")
+        .args([".ci/cosmosdb-server/server.js", "0"])
+        .env("COSMOSDB_SERVER_DELAY_MS", delay_ms.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("node .ci/cosmosdb-server/server.js (run .ci/cosmosdb-server/run-test once to install it)");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("emulator said {line:?}")).to_owned();
+    (Killed(child), format!("http://{addr}/"))
+}
+
+fn start_service(bin: &str, endpoint: &str) -> (Killed, String) {
+    let port = free_port();
+    let child = Command::new(bin)
+        .args(["dev", "--addr", &format!("127.0.0.1:{port}")])
+        .env("AZURE_COSMOS_BINARY_ENCODING_ENABLED", "false")
+        // As the image sets it (Dockerfile): library errors capture no
+        // backtraces. The Cosmos SDK builds one for every absent optional
+        // header; with RUST_BACKTRACE=1 inherited, that is a quarter of a
+        // publish's instructions.
+        .env("RUST_LIB_BACKTRACE", "0")
+        .env("EVENTS__LOG_FILTER", "warn")
+        .env("EVENTS__COSMOS__AUTH", "key")
+        .env("EVENTS__COSMOS__ENDPOINT", endpoint)
+        .env("EVENTS__COSMOS__KEY", COSMOS_KEY)
+        .env("EVENTS__COSMOS__PROVISION", "true")
+        // Measured apart: the repairer and the deliverers follow the change
+        // feed whatever the load (docs/performance.md).
+        .env("EVENTS__COSMOS__REPAIR_INTERVAL_SECONDS", "0")
+        .env("EVENTS__DELIVERY__ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e} (build it: cargo build --release)"));
+    (Killed(child), format!("http://127.0.0.1:{port}"))
+}
+
+struct Pod {
+    http: reqwest::Client,
+    base: String,
+    service: u32,
+    emulator: u32,
+}
+
+impl Pod {
+    async fn text(&self, path: &str) -> String {
+        self.http.get(format!("{}{path}", self.base)).send().await.unwrap().text().await.unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self.text("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    fn cpu(&self) -> (Duration, Duration) {
+        (cpu(self.service), cpu(self.emulator))
+    }
+}
+
+struct Row {
+    work: String,
+    count: usize,
+    unit: &'static str,
+    rate: f64,
+    service_us: f64,
+    emulator_us: f64,
+    note: String,
+}
+
+fn per(cpu: Duration, n: usize) -> f64 {
+    cpu.as_secs_f64() * 1e6 / n.max(1) as f64
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1000.0
+}
+
+/// `count` publishes to one hot feed (one app, one party) from
+/// `concurrency` tasks.
+async fn hot_feed(pod: &Arc<Pod>, user: &str, access: &str, count: usize, concurrency: usize, offset: usize) -> Row {
+    let next = Arc::new(AtomicUsize::new(0));
+    let (cpu0, emu0) = pod.cpu();
+    let batches0 = (pod.metric("feed_batch_events_count").await, pod.metric("feed_batch_events_sum").await);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pod, next, user, access) = (pod.clone(), next.clone(), user.to_owned(), access.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return lat;
+                }
+                let body = json!({"specversion": "1.0", "type": "app.instance.process.completed", "subject": "/party/1337",
+                    "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/00000000-0000-4000-8000-{:012}", n + offset),
+                    "data": {"n": n}});
+                let t = Instant::now();
+                let resp = pod
+                    .http
+                    .post(format!("{}/events/api/v1/app", pod.base))
+                    .bearer_auth(&user)
+                    .header("PlatformAccessToken", &access)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 201, "publish: {}", resp.text().await.unwrap_or_default());
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    let (cpu1, emu1) = pod.cpu();
+    let batches1 = (pod.metric("feed_batch_events_count").await, pod.metric("feed_batch_events_sum").await);
+    lat.sort();
+    let per_write = (batches1.1 - batches0.1) / (batches1.0 - batches0.0).max(1.0);
+    Row {
+        work: format!("POST /app, one hot feed, {concurrency} concurrent"),
+        count,
+        unit: "event",
+        rate: count as f64 / elapsed.as_secs_f64(),
+        service_us: per(cpu1 - cpu0, count),
+        emulator_us: per(emu1 - emu0, count),
+        note: format!(
+            "p50 {:.1} ms, p99 {:.1} ms; {per_write:.1} events per write",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        ),
+    }
+}
+
+/// Reads the app feed from the start `passes` times in pages of `size`.
+async fn app_feed(pod: &Pod, owner: &str, size: usize, passes: usize) -> Row {
+    let (cpu0, emu0) = pod.cpu();
+    let started = Instant::now();
+    let (mut pages, mut events) = (0, 0);
+    let mut lat = Vec::new();
+    for _ in 0..passes {
+        let mut url = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size={size}", pod.base);
+        loop {
+            let t = Instant::now();
+            let resp = pod.http.get(&url).bearer_auth(owner).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let next = resp.headers()["next"].to_str().unwrap().to_owned();
+            let page: Vec<Value> = resp.json().await.unwrap();
+            lat.push(t.elapsed());
+            if page.is_empty() {
+                break;
+            }
+            pages += 1;
+            events += page.len();
+            url = next;
+        }
+    }
+    let elapsed = started.elapsed();
+    let (cpu1, emu1) = pod.cpu();
+    lat.sort();
+    Row {
+        work: format!("app feed, pages of {size}"),
+        count: pages,
+        unit: "page",
+        rate: pages as f64 / elapsed.as_secs_f64(),
+        service_us: per(cpu1 - cpu0, pages),
+        emulator_us: per(emu1 - emu0, pages),
+        note: format!(
+            "{:.1} µs per event; p50 {:.1} ms, p99 {:.1} ms",
+            per(cpu1 - cpu0, events),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99)
+        ),
+    }
+}
+
+fn print(rows: &[Row], delay_ms: u64) {
+    println!("\nCosmos delay {delay_ms} ms per request; CPU from /proc (service | emulator)\n");
+    println!("| work | count | rate | service CPU | emulator CPU | note |");
+    println!("|---|---:|---:|---:|---:|---|");
+    for r in rows {
+        println!(
+            "| {} | {} {}s | {:.0}/s | {:.1} µs per {} | {:.0} µs per {} | {} |",
+            r.work, r.count, r.unit, r.rate, r.service_us, r.unit, r.emulator_us, r.unit, r.note
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let a = args();
+    let (emulator, endpoint) = start_emulator(a.delay_ms);
+    let (service, base) = start_service(&a.bin, &endpoint);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
+    let ready = Instant::now();
+    while !http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the service did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pod = Arc::new(Pod { http, base, service: service.0.id(), emulator: emulator.0.id() });
+    let user = pod.text("/localtest/token/user?userId=1337&partyId=1337&authLevel=2").await;
+    let access = pod.text("/localtest/token/platform?issuer=ttd&app=apps-test").await;
+    let owner = pod.text("/localtest/token/org?org=ttd&scope=altinn:events/ttd/apps-test").await;
+
+    // Warm-up: connections, token caches, the feed's first segment.
+    hot_feed(&pod, &user, &access, 200, a.concurrency, 10_000_000).await;
+    let mut rows = vec![hot_feed(&pod, &user, &access, a.events, a.concurrency, 0).await];
+    rows.push(hot_feed(&pod, &user, &access, a.events, 64, 20_000_000).await);
+    rows.push(app_feed(&pod, &owner, 1000, a.passes).await);
+    rows.push(app_feed(&pod, &owner, 50, 1).await);
+    print(&rows, a.delay_ms);
+    drop(service);
+    drop(emulator);
+}
