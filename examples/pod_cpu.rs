@@ -108,7 +108,9 @@ fn start_service(bin: &str, endpoint: &str) -> (Killed, String) {
         // header; with RUST_BACKTRACE=1 inherited, that is a quarter of a
         // publish's instructions.
         .env("RUST_LIB_BACKTRACE", "0")
-        .env("EVENTS__LOG_FILTER", "warn")
+        // Logs as deployed (helm: info, JSON): a line per request.
+        .env("EVENTS__LOG_FILTER", "info")
+        .env("EVENTS__LOG_FORMAT", "json")
         .env("EVENTS__COSMOS__AUTH", "key")
         .env("EVENTS__COSMOS__ENDPOINT", endpoint)
         .env("EVENTS__COSMOS__KEY", COSMOS_KEY)

@@ -74,10 +74,15 @@ pub fn init_tracing_to<W>(
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
+    use tracing_subscriber::Layer;
     let provider = tracer_provider(otlp_endpoint)?;
-    let otel = tracing_opentelemetry::layer().with_tracer(provider.tracer("altinn-events"));
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let registry = tracing_subscriber::registry().with(filter).with(otel);
+    // The service's own spans are traced whatever the log filter says, so
+    // that trace context is passed on and exported with logs at `warn`.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("altinn-events"))
+        .with_filter(EnvFilter::new("altinn_events=info"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let registry = tracing_subscriber::registry().with(otel);
     // Every line carries the spans it is in: the request's id and trace id.
     let result = match format {
         LogFormat::Json => registry
@@ -87,10 +92,13 @@ where
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(true)
-                    .with_writer(writer),
+                    .with_writer(writer)
+                    .with_filter(filter()),
             )
             .try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().compact().with_writer(writer)).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().compact().with_writer(writer).with_filter(filter()))
+            .try_init(),
     };
     if let Err(e) = result {
         eprintln!("tracing already initialised: {e}");
@@ -128,7 +136,9 @@ struct OtlpClient {
 
 impl OtlpClient {
     fn new() -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build()?;
+        // Below the provider's 5 s shutdown wait, so the last batch is sent
+        // (or given up) before the process ends.
+        let http = reqwest::Client::builder().timeout(std::time::Duration::from_secs(4)).build()?;
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| anyhow::anyhow!("OTLP export needs the tokio runtime: init tracing inside it"))?;
         Ok(Self { http, runtime })

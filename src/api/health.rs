@@ -16,6 +16,7 @@ pub fn router() -> Router<AppState> {
         .route(super::routes::HEALTH, get(health))
         .route(super::routes::LIVE, get(live))
         .route(super::routes::READY, get(ready))
+        .route(super::routes::DEPENDENCIES, get(dependencies))
         .route(super::routes::METRICS, get(metrics))
 }
 
@@ -40,42 +41,78 @@ pub(super) async fn live() -> impl IntoResponse {
     axum::Json(json!({"status": "live"}))
 }
 
-/// Cosmos and the PDP both answer. 503 names every dependency that did not.
+/// Ready: started (Cosmos DB was reached once; until then the start-up
+/// gate answers this route, naming it). A stopping instance accepts no new
+/// connection, so its probes fail from the first moment of the drain.
+/// Dependencies are not called:
+/// a blip of the PDP or Cosmos DB, shared by every pod, must not mark all of
+/// them unready at once and leave clients the ingress's bare 503. Requests
+/// that need a failing dependency answer the service's own 503 instead, and
+/// `/health/dependencies`, metrics and alerts say which one fails.
 #[utoipa::path(
     get, path = "/health/ready", tag = "Health", operation_id = "ready",
     summary = "Readiness probe",
     responses(
-        (status = 200, description = "Ready: its dependencies answer.", body = crate::api::openapi::Ready),
-        (status = 503, description = "Not ready, and what it waits for.", body = crate::api::openapi::NotReady, content_type = "application/problem+json"),
+        (status = 200, description = "Ready: started. Dependencies are not called (see /health/dependencies).", body = crate::api::openapi::Ready),
+        (status = 503, description = "Starting: Cosmos DB not reached yet.", body = crate::api::openapi::NotReady, content_type = "application/problem+json"),
     ),
 )]
-pub(super) async fn ready(State(state): State<AppState>) -> Response {
+pub(super) async fn ready() -> Response {
+    axum::Json(json!({"status": "ready"})).into_response()
+}
+
+/// Cosmos DB and the PDP, each called now. For operators and dashboards,
+/// not for probes; sets `dependency_up{dependency}`.
+#[utoipa::path(
+    get, path = "/health/dependencies", tag = "Health", operation_id = "dependencies",
+    summary = "Whether Cosmos DB and the PDP answer now (diagnostics; not a probe)",
+    responses(
+        (status = 200, description = "Both answer.", body = crate::api::openapi::Dependencies),
+        (status = 503, description = "One or both do not; `checks` names them.", body = crate::api::openapi::NotReady, content_type = "application/problem+json"),
+    ),
+)]
+pub(super) async fn dependencies(State(state): State<AppState>) -> Response {
     let (cosmos, pdp) = tokio::join!(state.feeds.ping(), state.pdp.ping());
     let mut failed = Vec::new();
     if let Err(e) = cosmos {
-        tracing::warn!(error.chain = %error_chain(&e), "readiness: cosmos unreachable");
+        tracing::warn!(error.chain = %error_chain(&e), "dependency check: cosmos unreachable");
         failed.push("cosmos");
     }
     if let Err(e) = pdp {
-        tracing::warn!(error.chain = %error_chain(&e), "readiness: PDP unreachable");
+        tracing::warn!(error.chain = %error_chain(&e), "dependency check: PDP unreachable");
         failed.push("pdp");
     }
-    if failed.is_empty() {
-        return axum::Json(json!({"status": "ready", "checks": {"cosmos": "ok", "pdp": "ok"}})).into_response();
+    for d in ["cosmos", "pdp"] {
+        metrics::gauge!("dependency_up", "dependency" => d).set(if failed.contains(&d) { 0.0 } else { 1.0 });
     }
     let checks: serde_json::Map<_, _> = ["cosmos", "pdp"]
         .iter()
         .map(|d| (d.to_string(), json!(if failed.contains(d) { "unavailable" } else { "ok" })))
         .collect();
-    not_ready(format!("Unavailable: {}.", failed.join(", ")), checks)
+    if failed.is_empty() {
+        return axum::Json(json!({"status": "ok", "checks": checks})).into_response();
+    }
+    problem_with_checks(
+        "https://altinn.no/events/problems/dependency-unavailable",
+        "Dependency unavailable",
+        format!("Unavailable: {}.", failed.join(", ")),
+        checks,
+    )
 }
 
-/// The readiness probe's 503: a problem naming what is missing, with each
-/// dependency's state in `checks`.
 pub(super) fn not_ready(detail: String, checks: serde_json::Map<String, serde_json::Value>) -> Response {
+    problem_with_checks("https://altinn.no/events/problems/not-ready", "Not ready", detail, checks)
+}
+
+fn problem_with_checks(
+    kind: &str,
+    title: &str,
+    detail: String,
+    checks: serde_json::Map<String, serde_json::Value>,
+) -> Response {
     let body = json!({
-        "type": "https://altinn.no/events/problems/not-ready",
-        "title": "Not ready",
+        "type": kind,
+        "title": title,
         "status": 503,
         "detail": detail,
         "checks": checks,

@@ -60,6 +60,7 @@ pub mod routes {
     pub const HEALTH: &str = "/health";
     pub const LIVE: &str = "/health/live";
     pub const READY: &str = "/health/ready";
+    pub const DEPENDENCIES: &str = "/health/dependencies";
     pub const METRICS: &str = "/metrics";
 
     pub const ALL: &[&str] = &[
@@ -81,6 +82,7 @@ pub mod routes {
         HEALTH,
         LIVE,
         READY,
+        DEPENDENCIES,
         METRICS,
     ];
 }

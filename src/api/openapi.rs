@@ -140,11 +140,13 @@ pub struct Problem {
 }
 
 /// The body of `POST /events/api/v1/party`: the party query of
-/// `GET /app/party`, with identity numbers out of the URL.
+/// `GET /app/party`, with identity numbers out of the URL. Other fields are
+/// refused.
 #[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PartyQueryBody {
-    /// A party id (a number or a string of digits).
-    #[schema(value_type = Option<String>, pattern = "^[0-9]+$")]
+    /// A party id: a number, or a string of digits.
+    #[schema(value_type = Option<PartyId>)]
     pub party: Option<Value>,
     /// An organisation number.
     #[schema(pattern = "^[0-9]{9}$")]
@@ -164,6 +166,16 @@ pub struct PartyQueryBody {
     pub size: Option<Value>,
     #[schema(value_type = Option<i64>, minimum = 0, maximum = 30)]
     pub wait: Option<Value>,
+}
+
+/// A party id as `POST /party` takes it: a number or a string of digits.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+pub enum PartyId {
+    Number(u64),
+    #[schema(pattern = "^[0-9]+$")]
+    Digits(String),
 }
 
 /// An instance access key (`POST .../accesskey`).
@@ -212,11 +224,19 @@ pub struct Live {
 pub struct Ready {
     #[schema(example = "ready")]
     pub status: String,
+}
+
+/// `/health/dependencies` when every dependency answers.
+#[derive(Serialize, ToSchema)]
+pub struct Dependencies {
+    #[schema(example = "ok")]
+    pub status: String,
     /// Each dependency: `ok` or `unavailable`.
     pub checks: std::collections::BTreeMap<String, String>,
 }
 
-/// `/health/ready` when not: a problem with the dependencies it checked.
+/// `/health/ready` or `/health/dependencies` when not: a problem naming
+/// what it waits for (`checks`: each dependency, `ok` or `unavailable`).
 #[derive(Serialize, ToSchema)]
 pub struct NotReady {
     #[serde(rename = "type")]
@@ -260,6 +280,7 @@ pub struct NotReady {
         health::health,
         health::live,
         health::ready,
+        health::dependencies,
         health::metrics,
     ),
     components(schemas(
@@ -380,7 +401,7 @@ impl Modify for Common {
                 }
                 if op.request_body.is_some() {
                     add_if_missing(op, "408", problem("The body did not arrive in time."));
-                    add_if_missing(op, "413", problem("The body is larger than the service takes (256 KiB)."));
+                    add_if_missing(op, "413", problem("The body is larger than `limits.max_body_bytes` (256 KiB unless configured)."));
                 }
                 if op.parameters.as_ref().is_some_and(|ps| ps.iter().any(is_path_param)) {
                     add_if_missing(op, "400", problem("A path parameter is not valid."));
@@ -498,9 +519,23 @@ mod tests {
     #[test]
     fn dev_mode_offers_the_local_issuer_beside_every_altinn_token() {
         let doc = serde_json::to_value(document(true)).unwrap();
-        let op = &doc["paths"]["/events/api/v1/app"]["post"];
-        let security = op["security"].as_array().unwrap();
-        assert!(security.iter().any(|r| r.get(scheme::DEV_ISSUER).is_some() && r.get(scheme::PLATFORM).is_some()));
+        let mut alternatives = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let security = op["security"].as_array().cloned().unwrap_or_default();
+                for req in security.iter().filter(|r| r.get(scheme::BEARER).is_some()) {
+                    // The same requirement with the local issuer's token
+                    // in place of the Altinn token.
+                    let mut expected = req.as_object().unwrap().clone();
+                    expected.remove(scheme::BEARER);
+                    expected.insert(scheme::DEV_ISSUER.into(), serde_json::json!([]));
+                    let found = security.iter().any(|r| r.as_object() == Some(&expected));
+                    assert!(found, "{method} {path}: no local-issuer alternative to {req}");
+                    alternatives += 1;
+                }
+            }
+        }
+        assert_eq!(alternatives, 21, "every operation with an Altinn token (publish /app needs two schemes)");
         let flows = &doc["components"]["securitySchemes"][scheme::DEV_ISSUER]["flows"];
         assert_eq!(flows["clientCredentials"]["tokenUrl"], DEV_TOKEN_URL);
         let prod = serde_json::to_value(document(false)).unwrap();

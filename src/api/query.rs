@@ -113,6 +113,7 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
     responses(
         (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
         (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
         (status = 403, description = "The token lacks the app's scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
@@ -210,6 +211,7 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
     responses(
         (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
         (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
         (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
@@ -267,6 +269,7 @@ fn scalar(v: Option<Value>) -> Option<String> {
     responses(
         (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
         (status = 400, description = "A field is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
         (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
@@ -312,17 +315,18 @@ pub async fn party_post(
     description = "Scope `altinn:events.subscribe`; each event is shown only if the PDP permits `subscribe` on it.",
     params(
         ("resource" = String, Query, description = "The resource: `urn:altinn:resource:...`."),
+        ("after" = String, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or an event id. Required here (Altinn's rule)."),
         ("subject" = Option<String>, Query, description = "Only events with this subject."),
         ("alternativeSubject" = Option<String>, Query, description = "Only events with this alternative subject."),
         ("Altinn-AlternativeSubject" = Option<String>, Header, description = "The same as the parameter (Altinn's header)."),
         ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event types to include."),
-        ("after" = Option<String>, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or (Altinn's form) an event id."),
         ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
         ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
     ),
     responses(
         (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
         (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
         (status = 403, description = "The token lacks the scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),

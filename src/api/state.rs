@@ -26,7 +26,7 @@ pub struct AppState {
     pub instance_keys: Arc<InstanceKeys>,
     pub cursors: Arc<Cursors>,
     pub limiter: Arc<RateLimiter>,
-    /// For readiness: the PDP and the store are reachable.
+    /// For the dependency check: the PDP and the store are reachable.
     pub pdp: Arc<Pdp>,
     pub feeds: FeedStore,
 }

@@ -102,7 +102,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
     get, path = "/events/api/v1/subscriptions/{id}", tag = "Subscriptions", operation_id = "getSubscription",
     summary = "One subscription, with how its delivery stands",
     params(("id" = i64, Path, description = "The subscription id.")),
-    responses((status = 200, description = "The subscription.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The subscription.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn get(
@@ -119,7 +119,7 @@ pub async fn get(
     delete, path = "/events/api/v1/subscriptions/{id}", tag = "Subscriptions", operation_id = "deleteSubscription",
     summary = "Delete a subscription",
     params(("id" = i64, Path, description = "The subscription id.")),
-    responses((status = 200, description = "Deleted; nothing more is pushed."), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Deleted; nothing more is pushed."), (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn delete(
@@ -137,7 +137,7 @@ pub async fn delete(
     post, path = "/events/api/v1/subscriptions/{id}/validate", tag = "Subscriptions", operation_id = "validateSubscription",
     summary = "Run endpoint validation again",
     params(("id" = i64, Path, description = "The subscription id.")),
-    responses((status = 202, description = "Validation started.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    responses((status = 202, description = "Validation started.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn validate(
@@ -155,7 +155,7 @@ pub async fn validate(
     post, path = "/events/api/v1/subscriptions/{id}/enable", tag = "Subscriptions", operation_id = "enableSubscription",
     summary = "Resume a disabled subscription from its checkpoint",
     params(("id" = i64, Path, description = "The subscription id.")),
-    responses((status = 200, description = "Delivery resumes.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "Delivery resumes.", body = crate::domain::subscription::SubscriptionView), (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn enable(
@@ -178,7 +178,7 @@ pub async fn enable(
     responses(
         (status = 200, description = "Delivery continues from there.", body = crate::domain::subscription::SubscriptionView),
         (status = 400, description = "Neither or both of `after` and `from`, or one that is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -205,7 +205,7 @@ pub async fn replay(
     get, path = "/events/api/v1/subscriptions/{id}/deliveries", tag = "Subscriptions", operation_id = "listDeliveries",
     summary = "Recent push attempts, newest first",
     params(("id" = i64, Path, description = "The subscription id.")),
-    responses((status = 200, description = "The attempts.", body = crate::api::openapi::DeliveryList), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The attempts.", body = crate::api::openapi::DeliveryList), (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn deliveries(
@@ -224,7 +224,7 @@ pub async fn deliveries(
     post, path = "/events/api/v1/subscriptions/{id}/secret/rotate", tag = "Subscriptions", operation_id = "rotateSubscriptionSecret",
     summary = "A new signing secret; the old one signs too for 24 hours",
     params(("id" = i64, Path, description = "The subscription id.")),
-    responses((status = 200, description = "The subscription and its new secret (shown only here).", body = crate::api::openapi::SubscriptionWithSecret), (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
+    responses((status = 200, description = "The subscription and its new secret (shown only here).", body = crate::api::openapi::SubscriptionWithSecret), (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn rotate_secret(
@@ -246,7 +246,7 @@ pub async fn rotate_secret(
     params(("id" = i64, Path, description = "The subscription id.")),
     responses(
         (status = 200, description = "The subscription.", body = crate::domain::subscription::SubscriptionView),
-        (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -264,7 +264,7 @@ pub async fn get_singular(
     params(("id" = i64, Path, description = "The subscription id.")),
     responses(
         (status = 200, description = "Deleted; nothing more is pushed."),
-        (status = 404, description = "No subscription with that id of yours.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]

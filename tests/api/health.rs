@@ -12,25 +12,41 @@ async fn live_and_ready_with_every_dependency_up() {
     assert_eq!(live.status(), 200);
     let ready = app.http.get(app.url("/health/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let body: Value = ready.json().await.unwrap();
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+    let deps = app.http.get(app.url("/health/dependencies")).send().await.unwrap();
+    assert_eq!(deps.status(), 200);
+    let body: Value = deps.json().await.unwrap();
     assert_eq!(body["checks"]["pdp"], "ok");
     assert_eq!(body["checks"]["cosmos"], "ok");
     app.shutdown().await;
 }
 
+/// One blip of a dependency every pod shares must not mark every pod
+/// unready at once (the ingress would answer its own bare 503): readiness
+/// does not call the PDP. Requests that need it answer the service's own
+/// problem+json 503, and the dependency check and its metric name the PDP.
 #[tokio::test]
-async fn ready_is_503_naming_the_pdp_when_it_is_down() {
-    // A port that nothing listens on.
+async fn readiness_stays_ready_through_a_pdp_outage_while_reads_that_need_it_answer_503() {
     let mut config = test_config();
     config.pdp.url = Some(closed_url("/authorization/api/v1/decision"));
     config.pdp.timeout_ms = 500;
     let app = TestApp::spawn_with(config, Overrides::default()).await;
-    let body = assert_problem(app.http.get(app.url("/health/ready")).send().await.unwrap(), 503).await;
+    publish_app_event(&app, "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd", "app.created").await;
+
+    for _ in 0..3 {
+        assert_eq!(app.http.get(app.url("/health/ready")).send().await.unwrap().status(), 200);
+    }
+    let user = app.user_token(1337, 1337, 2).await;
+    let read = app.get_bearer("/events/api/v1/app/party?party=1337&after=0", &user).await;
+    let body = assert_problem(read, 503).await;
+    assert_eq!(body["detail"], "A dependency is unavailable: authorization.", "{body}");
+    assert_eq!(app.http.get(app.url("/health/ready")).send().await.unwrap().status(), 200, "still ready");
+
+    let body = assert_problem(app.http.get(app.url("/health/dependencies")).send().await.unwrap(), 503).await;
     assert_eq!(body["checks"]["pdp"], "unavailable", "{body}");
     assert_eq!(body["checks"]["cosmos"], "ok", "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("pdp"), "{body}");
-    // Liveness does not depend on the PDP.
-    assert_eq!(app.http.get(app.url("/health/live")).send().await.unwrap().status(), 200);
+    let metrics = app.get_text("/metrics").await;
+    assert!(metrics.lines().any(|l| l.starts_with("dependency_up{dependency=\"pdp\"} 0")), "{metrics}");
     app.shutdown().await;
 }
 

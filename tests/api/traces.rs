@@ -140,17 +140,23 @@ async fn one_trace_spans_a_publish_from_http_to_its_cosmos_writes() {
         assert!(cosmos.iter().any(|e| e["attributes"].to_string().contains("request_charge")), "{write:#}");
     }
 
-    // Every log line of the publish names its request and trace.
+    // Every request's log line names its request and trace; the publish's
+    // names the ones it was given.
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<Value> = logs
+    let responses: Vec<Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|l| l.to_string().contains("publish-1"))
+        .filter(|l| l["message"] == "response")
         .collect();
-    assert!(!lines.is_empty(), "{logs}");
-    for line in lines {
-        let request_span = line["spans"].as_array().unwrap().iter().find(|s| s["name"] == "request").unwrap();
-        assert_eq!(request_span["request.id"], "publish-1", "{line}");
-        assert_eq!(request_span["trace.id"], trace, "{line}");
+    assert!(responses.len() >= 6, "the requests of this test each logged a response: {logs}");
+    for line in &responses {
+        let request_span = line["spans"].as_array().unwrap().iter().find(|s| s["name"] == "request");
+        let request_span = request_span.unwrap_or_else(|| panic!("a response line outside its request: {line}"));
+        assert!(request_span["request.id"].as_str().is_some_and(|id| !id.is_empty()), "{line}");
+        assert_eq!(request_span["trace.id"].as_str().map(str::len), Some(32), "{line}");
     }
+    let publish = responses.iter().find(|l| l.to_string().contains("publish-1")).expect("the publish's line");
+    let request_span = publish["spans"].as_array().unwrap().iter().find(|s| s["name"] == "request").unwrap();
+    assert_eq!(request_span["request.id"], "publish-1", "{publish}");
+    assert_eq!(request_span["trace.id"], trace, "{publish}");
 }
