@@ -47,7 +47,7 @@ async fn the_document_and_the_router_list_the_same_operations() {
             }
         }
     }
-    assert_eq!(served, 23);
+    assert_eq!(served, 24);
     app.shutdown().await;
 }
 
