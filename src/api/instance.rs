@@ -98,9 +98,7 @@ fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> St
     params(
         ("party" = String, Path, example = "50002108", description = "The instance's party id."),
         ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
-        ("after" = Option<String>, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or (Altinn's form) an event id."),
-        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
-        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+        crate::api::openapi::PageParams,
     ),
     responses(
         (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),

@@ -168,6 +168,46 @@ pub struct PartyQueryBody {
     pub wait: Option<Value>,
 }
 
+/// How a page is read: every feed read takes these.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    /// Where to continue: `0` for the beginning, a cursor from `next`, or
+    /// (Altinn's form) an event id.
+    after: Option<String>,
+    /// Events per page: 50 unless given, at most 1000 (larger is taken as 1000).
+    #[param(minimum = 1)]
+    size: Option<i64>,
+    /// Long-poll: seconds to hold an empty page open until an event
+    /// arrives (ours; 0 unless given).
+    #[param(minimum = 0, maximum = 30)]
+    wait: Option<i64>,
+}
+
+/// The filters of the app event queries, and whose events (with the
+/// `person` header beside them).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct AppEventParams {
+    /// Events at or after this time (with timezone). `from` or `after` is
+    /// required.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// Events at or before this time (with timezone).
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// Event types to include (repeat for several).
+    #[param(rename = "type", style = Form, explode)]
+    event_type: Option<Vec<String>>,
+    /// A party id.
+    party: Option<i64>,
+    /// An organisation number.
+    #[param(pattern = "^[0-9]{9}$")]
+    unit: Option<String>,
+}
+
 /// A party id as `POST /party` takes it: a number or a string of digits.
 #[derive(Serialize, ToSchema)]
 #[serde(untagged)]

@@ -360,3 +360,17 @@ impl FakePdp {
         self.hits.swap(0, std::sync::atomic::Ordering::SeqCst)
     }
 }
+
+/// Log output captured in memory (a `MakeWriter` by cloning).
+#[derive(Clone, Default)]
+pub struct Capture(pub std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,24 +1,8 @@
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use altinn_events::Overrides;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, COOKIE};
 use serde_json::json;
 
 use crate::helpers::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 const ESTATE: &str = "urn:altinn:resource:ttd-estate-of-deceased";
 const GUID: &str = "00000000-0000-4000-8000-000000000001";

@@ -3,7 +3,6 @@
 //! to a collector (here a stand-in in this process); the PDP call carries
 //! the trace on; every log line of the request names its request and trace.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
 use altinn_events::config::LogFormat;
@@ -11,19 +10,6 @@ use axum::routing::post;
 use serde_json::Value;
 
 use crate::helpers::*;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// An OTLP/HTTP JSON collector: keeps every span it is sent.
 async fn collector() -> (url::Url, Arc<Mutex<Vec<Value>>>) {
