@@ -357,7 +357,7 @@ fn with_retry_after(description: &str) -> utoipa::openapi::Response {
     resp.headers.insert(
         "Retry-After".into(),
         utoipa::openapi::header::HeaderBuilder::new()
-            .schema(Some(i64::schema_ref()))
+            .schema(Some(seconds_schema()))
             .description(Some("Seconds to wait before trying again."))
             .build()
             .into(),
@@ -365,17 +365,12 @@ fn with_retry_after(description: &str) -> utoipa::openapi::Response {
     resp
 }
 
-trait SchemaRef {
-    fn schema_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>;
-}
-
-impl SchemaRef for i64 {
-    fn schema_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ObjectBuilder::new()
-            .schema_type(utoipa::openapi::schema::Type::Integer)
-            .minimum(Some(0))
-            .into()
-    }
+/// A whole number of seconds (`Retry-After`).
+fn seconds_schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .minimum(Some(0))
+        .into()
 }
 
 fn add_if_missing(op: &mut Operation, status: &str, response: utoipa::openapi::Response) {

@@ -129,25 +129,22 @@ impl OidcKeys {
         (!keys.is_empty()).then(|| (keys, state.issuer.clone()))
     }
 
-    async fn fetch(&self) -> Result<(), AuthError> {
+    /// A JSON document of the issuer (discovery, keys), in the caller's trace.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: reqwest::Url) -> Result<T, AuthError> {
         let unavailable = |e: reqwest::Error| AuthError::KeysUnavailable(Box::new(e));
-        let discovery: Discovery =
-            crate::telemetry::inject_trace(self.http.get(self.discovery_url.clone()).timeout(self.timeout))
-                .send()
-                .await
-                .and_then(reqwest::Response::error_for_status)
-                .map_err(unavailable)?
-                .json()
-                .await
-                .map_err(unavailable)?;
-        let set: JwkSet = crate::telemetry::inject_trace(self.http.get(discovery.jwks_uri).timeout(self.timeout))
+        crate::telemetry::inject_trace(self.http.get(url).timeout(self.timeout))
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
             .map_err(unavailable)?
             .json()
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)
+    }
+
+    async fn fetch(&self) -> Result<(), AuthError> {
+        let discovery: Discovery = self.get_json(self.discovery_url.clone()).await?;
+        let set: JwkSet = self.get_json(discovery.jwks_uri).await?;
         let mut keys = HashMap::new();
         for (i, jwk) in set.keys.iter().enumerate() {
             match DecodingKey::from_jwk(jwk) {
