@@ -11,12 +11,38 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use url::Url;
 
+use crate::secrets::KeyRing;
+
 /// How the process runs. `Dev` mounts the local Altinn stand-ins and uses the
 /// in-process Cosmos emulator; `Serve` never does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Serve,
     Dev,
+}
+
+/// What an instance runs. Production runs the API and push delivery as two
+/// Deployments: pushes go to arbitrary public endpoints, so they run with
+/// their own identity and egress rules (`docs/deploy.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// The API and push delivery (dev mode, small installations).
+    All,
+    /// The HTTP API and the feed repairer; no pushes.
+    Api,
+    /// Push delivery and validation pushes; serves only probes and metrics.
+    Deliver,
+}
+
+impl Role {
+    pub fn serves_api(self) -> bool {
+        self != Self::Deliver
+    }
+
+    pub fn pushes(self) -> bool {
+        self != Self::Api
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -29,6 +55,19 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// What this instance does (`serve --role`): the API, push delivery,
+    /// or both.
+    pub role: Role,
+    /// A folder of files, one per setting (the file name is the setting's
+    /// path with `__` between levels, e.g. `pdp__subscription_key`), read
+    /// over the environment: Key Vault secrets mounted by the CSI driver.
+    pub secrets_dir: Option<PathBuf>,
+    /// How often `secrets_dir` is read again: key rings and subscription
+    /// keys take a new value without a restart.
+    pub secrets_reload_seconds: u64,
+    /// The TOML file this configuration was read from (not a setting).
+    #[serde(skip)]
+    pub source_file: Option<PathBuf>,
     /// Address the HTTP listener binds.
     pub listen_addr: SocketAddr,
     /// Base URL of the Altinn platform (`{platform}/authentication/...`,
@@ -70,6 +109,10 @@ pub struct TelemetryConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            role: Role::All,
+            secrets_dir: None,
+            secrets_reload_seconds: 60,
+            source_file: None,
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 5080)),
             platform_url: None,
             log_format: None,
@@ -219,9 +262,6 @@ pub struct LimitsConfig {
     pub max_waiters: usize,
     /// Of those, how many one caller may hold (429 beyond).
     pub max_waiters_per_caller: usize,
-    /// How often a watched feed's head is read, to see appends made by
-    /// other instances (appends through this instance wake at once).
-    pub wait_poll_interval_ms: u64,
     /// Publishes one instance works on at once; more are refused at once
     /// with 503 and `Retry-After` (shed, not queued).
     pub max_publishes_in_flight: usize,
@@ -234,7 +274,6 @@ impl Default for LimitsConfig {
             scan_budget_factor: 10,
             max_waiters: 1000,
             max_waiters_per_caller: 10,
-            wait_poll_interval_ms: 1000,
             max_publishes_in_flight: 256,
         }
     }
@@ -249,6 +288,9 @@ pub struct InstanceAccessConfig {
     /// empty; without keys `serve` does not issue or accept any.
     pub keys: std::collections::HashMap<String, SecretString>,
     pub signing_key: Option<String>,
+    /// The ring in one setting instead (a Key Vault secret): `id:secret`
+    /// entries separated by white space, the first signs. Not with `keys`.
+    pub key_ring: Option<SecretString>,
     /// How long an issued key is valid (30 days).
     pub ttl_seconds: u64,
     /// Anonymous requests per minute from one client address.
@@ -269,6 +311,7 @@ impl Default for InstanceAccessConfig {
         Self {
             keys: std::collections::HashMap::new(),
             signing_key: None,
+            key_ring: None,
             ttl_seconds: 30 * 24 * 3600,
             rate_per_minute_per_client: 60,
             rate_per_minute_per_instance: 120,
@@ -386,6 +429,9 @@ pub struct CursorConfig {
     /// empty; `serve` requires at least one.
     pub keys: std::collections::HashMap<String, SecretString>,
     pub signing_key: Option<String>,
+    /// The ring in one setting instead (a Key Vault secret): `id:secret`
+    /// entries separated by white space, the first seals. Not with `keys`.
+    pub key_ring: Option<SecretString>,
 }
 
 /// Settings of the dev-mode stand-ins (ignored by `serve`).
@@ -410,15 +456,99 @@ fn invalid(setting: &'static str, env: &'static str, message: impl Into<String>)
     ConfigError::Invalid { setting, env, message: message.into() }
 }
 
+/// A key ring from its one-string form or from the map and signing id
+/// (one of them; the signing id must name a key; several keys need one).
+fn ring(
+    keys: &std::collections::HashMap<String, SecretString>,
+    signing: Option<&String>,
+    one: Option<&SecretString>,
+    (section, env): (&'static str, &'static str),
+) -> Result<KeyRing, ConfigError> {
+    use secrecy::ExposeSecret;
+    let setting = if section == "cursors" { "cursors.key_ring" } else { "instance_access.key_ring" };
+    if let Some(one) = one {
+        if !keys.is_empty() || signing.is_some() {
+            return Err(invalid(setting, env, format!("set either {section}.key_ring or {section}.keys, not both")));
+        }
+        return KeyRing::parse(one.expose_secret()).map_err(|m| invalid(setting, env, m));
+    }
+    let keys: std::collections::HashMap<String, SecretString> =
+        keys.iter().map(|(id, s)| (id.to_ascii_lowercase(), s.clone())).collect();
+    let signing = match signing {
+        Some(id) if keys.contains_key(&id.to_ascii_lowercase()) => Some(id.to_ascii_lowercase()),
+        Some(_) => {
+            let (setting, env) = if section == "cursors" {
+                ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY")
+            } else {
+                ("instance_access.signing_key", "EVENTS__INSTANCE_ACCESS__SIGNING_KEY")
+            };
+            return Err(invalid(setting, env, format!("names no key in {section}.keys")));
+        }
+        None if keys.len() == 1 => keys.keys().next().cloned(),
+        None if keys.is_empty() => None,
+        None => {
+            let (setting, env) = if section == "cursors" {
+                ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY")
+            } else {
+                ("instance_access.signing_key", "EVENTS__INSTANCE_ACCESS__SIGNING_KEY")
+            };
+            return Err(invalid(setting, env, format!("required when {section}.keys holds several keys")));
+        }
+    };
+    Ok(KeyRing { signing, keys })
+}
+
 impl Config {
-    /// Defaults → optional TOML file → `EVENTS__*` environment.
+    /// Defaults → optional TOML file → `EVENTS__*` environment → the files
+    /// of `secrets_dir`, when set.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with_secrets(file, None)
+    }
+
+    /// As [`Config::load`], with the files of `secrets_dir` when given
+    /// (else of the configured one).
+    pub fn load_with_secrets(file: Option<&Path>, secrets_dir: Option<&Path>) -> Result<Self, ConfigError> {
         let mut figment = Figment::new();
         if let Some(file) = file {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment.merge(Env::prefixed("EVENTS__").split("__"));
-        figment.extract::<Config>().map_err(|e| ConfigError::Read(Box::new(e)))
+        let dir: Option<PathBuf> = match secrets_dir {
+            Some(dir) => Some(dir.to_owned()),
+            None => figment.extract_inner("secrets_dir").ok().flatten().filter(|d: &PathBuf| !d.as_os_str().is_empty()),
+        };
+        if let Some(dir) = dir {
+            let files = crate::secrets::read_dir(&dir).map_err(|message| ConfigError::Invalid {
+                setting: "secrets_dir",
+                env: "EVENTS__SECRETS_DIR",
+                message,
+            })?;
+            figment = figment.merge(figment::providers::Serialized::defaults(crate::secrets::as_dict(&files)));
+        }
+        let mut config = figment.extract::<Config>().map_err(|e| ConfigError::Read(Box::new(e)))?;
+        config.source_file = file.map(Path::to_path_buf);
+        Ok(config)
+    }
+
+    /// The cursor key ring, from `cursors.key_ring` or `cursors.keys`.
+    pub fn cursor_ring(&self) -> Result<KeyRing, ConfigError> {
+        ring(
+            &self.cursors.keys,
+            self.cursors.signing_key.as_ref(),
+            self.cursors.key_ring.as_ref(),
+            ("cursors", "EVENTS__CURSORS__KEY_RING"),
+        )
+    }
+
+    /// The instance access key ring, from `instance_access.key_ring` or
+    /// `instance_access.keys`.
+    pub fn instance_access_ring(&self) -> Result<KeyRing, ConfigError> {
+        ring(
+            &self.instance_access.keys,
+            self.instance_access.signing_key.as_ref(),
+            self.instance_access.key_ring.as_ref(),
+            ("instance_access", "EVENTS__INSTANCE_ACCESS__KEY_RING"),
+        )
     }
 
     /// Fills mode-dependent defaults and checks what must hold before start.
@@ -490,33 +620,17 @@ impl Config {
                 "must not be empty",
             ));
         }
-        if let Some(signing) = &self.instance_access.signing_key
-            && !self.instance_access.keys.keys().any(|k| k.eq_ignore_ascii_case(signing))
-        {
+        self.instance_access_ring()?;
+        let cursors = self.cursor_ring()?;
+        if mode == Mode::Serve && self.role.serves_api() && cursors.keys.is_empty() {
             return Err(invalid(
-                "instance_access.signing_key",
-                "EVENTS__INSTANCE_ACCESS__SIGNING_KEY",
-                "names no key in instance_access.keys",
+                "cursors.key_ring",
+                "EVENTS__CURSORS__KEY_RING (or EVENTS__CURSORS__KEYS__<ID>)",
+                "required in serve mode for the API: at least one secret that seals the cursors of next links (the same on every instance)",
             ));
         }
-        if let Some(signing) = &self.cursors.signing_key
-            && !self.cursors.keys.keys().any(|k| k.eq_ignore_ascii_case(signing))
-        {
-            return Err(invalid("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY", "names no key in cursors.keys"));
-        }
-        if mode == Mode::Serve && self.cursors.keys.is_empty() {
-            return Err(invalid(
-                "cursors.keys",
-                "EVENTS__CURSORS__KEYS__<ID>",
-                "required in serve mode: at least one secret that seals the cursors of next links (the same on every instance)",
-            ));
-        }
-        if self.cursors.keys.len() > 1 && self.cursors.signing_key.is_none() {
-            return Err(invalid(
-                "cursors.signing_key",
-                "EVENTS__CURSORS__SIGNING_KEY",
-                "required when cursors.keys holds several keys",
-            ));
+        if self.secrets_reload_seconds == 0 {
+            return Err(invalid("secrets_reload_seconds", "EVENTS__SECRETS_RELOAD_SECONDS", "must be at least 1"));
         }
         if self.delivery.buckets == 0 || self.delivery.page_size == 0 || self.delivery.lease_seconds < 3 {
             return Err(invalid(

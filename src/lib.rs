@@ -26,6 +26,7 @@ pub mod platform;
 pub mod publish;
 pub mod read;
 pub mod register;
+pub mod secrets;
 pub mod subscribe;
 pub mod telemetry;
 pub mod webhooks;
@@ -49,6 +50,9 @@ use crate::platform::PlatformService;
 use crate::publish::Publisher;
 use crate::read::{FeedReader, ReadLimits, Waiters};
 use crate::register::Register;
+use crate::secrets::SharedSecret;
+
+mod secrets_reload;
 
 /// What tests (and only tests) may put in place of the defaults.
 #[derive(Default)]
@@ -175,16 +179,23 @@ pub async fn start(
         Some(url) => format!("{url}/").parse().context("register.url")?,
         None => platform.join("register/api/").context("Register URL")?,
     };
+    // The subscription keys are shared with the secrets reload.
+    let pdp_key = SharedSecret::new(config.pdp.subscription_key.clone());
+    let register_key = SharedSecret::new(config.register.subscription_key.clone());
     let register_at = |path: &str| -> anyhow::Result<PlatformService> {
         let settings = config::PlatformServiceConfig { url: None, ..config.register.clone() };
-        Ok(PlatformService::new(http.clone(), &settings, register_base.join(path).context("Register URL")?))
+        Ok(PlatformService::new(http.clone(), &settings, register_base.join(path).context("Register URL")?)
+            .with_key(register_key.clone()))
     };
     let register: Arc<Register> = Arc::new(Register::new(
         register_at("v1/parties/lookup")?,
         register_at("v2/internal/parties/query?fields=identifiers")?,
     ));
     let pdp_url = platform.join("authorization/api/v1/decision").context("PDP URL")?;
-    let pdp = Arc::new(Pdp::new(PlatformService::new(http.clone(), &config.pdp, pdp_url), register.clone()));
+    let pdp = Arc::new(Pdp::new(
+        PlatformService::new(http.clone(), &config.pdp, pdp_url).with_key(pdp_key.clone()),
+        register.clone(),
+    ));
 
     // Serve from now on: the probes (live at once, ready once wired) and
     // dev mode's platform, while Cosmos DB is reached.
@@ -216,7 +227,8 @@ pub async fn start(
     .await
     .inspect_err(|_| server.abort())?;
 
-    if config.cosmos.repair_interval_seconds > 0 {
+    let role = config.role;
+    if role.serves_api() && config.cosmos.repair_interval_seconds > 0 {
         let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
         let repairer = Repairer::new(
             feeds.clone(),
@@ -227,10 +239,7 @@ pub async fn start(
         tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
     }
     let waiters = Arc::new(Waiters::new(config.limits.max_waiters, config.limits.max_waiters_per_caller));
-    let limits = ReadLimits {
-        scan_budget_factor: config.limits.scan_budget_factor,
-        wait_poll_interval: Duration::from_millis(config.limits.wait_poll_interval_ms),
-    };
+    let limits = ReadLimits { scan_budget_factor: config.limits.scan_budget_factor };
     let reader = FeedReader::new(feeds.clone(), pdp.clone(), register.clone(), limits, waiters.clone(), rx.clone());
     let publisher = Publisher::new(feeds.clone(), pdp.clone()).admitting(config.limits.max_publishes_in_flight);
     let sender = Arc::new(
@@ -253,10 +262,9 @@ pub async fn start(
             page_size: config.delivery.page_size,
             flush_every: Duration::from_millis(config.delivery.flush_ms),
             max_concurrent_pushes: config.delivery.max_concurrent_pushes,
-            poll: Duration::from_millis(config.delivery.change_feed_poll_ms),
         },
     ));
-    let delivering = config.delivery.enabled.then(|| tokio::spawn(delivery.clone().run(rx.clone())));
+    let delivering = (role.pushes() && config.delivery.enabled).then(|| tokio::spawn(delivery.clone().run(rx.clone())));
     let subscriptions = Arc::new(subscribe::Subscriptions::new(
         feeds::subscriptions::SubscriptionStore::new(&feeds),
         feeds.clone(),
@@ -278,9 +286,43 @@ pub async fn start(
             Arc::new(move |id| delivery.changed(id))
         },
     ));
-    tokio::spawn(subscriptions.clone().run_validator(rx.clone()));
-    let instance_keys = instance_keys(&config, mode);
-    let cursors = cursors(&config, mode);
+    if role.pushes() {
+        tokio::spawn(subscriptions.clone().run_validator(rx.clone()));
+    }
+    // The change feed, followed once per instance: other instances' appends
+    // wake this one's long-polls and deliverers; subscription and delivery
+    // changes reach the deliverers and the validator.
+    {
+        let delivery = delivering.is_some().then(|| delivery.clone());
+        let validator = role.pushes().then(|| subscriptions.clone());
+        let sink = move |change: feeds::changes::Change| {
+            if let (feeds::changes::Change::Subscription(..), Some(validator)) = (&change, &validator) {
+                validator.wake_validator();
+            }
+            if let Some(delivery) = &delivery {
+                delivery.on_change(change);
+            }
+        };
+        let poll = Duration::from_millis(config.delivery.change_feed_poll_ms);
+        tokio::spawn(feeds::changes::follow(feeds.clone(), poll, sink, rx.clone()));
+    }
+    tokio::spawn(watch_dependencies(feeds.clone(), pdp.clone(), rx.clone()));
+    let instance_keys = Arc::new(instance_keys(&config, mode)?);
+    let cursors = Arc::new(cursors(&config, mode)?);
+    if let Some(dir) = config.secrets_dir.clone() {
+        let reload = secrets_reload::Reload {
+            dir,
+            file: config.source_file.clone(),
+            mode,
+            role,
+            pdp_key,
+            register_key,
+            cursors: cursors.clone(),
+            instance_keys: instance_keys.clone(),
+        };
+        reload.apply_current().context("secrets_dir")?;
+        tokio::spawn(reload.run(Duration::from_secs(config.secrets_reload_seconds), rx.clone()));
+    }
     let state = AppState {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
@@ -288,16 +330,16 @@ pub async fn start(
         reader,
         publisher: Arc::new(publisher),
         subscriptions,
-        instance_keys: Arc::new(instance_keys),
-        cursors: Arc::new(cursors),
+        instance_keys,
+        cursors,
         limiter: Arc::default(),
         pdp,
         feeds,
     };
 
     let feeds = state.feeds.clone();
-    gate.open(api::router(state, extra, mode));
-    tracing::info!("ready");
+    gate.open(if role.serves_api() { api::router(state, extra, mode) } else { api::ops_router(state, extra) });
+    tracing::info!(?role, "ready");
     Ok(Running {
         addr,
         base_url,
@@ -355,27 +397,36 @@ async fn connect_cosmos(
 
 /// The configured instance access keys; dev mode makes one up when none is
 /// configured, `serve` then issues and accepts none.
-fn instance_keys(config: &Config, mode: Mode) -> auth::instance_key::InstanceKeys {
-    let cfg = &config.instance_access;
-    let mut keys = cfg.keys.clone();
-    if keys.is_empty() && mode == Mode::Dev {
-        let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        keys.insert("dev".into(), secrecy::SecretString::from(secret));
-    }
-    let signing = cfg.signing_key.clone().or_else(|| (keys.len() == 1).then(|| keys.keys().next().cloned()).flatten());
-    auth::instance_key::InstanceKeys::new(signing, keys, Duration::from_secs(cfg.ttl_seconds))
+fn instance_keys(config: &Config, mode: Mode) -> anyhow::Result<auth::instance_key::InstanceKeys> {
+    let ring = dev_key_when_empty(config.instance_access_ring()?, mode);
+    Ok(auth::instance_key::InstanceKeys::of(&ring, Duration::from_secs(config.instance_access.ttl_seconds)))
 }
 
 /// The cursor key ring; dev mode makes a key up when none is configured
-/// (`serve` refuses to start without one).
-fn cursors(config: &Config, mode: Mode) -> api::cursor::Cursors {
-    let mut keys = config.cursors.keys.clone();
-    if keys.is_empty() && mode == Mode::Dev {
+/// (`serve` refuses to start the API without one).
+fn cursors(config: &Config, mode: Mode) -> anyhow::Result<api::cursor::Cursors> {
+    Ok(api::cursor::Cursors::of(&dev_key_when_empty(config.cursor_ring()?, mode)))
+}
+
+fn dev_key_when_empty(mut ring: secrets::KeyRing, mode: Mode) -> secrets::KeyRing {
+    if ring.keys.is_empty() && mode == Mode::Dev {
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
-        keys.insert("dev".into(), secrecy::SecretString::from(secret));
+        ring.keys.insert("dev".into(), secrecy::SecretString::from(secret));
+        ring.signing = Some("dev".into());
     }
-    let sealing = config.cursors.signing_key.clone().or_else(|| keys.keys().next().cloned());
-    api::cursor::Cursors::new(sealing, &keys)
+    ring
+}
+
+/// Every 30 s: whether Cosmos DB and the PDP answer (`dependency_up`, for
+/// alerts; readiness does not depend on it).
+async fn watch_dependencies(feeds: FeedStore, pdp: Arc<Pdp>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        api::health::check_dependencies(&feeds, &pdp).await;
+    }
 }
 
 /// Altinn's OIDC discovery document, relative to the platform URL.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use altinn_events::config::{Config, Mode};
+use altinn_events::config::{Config, Mode, Role};
 use altinn_events::telemetry;
 
 /// mimalloc: the service allocates and frees many small JSON values per
@@ -29,7 +29,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Production: everything from configuration.
-    Serve,
+    Serve {
+        /// What this instance runs (overrides `role`): `api` (the HTTP API),
+        /// `deliver` (push delivery; probes and metrics only), or `all`.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+    },
     /// Local development: the whole platform on one port, no Azure needed.
     #[cfg(feature = "dev")]
     Dev {
@@ -51,9 +56,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Healthcheck { url, timeout_seconds } => healthcheck(&url, timeout_seconds).await,
-        Command::Serve => run(cli.config, Mode::Serve, None).await,
+        Command::Serve { role } => run(cli.config, Mode::Serve, None, role).await,
         #[cfg(feature = "dev")]
-        Command::Dev { addr } => run(cli.config, Mode::Dev, addr).await,
+        Command::Dev { addr } => run(cli.config, Mode::Dev, addr, None).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -71,10 +76,13 @@ async fn healthcheck(url: &str, timeout_seconds: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>) -> anyhow::Result<()> {
+async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>, role: Option<Role>) -> anyhow::Result<()> {
     let mut config = Config::load(file.as_deref())?;
     if let Some(addr) = addr {
         config.listen_addr = addr;
+    }
+    if let Some(role) = role {
+        config.role = role;
     }
     let config = config.finalize(mode)?;
     let traces = telemetry::init_tracing(

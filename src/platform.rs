@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde::Serialize;
 use url::Url;
 
 use crate::config::PlatformServiceConfig;
+use crate::secrets::SharedSecret;
 
 /// Connections to platform services are set up within this long.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -23,7 +24,7 @@ pub fn http_client() -> Result<reqwest::Client, reqwest::Error> {
 pub struct PlatformService {
     http: reqwest::Client,
     url: Url,
-    subscription_key: Option<SecretString>,
+    subscription_key: SharedSecret,
     timeout: Duration,
     /// Requests in flight, at most `max_concurrent_requests`.
     in_flight: Arc<tokio::sync::Semaphore>,
@@ -35,10 +36,17 @@ impl PlatformService {
         Self {
             http,
             url: settings.url.clone().unwrap_or(default_url),
-            subscription_key: settings.subscription_key.clone(),
+            subscription_key: SharedSecret::new(settings.subscription_key.clone()),
             timeout: Duration::from_millis(settings.timeout_ms),
             in_flight: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_requests.max(1))),
         }
+    }
+
+    /// Sends `key` (shared, so that a reload reaches every client of the
+    /// service) instead of the settings' key.
+    pub fn with_key(mut self, key: SharedSecret) -> Self {
+        self.subscription_key = key;
+        self
     }
 
     /// A slot for one request: waits at most the service's timeout for one
@@ -60,7 +68,7 @@ impl PlatformService {
     /// A JSON POST to the service, with its key and timeout.
     pub fn post_json<T: Serialize + ?Sized>(&self, body: &T) -> reqwest::RequestBuilder {
         let mut req = crate::telemetry::inject_trace(self.http.post(self.url.clone()).timeout(self.timeout).json(body));
-        if let Some(key) = &self.subscription_key {
+        if let Some(key) = self.subscription_key.get() {
             // Keys mounted from files often end in a newline.
             req = req.header("Ocp-Apim-Subscription-Key", key.expose_secret().trim());
         }

@@ -4,13 +4,14 @@
 //! forged or moved to another feed.
 //!
 //! A cursor is `c1.{key id}.{base64url(nonce | ciphertext)}`: XChaCha20-
-//! Poly1305 under a key from the configured ring (`cursors.keys`; one of
-//! them, `cursors.signing_key`, seals new cursors, all of them open old
-//! ones: rotation), a random 192-bit nonce (the same position twice gives
+//! Poly1305 under a key from the configured ring (`cursors.key_ring` or
+//! `cursors.keys`; one of them seals new cursors, all of them open old
+//! ones: rotation, without a restart when the ring comes from a file), a random 192-bit nonce (the same position twice gives
 //! different bytes), the position as plaintext, and the feed's name as
 //! associated data (a cursor opens only in the feed it came from).
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -20,6 +21,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::domain::FeedId;
+use crate::secrets::KeyRing;
 
 const PREFIX: &str = "c1.";
 const NONCE_LEN: usize = 24;
@@ -32,15 +34,29 @@ pub enum CursorError {
     Invalid,
 }
 
-/// The key ring.
+/// The key ring, replaced whole when its secret changes (see
+/// [`Cursors::replace`]).
 pub struct Cursors {
+    ring: RwLock<Arc<Ring>>,
+}
+
+struct Ring {
     sealing: Option<String>,
     keys: HashMap<String, XChaCha20Poly1305>,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Cursors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cursors").field("sealing", &self.sealing).field("keys", &self.keys.len()).finish()
+        let ring = self.current();
+        f.debug_struct("Cursors").field("sealing", &ring.sealing).field("keys", &ring.keys.len()).finish()
+    }
+}
+
+impl Ring {
+    fn of(ring: &KeyRing) -> Self {
+        let keys = ring.keys.iter().map(|(id, secret)| (id.to_ascii_lowercase(), cipher(secret))).collect();
+        Self { sealing: ring.signing.as_ref().map(|s| s.to_ascii_lowercase()), keys, fingerprint: ring.fingerprint() }
     }
 }
 
@@ -57,8 +73,25 @@ fn aad(feed: &FeedId) -> Vec<u8> {
 impl Cursors {
     /// `keys`: key id → secret; `sealing`: the id that seals new cursors.
     pub fn new(sealing: Option<String>, keys: &HashMap<String, SecretString>) -> Self {
-        let keys = keys.iter().map(|(id, secret)| (id.to_ascii_lowercase(), cipher(secret))).collect();
-        Self { sealing: sealing.map(|s| s.to_ascii_lowercase()), keys }
+        Self::of(&KeyRing { signing: sealing, keys: keys.clone() })
+    }
+
+    pub fn of(ring: &KeyRing) -> Self {
+        Self { ring: RwLock::new(Arc::new(Ring::of(ring))) }
+    }
+
+    /// Takes `ring` from now on (cursors sealed under a key it no longer
+    /// holds stop opening); whether it differs from the one before.
+    pub fn replace(&self, ring: &KeyRing) -> bool {
+        let next = Ring::of(ring);
+        let mut current = self.ring.write().expect("cursor ring lock");
+        let changed = current.fingerprint != next.fingerprint;
+        *current = Arc::new(next);
+        changed
+    }
+
+    fn current(&self) -> Arc<Ring> {
+        self.ring.read().expect("cursor ring lock").clone()
     }
 
     /// Whether `value` is meant as a cursor (and must open as one).
@@ -68,8 +101,9 @@ impl Cursors {
 
     /// A cursor for `position` in `feed`.
     pub fn seal(&self, feed: &FeedId, position: u64) -> Result<String, CursorError> {
-        let id = self.sealing.as_deref().ok_or(CursorError::NotConfigured)?;
-        let cipher = self.keys.get(id).ok_or(CursorError::NotConfigured)?;
+        let ring = self.current();
+        let id = ring.sealing.as_deref().ok_or(CursorError::NotConfigured)?;
+        let cipher = ring.keys.get(id).ok_or(CursorError::NotConfigured)?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let aad = aad(feed);
         let sealed = cipher
@@ -84,7 +118,8 @@ impl Cursors {
     pub fn open(&self, feed: &FeedId, cursor: &str) -> Result<u64, CursorError> {
         let rest = cursor.strip_prefix(PREFIX).ok_or(CursorError::Invalid)?;
         let (id, body) = rest.split_once('.').ok_or(CursorError::Invalid)?;
-        let cipher = self.keys.get(&id.to_ascii_lowercase()).ok_or(CursorError::Invalid)?;
+        let ring = self.current();
+        let cipher = ring.keys.get(&id.to_ascii_lowercase()).ok_or(CursorError::Invalid)?;
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CursorError::Invalid)?;
         if bytes.len() <= NONCE_LEN {
             return Err(CursorError::Invalid);

@@ -72,19 +72,7 @@ pub(super) async fn ready() -> Response {
     ),
 )]
 pub(super) async fn dependencies(State(state): State<AppState>) -> Response {
-    let (cosmos, pdp) = tokio::join!(state.feeds.ping(), state.pdp.ping());
-    let mut failed = Vec::new();
-    if let Err(e) = cosmos {
-        tracing::warn!(error.chain = %error_chain(&e), "dependency check: cosmos unreachable");
-        failed.push("cosmos");
-    }
-    if let Err(e) = pdp {
-        tracing::warn!(error.chain = %error_chain(&e), "dependency check: PDP unreachable");
-        failed.push("pdp");
-    }
-    for d in ["cosmos", "pdp"] {
-        metrics::gauge!("dependency_up", "dependency" => d).set(if failed.contains(&d) { 0.0 } else { 1.0 });
-    }
+    let failed = check_dependencies(&state.feeds, &state.pdp).await;
     let checks: serde_json::Map<_, _> = ["cosmos", "pdp"]
         .iter()
         .map(|d| (d.to_string(), json!(if failed.contains(d) { "unavailable" } else { "ok" })))
@@ -98,6 +86,26 @@ pub(super) async fn dependencies(State(state): State<AppState>) -> Response {
         format!("Unavailable: {}.", failed.join(", ")),
         checks,
     )
+}
+
+/// Calls Cosmos DB and the PDP once each; the ones that failed. Sets
+/// `dependency_up{dependency}` (every instance also runs this every 30 s,
+/// so that the metric and its alert need no caller).
+pub async fn check_dependencies(feeds: &crate::feeds::FeedStore, pdp: &crate::authz::Pdp) -> Vec<&'static str> {
+    let (cosmos, pdp) = tokio::join!(feeds.ping(), pdp.ping());
+    let mut failed = Vec::new();
+    if let Err(e) = cosmos {
+        tracing::warn!(error.chain = %error_chain(&e), "dependency check: cosmos unreachable");
+        failed.push("cosmos");
+    }
+    if let Err(e) = pdp {
+        tracing::warn!(error.chain = %error_chain(&e), "dependency check: PDP unreachable");
+        failed.push("pdp");
+    }
+    for d in ["cosmos", "pdp"] {
+        metrics::gauge!("dependency_up", "dependency" => d).set(if failed.contains(&d) { 0.0 } else { 1.0 });
+    }
+    failed
 }
 
 pub(super) fn not_ready(detail: String, checks: serde_json::Map<String, serde_json::Value>) -> Response {

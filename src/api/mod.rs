@@ -6,7 +6,7 @@
 pub mod cursor;
 pub mod error;
 pub mod extract;
-mod health;
+pub mod health;
 mod instance;
 mod observe;
 pub mod openapi;
@@ -170,10 +170,19 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
     if mode == Mode::Dev {
         routes = routes.merge(whoami::router());
     }
+    layered(routes.with_state(state).merge(openapi::router(mode == Mode::Dev)).merge(extra), max_body)
+}
+
+/// What an instance of the `deliver` role serves: the probes, the
+/// dependency check and metrics (and `extra`, dev mode's stand-ins).
+pub fn ops_router(state: AppState, extra: Router) -> Router {
+    let max_body = state.config.limits.max_body_bytes;
+    layered(health::router().with_state(state).merge(extra), max_body)
+}
+
+/// The fallback and the layers every request goes through.
+fn layered(routes: Router, max_body: usize) -> Router {
     routes
-        .with_state(state)
-        .merge(openapi::router(mode == Mode::Dev))
-        .merge(extra)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(observe::record_http_metrics))

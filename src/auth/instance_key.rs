@@ -5,6 +5,7 @@
 //! (rotation); one of them signs.
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
@@ -13,7 +14,17 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
 
+use crate::secrets::KeyRing;
+
 type HmacSha256 = Hmac<Sha256>;
+
+/// Key ids in lower case (they are matched without regard to case).
+fn normalized(ring: &KeyRing) -> KeyRing {
+    KeyRing {
+        signing: ring.signing.as_ref().map(|s| s.to_ascii_lowercase()),
+        keys: ring.keys.iter().map(|(id, s)| (id.to_ascii_lowercase(), s.clone())).collect(),
+    }
+}
 
 const VERSION: &str = "v1";
 
@@ -32,8 +43,7 @@ pub enum KeyError {
 }
 
 pub struct InstanceKeys {
-    signing: Option<String>,
-    keys: HashMap<String, SecretString>,
+    ring: RwLock<Arc<KeyRing>>,
     ttl: Duration,
 }
 
@@ -53,12 +63,28 @@ fn is_name(s: &str) -> bool {
 impl InstanceKeys {
     /// `keys`: key id → secret; `signing`: the id that signs new keys.
     pub fn new(signing: Option<String>, keys: HashMap<String, SecretString>, ttl: Duration) -> Self {
-        let keys = keys.into_iter().map(|(id, s)| (id.to_ascii_lowercase(), s)).collect();
-        Self { signing: signing.map(|s| s.to_ascii_lowercase()), keys, ttl }
+        Self::of(&KeyRing { signing, keys }, ttl)
     }
 
-    fn mac(&self, id: &str) -> Option<HmacSha256> {
-        let secret = self.keys.get(id)?;
+    pub fn of(ring: &KeyRing, ttl: Duration) -> Self {
+        Self { ring: RwLock::new(Arc::new(normalized(ring))), ttl }
+    }
+
+    /// Takes `ring` from now on; whether it differs from the one before.
+    pub fn replace(&self, ring: &KeyRing) -> bool {
+        let next = normalized(ring);
+        let mut current = self.ring.write().expect("instance key ring lock");
+        let changed = current.fingerprint() != next.fingerprint();
+        *current = Arc::new(next);
+        changed
+    }
+
+    fn current(&self) -> Arc<KeyRing> {
+        self.ring.read().expect("instance key ring lock").clone()
+    }
+
+    fn mac(ring: &KeyRing, id: &str) -> Option<HmacSha256> {
+        let secret = ring.keys.get(id)?;
         HmacSha256::new_from_slice(secret.expose_secret().trim().as_bytes()).ok()
     }
 
@@ -68,8 +94,9 @@ impl InstanceKeys {
         if !is_name(org) || !is_name(app) {
             return Err(KeyError::Malformed);
         }
-        let id = self.signing.as_deref().ok_or(KeyError::NotConfigured)?;
-        let mut mac = self.mac(id).ok_or(KeyError::NotConfigured)?;
+        let ring = self.current();
+        let id = ring.signing.as_deref().ok_or(KeyError::NotConfigured)?;
+        let mut mac = Self::mac(&ring, id).ok_or(KeyError::NotConfigured)?;
         let expires = now() + self.ttl.as_secs();
         mac.update(message(org, app, instance, expires).as_bytes());
         let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
@@ -87,7 +114,7 @@ impl InstanceKeys {
         };
         let expires: u64 = expires.parse().map_err(|_| KeyError::Malformed)?;
         let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| KeyError::Malformed)?;
-        let mut mac = self.mac(&id.to_ascii_lowercase()).ok_or(KeyError::UnknownKeyId)?;
+        let mut mac = Self::mac(&self.current(), &id.to_ascii_lowercase()).ok_or(KeyError::UnknownKeyId)?;
         mac.update(message(org, app, instance, expires).as_bytes());
         // Constant-time comparison.
         mac.verify_slice(&sig).map_err(|_| KeyError::BadSignature)?;
@@ -134,12 +161,30 @@ mod tests {
         assert_eq!(k.verify(&forged_expiry, "1/g"), Err(KeyError::BadSignature));
         assert_eq!(k.verify("garbage", "1/g"), Err(KeyError::Malformed));
         assert_eq!(k.verify("v1.k1.ttd.a.1.AAAA", "1/g"), Err(KeyError::BadSignature));
-        let mut mac = k.mac("k1").unwrap();
+        let mut mac = InstanceKeys::mac(&k.current(), "k1").unwrap();
         mac.update(message("ttd", "a", "1/g", 10).as_bytes());
         let past = format!("v1.k1.ttd.a.10.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()));
         assert_eq!(k.verify(&past, "1/g"), Err(KeyError::Expired));
         let none = InstanceKeys::new(None, HashMap::new(), Duration::from_secs(1));
         assert_eq!(none.issue("ttd", "a", "1/g"), Err(KeyError::NotConfigured));
         assert_eq!(k.issue("t.d", "a", "1/g"), Err(KeyError::Malformed));
+    }
+
+    #[test]
+    fn a_replaced_ring_signs_with_its_first_key_and_verifies_with_all() {
+        let k = keys("k1", &[("k1", "old-secret-0123456789")]);
+        let (old, _) = k.issue("ttd", "a", "1/g").unwrap();
+        // Step 1 of a rotation: the new key is known, the old one still signs.
+        assert!(k.replace(&KeyRing::parse("k1:old-secret-0123456789 k2:new-secret-0123456789").unwrap()));
+        assert!(k.issue("ttd", "a", "1/g").unwrap().0.starts_with("v1.k1."));
+        // Step 2: the new key signs, the old one still verifies.
+        assert!(k.replace(&KeyRing::parse("k2:new-secret-0123456789 k1:old-secret-0123456789").unwrap()));
+        assert!(!k.replace(&KeyRing::parse("k2:new-secret-0123456789 k1:old-secret-0123456789").unwrap()));
+        let (new, _) = k.issue("ttd", "a", "1/g").unwrap();
+        assert!(new.starts_with("v1.k2."), "{new}");
+        assert!(k.verify(&old, "1/g").is_ok() && k.verify(&new, "1/g").is_ok());
+        // Step 3: the old key is gone.
+        k.replace(&KeyRing::parse("k2:new-secret-0123456789").unwrap());
+        assert_eq!(k.verify(&old, "1/g"), Err(KeyError::UnknownKeyId));
     }
 }

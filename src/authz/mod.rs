@@ -70,10 +70,14 @@ impl Breaker {
     fn record(&self, ok: bool) {
         if ok {
             self.failures.store(0, Ordering::Relaxed);
-            *self.open_until.lock().expect("breaker lock") = None;
+            if self.open_until.lock().expect("breaker lock").take().is_some() {
+                metrics::gauge!("pdp_circuit_open").set(0.0);
+            }
         } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_THRESHOLD {
             *self.open_until.lock().expect("breaker lock") = Some(Instant::now() + BREAKER_OPEN_FOR);
             metrics::counter!("pdp_circuit_opened_total").increment(1);
+            // 1 from opening until the next answer from the PDP.
+            metrics::gauge!("pdp_circuit_open").set(1.0);
         }
     }
 }

@@ -45,7 +45,7 @@ use crate::authz::{Action, Caller};
 use crate::domain::subscription::{DeliveryAttempt, DeliveryState, DeliveryStatus, Subscription, ValidationStatus};
 use crate::domain::{FeedId, Filters};
 use crate::feeds::FeedStore;
-use crate::feeds::changes::{self, Change};
+use crate::feeds::changes::Change;
 use crate::feeds::delivery::{BucketLease, DeliveryStore};
 use crate::feeds::subscriptions::{Changed, SubscriptionStore};
 use crate::read::{FeedQuery, FeedReader, Page, Paging, ReadError, Start};
@@ -66,8 +66,6 @@ pub struct DeliverySettings {
     /// Checkpoints are stored at most this far apart while delivering.
     pub flush_every: Duration,
     pub max_concurrent_pushes: usize,
-    /// How often the change feed is read.
-    pub poll: Duration,
 }
 
 fn now_ms() -> u64 {
@@ -155,9 +153,6 @@ impl Delivery {
     /// it, and their buckets pass on when the leases expire.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut tasks = JoinSet::new();
-        let me = self.clone();
-        let sink = move |change: Change| me.on_change(change);
-        tasks.spawn(changes::follow(self.feeds.clone(), self.settings.poll, sink, stop.clone()));
         self.coordinate(stop, &mut tasks).await;
         let stopping: Vec<Running> = self.running.lock().expect("deliverers lock").drain().map(|(_, r)| r).collect();
         for running in &stopping {
@@ -168,7 +163,9 @@ impl Delivery {
         self.store.absent(&self.instance).await;
     }
 
-    fn on_change(&self, change: Change) {
+    /// What the instance's change-feed follower reports (see
+    /// [`crate::feeds::changes::follow`]; it runs whether or not this instance delivers).
+    pub fn on_change(&self, change: Change) {
         match change {
             Change::Appended(_) => {} // the store woke the feed's watchers
             Change::Subscription(id, etag) => match self.running.lock().expect("deliverers lock").get(&id) {

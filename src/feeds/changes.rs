@@ -1,9 +1,9 @@
-//! The container's change feed, followed by each instance from the moment
-//! it starts: what other instances appended (to wake long-polls and push
-//! deliverers here), and which subscriptions and delivery states changed.
-//! One reader per instance, polled every `poll` (one request per physical
-//! partition range per poll), whatever the number of feeds, waiters or
-//! subscriptions.
+//! The container's change feed, followed once by each instance from the
+//! moment it starts: what other instances appended (to wake long-polls and
+//! push deliverers here), and which subscriptions and delivery states
+//! changed. One reader per instance, polled every `poll` (one request per
+//! physical partition range per poll), whatever the number of feeds,
+//! waiters or subscriptions.
 
 use std::time::Duration;
 
@@ -87,6 +87,7 @@ pub async fn follow(
                 if failures >= RESTART_AFTER_FAILURES && continuation.is_some() {
                     continuation = None;
                     failures = 0;
+                    store.notify_all_watchers();
                     sink(Change::Missed);
                 }
             }

@@ -64,7 +64,16 @@ pub enum FeedError {
 
 impl FeedError {
     pub(crate) fn cosmos(operation: &'static str) -> impl FnOnce(azure_data_cosmos::CosmosError) -> Self {
-        move |source| Self::Cosmos { operation, source }
+        move |source| {
+            let status = source.status();
+            let status = if status.is_transport_generated_503() {
+                "transport".to_owned()
+            } else {
+                u16::from(status).to_string()
+            };
+            metrics::counter!("cosmos_request_errors_total", "operation" => operation, "status" => status).increment(1);
+            Self::Cosmos { operation, source }
+        }
     }
 
     /// Whether the caller's input caused it (4xx), as opposed to the store.
@@ -242,24 +251,11 @@ impl FeedStore {
         reader::locate(&self.seg, feed, event_id).await
     }
 
-    /// A receiver that changes when `feed` may have new events: at once for
-    /// appends through this store, within `interval` for appends elsewhere.
-    /// `known_len` is the feed's length as the caller last read it: a head
-    /// poll that finds more wakes the waiters even on its first read.
-    pub fn watch(
-        &self,
-        feed: &FeedId,
-        interval: std::time::Duration,
-        known_len: u64,
-    ) -> tokio::sync::watch::Receiver<u64> {
-        self.notifier.subscribe(self, feed, interval, known_len)
-    }
-
     /// A receiver that changes when `feed` gets an event appended through
     /// this store, or one that the change feed reports from elsewhere (see
-    /// [`changes::follow`]); no poller of its own.
+    /// [`changes::follow`], which every instance runs once).
     pub fn watch_appends(&self, feed: &FeedId) -> tokio::sync::watch::Receiver<u64> {
-        self.notifier.subscribe_quiet(feed)
+        self.notifier.subscribe(feed)
     }
 
     /// Wakes the watchers of `feed` (an append seen on the change feed).
@@ -267,23 +263,15 @@ impl FeedStore {
         self.notifier.notify(feed);
     }
 
-    /// The feed's length and newest segment, starting from a known segment
-    /// (one or two queries) or from scratch.
-    pub async fn head_position(&self, feed: &FeedId, segment_hint: Option<u64>) -> Result<(u64, u64), FeedError> {
-        let s = self.seg.size();
-        let head = match segment_hint {
-            Some(k) => match self.seg.read_head(feed, k).await? {
-                Some(h) if h.count >= s => self.seg.read_head(feed, k + 1).await?.or(Some(h)),
-                other => other,
-            },
-            None => self.seg.newest(feed).await?,
-        };
-        Ok(head.map(|h| (h.end(s), h.segment)).unwrap_or((0, 0)))
+    /// Wakes every watcher (the change feed may have missed appends).
+    pub fn notify_all_watchers(&self) {
+        self.notifier.notify_all();
     }
 
     /// The number of events in `feed` (the position after its newest event).
     pub async fn len(&self, feed: &FeedId) -> Result<u64, FeedError> {
-        Ok(self.head_position(feed, None).await?.0)
+        let s = self.seg.size();
+        Ok(self.seg.newest(feed).await?.map_or(0, |h| h.end(s)))
     }
 }
 

@@ -1,29 +1,24 @@
-//! Wake-ups for long-polling readers. Within a process, the writer bumps a
-//! feed's version the moment a write commits. Across processes, one poller
-//! task per watched feed reads the length of the feed's newest segment every
-//! interval and bumps the version when it moved: one query per feed per
-//! interval (plus one read when that segment is full or empty), shared by
-//! every waiter of that feed. Feeds nobody waits on cost nothing.
+//! Wake-ups for waiting readers (long-polls) and push deliverers. Within a
+//! process, the writer notifies a feed the moment a write commits. Across
+//! processes, each instance follows the container's change feed once
+//! ([`super::changes::follow`]) and notifies the feeds it reports appends
+//! to: a cost per instance (one change-feed read per physical partition per
+//! poll), whatever the number of watched feeds or waiters.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::FeedStore;
 use super::docs::FeedId;
 
 #[derive(Default)]
 pub struct Notifier {
-    /// Watched feeds with a head poller each (long-polls).
-    feeds: Mutex<HashMap<String, watch::Sender<u64>>>,
-    /// Watched feeds without one (push deliverers, woken by the change
-    /// feed). Their value is the count of all notifications of every feed
-    /// when this one was last notified (or began to be watched): it only
-    /// grows, even when a feed's watchers go and come back.
-    quiet: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Watched feeds. Their value is the count of all notifications of
+    /// every feed when this one was last notified (or began to be watched):
+    /// it only grows, even when a feed's watchers go and come back.
+    watched: Mutex<HashMap<String, watch::Sender<u64>>>,
     notified: AtomicU64,
 }
 
@@ -34,97 +29,72 @@ impl Notifier {
         let key = feed.key();
         // The count first: whoever is woken below reads with it (see
         // `version`).
-        {
-            let mut quiet = self.quiet.lock().expect("notifier lock");
-            let count = self.notified.fetch_add(1, Ordering::SeqCst) + 1;
-            if let Some(tx) = quiet.get(&key) {
-                if tx.is_closed() {
-                    quiet.remove(&key);
-                } else {
-                    tx.send_replace(count);
-                }
+        let mut watched = self.watched.lock().expect("notifier lock");
+        let count = self.notified.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(tx) = watched.get(&key) {
+            if tx.is_closed() {
+                watched.remove(&key);
+            } else {
+                tx.send_replace(count);
             }
         }
-        if let Some(tx) = self.feeds.lock().expect("notifier lock").get(&key) {
-            tx.send_modify(|v| *v += 1);
+    }
+
+    /// Wakes every watcher (the change feed may have missed appends).
+    pub fn notify_all(&self) {
+        let mut watched = self.watched.lock().expect("notifier lock");
+        let count = self.notified.fetch_add(1, Ordering::SeqCst) + 1;
+        watched.retain(|_, tx| !tx.is_closed());
+        for tx in watched.values() {
+            tx.send_replace(count);
         }
     }
 
-    /// Where `feed` stands in the count of notifications (see `quiet`);
-    /// `None` when it has no quiet watcher. A read that begins after this
-    /// value was taken sees every append notified up to it.
+    /// Where `feed` stands in the count of notifications (see `watched`);
+    /// `None` when nobody watches it. A read that begins after this value
+    /// was taken sees every append notified up to it.
     pub fn version(&self, feed: &FeedId) -> Option<u64> {
-        let quiet = self.quiet.lock().expect("notifier lock");
-        quiet.get(&feed.key()).filter(|tx| !tx.is_closed()).map(|tx| *tx.borrow())
+        let watched = self.watched.lock().expect("notifier lock");
+        watched.get(&feed.key()).filter(|tx| !tx.is_closed()).map(|tx| *tx.borrow())
     }
 
-    /// A receiver that changes whenever `feed` is notified, without a head
-    /// poller (for watchers that the change feed keeps informed).
-    pub fn subscribe_quiet(&self, feed: &FeedId) -> watch::Receiver<u64> {
-        let mut quiet = self.quiet.lock().expect("notifier lock");
-        if let Some(tx) = quiet.get(&feed.key())
+    /// A receiver that changes whenever `feed` is notified. A watcher reads
+    /// the feed after subscribing, so an append between its last read and
+    /// the subscription is not missed.
+    pub fn subscribe(&self, feed: &FeedId) -> watch::Receiver<u64> {
+        let mut watched = self.watched.lock().expect("notifier lock");
+        if let Some(tx) = watched.get(&feed.key())
             && !tx.is_closed()
         {
             return tx.subscribe();
         }
         let (tx, rx) = watch::channel(self.notified.load(Ordering::SeqCst));
-        quiet.insert(feed.key(), tx);
-        rx
-    }
-
-    /// A receiver that changes whenever `feed` may have new events. The
-    /// first subscriber of a feed starts its head poller, which stops when
-    /// the last one is gone.
-    pub fn subscribe(
-        self: &Arc<Self>,
-        store: &FeedStore,
-        feed: &FeedId,
-        interval: Duration,
-        known_len: u64,
-    ) -> watch::Receiver<u64> {
-        let mut feeds = self.feeds.lock().expect("notifier lock");
-        if let Some(tx) = feeds.get(&feed.key())
-            && !tx.is_closed()
-        {
-            return tx.subscribe();
-        }
-        let (tx, rx) = watch::channel(0);
-        feeds.insert(feed.key(), tx.clone());
-        tokio::spawn(poll_head(self.clone(), store.clone(), feed.clone(), tx, interval, known_len));
+        watched.insert(feed.key(), tx);
         rx
     }
 }
 
-async fn poll_head(
-    notifier: Arc<Notifier>,
-    store: FeedStore,
-    feed: FeedId,
-    tx: watch::Sender<u64>,
-    interval: Duration,
-    known_len: u64,
-) {
-    // The first subscriber's view of the feed: an append made elsewhere
-    // before the first poll still counts as a change.
-    let mut last: Option<u64> = Some(known_len);
-    let mut segment_hint = None;
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = tx.closed() => break,
-        }
-        match store.head_position(&feed, segment_hint).await {
-            Ok((position, segment)) => {
-                segment_hint = Some(segment);
-                if last.is_some_and(|l| l != position) {
-                    notifier.notify(&feed);
-                }
-                last = Some(position);
-            }
-            Err(e) => tracing::debug!(feed = %feed.log_label(), error = %e, "head poll failed"),
-        }
-    }
-    let mut feeds = notifier.feeds.lock().expect("notifier lock");
-    if feeds.get(&feed.key()).is_some_and(watch::Sender::is_closed) {
-        feeds.remove(&feed.key());
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watchers_of_a_feed_are_woken_by_its_appends_and_by_a_missed_round() {
+        let n = Notifier::default();
+        let a = FeedId::Subject("/party/1".into());
+        let b = FeedId::Subject("/party/2".into());
+        let mut rx_a = n.subscribe(&a);
+        let rx_b = n.subscribe(&b);
+        n.notify(&a);
+        assert!(rx_a.has_changed().unwrap());
+        assert!(!rx_b.has_changed().unwrap(), "another feed's append wakes nobody here");
+        rx_a.borrow_and_update();
+        n.notify_all();
+        assert!(rx_a.has_changed().unwrap() && rx_b.has_changed().unwrap());
+        let before = n.version(&a).unwrap();
+        drop((rx_a, rx_b));
+        assert_eq!(n.version(&a), None, "nobody watches it any more");
+        let _again = n.subscribe(&a);
+        assert!(n.version(&a).unwrap() >= before, "the count only grows");
     }
 }

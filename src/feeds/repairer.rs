@@ -222,7 +222,14 @@ impl Repairer {
     /// Runs rounds every `interval` until `stop` fires.
     pub async fn run(self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
-            match self.run_once().await {
+            let round = self.run_once().await;
+            if round.as_ref().is_ok_and(|r| r.leader) {
+                // For the "repairer stalled" alert: only the lease holder
+                // sets it, so the newest over all pods is the last round.
+                let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+                metrics::gauge!("feed_repair_last_success_timestamp_seconds").set(now);
+            }
+            match round {
                 Ok(r) if r.repaired > 0 => tracing::info!(repaired = r.repaired, checked = r.checked, "repair round"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "repair round failed"),

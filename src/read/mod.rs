@@ -113,8 +113,6 @@ pub enum ReadError {
 pub struct ReadLimits {
     /// A page scans at most `size` x this many events (at least 100).
     pub scan_budget_factor: u64,
-    /// How often a watched feed is polled for appends made elsewhere.
-    pub wait_poll_interval: Duration,
 }
 
 /// Event times come from the clocks of several instances: where a `from`
@@ -174,7 +172,7 @@ impl FeedReader {
             return Ok(page_of(events, next));
         }
         let _slot = self.waiters.hold(&q.holder)?;
-        let mut changes = self.feeds.watch(&q.feed, self.limits.wait_poll_interval, next);
+        let mut changes = self.feeds.watch_appends(&q.feed);
         let mut shutdown = self.shutdown.clone();
         let deadline = tokio::time::Instant::now() + q.paging.wait;
         let mut pos = next;

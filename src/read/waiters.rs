@@ -59,6 +59,8 @@ impl Drop for Parked {
 
 impl Waiters {
     pub fn new(max: usize, per_holder: usize) -> Self {
+        // For the "waiters near the cap" alert: query_waiters / this.
+        metrics::gauge!("query_waiters_limit").set(max as f64);
         Self {
             slots: Arc::new(Semaphore::new(max)),
             max,

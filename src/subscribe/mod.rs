@@ -457,8 +457,16 @@ impl Subscriptions {
     /// Validates subscriptions until `stop`: at once when one is created or
     /// re-validated here, when a retry is due, and every 30 s for attempts
     /// that other instances left (a claim that ran out).
+    /// Looks for due validations now (a subscription changed, perhaps on
+    /// another instance).
+    pub fn wake_validator(&self) {
+        self.wake.notify_one();
+    }
+
     pub async fn run_validator(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut next_due: Option<u64> = None;
+        // At once at start: what is due (or was left by an instance that
+        // stopped) is not left waiting for a sweep.
+        let mut next_due: Option<u64> = Some(0);
         loop {
             let wait = next_due.map_or(SWEEP, |due| Duration::from_millis(due.saturating_sub(now_ms())).min(SWEEP));
             tokio::select! {
@@ -466,8 +474,14 @@ impl Subscriptions {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            // A wake-up (a change anywhere) must not forget a retry this
+            // instance already has in the diary.
+            let known = next_due.filter(|due| *due > now_ms());
             next_due = match self.validate_due().await {
-                Ok(next) => next,
+                Ok(next) => match (next, known) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (next, known) => next.or(known),
+                },
                 Err(e) => {
                     tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "validating subscriptions failed");
                     Some(now_ms() + 1000)

@@ -10,6 +10,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("domain", 0),
     ("config", 0),
     ("telemetry", 0),
+    ("secrets", 0),
     ("feeds", 1),
     ("platform", 2),
     ("auth", 2),
@@ -23,6 +24,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("api", 4),
     ("localtest", 4),
     ("lib", 5),
+    ("secrets_reload", 5),
     ("main", 6),
 ];
 

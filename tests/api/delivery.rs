@@ -564,3 +564,47 @@ async fn a_stopping_instance_finishes_its_push_and_stores_the_checkpoint_before_
     assert_eq!(ids(&events(&receiver)), published, "nothing repeated, nothing lost");
     second.shutdown().await;
 }
+
+/// The API and push delivery as separate roles on one store (the chart's
+/// two Deployments): the API instance serves subscriptions but never
+/// validates or pushes; the deliver instance validates and pushes what the
+/// API stored, and serves only probes and metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_and_the_deliver_role_split_the_work() {
+    use altinn_events::config::Role;
+    let account = EmulatorAccount::new();
+    let mut config = cluster_config();
+    config.role = Role::Api;
+    let api = TestApp::spawn_with(config.clone(), Overrides { emulator: Some(account.clone()) }).await;
+    let receiver = Receiver::start().await;
+    let owner = api.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let resp = subscribe(&api, &owner, &json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    assert_eq!(resp.status(), 201);
+    let id = resp.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    let publisher = Publisher::new(&api).await;
+    let first = publisher.publish(&api, 1).await;
+    // Validation retries every second here: an API instance would have
+    // validated it by now if it pushed at all.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(receiver.received().is_empty(), "the API instance pushes nothing");
+    assert!(api.delivering().is_empty());
+    assert_eq!(view(&api, &owner, id).await["validated"], false);
+
+    config.role = Role::Deliver;
+    let deliver = TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await;
+    until_view(&api, &owner, id, "validated by the deliver instance", |s| s["validated"] == true).await;
+    let second = publisher.publish(&api, 2).await;
+    let got = until_events(&receiver, 2).await;
+    assert_eq!(ids(&got), [first, second], "pushed in feed order by the deliver instance");
+    assert_eq!(deliver.delivering(), HashSet::from([id]));
+    assert!(api.delivering().is_empty());
+
+    // The deliver instance serves probes and metrics, not the API.
+    for path in ["/health/live", "/health/ready", "/metrics"] {
+        assert_eq!(deliver.http.get(deliver.url(path)).send().await.unwrap().status(), 200, "{path}");
+    }
+    let resp = deliver.get_bearer("/events/api/v1/app/party?party=1337&after=0", &owner).await;
+    assert_problem(resp, 404).await;
+    deliver.shutdown().await;
+    api.shutdown().await;
+}

@@ -280,20 +280,31 @@ pub struct FakePdp {
     pub url: url::Url,
     mode: std::sync::Arc<std::sync::Mutex<PdpMode>>,
     hits: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// The `Ocp-Apim-Subscription-Key` of the newest request.
+    key: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl FakePdp {
     pub async fn start(mode: PdpMode) -> Self {
         use axum::response::IntoResponse;
         use std::sync::atomic::Ordering;
-        let state = (std::sync::Arc::new(std::sync::Mutex::new(mode)), std::sync::Arc::default());
-        let (mode, hits): (_, std::sync::Arc<std::sync::atomic::AtomicUsize>) = state.clone();
+        let state =
+            (std::sync::Arc::new(std::sync::Mutex::new(mode)), std::sync::Arc::default(), std::sync::Arc::default());
+        let (mode, hits, key): (
+            _,
+            std::sync::Arc<std::sync::atomic::AtomicUsize>,
+            std::sync::Arc<std::sync::Mutex<Option<String>>>,
+        ) = state.clone();
         let app = axum::Router::new().route(
             "/authorization/api/v1/decision",
-            axum::routing::post(move |body: axum::body::Bytes| {
-                let (mode, hits) = state.clone();
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (mode, hits, key) = state.clone();
                 async move {
                     hits.fetch_add(1, Ordering::SeqCst);
+                    *key.lock().unwrap() = headers
+                        .get("ocp-apim-subscription-key")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
                     let mode = *mode.lock().unwrap();
                     match mode {
                         PdpMode::Status(code) => (
@@ -348,7 +359,12 @@ impl FakePdp {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         let url = format!("http://{addr}/authorization/api/v1/decision").parse().unwrap();
-        Self { url, mode, hits }
+        Self { url, mode, hits, key }
+    }
+
+    /// The subscription key the newest request carried.
+    pub fn last_subscription_key(&self) -> Option<String> {
+        self.key.lock().unwrap().clone()
     }
 
     pub fn set(&self, mode: PdpMode) {

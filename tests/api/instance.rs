@@ -168,12 +168,12 @@ async fn end_cursor(app: &TestApp, token: &str) -> String {
 }
 
 /// A request parked on an empty page is woken by the append itself: the
-/// poll for other instances' appends is set to a minute, so only the
-/// in-process wake-up can answer it within its 20 s wait.
+/// change feed (other instances' appends) is read once a minute, so only
+/// the in-process wake-up can answer it within its 20 s wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_request_is_answered_as_soon_as_an_event_is_published() {
     let mut config = test_config();
-    config.limits.wait_poll_interval_ms = 60_000;
+    config.delivery.change_feed_poll_ms = 60_000;
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     publish(&app, 1337, GUID_A, "before").await;
     let user = app.user_token(1337, 1337, 2).await;
@@ -216,7 +216,7 @@ async fn a_waiting_request_is_answered_as_soon_as_an_event_is_published() {
 async fn a_waiter_sees_events_published_through_another_instance_within_the_poll_interval() {
     let account = EmulatorAccount::new();
     let mut config = test_config();
-    config.limits.wait_poll_interval_ms = 100;
+    config.delivery.change_feed_poll_ms = 100;
     let reader = TestApp::spawn_with(config.clone(), Overrides { emulator: Some(account.clone()) }).await;
     let writer = TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await;
     publish(&writer, 1337, GUID_A, "before").await;
@@ -285,4 +285,57 @@ async fn shutdown_answers_waiting_requests_at_once() {
         "shutdown did not wait out the 30 s long poll: {:?}",
         started.elapsed()
     );
+}
+
+/// Cosmos DB requests the instance made so far (from its metrics).
+async fn cosmos_requests(app: &TestApp) -> f64 {
+    let metrics = app.get_text("/metrics").await;
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("cosmos_requests_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Long-polls waiting on many feeds cost the instance no more Cosmos DB
+/// requests than none do: appends made elsewhere reach them through the
+/// instance's one change-feed reader, not a poll per watched feed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_long_polls_cost_per_instance_not_per_feed() {
+    const FEEDS: u64 = 40;
+    let mut config = test_config();
+    config.cosmos.repair_interval_seconds = 0;
+    config.delivery.enabled = false;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let mut tokens = Vec::new();
+    for party in 0..FEEDS {
+        tokens.push(app.user_token(50_000 + party, 50_000 + party, 2).await);
+    }
+    // Settle, then the cost of three idle seconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let start = cosmos_requests(&app).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = cosmos_requests(&app).await - start;
+
+    let mut waiters = Vec::new();
+    for (party, token) in (0..FEEDS).zip(tokens) {
+        let url = app.url(&format!("/events/api/v1/app/party?party={}&after=0&wait=10", 50_000 + party));
+        let http = app.http.clone();
+        waiters.push(tokio::spawn(async move {
+            http.get(url).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap().status()
+        }));
+    }
+    app.until_parked(FEEDS as usize).await;
+    let start = cosmos_requests(&app).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = cosmos_requests(&app).await - start;
+    assert!(idle > 0.0, "the change feed is read while idle too");
+    assert!(
+        waiting <= idle + 4.0,
+        "{FEEDS} parked long-polls added requests: {waiting} in 3 s against {idle} with none"
+    );
+    for w in waiters {
+        assert_eq!(w.await.unwrap(), 200);
+    }
+    app.shutdown().await;
 }

@@ -17,5 +17,6 @@ mod logs;
 mod publish;
 mod query;
 mod read;
+mod secrets;
 mod subscriptions;
 mod traces;

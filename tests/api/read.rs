@@ -69,7 +69,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
     }
     let pdp = Arc::new(EvenIds::default());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let limits = ReadLimits { scan_budget_factor: 10, wait_poll_interval: Duration::from_secs(60) };
+    let limits = ReadLimits { scan_budget_factor: 10 };
     let reader = Arc::new(FeedReader::new(
         feeds.clone(),
         pdp.clone(),

@@ -175,7 +175,6 @@ impl Pod {
             .env("EVENTS__COSMOS__REPAIR_GRACE_SECONDS", "3")
             .env("EVENTS__LOCALTEST__KEY_FILE", &shared.key_file)
             .env("EVENTS__CURSORS__KEYS__CLUSTER", "cluster-cursor-key-0123456789abcdef0123456789")
-            .env("EVENTS__LIMITS__WAIT_POLL_INTERVAL_MS", "200")
             .env("EVENTS__DELIVERY__LEASE_SECONDS", "6")
             .env("EVENTS__DELIVERY__CHANGE_FEED_POLL_MS", "100")
             .env("EVENTS__DELIVERY__FLUSH_MS", "200")

@@ -1,0 +1,108 @@
+//! Wiring: reads `secrets_dir` again every `secrets_reload_seconds` and
+//! hands new values of the settings that can change while the service runs
+//! (the PDP and Register subscription keys, the cursor and instance access
+//! key rings) to what uses them. Other settings changed in a file are logged:
+//! they take effect at the next start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::api::cursor::Cursors;
+use crate::auth::instance_key::InstanceKeys;
+use crate::config::{Config, Mode, Role};
+use crate::secrets::{self, SharedSecret};
+
+/// The files whose settings change without a restart.
+const RELOADED: &[&str] =
+    &["pdp__subscription_key", "register__subscription_key", "cursors__key_ring", "instance_access__key_ring"];
+
+pub struct Reload {
+    pub dir: PathBuf,
+    pub file: Option<PathBuf>,
+    pub mode: Mode,
+    /// The role the instance runs (`serve --role` may have set it).
+    pub role: Role,
+    pub pdp_key: SharedSecret,
+    pub register_key: SharedSecret,
+    pub cursors: Arc<Cursors>,
+    pub instance_keys: Arc<InstanceKeys>,
+}
+
+impl Reload {
+    /// Applies the files as they are now (at start: the configuration the
+    /// service was given may predate them).
+    pub fn apply_current(&self) -> anyhow::Result<()> {
+        let files = secrets::read_dir(&self.dir).map_err(anyhow::Error::msg)?;
+        self.apply(&files, &files)
+    }
+
+    pub async fn run(self, every: Duration, mut stop: watch::Receiver<bool>) {
+        let mut seen = secrets::read_dir(&self.dir).unwrap_or_default();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let files = match secrets::read_dir(&self.dir) {
+                Ok(files) => files,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading secrets_dir failed; the settings stay as they are");
+                    metrics::counter!("secrets_reloads_total", "outcome" => "failed").increment(1);
+                    continue;
+                }
+            };
+            if files == seen {
+                continue;
+            }
+            match self.apply(&seen, &files) {
+                Ok(()) => seen = files,
+                Err(e) => {
+                    tracing::error!(error = %e, "the changed secrets are invalid; the settings stay as they are");
+                    metrics::counter!("secrets_reloads_total", "outcome" => "failed").increment(1);
+                }
+            }
+        }
+    }
+
+    /// Loads the configuration again (with the new files) and hands on what
+    /// changed. Nothing is applied unless the whole configuration is valid.
+    fn apply(&self, before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> anyhow::Result<()> {
+        let mut config = Config::load_with_secrets(self.file.as_deref(), Some(&self.dir))?;
+        config.role = self.role;
+        let config = config.finalize(self.mode)?;
+        let cursors = config.cursor_ring()?;
+        let instance_keys = config.instance_access_ring()?;
+        let mut changed = Vec::new();
+        if self.pdp_key.set(config.pdp.subscription_key.clone()) {
+            changed.push("pdp.subscription_key");
+        }
+        if self.register_key.set(config.register.subscription_key.clone()) {
+            changed.push("register.subscription_key");
+        }
+        // Dev mode made up a ring when none was configured: keep it.
+        if !(cursors.keys.is_empty() && self.mode == Mode::Dev) && self.cursors.replace(&cursors) {
+            changed.push("cursors.key_ring");
+        }
+        if !(instance_keys.keys.is_empty() && self.mode == Mode::Dev) && self.instance_keys.replace(&instance_keys) {
+            changed.push("instance_access.key_ring");
+        }
+        let restart: std::collections::BTreeSet<&str> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|name| before.get(*name) != after.get(*name) && !RELOADED.contains(&name.as_str()))
+            .map(String::as_str)
+            .collect();
+        if !restart.is_empty() {
+            tracing::warn!(settings = ?restart, "settings changed in secrets_dir take effect at the next restart");
+        }
+        if !changed.is_empty() {
+            tracing::info!(settings = ?changed, "secrets reloaded");
+            metrics::counter!("secrets_reloads_total", "outcome" => "applied").increment(1);
+        }
+        Ok(())
+    }
+}

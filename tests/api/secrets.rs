@@ -1,0 +1,168 @@
+//! Secrets from files (`secrets_dir`, as the Key Vault CSI driver mounts
+//! them): read at start over the environment, and read again while the
+//! service runs, so that a key ring or a subscription key is rotated
+//! without a restart.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use altinn_events::Overrides;
+use reqwest::header::AUTHORIZATION;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+const GUID: &str = "6fb3f738-6800-4f29-9f3e-1c66862656cd";
+const OLD: &str = "c1:old-cursor-secret-0123456789abcdef";
+const NEW: &str = "c2:new-cursor-secret-0123456789abcdef";
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("altinn-events-secrets-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    /// Writes a file the way the CSI driver does: a new file moved into
+    /// place, never a half-written one.
+    fn write(&self, name: &str, value: &str) {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, format!("{value}\n")).unwrap();
+        std::fs::rename(&tmp, self.0.join(name)).unwrap();
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `next` cursor of a page of party 1337's app events.
+async fn next_cursor(app: &TestApp, token: &str) -> String {
+    let resp = app.get_bearer("/events/api/v1/app/party?party=1337&after=0", token).await;
+    assert_eq!(resp.status(), 200);
+    let next = resp.headers()["next"].to_str().unwrap().to_owned();
+    next.rsplit("after=").next().unwrap().to_owned()
+}
+
+async fn read_after(app: &TestApp, token: &str, cursor: &str) -> u16 {
+    app.get_bearer(&format!("/events/api/v1/app/party?party=1337&after={cursor}"), token).await.status().as_u16()
+}
+
+/// Polls `done` every 100 ms for up to 15 s (the reload runs every second).
+async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !done().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A cursor key ring and the PDP key come from files; each rotation step
+/// takes effect without a restart, and old cursors open until their key
+/// leaves the ring.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rings_and_the_pdp_key_are_rotated_in_files_without_a_restart() {
+    let dir = Dir::new();
+    dir.write("cursors__key_ring", OLD);
+    dir.write("pdp__subscription_key", "pdp-key-1");
+    dir.write("instance_access__key_ring", "i1:instance-secret-0123456789abcdef");
+    let pdp = FakePdp::start(PdpMode::PermitAll).await;
+    let mut config = test_config();
+    config.cursors.keys.clear();
+    config.pdp.url = Some(pdp.url.clone());
+    config.secrets_dir = Some(dir.path().to_owned());
+    config.secrets_reload_seconds = 1;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    publish_app_event(&app, "ttd", "apps-test", 1337, GUID, "app.instance.created").await;
+    let user = app.user_token(1337, 1337, 2).await;
+
+    // At start: the files' values.
+    let old_cursor = next_cursor(&app, &user).await;
+    assert!(old_cursor.starts_with("c1.c1."), "sealed with the file's key: {old_cursor}");
+    assert_eq!(pdp.last_subscription_key().as_deref(), Some("pdp-key-1"), "the PDP got the file's key");
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let issue = || async {
+        let resp = app
+            .http
+            .post(app.url(&format!("/events/api/v1/app/ttd/apps-test/instances/1337/{GUID}/accesskey")))
+            .header(AUTHORIZATION, format!("Bearer {owner}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        resp.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
+    };
+    let old_key = issue().await;
+    assert!(old_key.starts_with("v1.i1."), "{old_key}");
+
+    // Step 1: the new key is known, the old one still seals.
+    dir.write("cursors__key_ring", &format!("{OLD} {NEW}"));
+    dir.write("pdp__subscription_key", "pdp-key-2");
+    eventually("the PDP gets the new key", || async {
+        next_cursor(&app, &user).await;
+        pdp.last_subscription_key().as_deref() == Some("pdp-key-2")
+    })
+    .await;
+    assert!(next_cursor(&app, &user).await.starts_with("c1.c1."), "the first key of the ring seals");
+
+    // Step 2: the new key seals; cursors of the old one still open.
+    dir.write("cursors__key_ring", &format!("{NEW} {OLD}"));
+    eventually("the new key seals", || async { next_cursor(&app, &user).await.starts_with("c1.c2.") }).await;
+    assert_eq!(read_after(&app, &user, &old_cursor).await, 200, "an old cursor still opens");
+
+    // Step 3: the old key is gone; so are its cursors and instance keys.
+    dir.write("cursors__key_ring", NEW);
+    dir.write("instance_access__key_ring", "i2:instance-secret-abcdef0123456789");
+    eventually("the old key is gone", || async { read_after(&app, &user, &old_cursor).await == 400 }).await;
+    eventually("the new instance key signs", || async { issue().await.starts_with("v1.i2.") }).await;
+    let resp = app
+        .http
+        .post(app.url(&format!("/events/instanceeventsforinstance/1337/{GUID}?after=0")))
+        .header("Altinn-Instance-Access-Key", &old_key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 401).await;
+
+    // A broken ring changes nothing: the service keeps the last good one.
+    dir.write("cursors__key_ring", "not a ring");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(next_cursor(&app, &user).await.starts_with("c1.c2."), "the last valid ring stays");
+    let metrics = app.get_text("/metrics").await;
+    assert!(
+        metrics.lines().any(|l| l.starts_with("secrets_reloads_total{outcome=\"failed\"}")),
+        "the failed reload is counted"
+    );
+    app.shutdown().await;
+}
+
+/// A setting file that is not a setting, or a ring given twice, stops the
+/// service at start with an error that names it.
+#[test]
+#[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+fn bad_secret_files_are_errors_at_start() {
+    let dir = Dir::new();
+    dir.write("Not-A-Setting", "x");
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("EVENTS__SECRETS_DIR", dir.path().display().to_string());
+        let err = altinn_events::Config::load(None).unwrap_err().to_string();
+        assert!(err.contains("Not-A-Setting") && err.contains("EVENTS__SECRETS_DIR"), "{err}");
+        std::fs::remove_file(dir.path().join("Not-A-Setting")).unwrap();
+        dir.write("cursors__key_ring", OLD);
+        let ring = altinn_events::Config::load(None).unwrap().cursor_ring().unwrap();
+        assert_eq!(ring.signing.as_deref(), Some("c1"), "the file is the setting");
+        jail.set_env("EVENTS__CURSORS__KEYS__OTHER", "other-secret-0123456789abcdef");
+        let err =
+            altinn_events::Config::load(None).unwrap().finalize(altinn_events::Mode::Dev).unwrap_err().to_string();
+        assert!(err.contains("not both"), "{err}");
+        Ok(())
+    });
+}
