@@ -1,21 +1,68 @@
 #!/usr/bin/env python3
-"""Production invariants of the rendered chart (values.yaml), checked
-offline by .ci/deploy-checks (issue 20):
-  - a stopping pod outlasts the publishes retrying Cosmos DB: the service's
-    shutdown grace exceeds the append retry deadline, the preStop sleep is at
-    least 10 s, and terminationGracePeriodSeconds covers both;
-  - zone spread is required (DoNotSchedule) and the autoscaler keeps >= 3;
-  - the CPU limit leaves the runtime more than one worker;
-  - images pinned by digest are pulled IfNotPresent, tags Always;
-  - only named peers reach the pods (the NetworkPolicy's ingress has `from`);
-  - no secret value is in a ConfigMap.
+"""Production invariants of the rendered chart, checked offline by
+.ci/deploy-checks (issue 20).
 
-    chart-invariants.py RENDERED.yaml [RENDERED-WITH-DIGEST.yaml ...]
+On every rendering:
+  - two Deployments of the image: the API (`serve --role api`) and the
+    deliver pods (`serve --role deliver`), or, with deliver.enabled=false,
+    the API alone with `--role all`; each with its own ServiceAccount, and
+    each ServiceAccount with a workload identity client id annotation that
+    the role's SecretProviderClass fetches with;
+  - the API Deployment's selector is the one the chart always had
+    (a Deployment's selector cannot change: upgrades would fail);
+  - no selector spans both Deployments: each Deployment's selector, PDB,
+    NetworkPolicy and topology spread matches its own pod template's labels
+    and not the other's; every Service matches the API pods only, and the
+    HPA scales the API Deployment;
+  - a stopping pod outlasts the publishes retrying Cosmos DB, in both
+    Deployments: the service's shutdown grace exceeds the append retry
+    deadline, the preStop sleep is at least 10 s, and
+    terminationGracePeriodSeconds covers both;
+  - the CPU limit leaves the runtime more than one worker; images pinned by
+    digest are pulled IfNotPresent, tags Always;
+  - egress, per role: DNS only to the cluster resolver (kube-dns), HTTPS
+    only, to public addresses (every private, shared, link-local, loopback
+    range and 168.63.129.16 excluded, IPv4 and IPv6) and to the
+    private-endpoint CIDRs the values list; ingress only from named peers;
+  - no secret is rendered: no Kubernetes Secret, no secretKeyRef, no
+    secretObjects, no key- or secret-looking setting or value in a ConfigMap;
+  - every keyVault.secrets entry is an objectAlias (= its setting) in the
+    SecretProviderClass of each role it lists, and nowhere else; each role's
+    pods mount their class read-only at EVENTS__SECRETS_DIR.
+On production renderings (values.yaml) also: zone spread DoNotSchedule for
+both Deployments and an API autoscaler keeping >= 3 pods.
+
+With --helm and --chart it also renders variants itself: deliver disabled;
+distinct identities, a fuller secret mapping and private-endpoint CIDRs; and
+values the chart must refuse (a malformed or duplicate setting, an unknown
+role, a replaced value).
+
+    chart-invariants.py [--helm HELM --chart CHART] [--dev DEV.yaml ...] RENDERED.yaml ...
+
+RENDERED files are renderings of values.yaml; DEV files of values.yaml +
+values-dev.yaml (the chart's values files are read from CHART, default
+helm/altinn-events next to this script).
 """
+import argparse
+import copy
+import ipaddress
+import pathlib
 import re
+import subprocess
 import sys
+import tempfile
 
 import yaml
+
+RELEASE = NAMESPACE = "altinn-events"
+PRIVATE_V4 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16", "127.0.0.0/8", "168.63.129.16/32"]
+PRIVATE_V6 = ["fc00::/7", "fe80::/10", "::1/128"]
+KUBE_DNS = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}
+# Settings in a ConfigMap that name a secret rather than hold one.
+NOT_SECRET = {"EVENTS__SECRETS_DIR", "EVENTS__SECRETS_RELOAD_SECONDS"}
+SECRET_SETTING = re.compile(r"(SECRET|PASSWORD|__KEY$|__KEYS__|KEY_RING|SUBSCRIPTION_KEY|CONNECTION_STRING)")
+SECRET_VALUE = re.compile(r"(AccountKey=|SharedAccessSignature|-----BEGIN|whsec_|\b[a-z0-9_-]+:[A-Za-z0-9+/=]{16,})")
 
 problems = []
 
@@ -23,65 +70,379 @@ problems = []
 def check(ok, what):
     if not ok:
         problems.append(what)
+    return bool(ok)
 
 
-def check_rendered(path):
-    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+def merge(base, over):
+    """Helm's values merge: maps merge, everything else replaces."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def selector_matches(selector, labels):
+    """A label selector (matchLabels/matchExpressions, or a Service's plain map) against pod labels."""
+    if selector is None:
+        return False
+    if "matchLabels" not in selector and "matchExpressions" not in selector:
+        selector = {"matchLabels": selector}
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e["key"], e["operator"], e.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def walk(node, path=""):
+    """Every (path, key, value) of a document."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield path, k, v
+            yield from walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}[{i}]")
+
+
+def spc_objects(spc):
+    """The objects of a SecretProviderClass: (objectName, objectAlias) pairs."""
+    parsed = yaml.safe_load(spc["spec"]["parameters"].get("objects") or "array: []") or {}
+    out = []
+    for item in parsed.get("array") or []:
+        obj = yaml.safe_load(item) if isinstance(item, str) else item
+        out.append((obj.get("objectName"), obj.get("objectAlias")))
+    return out
+
+
+def covered(net, excepts):
+    return any(net.subnet_of(e) for e in excepts if e.version == net.version)
+
+
+def check_egress(tag, policy, private_cidrs):
+    """Each egress rule is DNS to kube-dns, 443 to public addresses, or 443 to the private-endpoint CIDRs."""
+    name = f"{tag}NetworkPolicy {policy['metadata']['name']}"
+    seen = {"dns": False, "public4": False, "public6": False, "private": set()}
+    for i, rule in enumerate(policy["spec"].get("egress") or []):
+        where = f"{name}: egress rule {i}"
+        ports = {(p.get("port"), p.get("protocol", "TCP")) for p in rule.get("ports") or []}
+        peers = rule.get("to") or []
+        if not check(ports, f"{where} allows every port") or not check(peers, f"{where} allows every destination"):
+            continue
+        if ports == {(53, "UDP"), (53, "TCP")}:
+            check(all(p == KUBE_DNS for p in peers), f"{where}: DNS goes elsewhere than kube-dns in kube-system: {peers}")
+            seen["dns"] = True
+            continue
+        if not check(ports == {(443, "TCP")}, f"{where} allows ports other than 443/TCP: {sorted(ports, key=str)}"):
+            continue
+        for peer in peers:
+            block = peer.get("ipBlock")
+            if not check(block and len(peer) == 1, f"{where}: a 443 peer that is not an ipBlock: {peer}"):
+                continue
+            net = ipaddress.ip_network(block["cidr"])
+            excepts = [ipaddress.ip_network(e) for e in block.get("except") or []]
+            if net.prefixlen == 0:
+                required = PRIVATE_V4 if net.version == 4 else PRIVATE_V6
+                missing = [r for r in required if not covered(ipaddress.ip_network(r), excepts)]
+                check(not missing, f"{where}: public HTTPS does not exclude {missing}")
+                seen[f"public{net.version}"] = True
+            else:
+                check(block["cidr"] in private_cidrs,
+                      f"{where}: 443 to {block['cidr']}, which is not in networkPolicy.privateEndpointCidrs")
+                seen["private"].add(block["cidr"])
+                check(net.is_private, f"{where}: {block['cidr']} is a public range outside the public rule")
+    check(seen["dns"], f"{name}: no DNS rule")
+    check(seen["public4"], f"{name}: no public HTTPS rule")
+    check(seen["private"] == set(private_cidrs),
+          f"{name}: private-endpoint CIDRs {sorted(seen['private'])} != values {sorted(private_cidrs)}")
+
+
+def check_rendered(label, docs, values, production, deliver_expected):
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
+    tag = f"[{label}] "
 
+    def p(ok, what):
+        return check(ok, tag + what)
+
+    # --- no secret anywhere -------------------------------------------------
+    p(not by_kind.get("Secret"), "a Kubernetes Secret is rendered")
+    for d in docs:
+        for path, key, value in walk(d):
+            p(key != "secretKeyRef", f"{d['kind']} {d['metadata']['name']}: secretKeyRef at {path}")
+            p(key != "secretObjects", f"{d['kind']} {d['metadata']['name']}: secretObjects (a synced Kubernetes Secret) at {path}")
     config = {}
     for cm in by_kind.get("ConfigMap", []):
         data = cm.get("data") or {}
         config.update(data)
         for key, value in data.items():
-            if re.search(r"(SECRET|PASSWORD|__KEY$|__KEYS__|SUBSCRIPTION_KEY|CONNECTION_STRING)", key):
-                problems.append(f"ConfigMap {cm['metadata']['name']} carries the secret setting {key}")
-            if re.search(r"(AccountKey=|-----BEGIN|whsec_)", str(value)):
-                problems.append(f"ConfigMap {cm['metadata']['name']} has a secret-looking value under {key}")
+            p(key in NOT_SECRET or not SECRET_SETTING.search(key), f"ConfigMap {cm['metadata']['name']} carries the secret setting {key}")
+            p(not SECRET_VALUE.search(str(value)), f"ConfigMap {cm['metadata']['name']} has a secret-looking value under {key}")
+    secrets_dir = config.get("EVENTS__SECRETS_DIR")
+    p(secrets_dir, "the ConfigMap sets no EVENTS__SECRETS_DIR")
 
     grace = int(config.get("EVENTS__SHUTDOWN_GRACE_SECONDS", "0"))
     deadline_ms = int(config.get("EVENTS__COSMOS__APPEND_RETRY_DEADLINE_MS", "30000"))
-    check(grace * 1000 > deadline_ms, f"shutdown grace {grace} s does not exceed the append retry deadline {deadline_ms} ms")
+    p(grace * 1000 > deadline_ms, f"shutdown grace {grace} s does not exceed the append retry deadline {deadline_ms} ms")
 
+    # --- the two Deployments ---------------------------------------------------
     deployments = by_kind.get("Deployment", [])
-    check(deployments, "no Deployment rendered")
+    roles = {}
     for dep in deployments:
+        component = dep["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+        p(component in ("api", "deliver"), f"Deployment {dep['metadata']['name']}: pod label app.kubernetes.io/component is {component!r}")
+        p(component not in roles, f"two Deployments with component {component}")
+        roles[component] = dep
+    api, deliver = roles.get("api"), roles.get("deliver")
+    if not p(api, "no API Deployment (component api)"):
+        return 0
+    fullname = api["metadata"]["name"]
+    p(bool(deliver) == deliver_expected, "the deliver Deployment is " + ("missing" if deliver_expected else "rendered with deliver.enabled=false"))
+    if deliver:
+        p(deliver["metadata"]["name"] == f"{fullname}-deliver", f"the deliver Deployment is named {deliver['metadata']['name']}, not {fullname}-deliver")
+
+    def container(dep):
+        return dep["spec"]["template"]["spec"]["containers"][0]
+
+    p(container(api).get("args") == ["serve", "--role", "api" if deliver_expected else "all"],
+      f"API args are {container(api).get('args')}")
+    if deliver:
+        p(container(deliver).get("args") == ["serve", "--role", "deliver"], f"deliver args are {container(deliver).get('args')}")
+        p(container(deliver)["image"] == container(api)["image"], "the deliver pods run another image than the API")
+    p(api["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "altinn-events", "app.kubernetes.io/instance": RELEASE}},
+      f"the API Deployment's selector changed ({api['spec']['selector']}): Kubernetes refuses to upgrade a Deployment whose selector changes")
+
+    # Service accounts and identities.
+    accounts = {sa["metadata"]["name"]: sa for sa in by_kind.get("ServiceAccount", [])}
+    identity = {}
+    for role, dep in roles.items():
+        pod = dep["spec"]["template"]["spec"]
+        sa = accounts.get(pod.get("serviceAccountName"))
+        if p(sa, f"{role}: service account {pod.get('serviceAccountName')} is not rendered"):
+            annotations = sa["metadata"].get("annotations") or {}
+            p("azure.workload.identity/client-id" in annotations, f"{role}: service account {sa['metadata']['name']} has no workload identity client id")
+            identity[role] = annotations.get("azure.workload.identity/client-id")
+        p(dep["spec"]["template"]["metadata"]["labels"].get("azure.workload.identity/use") == "true", f"{role}: pods not labelled for workload identity")
+        p(pod.get("automountServiceAccountToken") is False, f"{role}: the pods mount a Kubernetes API token")
+    if deliver:
+        p(api["spec"]["template"]["spec"]["serviceAccountName"] != deliver["spec"]["template"]["spec"]["serviceAccountName"],
+          "the API and deliver pods share a service account")
+        want = (values["workloadIdentity"]["clientId"], values["deliver"]["workloadIdentity"]["clientId"])
+        p((identity.get("api"), identity.get("deliver")) == want, f"client ids {identity} are not the values' {want}")
+
+    # --- selectors: no object spans both Deployments ---------------------------
+    pod_labels = {role: dep["spec"]["template"]["metadata"]["labels"] for role, dep in roles.items()}
+
+    def selected(selector):
+        return sorted(role for role, labels in pod_labels.items() if selector_matches(selector, labels))
+
+    for role, dep in roles.items():
+        p(selected(dep["spec"]["selector"]) == [role], f"Deployment {dep['metadata']['name']}: its selector matches the pods of {selected(dep['spec']['selector'])}")
+        for t in dep["spec"]["template"]["spec"].get("topologySpreadConstraints", []):
+            p(selected(t["labelSelector"]) == [role], f"{role}: the {t['topologyKey']} spread counts the pods of {selected(t['labelSelector'])}")
+    for svc in by_kind.get("Service", []):
+        p(selected(svc["spec"].get("selector")) == ["api"], f"Service {svc['metadata']['name']} selects the pods of {selected(svc['spec'].get('selector'))}")
+    pdbs = {}
+    for pdb in by_kind.get("PodDisruptionBudget", []):
+        s = selected(pdb["spec"]["selector"])
+        p(len(s) == 1, f"PodDisruptionBudget {pdb['metadata']['name']} selects the pods of {s}")
+        for role in s:
+            pdbs[role] = pdb
+    for role in roles:
+        p(role in pdbs, f"{role}: no PodDisruptionBudget")
+    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
+        p(hpa["spec"]["scaleTargetRef"]["name"] == fullname, f"HPA {hpa['metadata']['name']} scales {hpa['spec']['scaleTargetRef']['name']}, not the API")
+        if production:
+            p(hpa["spec"]["minReplicas"] >= 3, f"HPA {hpa['metadata']['name']}: minReplicas < 3")
+    for so in by_kind.get("ScaledObject", []):
+        p(so["spec"]["scaleTargetRef"]["name"] == fullname, f"ScaledObject {so['metadata']['name']} scales {so['spec']['scaleTargetRef']['name']}, not the API")
+
+    # --- stopping, resources, images, spread --------------------------------------
+    for role, dep in roles.items():
         name = dep["metadata"]["name"]
         pod = dep["spec"]["template"]["spec"]
         for c in pod["containers"]:
-            # A digest cannot change: IfNotPresent. A tag can be moved: Always.
             expected = "IfNotPresent" if "@sha256:" in c["image"] else "Always"
-            check(c.get("imagePullPolicy") == expected, f"{name}/{c['name']}: imagePullPolicy is not {expected}")
+            p(c.get("imagePullPolicy") == expected, f"{name}/{c['name']}: imagePullPolicy is not {expected}")
             pre = c.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-            check(pre >= 10, f"{name}/{c['name']}: preStop sleep {pre} s < 10 s")
-            check(pod.get("terminationGracePeriodSeconds", 30) > pre + grace,
-                  f"{name}: terminationGracePeriodSeconds does not cover preStop {pre} s + grace {grace} s")
+            p(pre >= 10, f"{name}/{c['name']}: preStop sleep {pre} s < 10 s")
+            p(pod.get("terminationGracePeriodSeconds", 30) > pre + grace,
+              f"{name}: terminationGracePeriodSeconds does not cover preStop {pre} s + grace {grace} s")
             cpu = str(c.get("resources", {}).get("limits", {}).get("cpu", ""))
             if cpu:
                 cores = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
-                check(cores >= 2, f"{name}/{c['name']}: a CPU limit of {cpu} leaves the runtime one worker")
+                p(cores >= 2, f"{name}/{c['name']}: a CPU limit of {cpu} leaves the runtime one worker")
+            p(not c.get("env"), f"{name}/{c['name']}: environment variables outside the ConfigMap: {[e.get('name') for e in c.get('env', [])]}")
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                p(probe in c, f"{name}/{c['name']}: no {probe}")
         zone = [t for t in pod.get("topologySpreadConstraints", []) if t["topologyKey"] == "topology.kubernetes.io/zone"]
-        check(zone and zone[0]["whenUnsatisfiable"] == "DoNotSchedule", f"{name}: zone spread is not enforced")
+        p(zone, f"{name}: no zone spread")
+        if production:
+            p(zone and zone[0]["whenUnsatisfiable"] == "DoNotSchedule", f"{name}: zone spread is not enforced (DoNotSchedule)")
 
-    for hpa in by_kind.get("HorizontalPodAutoscaler", []):
-        check(hpa["spec"]["minReplicas"] >= 3, f"HPA {hpa['metadata']['name']}: minReplicas < 3")
-
-    for np in by_kind.get("NetworkPolicy", []):
+    # --- network policies ----------------------------------------------------------
+    np_values = values["networkPolicy"]
+    private_cidrs = sorted(set((np_values.get("privateEndpointCidrs") or []) + (np_values.get("privateHttpsCidrs") or [])))
+    policies = by_kind.get("NetworkPolicy", [])
+    p(policies, "no NetworkPolicy rendered")
+    for np in policies:
+        name = np["metadata"]["name"]
+        s = selected(np["spec"]["podSelector"])
+        p(len(s) == 1, f"NetworkPolicy {name} selects the pods of {s}")
+        p(set(np["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}, f"NetworkPolicy {name}: policyTypes {np['spec'].get('policyTypes')}")
         for rule in np["spec"].get("ingress", []):
-            check(rule.get("from"), f"NetworkPolicy {np['metadata']['name']}: an ingress rule admits every peer")
-    check(by_kind.get("NetworkPolicy"), "no NetworkPolicy rendered")
+            p(rule.get("from"), f"NetworkPolicy {name}: an ingress rule admits every peer")
+            p(rule.get("ports"), f"NetworkPolicy {name}: an ingress rule admits every port")
+        if s == ["deliver"]:
+            froms = [peer for rule in np["spec"].get("ingress", []) for peer in rule.get("from") or []]
+            p(froms == np_values["metricsFrom"], f"NetworkPolicy {name}: the deliver pods admit {froms}, not networkPolicy.metricsFrom")
+        if not np_values.get("extraEgress"):
+            check_egress(tag, np, private_cidrs)
+    for role in roles:
+        p(sum(selected(np["spec"]["podSelector"]) == [role] for np in policies) == 1, f"{role}: not exactly one NetworkPolicy")
 
-    return len(docs), grace, deadline_ms
+    # --- Key Vault mapping -----------------------------------------------------------
+    classes = {spc["metadata"]["name"]: spc for spc in by_kind.get("SecretProviderClass", [])}
+    entries = values["keyVault"]["secrets"] or []
+    mounted = {}
+    for role, dep in roles.items():
+        pod = dep["spec"]["template"]["spec"]
+        c = container(dep)
+        mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+        mount = mounts.get(secrets_dir)
+        if not p(mount and mount.get("readOnly"), f"{role}: nothing mounted read-only at EVENTS__SECRETS_DIR {secrets_dir}"):
+            continue
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        want = sorted(e["setting"] for e in entries if not deliver or role in e.get("roles", ["api", "deliver"]))
+        if "csi" in volume:
+            spc_name = volume["csi"]["volumeAttributes"]["secretProviderClass"]
+            spc = classes.get(spc_name)
+            if not p(spc, f"{role}: mounts SecretProviderClass {spc_name}, which is not rendered"):
+                continue
+            mounted[spc_name] = role
+            objects = spc_objects(spc)
+            by_alias = {alias: name for name, alias in objects}
+            p(sorted(by_alias) == want, f"{role}: SecretProviderClass {spc_name} holds {sorted(by_alias)}, not {want}")
+            for e in entries:
+                if e["setting"] in by_alias:
+                    p(by_alias[e["setting"]] == e["objectName"], f"{spc_name}: {e['setting']} comes from {by_alias[e['setting']]}, not {e['objectName']}")
+            p(spc["spec"]["parameters"].get("clientID") == identity.get(role),
+              f"{role}: SecretProviderClass {spc_name} fetches as {spc['spec']['parameters'].get('clientID')!r}, the pods' identity is {identity.get(role)!r}")
+        else:
+            p(not want, f"{role}: keyVault.secrets maps {want} but the pods mount no SecretProviderClass")
+    for spc_name, spc in classes.items():
+        if spc_name in mounted:
+            continue
+        aliases = [alias for _, alias in spc_objects(spc)]
+        p(spc_name.endswith("-access-token-certs"), f"SecretProviderClass {spc_name} is mounted by no role")
+        leaked = sorted(set(aliases) & {e["setting"] for e in entries})
+        p(not leaked, f"SecretProviderClass {spc_name} also holds {leaked}")
+        p(all(a.endswith(".pem") for a in aliases), f"SecretProviderClass {spc_name} holds other files than certificates: {aliases}")
+        users = [role for role, dep in roles.items()
+                 if any(v.get("csi", {}).get("volumeAttributes", {}).get("secretProviderClass") == spc_name for v in dep["spec"]["template"]["spec"]["volumes"])]
+        p(users in ([], ["api"]), f"the access token certificates are mounted by {users}, not the API alone")
+        if users:
+            p(spc["spec"]["parameters"].get("clientID") == identity.get("api"), f"SecretProviderClass {spc_name} does not fetch with the API's identity")
+
+    return len(docs)
 
 
-results = [check_rendered(p) for p in sys.argv[1:]]
-objects = sum(r[0] for r in results)
-grace, deadline_ms = results[0][1], results[0][2]
+def load(path):
+    return [d for d in yaml.safe_load_all(open(path)) if d]
 
-for p in problems:
-    print(p)
-print(f"summary: {len(results)} renderings, {objects} objects, grace {grace} s > retry deadline {deadline_ms / 1000:.0f} s; "
-      f"{len(problems)} problems")
-sys.exit(1 if problems else 0)
+
+def helm_template(helm, chart, overlay):
+    """Render the chart with an overlay of values; returns (returncode, stdout, stderr)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(overlay, f)
+        f.flush()
+        r = subprocess.run([helm, "template", RELEASE, chart, "--namespace", NAMESPACE, "-f", f.name],
+                           capture_output=True, text=True)
+    return r.returncode, r.stdout, r.stderr
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--helm", help="helm binary: also render and check variants")
+    ap.add_argument("--chart", default=str(pathlib.Path(__file__).resolve().parent.parent / "helm" / "altinn-events"))
+    ap.add_argument("--dev", action="append", default=[], help="a rendering of values.yaml + values-dev.yaml")
+    ap.add_argument("rendered", nargs="+", help="renderings of values.yaml")
+    args = ap.parse_args()
+
+    chart = pathlib.Path(args.chart)
+    base = yaml.safe_load(open(chart / "values.yaml"))
+    dev = merge(base, yaml.safe_load(open(chart / "values-dev.yaml")))
+
+    renderings = objects = 0
+    for path in args.rendered:
+        objects += check_rendered(path, load(path), base, production=True, deliver_expected=base["deliver"]["enabled"])
+        renderings += 1
+    for path in args.dev:
+        objects += check_rendered(path, load(path), dev, production=False, deliver_expected=dev["deliver"]["enabled"])
+        renderings += 1
+
+    refused = 0
+    if args.helm:
+        variants = {
+            "deliver.enabled=false": {"deliver": {"enabled": False}},
+            "identities, full mapping, private endpoints": {
+                "workloadIdentity": {"clientId": "00000000-0000-0000-0000-0000000000a1", "tenantId": "t"},
+                "deliver": {"workloadIdentity": {"clientId": "00000000-0000-0000-0000-0000000000d1"}},
+                "keyVault": {"name": "kv", "secrets": [
+                    {"objectName": "pdp-subscription-key", "setting": "pdp__subscription_key"},
+                    {"objectName": "register-subscription-key", "setting": "register__subscription_key", "roles": ["api", "deliver"]},
+                    {"objectName": "cursor-keys", "setting": "cursors__key_ring", "roles": ["api"]},
+                    {"objectName": "instance-access-keys", "setting": "instance_access__key_ring", "roles": ["api"]},
+                    {"objectName": "deliver-only", "setting": "webhooks__example", "roles": ["deliver"]},
+                ], "accessTokenCerts": {"issuers": [{"issuer": "ttd", "objectName": "platform-access-token-ttd"}]}},
+                "networkPolicy": {"privateEndpointCidrs": ["10.20.4.0/24"], "privateHttpsCidrs": ["10.30.0.0/24"]},
+            },
+            "deliver.enabled=false, full mapping": {
+                "deliver": {"enabled": False},
+                "keyVault": {"secrets": [
+                    {"objectName": "pdp-subscription-key", "setting": "pdp__subscription_key"},
+                    {"objectName": "cursor-keys", "setting": "cursors__key_ring", "roles": ["api"]},
+                    {"objectName": "deliver-only", "setting": "webhooks__example", "roles": ["deliver"]},
+                ]},
+            },
+        }
+        for name, overlay in variants.items():
+            code, out, err = helm_template(args.helm, str(chart), overlay)
+            if check(code == 0, f"[{name}] helm template failed: {err.strip()}"):
+                values = merge(base, overlay)
+                objects += check_rendered(name, [d for d in yaml.safe_load_all(out) if d], values,
+                                          production=True, deliver_expected=values["deliver"]["enabled"])
+                renderings += 1
+        refusals = {
+            "a setting in upper case": ({"keyVault": {"secrets": [{"objectName": "a", "setting": "PDP__SUBSCRIPTION_KEY"}]}}, "must match"),
+            "a setting with a path separator": ({"keyVault": {"secrets": [{"objectName": "a", "setting": "../etc/passwd"}]}}, "must match"),
+            "a setting mapped twice": ({"keyVault": {"secrets": [{"objectName": "a", "setting": "pdp__subscription_key"},
+                                                                 {"objectName": "b", "setting": "pdp__subscription_key"}]}}, "already mapped"),
+            "an unknown role": ({"keyVault": {"secrets": [{"objectName": "a", "setting": "a__b", "roles": ["web"]}]}}, "neither api nor deliver"),
+            "a replaced value": ({"keyVault": {"cursorKeySecret": "cursor-key"}}, "replaced by the list keyVault.secrets"),
+            "a grace below the retry deadline": ({"config": {"shutdownGraceSeconds": 30}}, "must exceed config.cosmos"),
+            "a grace below the webhook timeout": ({"config": {"shutdownGraceSeconds": 40}}, "must exceed config.webhooks"),
+        }
+        for name, (overlay, message) in refusals.items():
+            code, _, err = helm_template(args.helm, str(chart), overlay)
+            check(code != 0 and message in err, f"the chart renders {name} (or fails without saying so): {err.strip() or 'rendered'}")
+            refused += 1
+
+    for problem in problems:
+        print(problem)
+    print(f"summary: {renderings} renderings, {objects} objects, {refused} invalid value sets refused; {len(problems)} problems")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
