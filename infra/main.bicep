@@ -1,10 +1,16 @@
 // Azure resources of altinn-events, deployed into one resource group next to
 // an existing AKS cluster (OIDC issuer and workload identity enabled):
 //
-// - Cosmos DB for NoSQL account, database and container (Entra ID auth only),
+// - Cosmos DB for NoSQL account, database and container (Entra ID auth only;
+//   one write region, optionally a read region it fails over to; continuous
+//   backup),
 // - Key Vault for the PDP subscription key and the access token certificates,
-// - the user-assigned managed identity the pods use, with its federated
-//   credential for the chart's service account and its data-plane roles,
+// - two user-assigned managed identities, each with a federated credential
+//   for one of the chart's service accounts and its own data-plane roles:
+//   the API pods' and the deliver pods' (`serve --role deliver`),
+// - CanNotDelete locks on the Cosmos DB account and the Key Vault,
+// - diagnostic settings of both into a Log Analytics workspace (an existing
+//   one, or one created here),
 // - optionally, private endpoints for Cosmos DB and Key Vault in the
 //   cluster's virtual network.
 //
@@ -19,10 +25,9 @@ param location string = resourceGroup().location
 @description('Tags applied to every resource.')
 param tags object = {}
 
-@description('Cosmos DB account name (globally unique, 3-44 lower-case letters, digits, hyphens).')
-@minLength(3)
+@description('Cosmos DB account name (globally unique, 3-44 lower-case letters, digits, hyphens). Empty: cosmos-events-<unique string of the resource group>. After a restore: the restored account\'s name (docs/operations.md, Recovery).')
 @maxLength(44)
-param cosmosAccountName string = 'cosmos-events-${uniqueString(resourceGroup().id)}'
+param cosmosAccountName string = ''
 
 @description('Key Vault name (globally unique, 3-24 characters).')
 @minLength(3)
@@ -31,6 +36,9 @@ param keyVaultName string = 'kv-events-${take(uniqueString(resourceGroup().id), 
 
 @description('Name of the service\'s user-assigned managed identity.')
 param identityName string = 'id-altinn-events'
+
+@description('Name of the deliver pods\' user-assigned managed identity.')
+param deliverIdentityName string = 'id-altinn-events-deliver'
 
 @description('Database name (chart value config.cosmos.database).')
 param databaseName string = 'events'
@@ -49,9 +57,29 @@ param defaultTtlSeconds int = 7776000
 @description('Zone-redundant Cosmos DB replicas. Needs a region with availability zones.')
 param zoneRedundant bool = true
 
+@description('Cosmos DB read region that automatic failover makes the write region when the write region (location) is down, e.g. norwaywest for norwayeast. Empty: one region, no failover. A second region doubles the throughput cost.')
+param secondaryLocation string = ''
+
+@description('Zone-redundant replicas in the read region. Needs a region with availability zones (norwaywest has none).')
+param secondaryZoneRedundant bool = false
+
 @description('Point-in-time restore window of the Cosmos DB continuous backup.')
 @allowed(['Continuous7Days', 'Continuous30Days'])
-param continuousBackupTier string = 'Continuous7Days'
+param continuousBackupTier string = 'Continuous30Days'
+
+@description('CanNotDelete locks on the Cosmos DB account and the Key Vault. Switch off for test environments that are deleted as a whole.')
+param enableDeleteLocks bool = true
+
+@description('Resource id of an existing Log Analytics workspace for the diagnostic settings. Empty: one is created (logAnalyticsWorkspaceName).')
+param logAnalyticsWorkspaceId string = ''
+
+@description('Name of the Log Analytics workspace created when logAnalyticsWorkspaceId is empty.')
+param logAnalyticsWorkspaceName string = 'log-altinn-events'
+
+@description('Days the created Log Analytics workspace keeps its data.')
+@minValue(30)
+@maxValue(730)
+param logAnalyticsRetentionInDays int = 30
 
 @description('Public network access to Cosmos DB. Disabled: reachable only through the private endpoint (privateEndpointSubnetId).')
 @allowed(['Enabled', 'Disabled'])
@@ -76,8 +104,13 @@ param kubernetesNamespace string = 'altinn-events'
 @description('Service account of the Helm release (chart value serviceAccount.name; by default the release name).')
 param serviceAccountName string = 'altinn-events'
 
+@description('Service account of the chart\'s deliver pods (chart value deliver.serviceAccount.name; by default <serviceAccountName>-deliver).')
+param deliverServiceAccountName string = '${serviceAccountName}-deliver'
+
 @description('Object ids of users or groups that manage Key Vault secrets and certificates (az ad signed-in-user show --query id -o tsv).')
 param keyVaultAdminPrincipalIds array = []
+
+var cosmosName = empty(cosmosAccountName) ? 'cosmos-events-${uniqueString(resourceGroup().id)}' : cosmosAccountName
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
@@ -91,10 +124,37 @@ module identity 'modules/identity.bicep' = {
   }
 }
 
+// The deliver pods push to endpoints on the internet: their own identity,
+// so that their rights can be smaller than the API's (modules/cosmos.bicep
+// says how much smaller, and what it does not restrict).
+module deliverIdentity 'modules/identity.bicep' = {
+  name: 'identity-deliver'
+  params: {
+    name: deliverIdentityName
+    location: location
+    tags: tags
+    oidcIssuerUrl: aksOidcIssuerUrl
+    kubernetesNamespace: kubernetesNamespace
+    serviceAccountName: deliverServiceAccountName
+  }
+}
+
+module logAnalytics 'modules/log-analytics.bicep' = if (empty(logAnalyticsWorkspaceId)) {
+  name: 'log-analytics'
+  params: {
+    name: logAnalyticsWorkspaceName
+    location: location
+    tags: tags
+    retentionInDays: logAnalyticsRetentionInDays
+  }
+}
+
+var workspaceId = empty(logAnalyticsWorkspaceId) ? logAnalytics.outputs.id : logAnalyticsWorkspaceId
+
 module cosmos 'modules/cosmos.bicep' = {
   name: 'cosmos'
   params: {
-    accountName: cosmosAccountName
+    accountName: cosmosName
     location: location
     tags: tags
     databaseName: databaseName
@@ -102,10 +162,15 @@ module cosmos 'modules/cosmos.bicep' = {
     autoscaleMaxThroughput: autoscaleMaxThroughput
     defaultTtlSeconds: defaultTtlSeconds
     zoneRedundant: zoneRedundant
+    secondaryLocation: secondaryLocation
+    secondaryZoneRedundant: secondaryZoneRedundant
     continuousBackupTier: continuousBackupTier
     publicNetworkAccess: cosmosPublicNetworkAccess
     allowedIpRanges: allowedIpRanges
     dataContributorPrincipalId: identity.outputs.principalId
+    deliverPrincipalId: deliverIdentity.outputs.principalId
+    deleteLock: enableDeleteLocks
+    logAnalyticsWorkspaceId: workspaceId
   }
 }
 
@@ -118,7 +183,10 @@ module keyVault 'modules/keyvault.bicep' = {
     publicNetworkAccess: keyVaultPublicNetworkAccess
     allowedIpRanges: allowedIpRanges
     readerPrincipalId: identity.outputs.principalId
+    deliverPrincipalId: deliverIdentity.outputs.principalId
     adminPrincipalIds: keyVaultAdminPrincipalIds
+    deleteLock: enableDeleteLocks
+    logAnalyticsWorkspaceId: workspaceId
   }
 }
 
@@ -139,6 +207,9 @@ output cosmosEndpoint string = cosmos.outputs.endpoint
 @description('Chart value workloadIdentity.clientId.')
 output workloadIdentityClientId string = identity.outputs.clientId
 
+@description('Chart value deliver.workloadIdentity.clientId: the deliver pods\' identity.')
+output deliverIdentityClientId string = deliverIdentity.outputs.clientId
+
 @description('Chart value workloadIdentity.tenantId.')
 output tenantId string = tenant().tenantId
 
@@ -146,4 +217,7 @@ output tenantId string = tenant().tenantId
 output keyVaultName string = keyVault.outputs.name
 
 @description('Cosmos DB account name.')
-output cosmosAccountName string = cosmosAccountName
+output cosmosAccountName string = cosmosName
+
+@description('Log Analytics workspace holding the diagnostic logs of Cosmos DB and Key Vault.')
+output logAnalyticsWorkspaceId string = workspaceId

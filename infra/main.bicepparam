@@ -7,6 +7,11 @@
 //   KV_ADMIN_OBJECT_ID   your object id, to upload secrets (empty: none)
 //   KV_PUBLIC_ACCESS     Enabled while you upload from outside the VNet, else Disabled
 //   MY_IP                your public IPv4 address, let through the Key Vault firewall
+//   COSMOS_SECONDARY_LOCATION  Cosmos DB read region for automatic failover
+//                        (default norwaywest, the pair of norwayeast; empty: one region)
+//   DELETE_LOCKS         false: no CanNotDelete locks (a test environment); default true
+//   LOG_ANALYTICS_WORKSPACE_ID  an existing workspace (empty: one is created)
+//   COSMOS_ACCOUNT_NAME  only after a restore: the restored account (empty: the default name)
 //
 // Deploy: az deployment group create -g $RG --parameters infra/main.bicepparam
 using 'main.bicep'
@@ -23,11 +28,19 @@ param allowedIpRanges = empty(myIp) ? [] : [myIp]
 
 param kubernetesNamespace = 'altinn-events'
 param serviceAccountName = 'altinn-events'
+param deliverServiceAccountName = 'altinn-events-deliver'
 
+param cosmosAccountName = readEnvironmentVariable('COSMOS_ACCOUNT_NAME', '')
 param autoscaleMaxThroughput = 4000
 param zoneRedundant = true
-param continuousBackupTier = 'Continuous7Days'
+// Norway West has no availability zones, so its replicas cannot be zone redundant.
+param secondaryLocation = readEnvironmentVariable('COSMOS_SECONDARY_LOCATION', 'norwaywest')
+param secondaryZoneRedundant = false
+param continuousBackupTier = 'Continuous30Days'
 param cosmosPublicNetworkAccess = 'Disabled'
+
+param enableDeleteLocks = readEnvironmentVariable('DELETE_LOCKS', 'true') != 'false'
+param logAnalyticsWorkspaceId = readEnvironmentVariable('LOG_ANALYTICS_WORKSPACE_ID', '')
 
 param tags = {
   service: 'altinn-events'

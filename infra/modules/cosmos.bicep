@@ -1,6 +1,8 @@
-// Cosmos DB for NoSQL: the account, the `events` database and container, and
-// the data-plane role of the service's identity. Key auth is disabled: the
-// service authenticates with Entra ID only (workload identity).
+// Cosmos DB for NoSQL: the account (one write region, optionally a read region
+// it fails over to), the `events` database and container, the data-plane roles
+// of the API's and the deliver pods' identities, a delete lock and diagnostic
+// settings. Key auth is disabled: the service authenticates with Entra ID only
+// (workload identity).
 
 param accountName string
 param location string
@@ -19,6 +21,12 @@ param defaultTtlSeconds int
 @description('Spread the account\'s replicas over the region\'s availability zones.')
 param zoneRedundant bool
 
+@description('Read region the account fails over to (failover priority 1). Empty: one region only.')
+param secondaryLocation string
+
+@description('Spread the read region\'s replicas over its availability zones (only where it has them).')
+param secondaryZoneRedundant bool
+
 @allowed(['Continuous7Days', 'Continuous30Days'])
 param continuousBackupTier string
 
@@ -32,6 +40,33 @@ param allowedIpRanges array
 @description('Principal (object) id of the service\'s managed identity.')
 param dataContributorPrincipalId string
 
+@description('Principal (object) id of the deliver pods\' managed identity.')
+param deliverPrincipalId string
+
+@description('Put a CanNotDelete lock on the account.')
+param deleteLock bool
+
+@description('Resource id of the Log Analytics workspace that receives the diagnostic logs and metrics.')
+param logAnalyticsWorkspaceId string
+
+// The write region first; a read region, when given, is where automatic
+// failover moves the writes.
+var readRegions = empty(secondaryLocation) ? [] : [
+  {
+    locationName: secondaryLocation
+    failoverPriority: 1
+    isZoneRedundant: secondaryZoneRedundant
+  }
+]
+
+// ONE write region, always. Feed positions are kept unique and gapless by
+// the unique key on /seq: a writer that loses the race for a number gets 409
+// and takes the next one (docs/storage.md). Only a single write region
+// enforces that key at write time; with several, two regions could each
+// accept the same number and the conflict would be resolved afterwards (last
+// writer wins), losing or reordering an acknowledged event. A read region
+// adds no writer: it only takes over the writes when failover makes it the
+// write region.
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
   name: accountName
   location: location
@@ -39,20 +74,21 @@ resource account 'Microsoft.DocumentDB/databaseAccounts@2024-11-15' = {
   kind: 'GlobalDocumentDB'
   properties: {
     databaseAccountOfferType: 'Standard'
-    locations: [
+    locations: concat([
       {
         locationName: location
         failoverPriority: 0
         isZoneRedundant: zoneRedundant
       }
-    ]
+    ], readRegions)
     consistencyPolicy: {
       defaultConsistencyLevel: 'Session'
     }
-    // One write region: a feed segment's head document serializes its appends
-    // through ETag conditions, which multi-region writes would not preserve.
+    // ONE write region, always (above).
     enableMultipleWriteLocations: false
-    enableAutomaticFailover: false
+    // When Azure declares the write region down, the read region (failover
+    // priority 1) becomes the write region; the SDK follows by itself.
+    enableAutomaticFailover: true
     // Entra ID (RBAC) only, for data and metadata: no account keys.
     disableLocalAuth: true
     disableKeyBasedMetadataWriteAccess: true
@@ -136,6 +172,10 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
   }
 }
 
+// Data-plane roles. Cosmos DB refuses a change to an account while another
+// one is in progress, so each of these waits for the one before it
+// (dependsOn), starting after the container exists.
+
 // Cosmos DB Built-in Data Contributor: read and write items, read metadata.
 // Assigned on the account, which holds only this service's data: the SDK
 // reads account-level metadata (regions, partition key ranges) as well.
@@ -146,6 +186,154 @@ resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
     roleDefinitionId: '${account.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002'
     principalId: dataContributorPrincipalId
     scope: account.id
+  }
+  dependsOn: [
+    container
+  ]
+}
+
+// The deliver pods (`serve --role deliver`) get a role of their own, with
+// only the data actions delivery uses, on the events container only:
+// - read the feeds and the subscriptions: items/read, executeQuery and
+//   readChangeFeed (the SDK needs both of the last two for queries);
+// - store checkpoints, bucket leases, their presence and validation results:
+//   items/create, upsert and replace;
+// - items/delete: a stopping pod deletes its presence document (without it,
+//   the others count the stopped pod for up to a lease and leave its buckets
+//   waiting that long), and a deliverer deletes the delivery state of a
+//   subscription that was deleted.
+// No stored procedures, no conflict feed. Databases and containers change
+// through Azure Resource Manager only (disableKeyBasedMetadataWriteAccess),
+// where this identity has no role.
+//
+// What this does NOT restrict: Cosmos DB data-plane roles scope to an
+// account, a database or a container, never to documents or partition keys.
+// Events, subscriptions and delivery state share this one container, so the
+// deliver identity can create, replace or delete an event document as well
+// (and replace can set any document's ttl). What it gains over the Built-in
+// Data Contributor is little: no stored procedures, no conflict feed, and
+// nothing in any other container of the account. Keeping the deliver
+// identity away from the feeds needs subscriptions and delivery state in a
+// container of their own, with this role scoped to it and a read-only role
+// on the events container; that split is not made yet.
+var containerScope = '${account.id}/dbs/${database.name}/colls/${container.name}'
+
+resource deliverRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-11-15' = {
+  parent: account
+  name: guid(account.id, 'altinn-events-deliver')
+  properties: {
+    roleName: 'altinn-events deliver'
+    type: 'CustomRole'
+    assignableScopes: [
+      containerScope
+    ]
+    permissions: [
+      {
+        dataActions: [
+          'Microsoft.DocumentDB/databaseAccounts/readMetadata'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/executeQuery'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/readChangeFeed'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/read'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/create'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/upsert'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/replace'
+          'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers/items/delete'
+        ]
+      }
+    ]
+  }
+  dependsOn: [
+    dataContributor
+  ]
+}
+
+// readMetadata assigned on a container covers that container's metadata
+// only; the SDK also reads the account's (its regions) and the database's
+// when it starts. Metadata only: no item, query or change feed.
+resource metadataReaderRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-11-15' = {
+  parent: account
+  name: guid(account.id, 'altinn-events-metadata-reader')
+  properties: {
+    roleName: 'altinn-events metadata reader'
+    type: 'CustomRole'
+    assignableScopes: [
+      account.id
+    ]
+    permissions: [
+      {
+        dataActions: [
+          'Microsoft.DocumentDB/databaseAccounts/readMetadata'
+        ]
+      }
+    ]
+  }
+  dependsOn: [
+    deliverRole
+  ]
+}
+
+resource deliverMetadata 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: account
+  name: guid(account.id, deliverPrincipalId, metadataReaderRole.id)
+  properties: {
+    roleDefinitionId: metadataReaderRole.id
+    principalId: deliverPrincipalId
+    scope: account.id
+  }
+}
+
+resource deliverData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: account
+  name: guid(account.id, deliverPrincipalId, deliverRole.id)
+  properties: {
+    roleDefinitionId: deliverRole.id
+    principalId: deliverPrincipalId
+    scope: containerScope
+  }
+  dependsOn: [
+    deliverMetadata
+  ]
+}
+
+// Deleting the account (or the resource group) fails while this lock is
+// there; docs/operations.md, "Recovery", says how to remove it on purpose.
+// It does not stop data-plane deletes, nor a restore.
+resource noDelete 'Microsoft.Authorization/locks@2020-05-01' = if (deleteLock) {
+  scope: account
+  name: 'do-not-delete'
+  properties: {
+    level: 'CanNotDelete'
+    notes: 'Holds the events feeds, subscriptions and delivery state of altinn-events. Remove on purpose only (docs/operations.md, Recovery).'
+  }
+}
+
+// Request logs into resource-specific tables (CDBDataPlaneRequests,
+// CDBQueryRuntimeStatistics, CDBPartitionKeyStatistics,
+// CDBPartitionKeyRUConsumption, CDBControlPlaneRequests) and the platform
+// metrics (category Requests, table AzureMetrics). DataPlaneRequests logs
+// every request: its volume follows the traffic.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: account
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logAnalyticsDestinationType: 'Dedicated'
+    logs: [for category in [
+      'DataPlaneRequests'
+      'QueryRuntimeStatistics'
+      'PartitionKeyStatistics'
+      'PartitionKeyRUConsumption'
+      'ControlPlaneRequests'
+    ]: {
+      category: category
+      enabled: true
+    }]
+    metrics: [
+      {
+        category: 'Requests'
+        enabled: true
+      }
+    ]
   }
 }
 

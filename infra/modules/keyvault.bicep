@@ -1,7 +1,8 @@
 // Key Vault for the service's secrets (the PDP subscription key) and the
 // public certificates that verify platform access tokens. RBAC authorization:
-// the service's identity may read secrets and certificates, nothing else; the
-// operators named in adminPrincipalIds may manage them.
+// the service's identity may read secrets and certificates, the deliver pods'
+// identity secrets only, nothing else; the operators named in
+// adminPrincipalIds may manage them. A delete lock and diagnostic settings.
 
 param name string
 param location string
@@ -17,8 +18,17 @@ param allowedIpRanges array
 @description('Principal (object) id of the service\'s managed identity.')
 param readerPrincipalId string
 
+@description('Principal (object) id of the deliver pods\' managed identity.')
+param deliverPrincipalId string
+
 @description('Object ids of users or groups that manage the secrets and certificates.')
 param adminPrincipalIds array
+
+@description('Put a CanNotDelete lock on the vault.')
+param deleteLock bool
+
+@description('Resource id of the Log Analytics workspace that receives the audit log and metrics.')
+param logAnalyticsWorkspaceId string
 
 var roles = {
   secretsUser: '4633458b-17de-408a-b874-0445c86b69e6' // Key Vault Secrets User
@@ -64,6 +74,20 @@ resource readerRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for
   }
 }]
 
+// The deliver pods read secrets only (among them the PDP subscription key):
+// they serve no API and verify no platform access tokens, so no certificates. Key Vault
+// roles can be scoped to one secret, but the secrets are created after this
+// deployment (docs/deploy.md, step 5), so the role is on the vault.
+resource deliverSecretsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  scope: vault
+  name: guid(vault.id, deliverPrincipalId, roles.secretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsUser)
+    principalId: deliverPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource adminSecretsRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in adminPrincipalIds: {
   scope: vault
   name: guid(vault.id, id, roles.secretsOfficer)
@@ -81,6 +105,41 @@ resource adminCertificatesRoles 'Microsoft.Authorization/roleAssignments@2022-04
     principalId: id
   }
 }]
+
+// Deleting the vault (or the resource group) fails while this lock is there.
+// Purge protection keeps a deleted vault recoverable for 90 days; the lock
+// stops the delete itself, and with it the outage until a recovery.
+resource noDelete 'Microsoft.Authorization/locks@2020-05-01' = if (deleteLock) {
+  scope: vault
+  name: 'do-not-delete'
+  properties: {
+    level: 'CanNotDelete'
+    notes: 'Holds the secrets of altinn-events. Remove on purpose only (docs/operations.md, Recovery).'
+  }
+}
+
+// Who read or changed which secret (AuditEvent), Azure Policy's evaluations
+// (AzurePolicyEvaluationDetails), and the platform metrics.
+resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  scope: vault
+  name: 'to-log-analytics'
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [for category in [
+      'AuditEvent'
+      'AzurePolicyEvaluationDetails'
+    ]: {
+      category: category
+      enabled: true
+    }]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
 
 output id string = vault.id
 output name string = vault.name
