@@ -46,9 +46,9 @@ param databaseName string = 'events'
 @description('Container name (chart value config.cosmos.container).')
 param containerName string = 'events'
 
-@description('Autoscale maximum RU/s of the container; it scales between 10% of this and this.')
+@description('Autoscale maximum RU/s of the container; it scales between 10% of this and this. 15000: the planned peak of 1M events/hour uses about 70% of it (docs/capacity.md). Raise it to 10 RU/s per GB stored as the container fills.')
 @minValue(1000)
-param autoscaleMaxThroughput int = 4000
+param autoscaleMaxThroughput int = 15000
 
 @description('Container default TTL in seconds: events expire 90 days after they are written.')
 @minValue(1)

@@ -31,7 +31,8 @@ param serviceAccountName = 'altinn-events'
 param deliverServiceAccountName = 'altinn-events-deliver'
 
 param cosmosAccountName = readEnvironmentVariable('COSMOS_ACCOUNT_NAME', '')
-param autoscaleMaxThroughput = 4000
+// docs/capacity.md: the planned peak of 1M events/hour needs about 10 700 RU/s.
+param autoscaleMaxThroughput = 15000
 param zoneRedundant = true
 // Norway West has no availability zones, so its replicas cannot be zone redundant.
 param secondaryLocation = readEnvironmentVariable('COSMOS_SECONDARY_LOCATION', 'norwaywest')
