@@ -485,7 +485,8 @@ fn ring(
             return Err(invalid(setting, env, format!("names no key in {section}.keys")));
         }
         None if keys.len() == 1 => keys.keys().next().cloned(),
-        None if keys.is_empty() => None,
+        // Instance access keys that only verify (none signs) are allowed.
+        None if keys.is_empty() || section == "instance_access" => None,
         None => {
             let (setting, env) = if section == "cursors" {
                 ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY")

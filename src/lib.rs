@@ -304,7 +304,9 @@ pub async fn start(
             }
         };
         let poll = Duration::from_millis(config.delivery.change_feed_poll_ms);
-        tokio::spawn(feeds::changes::follow(feeds.clone(), poll, sink, rx.clone()));
+        // Deliverers need it all the time (subscription and lease changes
+        // too); long-polls only while there are some.
+        tokio::spawn(feeds::changes::follow(feeds.clone(), poll, sink, delivering.is_some(), rx.clone()));
     }
     tokio::spawn(watch_dependencies(feeds.clone(), pdp.clone(), rx.clone()));
     let instance_keys = Arc::new(instance_keys(&config, mode)?);
@@ -320,8 +322,8 @@ pub async fn start(
             cursors: cursors.clone(),
             instance_keys: instance_keys.clone(),
         };
-        reload.apply_current().context("secrets_dir")?;
-        tokio::spawn(reload.run(Duration::from_secs(config.secrets_reload_seconds), rx.clone()));
+        let seen = reload.apply_current().context("secrets_dir")?;
+        tokio::spawn(reload.run(seen, Duration::from_secs(config.secrets_reload_seconds), rx.clone()));
     }
     let state = AppState {
         config: Arc::new(config),

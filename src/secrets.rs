@@ -52,13 +52,18 @@ fn is_setting_path(name: &str) -> bool {
 }
 
 /// The settings as a nested dictionary for figment, each value parsed the
-/// way figment parses an environment variable (so files and variables take
-/// the same spelling).
+/// way figment parses an environment variable (numbers, booleans, lists),
+/// except secrets (a path with `key` or `secret` in it): they are text as
+/// they are, so that a secret of digits is not made a number, refused as a
+/// secret, and printed in the error.
 pub fn as_dict(settings: &BTreeMap<String, String>) -> Dict {
     let mut root = Dict::new();
     for (name, value) in settings {
         let path: Vec<&str> = name.split("__").collect();
-        insert(&mut root, &path, value.parse::<Value>().unwrap_or_else(|e| match e {}));
+        let secret = path.iter().any(|level| level.contains("key") || level.contains("secret"));
+        let value =
+            if secret { Value::from(value.clone()) } else { value.parse::<Value>().unwrap_or_else(|e| match e {}) };
+        insert(&mut root, &path, value);
     }
     root
 }
@@ -201,6 +206,10 @@ mod tests {
         let dict = as_dict(&read);
         let Some(Value::Dict(_, pdp)) = dict.get("pdp") else { panic!("{dict:?}") };
         assert_eq!(pdp.get("subscription_key").and_then(Value::as_str), Some("abc"));
+        // Digits stay text: a secret is never turned into a number.
+        let digits = as_dict(&BTreeMap::from([("pdp__subscription_key".to_owned(), "0123456789".to_owned())]));
+        let Some(Value::Dict(_, pdp)) = digits.get("pdp") else { panic!("{digits:?}") };
+        assert_eq!(pdp.get("subscription_key").and_then(Value::as_str), Some("0123456789"));
         std::fs::write(dir.join("Bad-Name"), "x").unwrap();
         assert!(read_dir(&dir).unwrap_err().contains("Bad-Name"));
         std::fs::remove_dir_all(&dir).unwrap();

@@ -16,9 +16,20 @@ use crate::auth::instance_key::InstanceKeys;
 use crate::config::{Config, Mode, Role};
 use crate::secrets::{self, SharedSecret};
 
-/// The files whose settings change without a restart.
-const RELOADED: &[&str] =
-    &["pdp__subscription_key", "register__subscription_key", "cursors__key_ring", "instance_access__key_ring"];
+/// The settings that change without a restart: these files, and every file
+/// under these sections (`cursors__keys__<id>`, `cursors__signing_key`, ...).
+const RELOADED: &[&str] = &["pdp__subscription_key", "register__subscription_key"];
+const RELOADED_SECTIONS: &[&str] =
+    &["cursors__", "instance_access__keys__", "instance_access__key_ring", "instance_access__signing_key"];
+
+fn reloaded(name: &str) -> bool {
+    RELOADED.contains(&name) || RELOADED_SECTIONS.iter().any(|s| name.starts_with(s))
+}
+
+/// Whether a file starting with `prefix` is in either listing.
+fn involves(before: &BTreeMap<String, String>, after: &BTreeMap<String, String>, prefix: &str) -> bool {
+    before.keys().chain(after.keys()).any(|name| name.starts_with(prefix))
+}
 
 pub struct Reload {
     pub dir: PathBuf,
@@ -34,14 +45,15 @@ pub struct Reload {
 
 impl Reload {
     /// Applies the files as they are now (at start: the configuration the
-    /// service was given may predate them).
-    pub fn apply_current(&self) -> anyhow::Result<()> {
+    /// service was given may predate them); what was read, for [`Reload::run`].
+    pub fn apply_current(&self) -> anyhow::Result<BTreeMap<String, String>> {
         let files = secrets::read_dir(&self.dir).map_err(anyhow::Error::msg)?;
-        self.apply(&files, &files)
+        self.apply(&files, &files)?;
+        Ok(files)
     }
 
-    pub async fn run(self, every: Duration, mut stop: watch::Receiver<bool>) {
-        let mut seen = secrets::read_dir(&self.dir).unwrap_or_default();
+    /// Reads the folder every `every` and applies what changed since `seen`.
+    pub async fn run(self, mut seen: BTreeMap<String, String>, every: Duration, mut stop: watch::Receiver<bool>) {
         loop {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
@@ -70,6 +82,8 @@ impl Reload {
 
     /// Loads the configuration again (with the new files) and hands on what
     /// changed. Nothing is applied unless the whole configuration is valid.
+    /// Only the settings that files give (now or before) are handed on: what
+    /// came from elsewhere stays as the service was started with it.
     fn apply(&self, before: &BTreeMap<String, String>, after: &BTreeMap<String, String>) -> anyhow::Result<()> {
         let mut config = Config::load_with_secrets(self.file.as_deref(), Some(&self.dir))?;
         config.role = self.role;
@@ -77,23 +91,30 @@ impl Reload {
         let cursors = config.cursor_ring()?;
         let instance_keys = config.instance_access_ring()?;
         let mut changed = Vec::new();
-        if self.pdp_key.set(config.pdp.subscription_key.clone()) {
+        let involved = |prefix: &str| involves(before, after, prefix);
+        if involved("pdp__subscription_key") && self.pdp_key.set(config.pdp.subscription_key.clone()) {
             changed.push("pdp.subscription_key");
         }
-        if self.register_key.set(config.register.subscription_key.clone()) {
+        if involved("register__subscription_key") && self.register_key.set(config.register.subscription_key.clone()) {
             changed.push("register.subscription_key");
         }
         // Dev mode made up a ring when none was configured: keep it.
-        if !(cursors.keys.is_empty() && self.mode == Mode::Dev) && self.cursors.replace(&cursors) {
-            changed.push("cursors.key_ring");
+        if involved("cursors__")
+            && !(cursors.keys.is_empty() && self.mode == Mode::Dev)
+            && self.cursors.replace(&cursors)
+        {
+            changed.push("cursors");
         }
-        if !(instance_keys.keys.is_empty() && self.mode == Mode::Dev) && self.instance_keys.replace(&instance_keys) {
-            changed.push("instance_access.key_ring");
+        if RELOADED_SECTIONS[1..].iter().any(|s| involved(s))
+            && !(instance_keys.keys.is_empty() && self.mode == Mode::Dev)
+            && self.instance_keys.replace(&instance_keys)
+        {
+            changed.push("instance_access");
         }
         let restart: std::collections::BTreeSet<&str> = before
             .keys()
             .chain(after.keys())
-            .filter(|name| before.get(*name) != after.get(*name) && !RELOADED.contains(&name.as_str()))
+            .filter(|name| before.get(*name) != after.get(*name) && !reloaded(name))
             .map(String::as_str)
             .collect();
         if !restart.is_empty() {

@@ -92,7 +92,9 @@ pub(super) async fn dependencies(State(state): State<AppState>) -> Response {
 /// `dependency_up{dependency}` (every instance also runs this every 30 s,
 /// so that the metric and its alert need no caller).
 pub async fn check_dependencies(feeds: &crate::feeds::FeedStore, pdp: &crate::authz::Pdp) -> Vec<&'static str> {
-    let (cosmos, pdp) = tokio::join!(feeds.ping(), pdp.ping());
+    let (cosmos, ping) = tokio::join!(feeds.ping(), pdp.ping());
+    let pdp_breaker_open = pdp.circuit_open();
+    let pdp = ping;
     let mut failed = Vec::new();
     if let Err(e) = cosmos {
         tracing::warn!(error.chain = %error_chain(&e), "dependency check: cosmos unreachable");
@@ -105,6 +107,9 @@ pub async fn check_dependencies(feeds: &crate::feeds::FeedStore, pdp: &crate::au
     for d in ["cosmos", "pdp"] {
         metrics::gauge!("dependency_up", "dependency" => d).set(if failed.contains(&d) { 0.0 } else { 1.0 });
     }
+    // The breaker sets it when it opens and when a call succeeds again; an
+    // instance without reads would otherwise report it open for ever.
+    metrics::gauge!("pdp_circuit_open").set(if pdp_breaker_open { 1.0 } else { 0.0 });
     failed
 }
 

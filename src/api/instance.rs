@@ -154,6 +154,7 @@ pub async fn read_with_key(
         caller: None,
         action: crate::authz::Action::Read,
         holder,
+        shared: false,
     };
     let page = state.reader.read(q).await?;
     let next = query::next_link(&state, &uri, query::NextQuery::Same, &feed, page.next, &[])?;

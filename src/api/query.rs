@@ -153,6 +153,7 @@ pub async fn app_owner(
         caller: Some(Caller::Principal(&principal)),
         action: Action::Read,
         holder: principal.key(),
+        shared: false,
     };
     let feed = query.feed.clone();
     let page = state.reader.read(query).await?;
@@ -182,6 +183,7 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
         caller: Some(Caller::Principal(principal)),
         action: Action::Read,
         holder: principal.key(),
+        shared: false,
     };
     Ok((feed, state.reader.read(query).await?))
 }
@@ -352,6 +354,7 @@ pub async fn generic(
         caller: Some(Caller::Principal(&principal)),
         action: Action::Subscribe,
         holder: principal.key(),
+        shared: false,
     };
     let page = state.reader.read(query).await?;
     let extra: Vec<(&str, &str)> = alt_header.iter().map(|v| ("alternativeSubject", v.as_str())).collect();

@@ -200,6 +200,11 @@ impl Pdp {
 
     /// Readiness: the PDP answers a decision request for no resources
     /// without a transport error or a 5xx.
+    /// Whether the circuit breaker refuses calls now.
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     pub async fn ping(&self) -> Result<(), PdpError> {
         let empty = XacmlRoot {
             request: xacml::XacmlRequest {

@@ -164,7 +164,7 @@ impl Delivery {
     }
 
     /// What the instance's change-feed follower reports (see
-    /// [`crate::feeds::changes::follow`]; it runs whether or not this instance delivers).
+    /// [`crate::feeds::changes::follow`]), while this instance delivers.
     pub fn on_change(&self, change: Change) {
         match change {
             Change::Appended(_) => {} // the store woke the feed's watchers
@@ -718,6 +718,9 @@ impl Deliverer {
                 caller: Some(Caller::Principal(&caller)),
                 action,
                 holder,
+                // Woken by an append (or at start): many deliverers of one
+                // feed may share one read.
+                shared: true,
             };
             reader.read(query).await
         }

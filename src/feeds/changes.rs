@@ -61,34 +61,54 @@ fn change_of(doc: &Value) -> Option<Change> {
     }
 }
 
-/// Follows the change feed from now until `stop`, handing every change to
-/// `sink` (appends also wake this store's watchers). A failed read is
-/// retried from the same place; nothing read is handed over twice.
+/// Follows the change feed until `stop`, handing every change to `sink`
+/// (appends also wake this store's watchers). A failed read is retried from
+/// the same place; nothing read is handed over twice.
+///
+/// With `always` false (no deliverers here) it reads only while something
+/// in this instance watches a feed (a long-poll), so that an instance nobody
+/// waits on makes no request for it.
+///
+/// Whenever it starts from "now" (at start, after it was idle, or after
+/// giving up a continuation), appends made before that point and after a
+/// watcher's last read would never be reported: so once the first read from
+/// the new point has succeeded, every watcher is woken to read again, and
+/// `sink` is told `Missed`.
 pub async fn follow(
     store: FeedStore,
     poll: Duration,
     sink: impl Fn(Change) + Send + Sync,
+    always: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut continuation: Option<String> = None;
     let mut failures = 0;
     loop {
-        match read_round(&store, continuation.clone(), &sink).await {
-            Ok(next) => {
-                continuation = Some(next);
-                failures = 0;
-            }
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), failures, "reading the change feed failed");
-                // A continuation that keeps failing (the container changed
-                // under it) is given up: start again from now, and tell the
-                // sink that changes may have been missed.
-                if failures >= RESTART_AFTER_FAILURES && continuation.is_some() {
-                    continuation = None;
+        if !always && !store.is_watched() {
+            // Idle: no position to keep; the next start is from "now".
+            continuation = None;
+            failures = 0;
+        } else {
+            let fresh = continuation.is_none();
+            match read_round(&store, continuation.clone(), &sink).await {
+                Ok(next) => {
+                    continuation = Some(next);
                     failures = 0;
-                    store.notify_all_watchers();
-                    sink(Change::Missed);
+                    if fresh {
+                        store.notify_all_watchers();
+                        sink(Change::Missed);
+                    }
+                }
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), failures, "reading the change feed failed");
+                    // A continuation that keeps failing (the container
+                    // changed under it) is given up: start again from now
+                    // (which wakes everyone once it works).
+                    if failures >= RESTART_AFTER_FAILURES && continuation.is_some() {
+                        continuation = None;
+                        failures = 0;
+                    }
                 }
             }
         }

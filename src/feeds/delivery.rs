@@ -102,7 +102,7 @@ impl DeliveryStore {
                 Ok(Some((doc.state, doc.etag.ok_or(FeedError::MissingEtag)?)))
             }
             Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(FeedError::Cosmos { operation: "read delivery state", source: e }),
+            Err(e) => Err(FeedError::cosmos("read delivery state")(e)),
         }
     }
 
@@ -131,7 +131,7 @@ impl DeliveryStore {
                     return Ok((initial, etag));
                 }
                 Err(e) if e.status().is_conflict() => continue,
-                Err(e) => return Err(FeedError::Cosmos { operation: "create delivery state", source: e }),
+                Err(e) => return Err(FeedError::cosmos("create delivery state")(e)),
             }
         }
         Err(FeedError::Transient("the delivery state kept changing".into()))
@@ -159,7 +159,7 @@ impl DeliveryStore {
             {
                 Ok(Changed::Stale)
             }
-            Err(e) => Err(FeedError::Cosmos { operation: "write delivery state", source: e }),
+            Err(e) => Err(FeedError::cosmos("write delivery state")(e)),
         }
     }
 
@@ -231,7 +231,7 @@ impl DeliveryStore {
             {
                 Ok(None)
             }
-            Err(e) => Err(FeedError::Cosmos { operation: "write bucket lease", source: e }),
+            Err(e) => Err(FeedError::cosmos("write bucket lease")(e)),
         }
     }
 
@@ -284,7 +284,7 @@ impl DeliveryStore {
         match self.container.delete_item(state_pk(subscription), STATE_ID, None).await {
             Ok(_) => Ok(()),
             Err(e) if e.status().is_not_found() => Ok(()),
-            Err(e) => Err(FeedError::Cosmos { operation: "remove delivery state", source: e }),
+            Err(e) => Err(FeedError::cosmos("remove delivery state")(e)),
         }
     }
 }

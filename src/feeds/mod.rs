@@ -220,6 +220,9 @@ impl FeedStore {
     /// Events of `feed` from position `from` (the number of events before
     /// them), filtered, at most `limit`, scanning at most `scan_budget`
     /// positions. `next` is the position after the last event scanned.
+    /// `shared`: the page of the same read begun after every append the
+    /// reader was told of may answer it (see `shared_reads.rs`); otherwise
+    /// the read is its own, and sees every append that returned before it.
     pub async fn read(
         &self,
         feed: &FeedId,
@@ -227,7 +230,11 @@ impl FeedStore {
         filters: &Filters,
         limit: usize,
         scan_budget: u64,
+        shared: bool,
     ) -> Result<ReadPage, FeedError> {
+        if !shared {
+            return reader::read(&self.seg, feed, from, filters, limit, scan_budget).await;
+        }
         let key = (feed.key(), from, format!("{filters:?}"), limit, scan_budget);
         let version = self.notifier.version(feed);
         self.shared_reads.read(key, version, || reader::read(&self.seg, feed, from, filters, limit, scan_budget)).await
@@ -261,6 +268,11 @@ impl FeedStore {
     /// Wakes the watchers of `feed` (an append seen on the change feed).
     pub fn notify_appended(&self, feed: &FeedId) {
         self.notifier.notify(feed);
+    }
+
+    /// Whether anything in this instance watches a feed now.
+    pub fn is_watched(&self) -> bool {
+        self.notifier.is_watched()
     }
 
     /// Wakes every watcher (the change feed may have missed appends).

@@ -7,19 +7,29 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
 use super::docs::FeedId;
 
-#[derive(Default)]
+/// Watched feeds kept before the first pruning of unwatched ones.
+const MIN_PRUNE_AT: usize = 256;
+
 pub struct Notifier {
     /// Watched feeds. Their value is the count of all notifications of
     /// every feed when this one was last notified (or began to be watched):
     /// it only grows, even when a feed's watchers go and come back.
     watched: Mutex<HashMap<String, watch::Sender<u64>>>,
     notified: AtomicU64,
+    /// The size of `watched` at which unwatched feeds are forgotten next.
+    prune_at: AtomicUsize,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Self { watched: Mutex::default(), notified: AtomicU64::new(0), prune_at: AtomicUsize::new(MIN_PRUNE_AT) }
+    }
 }
 
 impl Notifier {
@@ -58,6 +68,14 @@ impl Notifier {
         watched.get(&feed.key()).filter(|tx| !tx.is_closed()).map(|tx| *tx.borrow())
     }
 
+    /// Whether any feed is watched now (and forgets the feeds nobody watches
+    /// any more).
+    pub fn is_watched(&self) -> bool {
+        let mut watched = self.watched.lock().expect("notifier lock");
+        watched.retain(|_, tx| !tx.is_closed());
+        !watched.is_empty()
+    }
+
     /// A receiver that changes whenever `feed` is notified. A watcher reads
     /// the feed after subscribing, so an append between its last read and
     /// the subscription is not missed.
@@ -67,6 +85,12 @@ impl Notifier {
             && !tx.is_closed()
         {
             return tx.subscribe();
+        }
+        // Forget the feeds nobody watches any more (an entry is otherwise
+        // dropped only when its feed is notified), at most once per doubling.
+        if watched.len() >= self.prune_at.load(Ordering::Relaxed) {
+            watched.retain(|_, tx| !tx.is_closed());
+            self.prune_at.store((watched.len() * 2).max(MIN_PRUNE_AT), Ordering::Relaxed);
         }
         let (tx, rx) = watch::channel(self.notified.load(Ordering::SeqCst));
         watched.insert(feed.key(), tx);
@@ -94,7 +118,15 @@ mod tests {
         let before = n.version(&a).unwrap();
         drop((rx_a, rx_b));
         assert_eq!(n.version(&a), None, "nobody watches it any more");
-        let _again = n.subscribe(&a);
+        let again = n.subscribe(&a);
         assert!(n.version(&a).unwrap() >= before, "the count only grows");
+        assert!(n.is_watched());
+        drop(again);
+        assert!(!n.is_watched(), "a feed nobody watches is forgotten");
+        // Many feeds watched once and left: the map does not keep them all.
+        for i in 0..10_000 {
+            drop(n.subscribe(&FeedId::Subject(format!("/party/{i}"))));
+        }
+        assert!(n.watched.lock().unwrap().len() <= 2 * MIN_PRUNE_AT);
     }
 }

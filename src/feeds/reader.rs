@@ -276,7 +276,7 @@ async fn query(
             Ok(p) => p,
             Err(e) => {
                 seg.observe("query_feed", started, None);
-                return Err(FeedError::Cosmos { operation: "query feed", source: e });
+                return Err(FeedError::cosmos("query feed")(e));
             }
         };
         page.round_trips += 1;
@@ -382,7 +382,7 @@ async fn seq_in(seg: &Segments, feed: &FeedId, k: u64, id: &str) -> Result<Optio
         }
         Err(e) => {
             seg.observe("read_event", started, None);
-            Err(FeedError::Cosmos { operation: "read event", source: e })
+            Err(FeedError::cosmos("read event")(e))
         }
     }
 }

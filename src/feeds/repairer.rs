@@ -78,7 +78,7 @@ impl Repairer {
                 Some((doc, etag))
             }
             Err(e) if e.status().is_not_found() => None,
-            Err(e) => return Err(FeedError::Cosmos { operation: "read lease", source: e }),
+            Err(e) => return Err(FeedError::cosmos("read lease")(e)),
         };
         let mut doc = match &current {
             Some((doc, _)) if doc.owner != self.owner && doc.expires_at > now => return Ok(None),
@@ -113,7 +113,7 @@ impl Repairer {
             {
                 Ok(None)
             }
-            Err(e) => Err(FeedError::Cosmos { operation: "write lease", source: e }),
+            Err(e) => Err(FeedError::cosmos("write lease")(e)),
         }
     }
 
@@ -215,7 +215,7 @@ impl Repairer {
                 Ok(true)
             }
             Err(e) if e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => Ok(false),
-            Err(e) => Err(FeedError::Cosmos { operation: "save continuation", source: e }),
+            Err(e) => Err(FeedError::cosmos("save continuation")(e)),
         }
     }
 

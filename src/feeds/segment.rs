@@ -178,7 +178,7 @@ impl Segments {
             }
             Err(e) => {
                 self.observe("read_head", started, None);
-                Err(FeedError::Cosmos { operation: "read head", source: e })
+                Err(FeedError::cosmos("read head")(e))
             }
         }
     }
@@ -203,7 +203,7 @@ impl Segments {
                 Ok(p) => p,
                 Err(e) => {
                     self.observe(operation, started, None);
-                    return Err(FeedError::Cosmos { operation: "query feed", source: e });
+                    return Err(FeedError::cosmos("query feed")(e));
                 }
             };
             self.observe(operation, started, charge(p.headers()));
@@ -258,7 +258,7 @@ impl Segments {
             }
             Err(e) => {
                 self.observe("create_head", started, None);
-                Err(FeedError::Cosmos { operation: "create head", source: e })
+                Err(FeedError::cosmos("create head")(e))
             }
         }
     }

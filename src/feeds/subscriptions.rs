@@ -197,7 +197,7 @@ impl SubscriptionStore {
                 Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode subscription"))?))
             }
             Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(FeedError::Cosmos { operation: "read subscription", source: e }),
+            Err(e) => Err(FeedError::cosmos("read subscription")(e)),
         }
     }
 
@@ -227,7 +227,7 @@ impl SubscriptionStore {
                 // Its own identity (the same subscription, created just now
                 // elsewhere: returned above) or its id, taken by another.
                 Err(e) if e.status().is_conflict() => continue,
-                Err(e) => return Err(FeedError::Cosmos { operation: "create subscription", source: e }),
+                Err(e) => return Err(FeedError::cosmos("create subscription")(e)),
             }
         }
         Err(FeedError::Transient("subscription ids kept being taken".into()))
@@ -300,7 +300,7 @@ impl SubscriptionStore {
             {
                 Ok(Changed::Stale)
             }
-            Err(e) => Err(FeedError::Cosmos { operation: "replace subscription", source: e }),
+            Err(e) => Err(FeedError::cosmos("replace subscription")(e)),
         }
     }
 

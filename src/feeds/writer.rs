@@ -405,7 +405,7 @@ impl Writer {
                     self.seg.observe("append_create", started, None);
                     match u16::from(e.status().status_code()) {
                         status @ (400 | 413) => Ok(Written::Refused { op: 0, status }),
-                        _ => Err(FeedError::Cosmos { operation: "append", source: e }),
+                        _ => Err(FeedError::cosmos("append")(e)),
                     }
                 }
             };
@@ -419,7 +419,7 @@ impl Writer {
             Ok(resp) => resp,
             Err(e) => {
                 self.seg.observe("append_batch", started, None);
-                return Err(FeedError::Cosmos { operation: "append batch", source: e });
+                return Err(FeedError::cosmos("append batch")(e));
             }
         };
         let charge = charge(resp.headers());
@@ -519,7 +519,7 @@ impl Writer {
             }
             Err(e) => {
                 self.seg.observe("seal", started, None);
-                Err(FeedError::Cosmos { operation: "seal", source: e })
+                Err(FeedError::cosmos("seal")(e))
             }
         }
     }
@@ -548,7 +548,7 @@ impl Writer {
             }
             Err(e) => {
                 self.seg.observe("read_event", started, None);
-                Err(FeedError::Cosmos { operation: "read event", source: e })
+                Err(FeedError::cosmos("read event")(e))
             }
         }
     }

@@ -81,6 +81,12 @@ pub struct FeedQuery<'a> {
     /// Whose share of long-polling slots a wait takes (the caller, or the
     /// capability).
     pub holder: String,
+    /// May use the page of the same read that another reader began after
+    /// every append this one was told of (`feeds/shared_reads.rs`):
+    /// deliverers, which read when woken. A request's first reads never do:
+    /// it must see every publish that returned before it, on any instance
+    /// (a waiting request shares once an append has woken it).
+    pub shared: bool,
 }
 
 /// A page: the permitted events in feed order, their positions, and the
@@ -165,7 +171,7 @@ impl FeedReader {
     /// when none do).
     pub async fn read(&self, q: FeedQuery<'_>) -> Result<Page, ReadError> {
         let start = position(&self.feeds, &q.feed, &q.paging.start).await?.unwrap_or(0);
-        let (events, next, at_end) = self.fill(&q, start).await?;
+        let (events, next, at_end) = self.fill(&q, start, q.shared).await?;
         // Wait only at the end of the feed: an empty page that ran out of scan
         // budget answers at once, so the consumer moves on with `next`.
         if !events.is_empty() || q.paging.wait.is_zero() || !at_end {
@@ -176,12 +182,13 @@ impl FeedReader {
         let mut shutdown = self.shutdown.clone();
         let deadline = tokio::time::Instant::now() + q.paging.wait;
         let mut pos = next;
+        let mut woken = false;
         loop {
             // Read again after subscribing, so an append in between is not
             // missed. Only permitted events answer a waiting request: events
             // the caller may not see are scanned past (within the wait), so
             // that a wait tells nothing of them.
-            let (events, next, at_end) = self.fill(&q, pos).await?;
+            let (events, next, at_end) = self.fill(&q, pos, q.shared || woken).await?;
             pos = next;
             if !events.is_empty() {
                 return Ok(page_of(events, pos));
@@ -194,7 +201,7 @@ impl FeedReader {
             }
             let _parked = self.waiters.park();
             tokio::select! {
-                changed = changes.changed() => if changed.is_err() { break },
+                changed = changes.changed() => if changed.is_err() { break } else { woken = true },
                 () = tokio::time::sleep_until(deadline) => break,
                 _ = shutdown.wait_for(|stop| *stop) => break,
             }
@@ -206,7 +213,12 @@ impl FeedReader {
     /// permitted, continue until `size` are kept, the feed ends, or the scan
     /// budget is spent. Returns the events, the position after the last
     /// event scanned, and whether the scan reached the end of the feed.
-    async fn fill(&self, q: &FeedQuery<'_>, start: u64) -> Result<(Vec<(u64, Value)>, u64, bool), ReadError> {
+    async fn fill(
+        &self,
+        q: &FeedQuery<'_>,
+        start: u64,
+        shared: bool,
+    ) -> Result<(Vec<(u64, Value)>, u64, bool), ReadError> {
         let size = q.paging.size;
         let budget = (size as u64).saturating_mul(self.limits.scan_budget_factor).max(100);
         let mut kept = Vec::with_capacity(size);
@@ -217,7 +229,7 @@ impl FeedReader {
         let mut batch = size;
         loop {
             let remaining_budget = budget - (pos - start);
-            let page = self.feeds.read(&q.feed, pos, &q.filters, batch, remaining_budget).await?;
+            let page = self.feeds.read(&q.feed, pos, &q.filters, batch, remaining_budget, shared).await?;
             metrics::histogram!("query_round_trips_per_read").record(f64::from(page.round_trips));
             let mut next = page.next;
             if !page.events.is_empty() {

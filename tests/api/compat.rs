@@ -179,7 +179,7 @@ async fn one_id_from_two_sources_is_two_events() {
     assert_eq!(publish_generic(&app, estate("shared-id", "urn:no:skd:b", "/party/1337")).await.status(), 200);
     assert_eq!(publish_generic(&app, estate("shared-id", "urn:no:skd:a", "/party/1337")).await.status(), 200);
     for feed in [FeedId::Resource(ESTATE.into()), FeedId::Subject("/party/1337".into())] {
-        let page = app.feeds.read(&feed, 0, &Default::default(), 10, u64::MAX).await.unwrap();
+        let page = app.feeds.read(&feed, 0, &Default::default(), 10, u64::MAX, false).await.unwrap();
         let sources: Vec<&str> = page.events.iter().map(|e| e.record.source.as_str()).collect();
         assert_eq!(sources, ["urn:no:skd:a", "urn:no:skd:b"], "{feed}");
     }

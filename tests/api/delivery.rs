@@ -599,6 +599,17 @@ async fn the_api_and_the_deliver_role_split_the_work() {
     assert_eq!(deliver.delivering(), HashSet::from([id]));
     assert!(api.delivering().is_empty());
 
+    // A subscription created on the API instance while the deliver instance
+    // runs is validated at once (the change feed wakes its validator), not
+    // at the validator's next sweep (30 s).
+    let created = Instant::now();
+    let second = Receiver::start().await;
+    let resp = subscribe(&api, &owner, &json!({"endPoint": second.url, "sourceFilter": APP_SOURCE})).await;
+    assert_eq!(resp.status(), 201);
+    let id2 = resp.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    until_view(&api, &owner, id2, "validated by the running deliver instance", |s| s["validated"] == true).await;
+    assert!(created.elapsed() < Duration::from_secs(5), "validated after {:?}", created.elapsed());
+
     // The deliver instance serves probes and metrics, not the API.
     for path in ["/health/live", "/health/ready", "/metrics"] {
         assert_eq!(deliver.http.get(deliver.url(path)).send().await.unwrap().status(), 200, "{path}");

@@ -36,7 +36,7 @@ async fn read_all(store: &FeedStore, feed: &FeedId, limit: usize) -> Vec<(u64, S
     let mut out = Vec::new();
     let mut pos = 0;
     loop {
-        let page = store.read(feed, pos, &Filters::default(), limit, u64::MAX).await.expect("read");
+        let page = store.read(feed, pos, &Filters::default(), limit, u64::MAX, false).await.expect("read");
         assert!(page.next >= pos);
         out.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
         pos = page.next;
@@ -89,12 +89,12 @@ async fn append_read_page_and_locate_across_segments() {
 
     // Filters: the page is filled from several segments, next is past the scan.
     let created = Filters { types: vec!["app.instance.created".into()], ..Filters::default() };
-    let page = store.read(&resource, 0, &created, 10, u64::MAX).await.unwrap();
+    let page = store.read(&resource, 0, &created, 10, u64::MAX, false).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.record.id.as_str()).collect::<Vec<_>>(), ["e0", "e3", "e6", "e9"]);
     assert_eq!(page.next, 10);
     assert!(page.at_end);
     // A bounded scan stops early and says where.
-    let page = store.read(&resource, 0, &created, 10, 5).await.unwrap();
+    let page = store.read(&resource, 0, &created, 10, 5, false).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.record.id.as_str()).collect::<Vec<_>>(), ["e0", "e3"]);
     assert_eq!(page.next, 5);
     assert!(!page.at_end);
@@ -103,7 +103,7 @@ async fn append_read_page_and_locate_across_segments() {
         sources: vec!["https://ttd.apps.altinn.no/ttd/apps-test/instances/party/500000/%".into()],
         ..Filters::default()
     };
-    let page = store.read(&resource, 0, &sources, 10, u64::MAX).await.unwrap();
+    let page = store.read(&resource, 0, &sources, 10, u64::MAX, false).await.unwrap();
     assert_eq!(page.events.len(), 5);
     assert!(page.events.iter().all(|e| e.record.subject == "/party/500000"));
 
@@ -607,7 +607,7 @@ async fn a_reader_paging_while_writers_append_sees_each_event_once_in_order() {
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < total {
         assert!(Instant::now() < deadline, "reader did not catch up: {} of {total}", seen.len());
-        let page = reader.read(&feed, pos, &Filters::default(), 5, u64::MAX).await.unwrap();
+        let page = reader.read(&feed, pos, &Filters::default(), 5, u64::MAX, false).await.unwrap();
         seen.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
         pos = page.next;
         if page.events.is_empty() {
@@ -697,9 +697,9 @@ async fn write_cost_per_event_against_a_single_document_create() {
 
     // Reads: a page of the hot resource feed, unfiltered and filtered.
     let feed = FeedId::Resource(res.into());
-    let plain = store.read(&feed, 8, &Filters::default(), 50, u64::MAX).await.unwrap();
+    let plain = store.read(&feed, 8, &Filters::default(), 50, u64::MAX, false).await.unwrap();
     let typed = Filters { types: vec!["t".into()], ..Filters::default() };
-    let filtered = store.read(&feed, 8, &typed, 50, u64::MAX).await.unwrap();
+    let filtered = store.read(&feed, 8, &typed, 50, u64::MAX, false).await.unwrap();
     eprintln!(
         "page of 50 from segment size 100: unfiltered {} round trips {:.2} RU; filtered {} round trips {:.2} RU",
         plain.round_trips, plain.request_charge, filtered.round_trips, filtered.request_charge
@@ -796,11 +796,11 @@ async fn old_segments_are_sealed_and_read_past() {
         }
         // Filtered pages skip the seal too.
         let typed = Filters { types: vec!["t".into()], ..Filters::default() };
-        let page = sealer.read(&feed, 0, &typed, 10, u64::MAX).await.unwrap();
+        let page = sealer.read(&feed, 0, &typed, 10, u64::MAX, false).await.unwrap();
         assert_eq!(page.events.iter().map(|e| e.record.id.clone()).collect::<Vec<_>>(), want);
         assert_eq!((page.next, page.at_end), (6, true));
         // Reading from the seal's own position starts in segment 1.
-        let page = unaware.read(&feed, 3, &Filters::default(), 10, u64::MAX).await.unwrap();
+        let page = unaware.read(&feed, 3, &Filters::default(), 10, u64::MAX, false).await.unwrap();
         assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5]);
     }
 }
@@ -832,11 +832,11 @@ async fn an_empty_old_segment_is_sealed_too() {
         [(0, "e0"), (1, "e1"), (2, "e2"), (3, "e3"), (8, "e4"), (9, "e5")].map(|(s, id)| (s, id.to_owned()))
     );
     let typed = Filters { types: vec!["t".into()], ..Filters::default() };
-    let page = sealer.read(&feed, 0, &typed, 10, u64::MAX).await.unwrap();
+    let page = sealer.read(&feed, 0, &typed, 10, u64::MAX, false).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 8, 9]);
     // A seal has a time, but a time filter does not count it as an event.
     let timed = Filters { from_time: Some("2000-01-01T00:00:00.000000Z".into()), ..Filters::default() };
-    let page = sealer.read(&feed, 0, &timed, 5, u64::MAX).await.unwrap();
+    let page = sealer.read(&feed, 0, &timed, 5, u64::MAX, false).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1, 2, 3, 8]);
 }
 
@@ -894,11 +894,11 @@ async fn reads_skip_what_has_expired() {
         assert_eq!(read_all(&store, &feed, limit).await, want, "pages of {limit}");
     }
     let typed = Filters { types: vec!["t".into()], ..Filters::default() };
-    let page = store.read(&feed, 0, &typed, 10, u64::MAX).await.unwrap();
+    let page = store.read(&feed, 0, &typed, 10, u64::MAX, false).await.unwrap();
     assert_eq!(page.events.iter().map(|e| e.seq).collect::<Vec<_>>(), [7, 8, 9]);
     assert_eq!((page.next, page.at_end), (10, true));
     // A scan budget smaller than the gap: the page stops inside it, not at the end.
-    let page = store.read(&feed, 0, &Filters::default(), 10, 3).await.unwrap();
+    let page = store.read(&feed, 0, &Filters::default(), 10, 3, false).await.unwrap();
     assert_eq!((page.events.len(), page.next, page.at_end), (0, 3, false));
 }
 
@@ -932,7 +932,7 @@ async fn a_reader_paging_while_several_writers_roll_segments_over_sees_each_even
     let deadline = Instant::now() + Duration::from_secs(60);
     while seen.len() < total {
         assert!(Instant::now() < deadline, "reader did not catch up: {} of {total}", seen.len());
-        let page = reader.read(&feed, pos, &Filters::default(), 3, u64::MAX).await.unwrap();
+        let page = reader.read(&feed, pos, &Filters::default(), 3, u64::MAX, false).await.unwrap();
         seen.extend(page.events.iter().map(|e| (e.seq, e.record.id.clone())));
         pos = page.next;
         if page.events.is_empty() {

@@ -40,7 +40,7 @@ async fn post_generic(app: &TestApp, bearer: Option<&str>, content_type: &str, b
 }
 
 async fn all_events(app: &TestApp, feed: FeedId) -> Vec<Value> {
-    let page = app.feeds.read(&feed, 0, &Filters::default(), 1000, u64::MAX).await.unwrap();
+    let page = app.feeds.read(&feed, 0, &Filters::default(), 1000, u64::MAX, false).await.unwrap();
     page.events.into_iter().map(|e| e.record.cloud_event).collect()
 }
 
@@ -306,7 +306,7 @@ async fn the_service_repairs_interrupted_publishes_by_itself() {
     let subject = FeedId::Subject("/party/1337".into());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let page = app.feeds.read(&subject, 0, &Filters::default(), 10, u64::MAX).await.unwrap();
+        let page = app.feeds.read(&subject, 0, &Filters::default(), 10, u64::MAX, false).await.unwrap();
         if page.events.iter().any(|e| e.record.id == "half-published") {
             break;
         }

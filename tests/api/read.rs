@@ -86,6 +86,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
         caller: Some(Caller::App(&app)),
         action: Action::Read,
         holder: "test".into(),
+        shared: false,
     };
     let ids = |page: &Page| page.events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
 
@@ -112,6 +113,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
                 caller: Some(Caller::App(&app)),
                 action: Action::Read,
                 holder: "test".into(),
+                shared: false,
             };
             reader.read(q).await
         })
@@ -133,6 +135,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
                 caller: Some(Caller::App(&app)),
                 action: Action::Read,
                 holder: "test".into(),
+                shared: false,
             };
             reader.read(q).await
         })

@@ -157,8 +157,11 @@ fn bad_secret_files_are_errors_at_start() {
         assert!(err.contains("Not-A-Setting") && err.contains("EVENTS__SECRETS_DIR"), "{err}");
         std::fs::remove_file(dir.path().join("Not-A-Setting")).unwrap();
         dir.write("cursors__key_ring", OLD);
-        let ring = altinn_events::Config::load(None).unwrap().cursor_ring().unwrap();
-        assert_eq!(ring.signing.as_deref(), Some("c1"), "the file is the setting");
+        dir.write("pdp__timeout_ms", "150");
+        let config = altinn_events::Config::load(None).unwrap();
+        assert_eq!(config.cursor_ring().unwrap().signing.as_deref(), Some("c1"), "the file is the setting");
+        assert_eq!(config.pdp.timeout_ms, 150, "a number from a file");
+        std::fs::remove_file(dir.path().join("pdp__timeout_ms")).unwrap();
         jail.set_env("EVENTS__CURSORS__KEYS__OTHER", "other-secret-0123456789abcdef");
         let err =
             altinn_events::Config::load(None).unwrap().finalize(altinn_events::Mode::Dev).unwrap_err().to_string();

@@ -483,7 +483,7 @@ pub async fn stored(store: &FeedStore, feed: &FeedId) -> Vec<String> {
     let mut out = Vec::new();
     let mut pos = 0;
     loop {
-        let page = store.read(feed, pos, &Filters::default(), 1000, u64::MAX).await.expect("read");
+        let page = store.read(feed, pos, &Filters::default(), 1000, u64::MAX, false).await.expect("read");
         for e in &page.events {
             assert_eq!(e.seq, out.len() as u64, "{feed}: a gap or disorder at {}", e.seq);
             out.push(e.record.id.clone());
