@@ -231,6 +231,108 @@ async fn hot_feed(pod: &Arc<Pod>, user: &str, access: &str, count: usize, concur
     }
 }
 
+/// Publish-to-visible under load: `concurrency` tasks publish `count`
+/// events (one hot feed, as above) while the app owner long-polls the app
+/// feed from its end (`wait=10`, pages of 1000). For each event, the time
+/// from its publish's 201 to the answer of the long-poll that shows it.
+async fn mixed(pod: &Arc<Pod>, owner: &str, user: &str, access: &str, count: usize, concurrency: usize) -> Row {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    let acks: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    // The reader's cursor at the end of the feed.
+    let mut url = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size=1000", pod.base);
+    loop {
+        let resp = pod.http.get(&url).bearer_auth(owner).send().await.unwrap();
+        url = resp.headers()["next"].to_str().unwrap().to_owned();
+        if resp.json::<Vec<Value>>().await.unwrap().is_empty() {
+            break;
+        }
+    }
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (pod, owner, acks, done) = (pod.clone(), owner.to_owned(), acks.clone(), done.clone());
+        tokio::spawn(async move {
+            let mut url = format!("{url}&wait=10");
+            let (mut delays, mut seen) = (Vec::new(), 0);
+            while !done.load(Ordering::Relaxed) || seen < count {
+                let resp = pod.http.get(&url).bearer_auth(&owner).send().await.unwrap();
+                let at = Instant::now();
+                let next = resp.headers()["next"].to_str().unwrap().to_owned();
+                let page: Vec<Value> = resp.json().await.unwrap();
+                let acked = acks.lock().unwrap();
+                for e in &page {
+                    seen += 1;
+                    // A 201 not yet recorded: the event showed before its
+                    // publisher saw the answer (counted as 0).
+                    let t = e["id"].as_str().and_then(|id| acked.get(id)).copied().unwrap_or(at);
+                    delays.push(at.saturating_duration_since(t));
+                }
+                url = if next.contains("wait=") { next } else { format!("{next}&wait=10") };
+                if done.load(Ordering::Relaxed) && page.is_empty() {
+                    break;
+                }
+            }
+            delays
+        })
+    };
+    let next = Arc::new(AtomicUsize::new(0));
+    let (cpu0, emu0) = pod.cpu();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pod, next, user, access, acks) =
+            (pod.clone(), next.clone(), user.to_owned(), access.to_owned(), acks.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    return;
+                }
+                let body = json!({"specversion": "1.0", "type": "app.instance.process.completed", "subject": "/party/1337",
+                    "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/00000000-0000-4000-8000-{:012}", n + 30_000_000),
+                    "data": {"n": n}});
+                let resp = pod
+                    .http
+                    .post(format!("{}/events/api/v1/app", pod.base))
+                    .bearer_auth(&user)
+                    .header("PlatformAccessToken", &access)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let at = Instant::now();
+                assert_eq!(resp.status(), 201);
+                let id = resp.json::<Value>().await.unwrap_or_default();
+                if let Some(id) = id.as_str() {
+                    acks.lock().unwrap().insert(id.to_owned(), at);
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    done.store(true, Ordering::Relaxed);
+    let mut delays = tokio::time::timeout(Duration::from_secs(30), reader).await.expect("reader").unwrap();
+    let (cpu1, emu1) = pod.cpu();
+    delays.sort();
+    Row {
+        work: format!("mixed: {concurrency} publishers + 1 long-polling reader"),
+        count,
+        unit: "event",
+        rate: count as f64 / elapsed.as_secs_f64(),
+        service_us: per(cpu1 - cpu0, count),
+        emulator_us: per(emu1 - emu0, count),
+        note: format!(
+            "publish-to-visible p50 {:.1} ms, p99 {:.1} ms ({} seen)",
+            percentile(&delays, 0.5),
+            percentile(&delays, 0.99),
+            delays.len()
+        ),
+    }
+}
+
 /// Reads the app feed from the start `passes` times in pages of `size`.
 async fn app_feed(pod: &Pod, owner: &str, size: usize, passes: usize) -> Row {
     let (cpu0, emu0) = pod.cpu();
@@ -307,6 +409,7 @@ async fn main() {
     rows.push(hot_feed(&pod, &user, &access, a.events, 64, 20_000_000).await);
     rows.push(app_feed(&pod, &owner, 1000, a.passes).await);
     rows.push(app_feed(&pod, &owner, 50, 1).await);
+    rows.push(mixed(&pod, &owner, &user, &access, a.events / 2, a.concurrency).await);
     print(&rows, a.delay_ms);
     drop(service);
     drop(emulator);
