@@ -8,8 +8,10 @@
 //!     cargo run --release --example pod_cpu -- --events 4000 --delay-ms 5
 //!
 //! Starts the emulator (`node .ci/cosmosdb-server/server.js`, with
-//! `--delay-ms` before every Cosmos request) and the service, runs bounded
-//! scenarios over HTTP on 127.0.0.1, prints one table, stops both.
+//! `--delay-ms` before every Cosmos request), a dev-mode process that
+//! stands in for the Altinn platform (tokens, PDP, Register) and the service
+//! calling it, runs bounded scenarios over HTTP on 127.0.0.1, prints one
+//! table, stops all three.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -98,10 +100,20 @@ fn start_emulator(delay_ms: u64) -> (Killed, String) {
     (Killed(child), format!("http://{addr}/"))
 }
 
-fn start_service(bin: &str, endpoint: &str) -> (Killed, String) {
+/// The service (`platform: None`: its own dev stand-ins answer for the
+/// platform) or, with `platform`, the service calling the stand-ins of
+/// another process there, as a pod calls Altinn's PDP, Register and OIDC.
+fn start_service(bin: &str, endpoint: &str, key_file: &std::path::Path, platform: Option<&str>) -> (Killed, String) {
     let port = free_port();
-    let child = Command::new(bin)
+    let mut command = Command::new(bin);
+    if let Some(platform) = platform {
+        command.env("EVENTS__PLATFORM_URL", platform);
+    }
+    let child = command
         .args(["dev", "--addr", &format!("127.0.0.1:{port}")])
+        // One token-signing key for both processes: the service verifies
+        // the platform's tokens and platform access tokens.
+        .env("EVENTS__LOCALTEST__KEY_FILE", key_file)
         .env("AZURE_COSMOS_BINARY_ENCODING_ENABLED", "false")
         // As the image sets it (Dockerfile): library errors capture no
         // backtraces. The Cosmos SDK builds one for every absent optional
@@ -129,17 +141,22 @@ fn start_service(bin: &str, endpoint: &str) -> (Killed, String) {
 struct Pod {
     http: reqwest::Client,
     base: String,
+    /// Where tokens come from (the platform process).
+    platform: String,
     service: u32,
     emulator: u32,
+    platform_pid: u32,
 }
 
 impl Pod {
+    /// A GET of the platform's stand-ins (tokens).
     async fn text(&self, path: &str) -> String {
-        self.http.get(format!("{}{path}", self.base)).send().await.unwrap().text().await.unwrap()
+        self.http.get(format!("{}{path}", self.platform)).send().await.unwrap().text().await.unwrap()
     }
 
     async fn metric(&self, name: &str) -> f64 {
-        let text = self.text("/metrics").await;
+        let url = format!("{}/metrics", self.base);
+        let text = self.http.get(url).send().await.unwrap().text().await.unwrap();
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -148,6 +165,16 @@ impl Pod {
 
     fn cpu(&self) -> (Duration, Duration) {
         (cpu(self.service), cpu(self.emulator))
+    }
+
+    /// A `next` link (on the platform's host, as Altinn's are) sent to the
+    /// service.
+    fn here(&self, next: &str) -> String {
+        next.replacen(&self.platform, &self.base, 1)
+    }
+
+    fn platform_cpu(&self) -> Duration {
+        cpu(self.platform_pid)
     }
 }
 
@@ -158,6 +185,8 @@ struct Row {
     rate: f64,
     service_us: f64,
     emulator_us: f64,
+    /// The platform process (PDP, Register, OIDC stand-ins), per unit.
+    platform_us: f64,
     note: String,
 }
 
@@ -223,6 +252,7 @@ async fn hot_feed(pod: &Arc<Pod>, user: &str, access: &str, count: usize, concur
         rate: count as f64 / elapsed.as_secs_f64(),
         service_us: per(cpu1 - cpu0, count),
         emulator_us: per(emu1 - emu0, count),
+        platform_us: 0.0,
         note: format!(
             "p50 {:.1} ms, p99 {:.1} ms; {per_write:.1} events per write",
             percentile(&lat, 0.5),
@@ -243,7 +273,7 @@ async fn mixed(pod: &Arc<Pod>, owner: &str, user: &str, access: &str, count: usi
     let mut url = format!("{}/events/api/v1/app/ttd/apps-test?after=0&size=1000", pod.base);
     loop {
         let resp = pod.http.get(&url).bearer_auth(owner).send().await.unwrap();
-        url = resp.headers()["next"].to_str().unwrap().to_owned();
+        url = pod.here(resp.headers()["next"].to_str().unwrap());
         if resp.json::<Vec<Value>>().await.unwrap().is_empty() {
             break;
         }
@@ -257,7 +287,7 @@ async fn mixed(pod: &Arc<Pod>, owner: &str, user: &str, access: &str, count: usi
             while !done.load(Ordering::Relaxed) || seen < count {
                 let resp = pod.http.get(&url).bearer_auth(&owner).send().await.unwrap();
                 let at = Instant::now();
-                let next = resp.headers()["next"].to_str().unwrap().to_owned();
+                let next = pod.here(resp.headers()["next"].to_str().unwrap());
                 let page: Vec<Value> = resp.json().await.unwrap();
                 let acked = acks.lock().unwrap();
                 for e in &page {
@@ -324,6 +354,7 @@ async fn mixed(pod: &Arc<Pod>, owner: &str, user: &str, access: &str, count: usi
         rate: count as f64 / elapsed.as_secs_f64(),
         service_us: per(cpu1 - cpu0, count),
         emulator_us: per(emu1 - emu0, count),
+        platform_us: 0.0,
         note: format!(
             "publish-to-visible p50 {:.1} ms, p99 {:.1} ms ({} seen)",
             percentile(&delays, 0.5),
@@ -353,7 +384,7 @@ async fn app_feed(pod: &Pod, owner: &str, size: usize, passes: usize) -> Row {
             }
             pages += 1;
             events += page.len();
-            url = next;
+            url = pod.here(&next);
         }
     }
     let elapsed = started.elapsed();
@@ -366,6 +397,7 @@ async fn app_feed(pod: &Pod, owner: &str, size: usize, passes: usize) -> Row {
         rate: pages as f64 / elapsed.as_secs_f64(),
         service_us: per(cpu1 - cpu0, pages),
         emulator_us: per(emu1 - emu0, pages),
+        platform_us: 0.0,
         note: format!(
             "{:.1} µs per event; p50 {:.1} ms, p99 {:.1} ms",
             per(cpu1 - cpu0, events),
@@ -376,41 +408,65 @@ async fn app_feed(pod: &Pod, owner: &str, size: usize, passes: usize) -> Row {
 }
 
 fn print(rows: &[Row], delay_ms: u64) {
-    println!("\nCosmos delay {delay_ms} ms per request; CPU from /proc (service | emulator)\n");
-    println!("| work | count | rate | service CPU | emulator CPU | note |");
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("\nCosmos delay {delay_ms} ms per request; CPU from /proc (service | emulator | platform stand-ins)\n");
+    println!("| work | count | rate | service CPU | emulator CPU | platform CPU | note |");
+    println!("|---|---:|---:|---:|---:|---:|---|");
     for r in rows {
         println!(
-            "| {} | {} {}s | {:.0}/s | {:.1} µs per {} | {:.0} µs per {} | {} |",
-            r.work, r.count, r.unit, r.rate, r.service_us, r.unit, r.emulator_us, r.unit, r.note
+            "| {} | {} {}s | {:.0}/s | {:.1} µs per {} | {:.0} µs per {} | {:.0} µs per {} | {} |",
+            r.work, r.count, r.unit, r.rate, r.service_us, r.unit, r.emulator_us, r.unit, r.platform_us, r.unit, r.note
         );
     }
+}
+
+/// Runs a scenario and adds the platform process's CPU per unit to its row.
+async fn with_platform(pod: &Pod, scenario: impl std::future::Future<Output = Row>) -> Row {
+    let before = pod.platform_cpu();
+    let mut row = scenario.await;
+    row.platform_us = per(pod.platform_cpu() - before, row.count);
+    row
 }
 
 #[tokio::main]
 async fn main() {
     let a = args();
     let (emulator, endpoint) = start_emulator(a.delay_ms);
-    let (service, base) = start_service(&a.bin, &endpoint);
+    let key_file = std::env::temp_dir().join(format!("pod-cpu-key-{}.pem", std::process::id()));
+    std::fs::write(&key_file, altinn_events::localtest::keys::generate_pem().expect("a key")).expect("key file");
+    // The platform (token issuer, PDP, Register) in a process of its own, as
+    // Altinn's is: the service's CPU is then the service's alone.
+    let (platform, platform_base) = start_service(&a.bin, &endpoint, &key_file, None);
+    let (service, base) = start_service(&a.bin, &endpoint, &key_file, Some(&format!("{platform_base}/")));
     let http = reqwest::Client::builder().pool_max_idle_per_host(256).build().unwrap();
     let ready = Instant::now();
-    while !http.get(format!("{base}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
-        assert!(ready.elapsed() < Duration::from_secs(60), "the service did not become ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for b in [&platform_base, &base] {
+        while !http.get(format!("{b}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+            assert!(ready.elapsed() < Duration::from_secs(60), "{b} did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    let pod = Arc::new(Pod { http, base, service: service.0.id(), emulator: emulator.0.id() });
+    let pod = Arc::new(Pod {
+        http,
+        base,
+        platform: platform_base,
+        service: service.0.id(),
+        emulator: emulator.0.id(),
+        platform_pid: platform.0.id(),
+    });
     let user = pod.text("/localtest/token/user?userId=1337&partyId=1337&authLevel=2").await;
     let access = pod.text("/localtest/token/platform?issuer=ttd&app=apps-test").await;
     let owner = pod.text("/localtest/token/org?org=ttd&scope=altinn:events/ttd/apps-test").await;
 
     // Warm-up: connections, token caches, the feed's first segment.
     hot_feed(&pod, &user, &access, 200, a.concurrency, 10_000_000).await;
-    let mut rows = vec![hot_feed(&pod, &user, &access, a.events, a.concurrency, 0).await];
-    rows.push(hot_feed(&pod, &user, &access, a.events, 64, 20_000_000).await);
-    rows.push(app_feed(&pod, &owner, 1000, a.passes).await);
-    rows.push(app_feed(&pod, &owner, 50, 1).await);
-    rows.push(mixed(&pod, &owner, &user, &access, a.events / 2, a.concurrency).await);
+    let mut rows = vec![with_platform(&pod, hot_feed(&pod, &user, &access, a.events, a.concurrency, 0)).await];
+    rows.push(with_platform(&pod, hot_feed(&pod, &user, &access, a.events, 64, 20_000_000)).await);
+    rows.push(with_platform(&pod, app_feed(&pod, &owner, 1000, a.passes)).await);
+    rows.push(with_platform(&pod, app_feed(&pod, &owner, 50, 1)).await);
+    rows.push(with_platform(&pod, mixed(&pod, &owner, &user, &access, a.events / 2, a.concurrency)).await);
     print(&rows, a.delay_ms);
     drop(service);
+    drop(platform);
     drop(emulator);
+    let _ = std::fs::remove_file(&key_file);
 }
