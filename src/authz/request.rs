@@ -225,7 +225,7 @@ mod tests {
             time: "2026-11-27T10:00:00.000000Z".into(),
             alternativesubject: None,
             resourceinstance: Some(format!("{party}/{guid}")),
-            cloud_event: json!({}),
+            cloud_event: crate::domain::EventJson::from(json!({})),
         }
     }
 
@@ -246,7 +246,7 @@ mod tests {
                 time: "2026-11-27T10:00:00.000000Z".into(),
                 alternativesubject: None,
                 resourceinstance: None,
-                cloud_event: json!({}),
+                cloud_event: crate::domain::EventJson::from(json!({})),
             },
         ];
         let principal = Principal {
@@ -301,7 +301,7 @@ mod tests {
                 time: "2026-11-27T10:00:00.000000Z".into(),
                 alternativesubject: None,
                 resourceinstance: None,
-                cloud_event: json!({}),
+                cloud_event: crate::domain::EventJson::from(json!({})),
             },
         ];
         let principal = Principal {

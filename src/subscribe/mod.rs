@@ -272,7 +272,7 @@ impl Subscriptions {
             time: crate::domain::server_time(),
             alternativesubject: None,
             resourceinstance: None,
-            cloud_event: json!({}),
+            cloud_event: crate::domain::EventJson::from(json!({})),
         };
         let permitted = self
             .pdp
