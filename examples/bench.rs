@@ -301,11 +301,11 @@ async fn raw_sdk(
                     time: altinn_events::domain::server_time(),
                     alternativesubject: None,
                     resourceinstance: None,
-                    cloud_event: altinn_events::domain::EventJson::from(body),
+                    cloud_event: body,
                 };
                 let t = Instant::now();
                 for (partition, seq) in docs(n, &record.subject) {
-                    ru += feeds.baseline_create(&record.cloud_event.to_value(), &partition, seq).await.unwrap();
+                    ru += feeds.baseline_create(&record.cloud_event, &partition, seq).await.unwrap();
                 }
                 lat.push(t.elapsed());
             }

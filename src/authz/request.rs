@@ -225,7 +225,7 @@ mod tests {
             time: "2026-11-27T10:00:00.000000Z".into(),
             alternativesubject: None,
             resourceinstance: Some(format!("{party}/{guid}")),
-            cloud_event: crate::domain::EventJson::from(json!({})),
+            cloud_event: json!({}),
         }
     }
 
@@ -246,7 +246,7 @@ mod tests {
                 time: "2026-11-27T10:00:00.000000Z".into(),
                 alternativesubject: None,
                 resourceinstance: None,
-                cloud_event: crate::domain::EventJson::from(json!({})),
+                cloud_event: json!({}),
             },
         ];
         let principal = Principal {
@@ -301,7 +301,7 @@ mod tests {
                 time: "2026-11-27T10:00:00.000000Z".into(),
                 alternativesubject: None,
                 resourceinstance: None,
-                cloud_event: crate::domain::EventJson::from(json!({})),
+                cloud_event: json!({}),
             },
         ];
         let principal = Principal {

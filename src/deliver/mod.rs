@@ -36,14 +36,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use url::Url;
 
 use crate::authz::{Action, Caller};
 use crate::domain::subscription::{DeliveryAttempt, DeliveryState, DeliveryStatus, Subscription, ValidationStatus};
-use crate::domain::{EventJson, FeedId, Filters};
+use crate::domain::{FeedId, Filters};
 use crate::feeds::FeedStore;
 use crate::feeds::changes::Change;
 use crate::feeds::delivery::{BucketLease, DeliveryStore};
@@ -409,13 +409,13 @@ impl Delivery {
 
 /// The body of a push: the CloudEvent; Slack's incoming webhooks get it
 /// as text, as Altinn sends it there.
-pub fn body_for(end_point: &Url, event: &EventJson) -> Vec<u8> {
-    if end_point.host_str() == Some("hooks.slack.com") {
-        serde_json::to_vec(&json!({ "text": event.to_text() })).unwrap_or_default()
+pub fn body_for(end_point: &Url, event: &Value) -> Vec<u8> {
+    let body = if end_point.host_str() == Some("hooks.slack.com") {
+        json!({ "text": event.to_string() })
     } else {
-        // As stored: the text the publisher's event was stored as.
-        event.to_text().into_owned().into_bytes()
-    }
+        event.clone()
+    };
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// What one deliverer works with.
@@ -737,7 +737,7 @@ impl Deliverer {
     }
 
     /// Pushes one event; `true` when the endpoint answered 2xx.
-    async fn push(&mut self, event: &EventJson, position: u64) -> bool {
+    async fn push(&mut self, event: &Value, position: u64) -> bool {
         let message = format!("{}-{}-{}", self.subscription.id, self.state.generation, position);
         let secrets = self.subscription.active_secrets(now_ms());
         let outcome = match Url::parse(&self.subscription.end_point) {
@@ -752,14 +752,7 @@ impl Deliverer {
             }
         };
         metrics::histogram!("delivery_push_duration_seconds").record(outcome.latency.as_secs_f64());
-        /// What a push's bookkeeping reads of the event (the rest is skipped).
-        #[derive(serde::Deserialize, Default)]
-        struct IdTime {
-            id: Option<String>,
-            time: Option<String>,
-        }
-        let IdTime { id, time: published } = serde_json::from_str(&event.to_text()).unwrap_or_default();
-        let event_id = id.unwrap_or_default();
+        let event_id = event.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         self.record(DeliveryAttempt {
             time: crate::domain::server_time(),
             event_id,
@@ -769,8 +762,10 @@ impl Deliverer {
         });
         if outcome.delivered() {
             metrics::counter!("deliveries_total", "outcome" => "delivered").increment(1);
-            if let Some(published) = published
-                .and_then(|t| time::OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok())
+            if let Some(published) = event
+                .get("time")
+                .and_then(Value::as_str)
+                .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
             {
                 let latency = (time::OffsetDateTime::now_utc() - published).as_seconds_f64();
                 metrics::histogram!("delivery_latency_seconds").record(latency.max(0.0));

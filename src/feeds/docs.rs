@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub use crate::domain::{EventJson, EventRecord, FeedId};
+pub use crate::domain::{EventRecord, FeedId};
 
 pub const HEAD_ID: &str = "head";
 /// The id of a segment's seal (see [`EventDoc::seal`]).
@@ -103,7 +103,7 @@ pub struct EventDoc {
     pub alternativesubject: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resourceinstance: Option<String>,
-    pub ev: EventJson,
+    pub ev: Value,
     /// A seal, not an event: see [`EventDoc::seal`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
@@ -133,7 +133,7 @@ impl EventDoc {
             time,
             alternativesubject: None,
             resourceinstance: None,
-            ev: EventJson::Tree(Value::Null),
+            ev: Value::Null,
             sealed: true,
             ttl: Some(-1),
         }
@@ -152,17 +152,10 @@ impl EventDoc {
             time: record.time.clone(),
             alternativesubject: record.alternativesubject.clone(),
             resourceinstance: record.resourceinstance.clone(),
-            // A tree: the SDK's binary encoding cannot carry raw text.
-            ev: record.cloud_event.as_tree(),
+            ev: record.cloud_event.clone(),
             sealed: false,
             ttl: None,
         }
-    }
-
-    /// An event document read as a JSON tree (the change feed hands out
-    /// trees; the event's text is read from text only).
-    pub fn from_tree(doc: &Value) -> Result<Self, serde_json::Error> {
-        serde_json::from_str(&doc.to_string())
     }
 
     pub fn into_record(self) -> EventRecord {

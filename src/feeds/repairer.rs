@@ -152,7 +152,7 @@ impl Repairer {
                     report.deferred += 1;
                     continue;
                 }
-                let event = match EventDoc::from_tree(doc) {
+                let event: EventDoc = match serde_json::from_value(doc.clone()) {
                     Ok(event) => event,
                     Err(e) => {
                         // One bad document must not stop every later repair.

@@ -246,7 +246,7 @@ impl Writer {
                     .sum::<usize>()
                     + r.alternativesubject.as_ref().map_or(0, String::len)
                     + r.resourceinstance.as_ref().map_or(0, String::len);
-                let bytes = r.cloud_event.to_text().len() + repeated + 1024;
+                let bytes = serde_json::to_vec(&r.cloud_event).map(|v| v.len()).unwrap_or(0) + repeated + 1024;
                 Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked_for: None }
             })
             .collect();

@@ -22,13 +22,14 @@ mod waiters;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::sync::watch;
 
 pub use waiters::{NoSlot, Waiters};
 
 use crate::authz::{Action, Authorizer, Caller, PdpError};
 use crate::domain::query::{After, MAX_SIZE, PartyParam};
-use crate::domain::{EventJson, FeedId, Filters};
+use crate::domain::{FeedId, Filters};
 use crate::feeds::{FeedError, FeedStore};
 use crate::register::{PartyRef, PartyRegister, RegisterError};
 
@@ -92,8 +93,7 @@ pub struct FeedQuery<'a> {
 /// position after the last event scanned.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
-    /// As stored: JSON text, written into the response as it is.
-    pub events: Vec<EventJson>,
+    pub events: Vec<Value>,
     pub positions: Vec<u64>,
     pub next: u64,
 }
@@ -218,7 +218,7 @@ impl FeedReader {
         q: &FeedQuery<'_>,
         start: u64,
         shared: bool,
-    ) -> Result<(Vec<(u64, EventJson)>, u64, bool), ReadError> {
+    ) -> Result<(Vec<(u64, Value)>, u64, bool), ReadError> {
         let size = q.paging.size;
         let budget = (size as u64).saturating_mul(self.limits.scan_budget_factor).max(100);
         let mut kept = Vec::with_capacity(size);
@@ -269,7 +269,7 @@ impl FeedReader {
     }
 }
 
-fn page_of(kept: Vec<(u64, EventJson)>, next: u64) -> Page {
+fn page_of(kept: Vec<(u64, Value)>, next: u64) -> Page {
     let (positions, events) = kept.into_iter().unzip();
     Page { events, positions, next }
 }

@@ -272,7 +272,7 @@ impl Subscriptions {
             time: crate::domain::server_time(),
             alternativesubject: None,
             resourceinstance: None,
-            cloud_event: crate::domain::EventJson::from(json!({})),
+            cloud_event: json!({}),
         };
         let permitted = self
             .pdp

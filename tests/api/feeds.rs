@@ -638,10 +638,8 @@ async fn write_cost_per_event_against_a_single_document_create() {
     };
     let store = store_on(&account).await;
     let res = "urn:altinn:resource:app_ttd_apps-test";
-    let baseline = store
-        .baseline_create(&event("baseline", res, "/party/1", "t").cloud_event.to_value(), "/party/1", 0)
-        .await
-        .unwrap();
+    let baseline =
+        store.baseline_create(&event("baseline", res, "/party/1", "t").cloud_event, "/party/1", 0).await.unwrap();
     store.append(event("warm", res, "/party/1", "t"), IdSource::Server).await.unwrap();
 
     // Sequential publishes to new parties: every subject feed is opened.

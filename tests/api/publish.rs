@@ -41,7 +41,7 @@ async fn post_generic(app: &TestApp, bearer: Option<&str>, content_type: &str, b
 
 async fn all_events(app: &TestApp, feed: FeedId) -> Vec<Value> {
     let page = app.feeds.read(&feed, 0, &Filters::default(), 1000, u64::MAX, false).await.unwrap();
-    page.events.into_iter().map(|e| e.record.cloud_event.to_value()).collect()
+    page.events.into_iter().map(|e| e.record.cloud_event).collect()
 }
 
 #[tokio::test]

@@ -88,8 +88,7 @@ async fn the_reader_pages_authorizes_and_long_polls_without_http() {
         holder: "test".into(),
         shared: false,
     };
-    let ids =
-        |page: &Page| page.events.iter().map(|e| e.to_value()["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let ids = |page: &Page| page.events.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
 
     // A filled page of permitted events, next past the last one scanned.
     let page = reader.read(query(Start::Position(0), 0)).await.unwrap();

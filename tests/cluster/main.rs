@@ -121,8 +121,8 @@ async fn half_publish(cluster: &Cluster) -> String {
         time: time.clone(),
         alternativesubject: None,
         resourceinstance: None,
-        cloud_event: altinn_events::domain::EventJson::from(json!({"specversion": "1.0", "id": id,
-            "source": source, "type": "app.instance.created", "subject": PARTY, "time": time})),
+        cloud_event: json!({"specversion": "1.0", "id": id, "source": source, "type": "app.instance.created",
+            "subject": PARTY, "time": time}),
     };
     let store = cluster.emulator.store().await;
     store.append_to(&FeedId::Resource(RESOURCE.into()), record, altinn_events::feeds::IdSource::Server).await.unwrap();
