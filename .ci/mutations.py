@@ -17,6 +17,30 @@ import tempfile
 
 # name: (file, old text, new text, nextest filter expression)
 MUTATIONS = {
+    "validator-not-woken-by-the-change-feed": (
+        "src/lib.rs",
+        "                validator.wake_validator();",
+        "                let _ = validator;",
+        "test(the_api_and_the_deliver_role_split_the_work)",
+    ),
+    "requests-answered-from-shared-pages": (
+        "src/read/mod.rs",
+        "self.fill(&q, start, q.shared).await?;",
+        "self.fill(&q, start, true).await?;",
+        "test(a_publish_is_in_the_next_read_through_another_instance_while_others_wait)",
+    ),
+    "change-feed-read-with-nobody-waiting": (
+        "src/feeds/changes.rs",
+        "if !always && !store.is_watched() {",
+        "if false {",
+        "test(idle_long_polls_cost_per_instance_not_per_feed)",
+    ),
+    "pdp-key-not-reloaded": (
+        "src/secrets_reload.rs",
+        'if involved("pdp__subscription_key") && self.pdp_key.set(',
+        'if false && self.pdp_key.set(',
+        "test(key_rings_and_the_pdp_key_are_rotated_in_files_without_a_restart)",
+    ),
     "instance-key-ignores-app": (
         "src/api/instance.rs",
         'resource: Some(format!("urn:altinn:resource:app_{org}_{app}")),',
