@@ -456,16 +456,42 @@ fn invalid(setting: &'static str, env: &'static str, message: impl Into<String>)
     ConfigError::Invalid { setting, env, message: message.into() }
 }
 
+/// The names a key ring's settings go by, for error messages.
+struct RingNames {
+    section: &'static str,
+    key_ring: (&'static str, &'static str),
+    signing_key: (&'static str, &'static str),
+    /// Several keys without a signing one only verify (instance access
+    /// keys); otherwise that is an error (cursors must be sealed).
+    verify_only: bool,
+}
+
+const CURSOR_RING: RingNames = RingNames {
+    section: "cursors",
+    key_ring: ("cursors.key_ring", "EVENTS__CURSORS__KEY_RING"),
+    signing_key: ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY"),
+    verify_only: false,
+};
+
+const INSTANCE_ACCESS_RING: RingNames = RingNames {
+    section: "instance_access",
+    key_ring: ("instance_access.key_ring", "EVENTS__INSTANCE_ACCESS__KEY_RING"),
+    signing_key: ("instance_access.signing_key", "EVENTS__INSTANCE_ACCESS__SIGNING_KEY"),
+    verify_only: true,
+};
+
 /// A key ring from its one-string form or from the map and signing id
-/// (one of them; the signing id must name a key; several keys need one).
+/// (one of them; the signing id must name a key; several keys need one
+/// unless they may only verify).
 fn ring(
     keys: &std::collections::HashMap<String, SecretString>,
     signing: Option<&String>,
     one: Option<&SecretString>,
-    (section, env): (&'static str, &'static str),
+    names: &RingNames,
 ) -> Result<KeyRing, ConfigError> {
     use secrecy::ExposeSecret;
-    let setting = if section == "cursors" { "cursors.key_ring" } else { "instance_access.key_ring" };
+    let section = names.section;
+    let (setting, env) = names.key_ring;
     if let Some(one) = one {
         if !keys.is_empty() || signing.is_some() {
             return Err(invalid(setting, env, format!("set either {section}.key_ring or {section}.keys, not both")));
@@ -474,27 +500,13 @@ fn ring(
     }
     let keys: std::collections::HashMap<String, SecretString> =
         keys.iter().map(|(id, s)| (id.to_ascii_lowercase(), s.clone())).collect();
+    let (setting, env) = names.signing_key;
     let signing = match signing {
         Some(id) if keys.contains_key(&id.to_ascii_lowercase()) => Some(id.to_ascii_lowercase()),
-        Some(_) => {
-            let (setting, env) = if section == "cursors" {
-                ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY")
-            } else {
-                ("instance_access.signing_key", "EVENTS__INSTANCE_ACCESS__SIGNING_KEY")
-            };
-            return Err(invalid(setting, env, format!("names no key in {section}.keys")));
-        }
+        Some(_) => return Err(invalid(setting, env, format!("names no key in {section}.keys"))),
         None if keys.len() == 1 => keys.keys().next().cloned(),
-        // Instance access keys that only verify (none signs) are allowed.
-        None if keys.is_empty() || section == "instance_access" => None,
-        None => {
-            let (setting, env) = if section == "cursors" {
-                ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY")
-            } else {
-                ("instance_access.signing_key", "EVENTS__INSTANCE_ACCESS__SIGNING_KEY")
-            };
-            return Err(invalid(setting, env, format!("required when {section}.keys holds several keys")));
-        }
+        None if keys.is_empty() || names.verify_only => None,
+        None => return Err(invalid(setting, env, format!("required when {section}.keys holds several keys"))),
     };
     Ok(KeyRing { signing, keys })
 }
@@ -533,12 +545,7 @@ impl Config {
 
     /// The cursor key ring, from `cursors.key_ring` or `cursors.keys`.
     pub fn cursor_ring(&self) -> Result<KeyRing, ConfigError> {
-        ring(
-            &self.cursors.keys,
-            self.cursors.signing_key.as_ref(),
-            self.cursors.key_ring.as_ref(),
-            ("cursors", "EVENTS__CURSORS__KEY_RING"),
-        )
+        ring(&self.cursors.keys, self.cursors.signing_key.as_ref(), self.cursors.key_ring.as_ref(), &CURSOR_RING)
     }
 
     /// The instance access key ring, from `instance_access.key_ring` or
@@ -548,7 +555,7 @@ impl Config {
             &self.instance_access.keys,
             self.instance_access.signing_key.as_ref(),
             self.instance_access.key_ring.as_ref(),
-            ("instance_access", "EVENTS__INSTANCE_ACCESS__KEY_RING"),
+            &INSTANCE_ACCESS_RING,
         )
     }
 

@@ -16,14 +16,15 @@ use crate::auth::instance_key::InstanceKeys;
 use crate::config::{Config, Mode, Role};
 use crate::secrets::{self, SharedSecret};
 
-/// The settings that change without a restart: these files, and every file
-/// under these sections (`cursors__keys__<id>`, `cursors__signing_key`, ...).
+/// The settings that change without a restart: these files, and the files
+/// of the two key rings (`cursors__key_ring`, `cursors__keys__<id>`, ...).
 const RELOADED: &[&str] = &["pdp__subscription_key", "register__subscription_key"];
-const RELOADED_SECTIONS: &[&str] =
-    &["cursors__", "instance_access__keys__", "instance_access__key_ring", "instance_access__signing_key"];
+const CURSOR_FILES: &[&str] = &["cursors__"];
+const INSTANCE_ACCESS_FILES: &[&str] =
+    &["instance_access__keys__", "instance_access__key_ring", "instance_access__signing_key"];
 
 fn reloaded(name: &str) -> bool {
-    RELOADED.contains(&name) || RELOADED_SECTIONS.iter().any(|s| name.starts_with(s))
+    RELOADED.contains(&name) || CURSOR_FILES.iter().chain(INSTANCE_ACCESS_FILES).any(|s| name.starts_with(s))
 }
 
 /// Whether a file starting with `prefix` is in either listing.
@@ -99,13 +100,13 @@ impl Reload {
             changed.push("register.subscription_key");
         }
         // Dev mode made up a ring when none was configured: keep it.
-        if involved("cursors__")
+        if CURSOR_FILES.iter().any(|s| involved(s))
             && !(cursors.keys.is_empty() && self.mode == Mode::Dev)
             && self.cursors.replace(&cursors)
         {
             changed.push("cursors");
         }
-        if RELOADED_SECTIONS[1..].iter().any(|s| involved(s))
+        if INSTANCE_ACCESS_FILES.iter().any(|s| involved(s))
             && !(instance_keys.keys.is_empty() && self.mode == Mode::Dev)
             && self.instance_keys.replace(&instance_keys)
         {
