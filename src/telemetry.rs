@@ -23,6 +23,8 @@ use url::Url;
 
 use crate::config::LogFormat;
 
+mod json_log;
+
 /// `a: b: c` for an error and its sources: how errors are logged.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     let mut out = err.to_string();
@@ -88,10 +90,8 @@ where
         LogFormat::Json => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(true)
+                    .fmt_fields(json_log::JsonMembers)
+                    .event_format(json_log::JsonLines::default())
                     .with_writer(writer)
                     .with_filter(filter()),
             )
