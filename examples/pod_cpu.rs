@@ -364,6 +364,63 @@ async fn mixed(pod: &Arc<Pod>, owner: &str, user: &str, access: &str, count: usi
     }
 }
 
+/// The floor under every request: `count` GETs of `url` from `concurrency`
+/// tasks, with the CPU of process `pid` (the service's `/health/live`, which
+/// does nothing but goes through the service's layers and logs its line; or
+/// a bare axum server, which is only hyper and tokio).
+async fn floor(pod: &Arc<Pod>, work: &str, url: &str, pid: u32, count: usize, concurrency: usize) -> Row {
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu0 = cpu(pid);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (pod, next, url) = (pod.clone(), next.clone(), url.to_owned());
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < count {
+                let resp = pod.http.get(&url).send().await.unwrap();
+                assert_eq!(resp.status(), 200, "{url}");
+                resp.bytes().await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    Row {
+        work: format!("{work}, {concurrency} concurrent"),
+        count,
+        unit: "request",
+        rate: count as f64 / elapsed.as_secs_f64(),
+        service_us: per(cpu(pid) - cpu0, count),
+        emulator_us: 0.0,
+        platform_us: 0.0,
+        note: "the floor of a request on this machine".into(),
+    }
+}
+
+/// `--bare-server`: an axum server that answers `GET /` with `ok` and does
+/// nothing else, on the service's runtime (tokio, two workers here): what
+/// hyper, tokio and the kernel cost per request, apart from the service.
+async fn bare_server() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("LISTENING {}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+    axum::serve(listener, app).await.unwrap();
+}
+
+fn start_bare_server() -> (Killed, String) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--bare-server")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pod_cpu --bare-server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("bare server said {line:?}")).to_owned();
+    (Killed(child), format!("http://{addr}/"))
+}
+
 /// Reads the app feed from the start `passes` times in pages of `size`.
 async fn app_feed(pod: &Pod, owner: &str, size: usize, passes: usize) -> Row {
     let (cpu0, emu0) = pod.cpu();
@@ -429,6 +486,9 @@ async fn with_platform(pod: &Pod, scenario: impl std::future::Future<Output = Ro
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--bare-server") {
+        return bare_server().await;
+    }
     let a = args();
     let (emulator, endpoint) = start_emulator(a.delay_ms);
     let key_file = std::env::temp_dir().join(format!("pod-cpu-key-{}.pem", std::process::id()));
@@ -464,6 +524,14 @@ async fn main() {
     rows.push(with_platform(&pod, app_feed(&pod, &owner, 1000, a.passes)).await);
     rows.push(with_platform(&pod, app_feed(&pod, &owner, 50, 1)).await);
     rows.push(with_platform(&pod, mixed(&pod, &owner, &user, &access, a.events / 2, a.concurrency)).await);
+    let live = format!("{}/health/live", pod.base);
+    rows.push(floor(&pod, "GET /health/live", &live, pod.service, a.events, a.concurrency).await);
+    let (bare, bare_url) = start_bare_server();
+    rows.push(
+        floor(&pod, "GET / of a bare axum server (its own process)", &bare_url, bare.0.id(), a.events, a.concurrency)
+            .await,
+    );
+    drop(bare);
     print(&rows, a.delay_ms);
     drop(service);
     drop(platform);
