@@ -325,7 +325,7 @@ pub async fn start(
         let seen = reload.apply_current().context("secrets_dir")?;
         tokio::spawn(reload.run(seen, Duration::from_secs(config.secrets_reload_seconds), rx.clone()));
     }
-    let state = AppState {
+    let state = AppState::new(api::state::Services {
         config: Arc::new(config),
         tokens: Arc::new(tokens),
         access_tokens: Arc::new(access_tokens),
@@ -337,7 +337,7 @@ pub async fn start(
         limiter: Arc::default(),
         pdp,
         feeds,
-    };
+    });
 
     let feeds = state.feeds.clone();
     gate.open(if role.serves_api() { api::router(state, extra, mode) } else { api::ops_router(state, extra) });

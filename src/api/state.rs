@@ -15,8 +15,26 @@ use crate::subscribe::Subscriptions;
 use super::cursor::Cursors;
 use super::rate_limit::RateLimiter;
 
+/// Cloned for every layer a request passes (axum clones each route's
+/// service per request): one reference count, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+pub struct Services {
     pub config: Arc<Config>,
     pub tokens: Arc<TokenValidator>,
     pub access_tokens: Arc<AccessTokenVerifier>,
