@@ -7,8 +7,10 @@ callgrind on the out-of-process emulator (.ci/cosmosdb-server), so only the
 service's own instructions are counted. After a warm-up the counters are
 zeroed, a fixed workload runs, and the counters are dumped:
   - 200 publishes (POST /app, one at a time, one hot feed);
-  - the app feed read from the start in pages of 100, twice.
-It fails when instructions per publish or per served event are more than 15 %
+  - the app feed read from the start in pages of 100, twice;
+  - 200 requests that do nothing (GET /health/live): the service's floor,
+    its layers, span and log line.
+It fails when instructions per publish, per served event or per request are more than 15 %
 above .ci/cpu-baseline.json. After a change that makes the service cheaper
 (or a justified cost), update the baseline with --update and say why in the
 commit.
@@ -36,6 +38,7 @@ BIN = os.environ.get("CPU_CHECK_BIN") or os.path.join(ROOT, "target", "debug", "
 KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
 PUBLISHES = 200
 PAGE = 100
+REQUESTS = 200
 TOLERANCE = 1.15
 
 
@@ -208,6 +211,11 @@ def main():
         subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
         served = read_all() + read_all()
         per_event = dump(pid, work, seen) / served
+        subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+        for _ in range(REQUESTS):
+            status, _, _ = c.request("GET", "/health/live")
+            assert status == 200, status
+        per_request = dump(pid, work, seen) / REQUESTS
     finally:
         if service:
             service.kill()
@@ -219,10 +227,15 @@ def main():
             shutil.copytree(work, keep, dirs_exist_ok=True)
         shutil.rmtree(work, ignore_errors=True)
 
-    now = {"instructions_per_publish": round(per_publish), "instructions_per_served_event": round(per_event)}
+    now = {
+        "instructions_per_publish": round(per_publish),
+        "instructions_per_served_event": round(per_event),
+        "instructions_per_request": round(per_request),
+    }
     build = os.path.relpath(BIN, ROOT)
     print(f"service instructions ({build}): {now['instructions_per_publish']:,} per publish, "
-          f"{now['instructions_per_served_event']:,} per served event (pages of {PAGE})")
+          f"{now['instructions_per_served_event']:,} per served event (pages of {PAGE}), "
+          f"{now['instructions_per_request']:,} per request that does nothing (GET /health/live)")
     if os.environ.get("CPU_CHECK_BIN"):
         return
     if update or not os.path.exists(BASELINE):
@@ -234,6 +247,10 @@ def main():
     base = json.load(open(BASELINE))
     failed = False
     for k, v in now.items():
+        if k not in base:
+            failed = True
+            print(f"FAIL {k} has no baseline: run .ci/cpu-check.py --update")
+            continue
         ratio = v / base[k]
         print(f"  {k}: {ratio:.2f}x the baseline ({base[k]:,})")
         if ratio > TOLERANCE:

@@ -525,11 +525,20 @@ async fn main() {
     rows.push(with_platform(&pod, app_feed(&pod, &owner, 50, 1)).await);
     rows.push(with_platform(&pod, mixed(&pod, &owner, &user, &access, a.events / 2, a.concurrency)).await);
     let live = format!("{}/health/live", pod.base);
-    rows.push(floor(&pod, "GET /health/live", &live, pod.service, a.events, a.concurrency).await);
+    // Ten times the events: a request is short, and /proc counts CPU in
+    // 10 ms ticks.
+    rows.push(floor(&pod, "GET /health/live", &live, pod.service, a.events * 10, a.concurrency).await);
     let (bare, bare_url) = start_bare_server();
     rows.push(
-        floor(&pod, "GET / of a bare axum server (its own process)", &bare_url, bare.0.id(), a.events, a.concurrency)
-            .await,
+        floor(
+            &pod,
+            "GET / of a bare axum server (its own process)",
+            &bare_url,
+            bare.0.id(),
+            a.events * 10,
+            a.concurrency,
+        )
+        .await,
     );
     drop(bare);
     print(&rows, a.delay_ms);
