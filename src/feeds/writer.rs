@@ -16,7 +16,7 @@ use azure_data_cosmos::options::ItemWriteOptions;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, event_doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, NewEventDoc, SegmentKey, event_doc_id};
 use super::notify::Notifier;
 use super::segment::{Counters, Head, Segments};
 use super::{FeedError, charge};
@@ -246,7 +246,7 @@ impl Writer {
                     .sum::<usize>()
                     + r.alternativesubject.as_ref().map_or(0, String::len)
                     + r.resourceinstance.as_ref().map_or(0, String::len);
-                let bytes = serde_json::to_vec(&r.cloud_event).map(|v| v.len()).unwrap_or(0) + repeated + 1024;
+                let bytes = json_len(&r.cloud_event) + repeated + 1024;
                 Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked_for: None }
             })
             .collect();
@@ -390,8 +390,9 @@ impl Writer {
         let base = h.end(self.seg.size());
         let started = Instant::now();
         if n == 1 {
-            let doc = EventDoc::new(&queue[0].pending.record, pk.clone(), base);
-            return match self.seg.container.create_item(pk, &doc.id, &doc, None::<ItemWriteOptions>).await {
+            let item = &queue[0];
+            let doc = NewEventDoc::new(&item.pending.record, &item.doc_id, &pk, base);
+            return match self.seg.container.create_item(pk.clone(), doc.id, &doc, None::<ItemWriteOptions>).await {
                 Ok(resp) => {
                     let charge = charge(resp.headers());
                     self.seg.observe("append_create", started, charge);
@@ -412,7 +413,7 @@ impl Writer {
         }
         let mut batch = TransactionalBatch::new(pk.clone());
         for (i, item) in queue.iter().take(n).enumerate() {
-            let doc = EventDoc::new(&item.pending.record, pk.clone(), base + i as u64);
+            let doc = NewEventDoc::new(&item.pending.record, &item.doc_id, &pk, base + i as u64);
             batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
         }
         let resp = match self.seg.container.execute_transactional_batch(batch, None).await {
@@ -557,6 +558,23 @@ impl Writer {
 /// The event is already stored: the same event (same source) is an
 /// idempotent success at its existing position; another event with the same
 /// id is refused.
+/// The length of a value's JSON, counted as it is written, not kept.
+fn json_len(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 fn settle_existing(item: Item, doc: &EventDoc) {
     let result = if doc.source == item.pending.record.source {
         Ok((doc.seq, 0.0))
@@ -564,4 +582,13 @@ fn settle_existing(item: Item, doc: &EventDoc) {
         Err(FeedError::IdTaken { id: item.pending.record.id.clone() })
     };
     let _ = item.pending.reply.send(result);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_len_is_the_length_of_the_json() {
+        let v = serde_json::json!({"a": "æøå \" \n", "b": [1, 2.5, null, true], "c": {}});
+        assert_eq!(super::json_len(&v), serde_json::to_vec(&v).unwrap().len());
+    }
 }
