@@ -398,6 +398,18 @@ MUTATIONS = {
         "inflight.get(&key).filter(|f| f.began.elapsed() < KEEP)",
         "test(concurrent_reads_share_one_and_a_newer_append_starts_another)",
     ),
+    "json-log-fields-recorded-without-a-comma": (
+        "src/telemetry/json_log.rs",
+        "visitor.first = visitor.out.is_empty();",
+        "visitor.first = true;",
+        "test(lines_are_tracing_subscribers_json_lines)",
+    ),
+    "written-document-loses-its-instance": (
+        "src/feeds/docs.rs",
+        "resourceinstance: record.resourceinstance.as_deref(),",
+        "resourceinstance: None,",
+        "test(a_written_document_reads_back_as_the_event_document)",
+    ),
     "no-health-alias": (
         "src/api/health.rs",
         "        .route(super::routes::HEALTH, get(health))",

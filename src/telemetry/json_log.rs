@@ -186,23 +186,25 @@ struct Escaped<'a, W: Write>(&'a mut W);
 
 impl<W: Write> Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        // Only ASCII needs escaping, and no byte of a multi-byte UTF-8
+        // character is ASCII: the text is cut at byte positions that are
+        // always character boundaries.
+        let bytes = s.as_bytes();
         let mut plain = 0;
-        for (i, c) in s.char_indices() {
-            let escape = match c {
-                '"' => "\\\"",
-                '\\' => "\\\\",
-                '\n' => "\\n",
-                '\r' => "\\r",
-                '\t' => "\\t",
-                c if (c as u32) < 0x20 => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[plain..i])?;
-            match escape {
-                "" => write!(self.0, "\\u{:04x}", c as u32)?,
-                e => self.0.write_str(e)?,
+        for (i, &b) in bytes.iter().enumerate() {
+            if b >= 0x20 && b != b'"' && b != b'\\' {
+                continue;
             }
-            plain = i + c.len_utf8();
+            self.0.write_str(&s[plain..i])?;
+            match b {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                _ => write!(self.0, "\\u{b:04x}")?,
+            }
+            plain = i + 1;
         }
         self.0.write_str(&s[plain..])
     }
