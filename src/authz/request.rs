@@ -154,10 +154,10 @@ fn resource_category(id: String, event: &EventRecord, persons: &HashMap<String, 
                 .with("urn:altinn:eventtype", event.event_type.clone())
                 .with("urn:altinn:eventsource", event.source.clone());
             if let Some((attribute, value)) = event.resource.rsplit_once(':') {
-                r = r.with(attribute, value);
+                r = r.with(attribute.to_owned(), value);
             }
             if let Some((attribute, value)) = subject_attribute(&event.subject, persons) {
-                r = r.with(&attribute, value);
+                r = r.with(attribute, value);
             }
         }
     }
@@ -181,7 +181,7 @@ pub fn multi_request(
     let resource: Vec<XacmlCategory> =
         events.iter().enumerate().map(|(i, e)| resource_category(format!("r{}", i + 1), e, persons)).collect();
     let request_reference = (1..=events.len())
-        .map(|i| RequestReference { reference_id: vec!["s1".into(), "a1".into(), format!("r{i}")] })
+        .map(|i| RequestReference { reference_id: vec!["s1".into(), "a1".into(), format!("r{i}").into()] })
         .collect();
     XacmlRoot {
         request: XacmlRequest {

@@ -2,7 +2,13 @@
 //! per page (`AccessSubject s1`, `Action a1`, `Resource r1..rN`,
 //! `MultiRequests.RequestReference [s1, a1, rK]`), one result per resource.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// Attribute ids, data types and reference ids: nearly always constants,
+/// so a page of 1000 resources does not allocate each of them again.
+pub type Text = Cow<'static, str>;
 
 pub const ACTION_ID: &str = "urn:oasis:names:tc:xacml:1.0:action:action-id";
 pub const EVENT_ID: &str = "urn:altinn:event-id";
@@ -57,7 +63,7 @@ impl XacmlCategory {
         Self { id: Some(id.into()), category_id: None, attribute: Vec::new() }
     }
 
-    pub fn with(mut self, attribute_id: &str, value: impl Into<String>) -> Self {
+    pub fn with(mut self, attribute_id: impl Into<Text>, value: impl Into<String>) -> Self {
         self.attribute.push(XacmlAttribute::new(attribute_id, value));
         self
     }
@@ -71,21 +77,21 @@ impl XacmlCategory {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct XacmlAttribute {
-    pub attribute_id: String,
+    pub attribute_id: Text,
     #[serde(default, deserialize_with = "null_default")]
     pub value: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_type: Option<String>,
+    pub data_type: Option<Text>,
     #[serde(default, deserialize_with = "null_default", skip_serializing_if = "std::ops::Not::not")]
     pub include_in_result: bool,
 }
 
 impl XacmlAttribute {
-    pub fn new(attribute_id: &str, value: impl Into<String>) -> Self {
+    pub fn new(attribute_id: impl Into<Text>, value: impl Into<String>) -> Self {
         Self {
-            attribute_id: attribute_id.to_owned(),
+            attribute_id: attribute_id.into(),
             value: value.into(),
-            data_type: Some(XSD_STRING.to_owned()),
+            data_type: Some(Cow::Borrowed(XSD_STRING)),
             include_in_result: false,
         }
     }
@@ -100,7 +106,7 @@ pub struct MultiRequests {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct RequestReference {
-    pub reference_id: Vec<String>,
+    pub reference_id: Vec<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

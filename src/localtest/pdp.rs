@@ -27,7 +27,7 @@ pub fn decide(dataset: &Dataset, request: &XacmlRequest) -> XacmlResponse {
     let by_id = |list: &'_ [XacmlCategory], id: &str| list.iter().find(|c| c.id.as_deref() == Some(id)).cloned();
     // Without MultiRequests: every resource with the first subject and action.
     let references: Vec<Vec<String>> = match &request.multi_requests {
-        Some(m) => m.request_reference.iter().map(|r| r.reference_id.clone()).collect(),
+        Some(m) => m.request_reference.iter().map(|r| r.reference_id.iter().map(|s| s.to_string()).collect()).collect(),
         None => request
             .resource
             .iter()
@@ -188,7 +188,7 @@ mod tests {
     fn request(subject: XacmlCategory, action: &str, resources: Vec<XacmlCategory>) -> XacmlRequest {
         let refs = resources
             .iter()
-            .map(|r| RequestReference { reference_id: vec!["s1".into(), "a1".into(), r.id.clone().unwrap()] })
+            .map(|r| RequestReference { reference_id: vec!["s1".into(), "a1".into(), r.id.clone().unwrap().into()] })
             .collect();
         XacmlRequest {
             return_policy_id_list: false,
