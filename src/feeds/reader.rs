@@ -8,7 +8,7 @@ use azure_data_cosmos::options::{MaxItemCountHint, QueryOptions};
 use azure_data_cosmos::{FeedScope, Query};
 use futures::StreamExt;
 
-use super::docs::{EventDoc, EventRecord, FeedId, SegmentKey, event_doc_id};
+use super::docs::{EventDoc, EventRecord, FeedId, STORED_FIELDS, SegmentKey, StoredDoc, event_doc_id};
 use super::segment::Segments;
 use super::{FeedError, charge};
 pub use crate::domain::Filters;
@@ -220,12 +220,8 @@ pub(crate) async fn read(
 }
 
 /// The events among `docs` (a segment's seal is not one).
-fn events_of(docs: Vec<EventDoc>) -> impl Iterator<Item = StoredEvent> {
-    docs.into_iter().filter(|d| !d.sealed).map(into_stored)
-}
-
-fn into_stored(doc: EventDoc) -> StoredEvent {
-    StoredEvent { seq: doc.seq, record: doc.into_record() }
+fn events_of(docs: Vec<StoredDoc>) -> impl Iterator<Item = StoredEvent> {
+    docs.into_iter().filter(|d| !d.sealed).map(|doc| StoredEvent { seq: doc.seq, record: doc.into_record() })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -238,8 +234,8 @@ async fn query(
     filter_params: &[(String, serde_json::Value)],
     want: usize,
     page: &mut ReadPage,
-) -> Result<Vec<EventDoc>, FeedError> {
-    let mut text = format!("SELECT TOP {want} * FROM c WHERE c.seq >= @pos");
+) -> Result<Vec<StoredDoc>, FeedError> {
+    let mut text = format!("SELECT TOP {want} {STORED_FIELDS} FROM c WHERE c.seq >= @pos");
     if before.is_some() {
         text.push_str(" AND c.seq < @end");
     }
@@ -266,7 +262,7 @@ async fn query(
     let started = Instant::now();
     let mut pages = seg
         .container
-        .query_items::<EventDoc>(q, FeedScope::partition(pk), Some(options))
+        .query_items::<StoredDoc>(q, FeedScope::partition(pk), Some(options))
         .await
         .map_err(FeedError::cosmos("query feed"))?
         .into_pages();
