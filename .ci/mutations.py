@@ -410,6 +410,12 @@ MUTATIONS = {
         "resourceinstance: None,",
         "test(a_written_document_reads_back_as_the_event_document)",
     ),
+    "page-query-without-the-seal-flag": (
+        "src/feeds/docs.rs",
+        'c.resourceinstance, c.ev, c.sealed";',
+        'c.resourceinstance, c.ev";',
+        "test(old_segments_are_sealed_and_read_past)",
+    ),
     "no-health-alias": (
         "src/api/health.rs",
         "        .route(super::routes::HEALTH, get(health))",
