@@ -120,7 +120,11 @@ pub struct XacmlResponse {
 #[serde(rename_all = "PascalCase")]
 pub struct XacmlResult {
     pub decision: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written (the dev PDP answers as Altinn's does), never read: the
+    /// decision and the obligations are what a result means, and reading
+    /// the status into a tree for every event of a page cost as much as
+    /// the rest of the result.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
     #[serde(default, deserialize_with = "null_default", skip_serializing_if = "Vec::is_empty")]
     pub obligations: Vec<Obligation>,
