@@ -400,8 +400,9 @@ async fn floor(pod: &Arc<Pod>, work: &str, url: &str, pid: u32, count: usize, co
 }
 
 /// `--bare-server`: an axum server that answers `GET /` with `ok` and does
-/// nothing else, on the service's runtime (tokio, two workers here): what
-/// hyper, tokio and the kernel cost per request, apart from the service.
+/// nothing else, on the runtime the service uses (tokio's default, a worker
+/// per CPU): what hyper, tokio and the kernel cost per request, apart from
+/// the service.
 async fn bare_server() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     println!("LISTENING {}", listener.local_addr().unwrap());

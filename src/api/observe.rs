@@ -35,6 +35,9 @@ pub fn make_span(req: &Request<Body>) -> Span {
     span
 }
 
+/// Records the status and latency on the request span, once each: the JSON
+/// log lines append a recorded field to the span's (telemetry/json_log.rs),
+/// so a field recorded twice would appear twice.
 pub fn on_response(resp: &Response<Body>, latency: Duration, span: &Span) {
     span.record("http.status", resp.status().as_u16());
     span.record("latency_ms", latency.as_secs_f64() * 1000.0);

@@ -17,7 +17,11 @@
 //! it between braces. (A field recorded twice would appear twice, the
 //! later one last, which is the one JSON readers keep; the service records
 //! each once.) Records from the `log` crate are written under their own
-//! target, without the `log.*` fields that carry it.
+//! target, with their `log.*` fields, as tracing_subscriber writes them.
+//! One difference: a line's `spans` are those of its own span (the
+//! explicit parent, if it names one), where tracing_subscriber lists the
+//! current span's; the service's lines are written inside the span they
+//! name, where the two are the same.
 
 use std::fmt::{self, Write};
 
@@ -36,13 +40,13 @@ pub struct JsonMembers;
 
 impl<'w> FormatFields<'w> for JsonMembers {
     fn format_fields<R: RecordFields>(&self, mut writer: Writer<'w>, fields: R) -> fmt::Result {
-        let mut visitor = Members { out: &mut writer, first: true, skip_log: false, result: Ok(()) };
+        let mut visitor = Members { out: &mut writer, first: true, result: Ok(()) };
         fields.record(&mut visitor);
         visitor.result
     }
 
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {
-        let mut visitor = Members { out: &mut current.fields, first: false, skip_log: false, result: Ok(()) };
+        let mut visitor = Members { out: &mut current.fields, first: false, result: Ok(()) };
         // The first member written after existing ones needs no leading
         // comma only when there were none.
         visitor.first = visitor.out.is_empty();
@@ -70,7 +74,7 @@ where
         w.write_str("\",\"level\":\"")?;
         w.write_str(meta.level().as_str())?;
         w.write_char('"')?;
-        let mut fields = Members { out: &mut w, first: false, skip_log: normalized.is_some(), result: Ok(()) };
+        let mut fields = Members { out: &mut w, first: false, result: Ok(()) };
         event.record(&mut fields);
         fields.result?;
         w.write_str(",\"target\":")?;
@@ -108,15 +112,12 @@ where
 struct Members<'a, W: Write> {
     out: &'a mut W,
     first: bool,
-    /// Leave out the `log.*` fields of a record from the `log` crate (its
-    /// target is the line's target).
-    skip_log: bool,
     result: fmt::Result,
 }
 
 impl<W: Write> Members<'_, W> {
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
-        if self.result.is_err() || (self.skip_log && field.name().starts_with("log.")) {
+        if self.result.is_err() {
             return;
         }
         self.result = self.write_member(field.name(), value);
@@ -149,12 +150,14 @@ impl<W: Write> Visit for Members<'_, W> {
         self.member(field, |w| write!(w, "{value}"));
     }
 
+    // As tracing_subscriber writes them: as text (JSON readers lose digits
+    // beyond 53 bits).
     fn record_i128(&mut self, field: &Field, value: i128) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| write!(w, "\"{value}\""));
     }
 
     fn record_u128(&mut self, field: &Field, value: u128) {
-        self.member(field, |w| write!(w, "{value}"));
+        self.member(field, |w| write!(w, "\"{value}\""));
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
@@ -273,6 +276,7 @@ mod tests {
                     charge = 5.5,
                     nan = f64::NAN,
                     neg = -4_i64,
+                    big = 1_i128 << 100,
                     "quote \" backslash \\ newline \n tab \t bell \u{7} é"
                 );
             });
