@@ -412,8 +412,8 @@ MUTATIONS = {
     ),
     "page-query-without-the-seal-flag": (
         "src/feeds/docs.rs",
-        'c.resourceinstance, c.ev, c.sealed";',
-        'c.resourceinstance, c.ev";',
+        '"c.seq, c.sealed, {',
+        '"c.seq, {',
         "test(old_segments_are_sealed_and_read_past)",
     ),
     "no-health-alias": (

@@ -112,48 +112,23 @@ pub struct EventDoc {
     pub ttl: Option<i64>,
 }
 
-/// What a feed query reads of a document ([`STORED_FIELDS`]): an event,
-/// or a segment's seal. Not the document's id and partition key, nor the
-/// system properties Cosmos DB adds (`_rid`, `_self`, `_etag`, ...), which
-/// a page has no use for and which the SDK would otherwise decode for every
-/// event.
+/// What a feed query reads of a document ([`STORED_FIELDS`]): the event's
+/// record, built by the query from the stored fields, or a segment's seal.
+/// Not the document's id and partition key, nor the system properties
+/// Cosmos DB adds (`_rid`, `_self`, `_etag`, ...), which a page has no use
+/// for and which the SDK would otherwise decode for every event.
 #[derive(Debug, Clone, Deserialize)]
 pub struct StoredDoc {
     pub seq: u64,
-    pub eid: String,
-    pub source: String,
-    pub subject: String,
-    pub resource: String,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub time: String,
-    #[serde(default)]
-    pub alternativesubject: Option<String>,
-    #[serde(default)]
-    pub resourceinstance: Option<String>,
-    pub ev: Value,
     #[serde(default)]
     pub sealed: bool,
+    pub record: EventRecord,
 }
 
-/// The projection that reads a [`StoredDoc`].
-pub const STORED_FIELDS: &str = "c.seq, c.eid, c.source, c.subject, c.resource, c.type, c.time, c.alternativesubject, c.resourceinstance, c.ev, c.sealed";
-
-impl StoredDoc {
-    pub fn into_record(self) -> EventRecord {
-        EventRecord {
-            id: self.eid,
-            source: self.source,
-            subject: self.subject,
-            resource: self.resource,
-            event_type: self.event_type,
-            time: self.time,
-            alternativesubject: self.alternativesubject,
-            resourceinstance: self.resourceinstance,
-            cloud_event: self.ev,
-        }
-    }
-}
+/// The projection that reads a [`StoredDoc`]: the record's fields under
+/// [`EventRecord`]'s names (an undefined one is left out, as serde's
+/// defaults expect).
+pub const STORED_FIELDS: &str = "c.seq, c.sealed, {\"id\": c.eid, \"source\": c.source, \"subject\": c.subject, \"resource\": c.resource, \"type\": c.type, \"time\": c.time, \"alternativesubject\": c.alternativesubject, \"resourceinstance\": c.resourceinstance, \"cloud_event\": c.ev} AS record";
 
 /// An event document as it is written: [`EventDoc`]'s fields borrowed from
 /// the record, so that a write neither copies the event's tree nor works

@@ -221,7 +221,7 @@ pub(crate) async fn read(
 
 /// The events among `docs` (a segment's seal is not one).
 fn events_of(docs: Vec<StoredDoc>) -> impl Iterator<Item = StoredEvent> {
-    docs.into_iter().filter(|d| !d.sealed).map(|doc| StoredEvent { seq: doc.seq, record: doc.into_record() })
+    docs.into_iter().filter(|d| !d.sealed).map(|doc| StoredEvent { seq: doc.seq, record: doc.record })
 }
 
 #[allow(clippy::too_many_arguments)]
