@@ -400,8 +400,8 @@ MUTATIONS = {
     ),
     "json-log-fields-recorded-without-a-comma": (
         "src/telemetry/json_log.rs",
-        "visitor.first = visitor.out.is_empty();",
-        "visitor.first = true;",
+        "let first = current.fields.is_empty();",
+        "let first = true;",
         "test(lines_are_tracing_subscribers_json_lines)",
     ),
     "written-document-loses-its-instance": (

@@ -87,16 +87,21 @@ fn free_port() -> u16 {
 }
 
 fn start_emulator(delay_ms: u64) -> (Killed, String) {
-    let mut child = Command::new("node")
+    let child = Command::new("node")
         .args([".ci/cosmosdb-server/server.js", "0"])
         .env("COSMOSDB_SERVER_DELAY_MS", delay_ms.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("node .ci/cosmosdb-server/server.js (run .ci/cosmosdb-server/run-test once to install it)");
+    listening(child, "the emulator")
+}
+
+/// A child that prints `LISTENING {addr}` first, and the base URL there.
+fn listening(mut child: Child, what: &str) -> (Killed, String) {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("emulator said {line:?}")).to_owned();
+    let addr = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("{what} said {line:?}")).to_owned();
     (Killed(child), format!("http://{addr}/"))
 }
 
@@ -411,15 +416,12 @@ async fn bare_server() {
 }
 
 fn start_bare_server() -> (Killed, String) {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .arg("--bare-server")
         .stdout(Stdio::piped())
         .spawn()
         .expect("pod_cpu --bare-server");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("LISTENING ").unwrap_or_else(|| panic!("bare server said {line:?}")).to_owned();
-    (Killed(child), format!("http://{addr}/"))
+    listening(child, "the bare server")
 }
 
 /// Reads the app feed from the start `passes` times in pages of `size`.

@@ -46,10 +46,9 @@ impl<'w> FormatFields<'w> for JsonMembers {
     }
 
     fn add_fields(&self, current: &'w mut FormattedFields<Self>, fields: &tracing::span::Record<'_>) -> fmt::Result {
-        let mut visitor = Members { out: &mut current.fields, first: false, result: Ok(()) };
-        // The first member written after existing ones needs no leading
-        // comma only when there were none.
-        visitor.first = visitor.out.is_empty();
+        // A leading comma unless there are no members yet.
+        let first = current.fields.is_empty();
+        let mut visitor = Members { out: &mut current.fields, first, result: Ok(()) };
         fields.record(&mut visitor);
         visitor.result
     }
