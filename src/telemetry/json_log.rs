@@ -32,7 +32,7 @@ use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
 /// Span fields as the members of a JSON object, without its braces.
 #[derive(Debug, Default, Clone, Copy)]
@@ -78,34 +78,36 @@ where
         fields.result?;
         w.write_str(",\"target\":")?;
         write_string(&mut w, meta.target())?;
-        if let Some(scope) = ctx.event_scope() {
-            let mut spans = String::new();
-            let mut current = String::new();
-            for span in scope.from_root() {
-                let ext = span.extensions();
-                current.clear();
-                current.push('{');
-                if let Some(f) = ext.get::<FormattedFields<JsonMembers>>().filter(|f| !f.fields.is_empty()) {
-                    current.push_str(&f.fields);
-                    current.push(',');
+        if let Some(leaf) = ctx.parent_span() {
+            // The innermost span, then all of them from the root.
+            w.write_str(",\"span\":")?;
+            write_span(&mut w, &leaf)?;
+            w.write_str(",\"spans\":[")?;
+            for (i, span) in leaf.scope().from_root().enumerate() {
+                if i > 0 {
+                    w.write_char(',')?;
                 }
-                current.push_str("\"name\":");
-                write_string(&mut current, span.name())?;
-                current.push('}');
-                spans.push(if spans.is_empty() { '[' } else { ',' });
-                spans.push_str(&current);
+                write_span(&mut w, &span)?;
             }
-            if !spans.is_empty() {
-                // The innermost span, then all of them from the root.
-                w.write_str(",\"span\":")?;
-                w.write_str(&current)?;
-                w.write_str(",\"spans\":")?;
-                w.write_str(&spans)?;
-                w.write_char(']')?;
-            }
+            w.write_char(']')?;
         }
         w.write_str("}\n")
     }
+}
+
+/// A span as an object: its fields' members, then its name.
+fn write_span<S>(w: &mut Writer<'_>, span: &SpanRef<'_, S>) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    w.write_char('{')?;
+    if let Some(f) = span.extensions().get::<FormattedFields<JsonMembers>>().filter(|f| !f.fields.is_empty()) {
+        w.write_str(&f.fields)?;
+        w.write_char(',')?;
+    }
+    w.write_str("\"name\":")?;
+    write_string(w, span.name())?;
+    w.write_char('}')
 }
 
 struct Members<'a, W: Write> {
