@@ -60,6 +60,10 @@ pub enum ApiError {
     /// `Retry-After`, refused before anything was stored.
     #[error("overloaded")]
     Overloaded,
+    /// This instance holds as many long-polling requests as it may: 503
+    /// with `Retry-After`.
+    #[error("long-polling capacity reached")]
+    WaitersFull,
     #[error("internal error")]
     Internal(#[source] BoxError),
 }
@@ -94,7 +98,7 @@ impl ApiError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } | Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable { .. } | Self::Overloaded | Self::WaitersFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -117,7 +121,7 @@ impl ApiError {
             Self::Unavailable { .. } => {
                 ("https://altinn.no/events/problems/service-unavailable", "Service unavailable")
             }
-            Self::Overloaded => ("https://altinn.no/events/problems/overloaded", "Overloaded"),
+            Self::Overloaded | Self::WaitersFull => ("https://altinn.no/events/problems/overloaded", "Overloaded"),
             Self::Internal(_) => ("https://altinn.no/events/problems/internal", "Internal server error"),
         }
     }
@@ -137,6 +141,10 @@ impl ApiError {
             Self::Unavailable { dependency, .. } => Some(format!("A dependency is unavailable: {dependency}.")),
             Self::Overloaded => Some(
                 "This instance has more work than it can take now; nothing was stored. Retry after a moment.".into(),
+            ),
+            Self::WaitersFull => Some(
+                "This instance holds as many waiting requests as it can; retry after a moment, or ask without 'wait'."
+                    .into(),
             ),
             Self::Internal(_) => None,
         }
@@ -167,7 +175,7 @@ impl IntoResponse for ApiError {
         if let Self::TooManyRequests { retry_after_seconds } = self {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_seconds));
         }
-        if matches!(self, Self::Overloaded) {
+        if matches!(self, Self::Overloaded | Self::WaitersFull) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         resp
@@ -242,7 +250,7 @@ impl From<ReadError> for ApiError {
             ReadError::UnknownParty => Self::NotFound("No party found for the given unit or person.".into()),
             ReadError::PartyRefused(_) => Self::BadRequest("The given unit or person is not valid.".into()),
             ReadError::Register(e) => Self::unavailable("register", e),
-            ReadError::TooManyWaiters(NoSlot::Full) => Self::unavailable("long-polling capacity", e),
+            ReadError::TooManyWaiters(NoSlot::Full) => Self::WaitersFull,
             ReadError::TooManyWaiters(NoSlot::ShareUsed) => Self::TooManyRequests { retry_after_seconds: 1 },
         }
     }

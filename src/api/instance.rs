@@ -6,7 +6,7 @@
 //!   holding that key (header `Altinn-Instance-Access-Key`) reads the
 //!   instance's events, paged like the other feeds.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -66,25 +66,50 @@ pub async fn issue_key(
 
 const DENIED: &str = "The instance access key is missing, expired or not valid for this instance.";
 
-/// The client's address: the TCP peer, or, behind trusted proxies
-/// (`instance_access.client_ip_header`), the address the outermost trusted
-/// proxy saw: `trusted_proxy_hops` entries from the right of the header, the
-/// part the proxies appended (what a client puts on the left is its own
-/// say, not evidence).
-fn client_address(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
+/// The client's address as a rate-limit key: the TCP peer, or, behind
+/// trusted proxies (`instance_access.client_ip_header`), the address the
+/// outermost trusted proxy saw: `trusted_proxy_hops` entries from the right
+/// of the header, the part the proxies appended (what a client puts on the
+/// left is its own say, not evidence). Every line of the header counts, in
+/// order, as if they were one list (a proxy may add a line of its own
+/// rather than append). The entry must be an address (a port after it, as
+/// some proxies write, is dropped); when it is not, the TCP peer counts.
+/// IPv6 clients count by their /64, the block one subscriber gets.
+fn client_key(state: &AppState, headers: &HeaderMap, peer: SocketAddr) -> String {
     let limits = &state.config.instance_access;
     let hops = limits.trusted_proxy_hops.max(1);
-    limits
-        .client_ip_header
-        .as_deref()
-        .and_then(|h| headers.get(h))
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let entries: Vec<&str> = v.split(',').map(str::trim).collect();
-            entries.len().checked_sub(hops).map(|i| entries[i].to_owned())
-        })
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| peer.ip().to_string())
+    let from_header = limits.client_ip_header.as_deref().and_then(|name| {
+        let mut entries: Vec<&str> = Vec::new();
+        for line in headers.get_all(name) {
+            entries.extend(line.to_str().ok()?.split(',').map(str::trim));
+        }
+        let entry = entries.len().checked_sub(hops).map(|i| entries[i])?;
+        parse_address(entry)
+    });
+    rate_key(from_header.unwrap_or_else(|| peer.ip()))
+}
+
+/// An address as proxies write them: `a.b.c.d`, `a.b.c.d:port`, an IPv6
+/// address, bare or as `[v6]:port`.
+fn parse_address(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| entry.strip_prefix('[')?.strip_suffix(']')?.parse().ok())
+}
+
+fn rate_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
 }
 
 /// Reads one instance's events with a key. Every refusal looks the same (a
@@ -116,7 +141,7 @@ pub async fn read_with_key(
     uri: Uri,
 ) -> Result<Response, ApiError> {
     let limits = &state.config.instance_access;
-    let client = client_address(&state, &headers, peer);
+    let client = client_key(&state, &headers, peer);
     state
         .limiter
         .check(&format!("client:{client}"), limits.rate_per_minute_per_client)
@@ -161,4 +186,26 @@ pub async fn read_with_key(
     let mut resp = query::page_response(page, next, "application/json");
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_entries_are_addresses_and_v6_counts_by_its_64() {
+        assert_eq!(parse_address("203.0.113.7"), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(parse_address("203.0.113.7:51234"), Some("203.0.113.7".parse().unwrap()));
+        assert_eq!(parse_address("[2001:db8::1]:443"), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(parse_address("[2001:db8::1]"), Some("2001:db8::1".parse().unwrap()));
+        for junk in ["", "unknown", "x".repeat(10_000).as_str(), "1.2.3.4.5", "evil, 1.2.3.4"] {
+            assert_eq!(parse_address(junk), None, "{junk}");
+        }
+        assert_eq!(
+            rate_key("2001:db8:1:2:aaaa::1".parse().unwrap()),
+            rate_key("2001:db8:1:2:bbbb::2".parse().unwrap())
+        );
+        assert_ne!(rate_key("2001:db8:1:2::1".parse().unwrap()), rate_key("2001:db8:1:3::1".parse().unwrap()));
+        assert_eq!(rate_key("::ffff:203.0.113.7".parse().unwrap()), "203.0.113.7");
+    }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use super::error::{ApiError, ApiJson};
-use super::extract::{MaybePlatformApp, MaybePrincipal};
+use super::extract::{JsonBody, MaybePlatformApp, MaybePrincipal};
 use super::state::AppState;
 use crate::authz::Caller;
 use crate::domain::{PlatformApp, Principal};
@@ -51,13 +51,9 @@ pub async fn publish_app(
     State(state): State<AppState>,
     _principal: Principal,
     app: PlatformApp,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    if media_type(&headers).is_some_and(|m| m != "application/json" && m != CLOUDEVENTS_JSON) {
-        return Err(ApiError::UnsupportedMediaType("Expected `Content-Type: application/json`.".into()));
-    }
-    let published = state.publisher.publish_app(&app, parse_json(body)?).await?;
+    let published = state.publisher.publish_app(&app, parse_json(Ok(body))?).await?;
     let mut resp = (StatusCode::CREATED, ApiJson(published.id)).into_response();
     if let Ok(location) = HeaderValue::from_str(&published.subject) {
         resp.headers_mut().insert(header::LOCATION, location);

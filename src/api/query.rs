@@ -3,16 +3,14 @@
 //! parameters with Altinn's texts, hands a [`FeedQuery`] to the read use
 //! case, and answers the page with a `next` link.
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::error::ApiError;
-use super::extract::ApiPath;
+use super::extract::{ApiPath, OptionalJsonBody};
 use super::state::AppState;
 use crate::authz::{Action, Caller};
 use crate::domain::query::{After, PartyRule, RawParams, app_query, generic_query};
@@ -262,6 +260,8 @@ fn scalar(v: Option<Value>) -> Option<String> {
         (status = 400, description = "A field is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
         (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The AltinnStudioRuntime cookie without same-origin proof (send `Authorization: Bearer`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not declared JSON (`application/json`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -269,9 +269,8 @@ pub async fn party_post(
     State(state): State<AppState>,
     principal: Principal,
     uri: Uri,
-    body: Result<Bytes, BytesRejection>,
+    OptionalJsonBody(body): OptionalJsonBody,
 ) -> Result<Response, ApiError> {
-    let body = body?;
     let parsed: PartyBody = if body.is_empty() {
         PartyBody::default()
     } else {

@@ -256,7 +256,7 @@ async fn waiters_are_bounded_and_released_when_the_client_goes_away() {
     assert_eq!(app.holding_waiters(), 1);
     let body =
         assert_problem(app.get_bearer("/events/api/v1/app/party?party=1337&after=0&wait=5", &user).await, 503).await;
-    assert!(body["detail"].as_str().unwrap().contains("long-polling"), "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("waiting requests"), "{body}");
     let gave_up = held.await.unwrap().expect_err("the impatient client timed out");
     assert!(gave_up.is_timeout(), "{gave_up}");
     // Its request is cancelled with the connection: the slot is free again.
