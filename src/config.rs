@@ -338,6 +338,15 @@ pub struct WebhookConfig {
     /// Waits between validation attempts of a new subscription; after the
     /// last one it is `failing` until validated again.
     pub validation_retry_seconds: Vec<u64>,
+    /// Ports an endpoint may use (unless `allow_private_endpoints`): the
+    /// chart renders the same list into the deliver pods' network policy.
+    pub allowed_ports: Vec<u16>,
+    /// Subscriptions one consumer may hold (`400` beyond).
+    pub max_subscriptions_per_consumer: usize,
+    /// Validation pushes one instance runs at once, and of those, for one
+    /// consumer (the rest wait their turn, unclaimed).
+    pub max_concurrent_validations: usize,
+    pub max_validations_per_consumer: usize,
 }
 
 impl Default for WebhookConfig {
@@ -348,6 +357,10 @@ impl Default for WebhookConfig {
             max_response_bytes: 64 * 1024,
             apps_domains: vec!["apps.altinn.no".into(), "apps.tt02.altinn.no".into(), "apps.local.altinn.cloud".into()],
             validation_retry_seconds: vec![1, 5, 30, 120, 600],
+            allowed_ports: vec![443],
+            max_subscriptions_per_consumer: 100,
+            max_concurrent_validations: 64,
+            max_validations_per_consumer: 2,
         }
     }
 }
@@ -370,8 +383,11 @@ pub struct DeliveryConfig {
     pub page_size: usize,
     /// Checkpoints are stored at most this far apart while delivering.
     pub flush_ms: u64,
-    /// Pushes in flight at once per instance.
+    /// Pushes in flight at once per instance (validation pushes included).
     pub max_concurrent_pushes: usize,
+    /// Of those, for one consumer, and to one endpoint host (and port).
+    pub max_pushes_per_consumer: usize,
+    pub max_pushes_per_host: usize,
     /// How often the change feed is read (appends and changes made by other
     /// instances).
     pub change_feed_poll_ms: u64,
@@ -387,6 +403,8 @@ impl Default for DeliveryConfig {
             page_size: 50,
             flush_ms: 1000,
             max_concurrent_pushes: 256,
+            max_pushes_per_consumer: 16,
+            max_pushes_per_host: 64,
             change_feed_poll_ms: 250,
         }
     }
@@ -646,6 +664,48 @@ impl Config {
                 "EVENTS__DELIVERY__...",
                 "buckets and page_size must be at least 1, lease_seconds at least 3",
             ));
+        }
+        if self.webhooks.allowed_ports.is_empty() || self.webhooks.allowed_ports.contains(&0) {
+            return Err(invalid(
+                "webhooks.allowed_ports",
+                "EVENTS__WEBHOOKS__ALLOWED_PORTS",
+                "at least one port, each 1 to 65535 (e.g. [443])",
+            ));
+        }
+        let at_least_one = [
+            (
+                self.webhooks.max_subscriptions_per_consumer,
+                "webhooks.max_subscriptions_per_consumer",
+                "EVENTS__WEBHOOKS__MAX_SUBSCRIPTIONS_PER_CONSUMER",
+            ),
+            (
+                self.webhooks.max_concurrent_validations,
+                "webhooks.max_concurrent_validations",
+                "EVENTS__WEBHOOKS__MAX_CONCURRENT_VALIDATIONS",
+            ),
+            (
+                self.webhooks.max_validations_per_consumer,
+                "webhooks.max_validations_per_consumer",
+                "EVENTS__WEBHOOKS__MAX_VALIDATIONS_PER_CONSUMER",
+            ),
+            (
+                self.delivery.max_concurrent_pushes,
+                "delivery.max_concurrent_pushes",
+                "EVENTS__DELIVERY__MAX_CONCURRENT_PUSHES",
+            ),
+            (
+                self.delivery.max_pushes_per_consumer,
+                "delivery.max_pushes_per_consumer",
+                "EVENTS__DELIVERY__MAX_PUSHES_PER_CONSUMER",
+            ),
+            (
+                self.delivery.max_pushes_per_host,
+                "delivery.max_pushes_per_host",
+                "EVENTS__DELIVERY__MAX_PUSHES_PER_HOST",
+            ),
+        ];
+        if let Some((_, name, env)) = at_least_one.into_iter().find(|(v, _, _)| *v == 0) {
+            return Err(invalid(name, env, "must be at least 1"));
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));

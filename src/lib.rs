@@ -245,8 +245,14 @@ pub async fn start(
     let sender = Arc::new(
         webhooks::Sender::new(webhooks::SenderSettings {
             allow_private_endpoints: config.webhooks.allow_private_endpoints.unwrap_or(false),
+            allowed_ports: config.webhooks.allowed_ports.clone(),
             timeout: Duration::from_secs(config.webhooks.timeout_seconds),
             max_response_bytes: config.webhooks.max_response_bytes,
+            slots: webhooks::SlotLimits {
+                total: config.delivery.max_concurrent_pushes,
+                per_consumer: config.delivery.max_pushes_per_consumer,
+                per_host: config.delivery.max_pushes_per_host,
+            },
         })
         .context("building the webhook client")?,
     );
@@ -261,7 +267,6 @@ pub async fn start(
             retry: config.delivery.retry_schedule_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
             page_size: config.delivery.page_size,
             flush_every: Duration::from_millis(config.delivery.flush_ms),
-            max_concurrent_pushes: config.delivery.max_concurrent_pushes,
         },
     ));
     let delivering = (role.pushes() && config.delivery.enabled).then(|| tokio::spawn(delivery.clone().run(rx.clone())));
@@ -280,6 +285,9 @@ pub async fn start(
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
             platform_base: platform.clone(),
+            max_per_consumer: config.webhooks.max_subscriptions_per_consumer,
+            max_concurrent_validations: config.webhooks.max_concurrent_validations,
+            max_validations_per_consumer: config.webhooks.max_validations_per_consumer,
         },
         {
             let delivery = delivery.clone();
@@ -358,9 +366,17 @@ pub async fn start(
     })
 }
 
+/// The wait before the next try to reach Cosmos DB at start, after
+/// `backoff`: doubling from 0.5 s, never more than 4 s.
+fn next_connect_backoff(backoff: Duration) -> Duration {
+    (backoff * 2).min(Duration::from_secs(4))
+}
+
 /// Connects to Cosmos DB, trying again with backoff (0.5 s doubling to
-/// 30 s) while it cannot be reached: at start on AKS, Cosmos or the network
-/// may be slow, and a crash loop would only add to it. `/health/ready` says
+/// 4 s, [`next_connect_backoff`]) while it cannot be reached: at start on AKS,
+/// Cosmos or the network may be slow, and a crash loop would only add to
+/// it. The cap is short, so that a pod is ready within seconds of Cosmos DB
+/// coming back, however long it was away (a try costs one connection). `/health/ready` says
 /// what is missing meanwhile. A configuration that is wrong in itself (a
 /// missing setting, a container without the unique key) is an error at
 /// once; everything else (unreachable, throttled, not yet authorized, no
@@ -391,7 +407,7 @@ async fn connect_cosmos(
                 tracing::warn!(error.chain = %telemetry::error_chain(&e), attempts, retry_in_ms = backoff.as_millis() as u64, "Cosmos DB not reached; trying again");
                 metrics::counter!("startup_connect_failures_total", "dependency" => "cosmos").increment(1);
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+                backoff = next_connect_backoff(backoff);
             }
         }
     }
@@ -479,4 +495,23 @@ fn dev_platform(
     };
     local.write_access_token_certs(&dir).with_context(|| format!("writing certificates to {}", dir.display()))?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// However long Cosmos DB was away, a starting pod tries again within
+    /// seconds: it is ready soon after Cosmos DB is back.
+    #[test]
+    fn the_wait_between_tries_to_reach_cosmos_stays_short() {
+        let mut backoff = Duration::from_millis(500);
+        let mut waits = vec![backoff];
+        for _ in 0..20 {
+            backoff = super::next_connect_backoff(backoff);
+            waits.push(backoff);
+        }
+        assert_eq!(waits[..5], [500, 1000, 2000, 4000, 4000].map(Duration::from_millis));
+        assert!(waits.iter().all(|w| *w <= Duration::from_secs(4)), "{waits:?}");
+    }
 }

@@ -5,16 +5,14 @@
 //! `GET .../{id}/deliveries`. The subscriptions use case does the work
 //! (and tells the deliverers).
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 use super::error::ApiError;
-use super::extract::ApiPath;
+use super::extract::{ApiPath, JsonBody};
 use super::state::AppState;
 use crate::domain::Principal;
 use crate::domain::subscription::{ReplayRequest, Subscription, SubscriptionRequest};
@@ -38,16 +36,16 @@ fn json_of(view: impl serde::Serialize) -> Value {
     responses(
         (status = 201, description = "Created; validation of the endpoint starts. The secret is shown only here.", body = crate::api::openapi::SubscriptionWithSecret, headers(("Location" = String, description = "`/events/api/v1/subscription/{id}`."))),
         (status = 400, description = "Not a valid subscription (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not permitted to subscribe to this resource or subject.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not permitted to subscribe to this resource or subject; or the AltinnStudioRuntime cookie without same-origin proof.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not declared JSON (`application/json`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let body = body?;
     // A fixed text: serde's could quote an identity number from a filter.
     let request: SubscriptionRequest = serde_json::from_slice(&body).map_err(|_| {
         ApiError::BadRequest(
@@ -69,14 +67,14 @@ pub async fn create(
 
 /// The owner's view of `subscription` with how its delivery stands: the
 /// checkpoint as a cursor of its feed (usable as `after` of a query or a
-/// replay), events behind, failures.
+/// replay), the oldest event not delivered yet, failures.
 async fn view_of(state: &AppState, subscription: &Subscription) -> Result<Value, ApiError> {
-    let (delivery, behind) = state.subscriptions.delivery_of(subscription).await?;
+    let delivery = state.subscriptions.delivery_of(subscription).await?;
     let checkpoint = state
         .cursors
         .seal(&subscription.feed(), delivery.checkpoint)
         .map_err(|e| ApiError::unavailable("cursor keys", e))?;
-    Ok(json_of(subscription.view_with(&delivery, checkpoint, behind)))
+    Ok(json_of(subscription.view_with(&delivery, checkpoint)))
 }
 
 /// `GET /events/api/v1/subscriptions`: the caller's own.
@@ -178,6 +176,7 @@ pub async fn enable(
     responses(
         (status = 200, description = "Delivery continues from there.", body = crate::domain::subscription::SubscriptionView),
         (status = 400, description = "Neither or both of `after` and `from`, or one that is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not declared JSON (`application/json`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No subscription with that id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
@@ -186,9 +185,8 @@ pub async fn replay(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let body = body?;
     let request: ReplayRequest = serde_json::from_slice(&body)
         .map_err(|_| ApiError::BadRequest("The body must be a JSON object with 'after' or 'from'.".into()))?;
     let (after, from) = request.parse().map_err(ApiError::BadRequest)?;
@@ -213,7 +211,7 @@ pub async fn deliveries(
     principal: Principal,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let (_, delivery, _) = state.subscriptions.delivery(&principal, id_of(&id)?).await?;
+    let (_, delivery) = state.subscriptions.delivery(&principal, id_of(&id)?).await?;
     let attempts: Vec<Value> = delivery.attempts.iter().rev().map(json_of).collect();
     Ok(axum::Json(json!({"count": attempts.len(), "deliveries": attempts})).into_response())
 }

@@ -27,8 +27,20 @@
 //!   appends through this instance wake it at once, appends elsewhere
 //!   through the change feed, which each instance follows once. Idle
 //!   subscriptions cost no Cosmos request each.
-//! - **Bounded**: at most `max_concurrent_pushes` pushes at once per
-//!   instance, one page (`page_size` events) in memory per deliverer.
+//! - **Bounded, and fair between consumers**: a push takes its consumer's,
+//!   its endpoint host's and the instance's push slots
+//!   (`webhooks/slots.rs`: `max_pushes_per_consumer`,
+//!   `max_pushes_per_host`, `max_concurrent_pushes`), so endpoints that never
+//!   answer hold up only their own consumer's pushes; one page (`page_size`
+//!   events) in memory per deliverer.
+//! - **Tells a consumer nothing of what it may not see.** A push's
+//!   `webhook-id` is `{subscription}-{generation}-{digest of the event's
+//!   source and id}`: the same for every retry of an event, new for each
+//!   replay, and no count of the events between two pushes. How far behind
+//!   a subscription is shows as the time of the oldest permitted event not
+//!   yet delivered (`oldest_pending`), never as a count of the feed's
+//!   events. Metrics carry no subscription label: lag is reported per
+//!   instance (the largest, and how many subscriptions lag).
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -37,7 +49,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore, watch};
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use url::Url;
 
@@ -50,6 +63,9 @@ use crate::feeds::delivery::{BucketLease, DeliveryStore};
 use crate::feeds::subscriptions::{Changed, SubscriptionStore};
 use crate::read::{FeedQuery, FeedReader, Page, Paging, ReadError, Start};
 use crate::webhooks::{PushOutcome, Sender};
+
+/// How often the per-instance lag gauges are computed.
+const LAG_REPORT: Duration = Duration::from_secs(5);
 
 /// How many attempts a delivery state keeps, and for how long.
 const KEPT_ATTEMPTS: usize = 100;
@@ -65,7 +81,6 @@ pub struct DeliverySettings {
     pub page_size: usize,
     /// Checkpoints are stored at most this far apart while delivering.
     pub flush_every: Duration,
-    pub max_concurrent_pushes: usize,
 }
 
 fn now_ms() -> u64 {
@@ -112,8 +127,10 @@ pub struct Delivery {
     sender: Arc<Sender>,
     settings: DeliverySettings,
     instance: String,
-    pushes: Arc<Semaphore>,
     running: Mutex<HashMap<u64, Running>>,
+    /// Events each running deliverer's subscription was last seen behind
+    /// its feed (reported as per-instance gauges, never per subscription).
+    lags: Mutex<HashMap<u64, u64>>,
     /// Buckets this instance holds a live lease on, and until when.
     held: Mutex<HashMap<u64, u64>>,
     /// The ETag of each state this instance wrote last (its own change-feed
@@ -127,7 +144,6 @@ pub struct Delivery {
 
 impl Delivery {
     pub fn new(feeds: FeedStore, reader: Arc<FeedReader>, sender: Arc<Sender>, settings: DeliverySettings) -> Self {
-        let pushes = Arc::new(Semaphore::new(settings.max_concurrent_pushes.max(1)));
         Self {
             subscriptions: SubscriptionStore::new(&feeds),
             store: DeliveryStore::new(&feeds),
@@ -136,8 +152,8 @@ impl Delivery {
             sender,
             settings,
             instance: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-            pushes,
             running: Mutex::default(),
+            lags: Mutex::default(),
             held: Mutex::default(),
             written: Mutex::default(),
             wake_start: Notify::new(),
@@ -153,7 +169,16 @@ impl Delivery {
     /// it, and their buckets pass on when the leases expire.
     pub async fn run(self: Arc<Self>, stop: watch::Receiver<bool>) {
         let mut tasks = JoinSet::new();
-        self.coordinate(stop, &mut tasks).await;
+        let report = async {
+            loop {
+                tokio::time::sleep(LAG_REPORT).await;
+                self.report_lags();
+            }
+        };
+        tokio::select! {
+            () = self.coordinate(stop, &mut tasks) => {}
+            () = report => {}
+        }
         let stopping: Vec<Running> = self.running.lock().expect("deliverers lock").drain().map(|(_, r)| r).collect();
         for running in &stopping {
             let _ = running.stop.send(true);
@@ -392,6 +417,14 @@ impl Delivery {
         Ok(())
     }
 
+    /// The lag gauges of this instance: the most events any subscription it
+    /// delivers is behind its feed, and how many are behind at all.
+    fn report_lags(&self) {
+        let lags = self.lags.lock().expect("lags lock");
+        metrics::gauge!("delivery_lag_events_max").set(lags.values().copied().max().unwrap_or(0) as f64);
+        metrics::gauge!("delivery_subscriptions_lagging").set(lags.values().filter(|l| **l > 0).count() as f64);
+    }
+
     /// The deliverer of one subscription.
     async fn deliver(self: Arc<Self>, id: u64, signals: Arc<Signals>, stop: watch::Receiver<bool>) {
         let mut deliverer = match Deliverer::start(self.clone(), id, signals, stop).await {
@@ -400,11 +433,26 @@ impl Delivery {
         };
         deliverer.run().await;
         deliverer.flush().await;
+        self.lags.lock().expect("lags lock").remove(&id);
         let mut running = self.running.lock().expect("deliverers lock");
         if running.get(&id).is_some_and(|r| r.stop.is_closed() || *r.stop.borrow()) {
             running.remove(&id);
         }
     }
+}
+
+/// The `webhook-id` of a push of `event`: the subscription, the generation
+/// (enable and replay start a new one), and a digest of the event's source
+/// and id. The same for every retry of the event; not a position, so two
+/// ids say nothing of the events between them.
+pub fn message_id(subscription: u64, generation: u64, event: &Value) -> String {
+    let field = |name: &str| event.get(name).and_then(Value::as_str).unwrap_or_default();
+    let mut digest = Sha256::new();
+    digest.update(field("source").as_bytes());
+    digest.update([0]);
+    digest.update(field("id").as_bytes());
+    let hex: String = digest.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect();
+    format!("{subscription}-{generation}-{hex}")
 }
 
 /// The body of a push: the CloudEvent; Slack's incoming webhooks get it
@@ -431,6 +479,8 @@ struct Deliverer {
     etag: String,
     /// Delivered (or passed over) up to here, possibly not stored yet.
     position: u64,
+    /// The `time` of the event being pushed or retried, while it is.
+    pending: Option<String>,
     last_flush: Instant,
     /// The subscription was deleted.
     gone: bool,
@@ -513,6 +563,7 @@ impl Deliverer {
         Some(Self {
             filters: filters_of(&subscription),
             position: state.checkpoint,
+            pending: state.oldest_pending.clone(),
             delivery,
             subscription,
             feed,
@@ -665,7 +716,10 @@ impl Deliverer {
                     continue;
                 }
                 // At the end of the feed.
-                metrics::gauge!("delivery_lag_events", "subscription" => id.to_string()).set(0.0);
+                self.delivery.lags.lock().expect("lags lock").insert(id, 0);
+                if self.pending.take().is_some() {
+                    self.unsaved = true;
+                }
                 self.idle(None).await;
                 continue;
             }
@@ -685,10 +739,17 @@ impl Deliverer {
                     all_delivered = false;
                     break;
                 }
+                // The oldest event the consumer is yet to get, until it has it.
+                self.pending = event.get("time").and_then(Value::as_str).map(str::to_owned);
                 if !self.push(event, *position).await {
                     all_delivered = false;
                     break;
                 }
+            }
+            if all_delivered && !full {
+                // Caught up as far as this read went (a full page: more follow,
+                // and the last one's time stands until the next is pushed).
+                self.pending = None;
             }
             if all_delivered && self.position != page.next {
                 self.position = page.next;
@@ -738,13 +799,12 @@ impl Deliverer {
 
     /// Pushes one event; `true` when the endpoint answered 2xx.
     async fn push(&mut self, event: &Value, position: u64) -> bool {
-        let message = format!("{}-{}-{}", self.subscription.id, self.state.generation, position);
+        let message = message_id(self.subscription.id, self.state.generation, event);
         let secrets = self.subscription.active_secrets(now_ms());
         let outcome = match Url::parse(&self.subscription.end_point) {
             Ok(url) => {
                 let body = body_for(&url, event);
-                let _permit = self.delivery.pushes.acquire().await;
-                self.delivery.sender.push(&url, &message, &body, &secrets).await
+                self.delivery.sender.push(&self.subscription.consumer, &url, &message, &body, &secrets).await
             }
             // Checked when it was made; counted as a failed push if not.
             Err(_) => {
@@ -830,6 +890,7 @@ impl Deliverer {
         match self.delivery.store.state(self.subscription.id).await {
             Ok(Some((stored, etag))) if stored.generation != self.state.generation => {
                 self.position = stored.checkpoint;
+                self.pending = stored.oldest_pending.clone();
                 self.state = stored;
                 self.etag = etag;
                 self.unsaved = false;
@@ -849,6 +910,7 @@ impl Deliverer {
             return;
         }
         self.state.checkpoint = self.position;
+        self.state.oldest_pending = self.pending.clone();
         self.forget_old_attempts();
         for _ in 0..3 {
             match self.delivery.store.write(self.subscription.id, &self.state, &self.etag).await {
@@ -866,6 +928,7 @@ impl Deliverer {
                         if stored.generation != self.state.generation || stored.checkpoint > self.position =>
                     {
                         self.position = stored.checkpoint;
+                        self.pending = stored.oldest_pending.clone();
                         self.state = stored;
                         self.etag = etag;
                         self.unsaved = false;
@@ -884,8 +947,8 @@ impl Deliverer {
 
     async fn report_lag(&self) {
         if let Ok(length) = self.delivery.feeds.len(&self.feed).await {
-            let lag = length.saturating_sub(self.position) as f64;
-            metrics::gauge!("delivery_lag_events", "subscription" => self.subscription.id.to_string()).set(lag);
+            let lag = length.saturating_sub(self.position);
+            self.delivery.lags.lock().expect("lags lock").insert(self.subscription.id, lag);
         }
     }
 }

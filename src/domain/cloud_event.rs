@@ -49,6 +49,55 @@ pub enum CloudEventError {
     ControlCharacter(&'static str),
     #[error("The subject must be {expected}: the party of the instance in source.")]
     SubjectNotInstanceParty { expected: String },
+    #[error(
+        "The source names an instance that is not valid: expected .../instances/{{partyId}}/{{instanceGuid}}, a party number and a GUID."
+    )]
+    InstanceNotValid,
+    #[error("Extension attribute names must consist of lower-case letters (a-z) and digits (0-9).")]
+    ExtensionName,
+    #[error("The extension attribute '{0}' must be a string, a number or a boolean.")]
+    ExtensionValue(String),
+}
+
+/// The attributes this service knows (CloudEvents' own, Altinn's, and the
+/// `contenttype` alias); every other member is an extension attribute.
+const KNOWN_ATTRIBUTES: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+    "resource",
+    "resourceinstance",
+    "alternativesubject",
+];
+
+/// Extension attributes as CloudEvents defines them: names of lower-case
+/// letters and digits, values a string, number or boolean (or null); a
+/// string within the same bounds as the attributes this service reads (no
+/// control characters, at most 1024 characters).
+fn check_extensions(map: &Map<String, Value>) -> Result<(), CloudEventError> {
+    for (name, value) in map.iter().filter(|(name, _)| !KNOWN_ATTRIBUTES.contains(&name.as_str())) {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            return Err(CloudEventError::ExtensionName);
+        }
+        match value {
+            Value::String(s) if s.chars().count() > MAX_FIELD_LEN => {
+                return Err(CloudEventError::TooLong { field: "extension attribute", max: MAX_FIELD_LEN });
+            }
+            Value::String(s) if s.chars().any(char::is_control) => {
+                return Err(CloudEventError::ControlCharacter("extension attribute"));
+            }
+            Value::String(_) | Value::Number(_) | Value::Bool(_) | Value::Null => {}
+            Value::Array(_) | Value::Object(_) => return Err(CloudEventError::ExtensionValue(name.clone())),
+        }
+    }
+    Ok(())
 }
 
 fn string(map: &Map<String, Value>, field: &'static str) -> Result<Option<String>, CloudEventError> {
@@ -70,6 +119,9 @@ pub struct AppSource {
     pub org: String,
     pub app: String,
     pub instance: Option<(u64, String)>,
+    /// The path names an instance (`.../instances/...`) that does not parse
+    /// as a party number and a GUID.
+    pub malformed_instance: bool,
 }
 
 impl AppSource {
@@ -78,11 +130,18 @@ impl AppSource {
         let mut parts = url.path_segments()?.filter(|s| !s.is_empty());
         let org = parts.next()?.to_owned();
         let app = parts.next()?.to_owned();
-        let instance = match (parts.next(), parts.next(), parts.next()) {
-            (Some("instances"), Some(party), Some(guid)) => party.parse().ok().map(|p| (p, guid.to_owned())),
-            _ => None,
+        let (instance, malformed_instance) = match (parts.next(), parts.next(), parts.next()) {
+            (Some(segment), party, guid) if segment.eq_ignore_ascii_case("instances") => {
+                let parsed = party.zip(guid).and_then(|(party, guid)| {
+                    let number = party.bytes().all(|b| b.is_ascii_digit()).then(|| party.parse::<u64>().ok())??;
+                    instance_id(party, guid).map(|_| (number, guid.to_owned()))
+                });
+                let malformed = parsed.is_none();
+                (parsed, malformed)
+            }
+            _ => (None, false),
         };
-        Some(Self { org, app, instance })
+        Some(Self { org, app, instance, malformed_instance })
     }
 
     pub fn resource(&self) -> String {
@@ -112,6 +171,7 @@ fn base(body: Value) -> Result<Map<String, Value>, CloudEventError> {
     // are: a reader's SDK fails on an object where a string belongs.
     string(&map, "datacontenttype")?;
     string(&map, "dataschema")?;
+    check_extensions(&map)?;
     Ok(map)
 }
 
@@ -138,6 +198,9 @@ pub fn app_event(body: Value, id: String, time: String) -> Result<(EventRecord, 
     }
     check_source(&source)?;
     let app = AppSource::parse(&source).ok_or(CloudEventError::SourceNotUri)?;
+    if app.malformed_instance {
+        return Err(CloudEventError::InstanceNotValid);
+    }
     // The event goes to the feed of its subject and is authorized for the
     // party of its instance: they must be the same party.
     if let Some((party, _)) = &app.instance {
@@ -259,6 +322,58 @@ mod tests {
         let (rec, _) = app_event(body, "i".into(), "t".into()).unwrap();
         assert_eq!(rec.resourceinstance.as_deref(), Some("1337/6fb3f738-6800-4f29-9f3e-1c66862656cd"), "one spelling");
         assert_eq!(rec.source, upper, "the source is kept as published");
+    }
+
+    #[test]
+    fn instances_that_do_not_parse_are_refused_not_skipped() {
+        for party in ["-1", "18446744073709551616", "%31337", "+1337", "1337x", ""] {
+            let source = format!(
+                "https://ttd.apps.altinn.no/ttd/apps-test/instances/{party}/6fb3f738-6800-4f29-9f3e-1c66862656cd"
+            );
+            let body = json!({"specversion": "1.0", "type": "t", "source": source, "subject": "/party/1337"});
+            assert_eq!(
+                app_event(body, "i".into(), "t".into()).unwrap_err(),
+                CloudEventError::InstanceNotValid,
+                "{party}"
+            );
+        }
+        for guid in ["not-a-guid!", "", "gggggggg"] {
+            let source = format!("https://ttd.apps.altinn.no/ttd/apps-test/Instances/1337/{guid}");
+            let body = json!({"specversion": "1.0", "type": "t", "source": source, "subject": "/party/1338"});
+            assert_eq!(
+                app_event(body, "i".into(), "t".into()).unwrap_err(),
+                CloudEventError::InstanceNotValid,
+                "{guid}"
+            );
+        }
+        // No instance at all is still an app's event (the subject is the app's to say).
+        let body = json!({"specversion": "1.0", "type": "t", "source": "https://ttd.apps.altinn.no/ttd/apps-test",
+            "subject": "/party/1338"});
+        assert!(app_event(body, "i".into(), "t".into()).is_ok());
+    }
+
+    #[test]
+    fn extension_attributes_follow_the_cloudevents_rules() {
+        let event = |name: &str, value: Value| {
+            let mut body = json!({"specversion": "1.0", "id": "e1", "type": "t", "source": "urn:altinn:x",
+                "resource": "urn:altinn:resource:ttd-estate-of-deceased"});
+            body[name] = value;
+            generic_event(body, "t".into())
+        };
+        assert!(event("myext1", json!("kept")).is_ok());
+        assert!(event("count", json!(3)).is_ok());
+        assert!(event("flag", json!(true)).is_ok());
+        for name in ["my-ext", "MyExt", "ext\u{0}", "\u{0}", "\u{e6}xt", "with space"] {
+            assert_eq!(event(name, json!("v")).unwrap_err(), CloudEventError::ExtensionName, "{name:?}");
+        }
+        assert_eq!(
+            event("ext", json!("a\u{0}b")).unwrap_err(),
+            CloudEventError::ControlCharacter("extension attribute")
+        );
+        assert!(matches!(event("ext", json!("x".repeat(1025))).unwrap_err(), CloudEventError::TooLong { .. }));
+        assert!(matches!(event("ext", json!({"nested": 1})).unwrap_err(), CloudEventError::ExtensionValue(_)));
+        let body = json!({"specversion": "1.0", "type": "t", "source": SRC, "subject": "/party/1337", "bad\u{0}": "v"});
+        assert_eq!(app_event(body, "i".into(), "t".into()).unwrap_err(), CloudEventError::ExtensionName);
     }
 
     #[test]

@@ -147,9 +147,9 @@ impl Subscription {
     }
 
     /// The view with how delivery stands: its status and last error (once
-    /// validated), the checkpoint (a cursor of the feed) and how many events
-    /// it is behind.
-    pub fn view_with(&self, delivery: &DeliveryState, checkpoint: String, behind: u64) -> SubscriptionView {
+    /// validated), the checkpoint (a cursor of the feed) and the time of the
+    /// oldest event it has yet to deliver.
+    pub fn view_with(&self, delivery: &DeliveryState, checkpoint: String) -> SubscriptionView {
         let mut view = self.view();
         if view.validated {
             view.status = match delivery.status {
@@ -161,7 +161,7 @@ impl Subscription {
         }
         view.delivery = Some(DeliveryView {
             checkpoint,
-            behind,
+            oldest_pending: delivery.oldest_pending.clone(),
             failures: delivery.failures,
             next_retry: delivery.next_retry_ms.and_then(|ms| {
                 time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
@@ -244,6 +244,11 @@ pub struct DeliveryState {
     /// Recent attempts, oldest first (at most 100, at most 7 days old).
     #[serde(default)]
     pub attempts: Vec<DeliveryAttempt>,
+    /// The `time` of the oldest event the consumer is permitted and has yet
+    /// to get (the one being pushed or retried), as the deliverer last
+    /// stored it; `None` when it had caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending: Option<String>,
 }
 
 impl DeliveryState {
@@ -256,6 +261,7 @@ impl DeliveryState {
             failures: 0,
             next_retry_ms: None,
             attempts: Vec::new(),
+            oldest_pending: None,
         }
     }
 }
@@ -278,7 +284,8 @@ pub struct SubscriptionView {
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Ours: the checkpoint (a cursor of the feed), events behind, failures.
+    /// Ours: the checkpoint (a cursor of the feed), the oldest event not
+    /// delivered yet, failures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivery: Option<DeliveryView>,
 }
@@ -290,8 +297,11 @@ pub struct DeliveryView {
     /// A cursor of the feed: everything before it is delivered (or was not
     /// permitted). `replay` takes it as `after`.
     pub checkpoint: String,
-    /// Events in the feed after the checkpoint (not all may be permitted).
-    pub behind: u64,
+    /// The `time` of the oldest event not delivered yet (it is being pushed
+    /// or retried), or null when delivery had caught up; only events the
+    /// consumer is permitted count. Stored at most `delivery.flush_ms`
+    /// apart, so it may lag a second behind.
+    pub oldest_pending: Option<String>,
     /// Failed attempts of the event at the checkpoint.
     pub failures: u32,
     /// When the next attempt is due, or null.

@@ -15,6 +15,8 @@
 //!   existing one is returned.
 //! - **Changes are guarded** by the document's ETag (412: someone else
 //!   changed it; read again).
+//! - **At most `limit` per consumer** (`create`): counted before a create,
+//!   and again after it by rank, so racing creates cannot pass it.
 //! - Subscription documents never expire (`ttl: -1`).
 
 use std::time::Instant;
@@ -91,6 +93,16 @@ impl Stored {
     pub fn etag(&self) -> &str {
         &self.etag
     }
+}
+
+/// What a create did.
+#[derive(Debug, Clone)]
+pub enum Creation {
+    Created(Subscription),
+    /// The same subscription (consumer, endpoint, filters) exists: this one.
+    Existing(Subscription),
+    /// The consumer holds as many subscriptions as it may.
+    LimitReached,
 }
 
 /// The outcome of a guarded change.
@@ -202,16 +214,26 @@ impl SubscriptionStore {
     }
 
     /// Stores a new subscription made by `make` from its id, unless the same
-    /// subscription (`identity`) exists: then that one. `true` when created.
+    /// subscription (`identity`) exists: then that one. At most `limit`
+    /// subscriptions of its consumer are kept: a consumer that holds them
+    /// already gets `LimitReached`, and so does one whose concurrent creates
+    /// went past the limit (each new subscription counts those of its
+    /// consumer with lower ids, and removes itself when they are `limit`
+    /// already: of racing creates, the lowest ids stay).
     pub async fn create(
         &self,
         identity: &str,
+        consumer: &str,
+        limit: usize,
         make: impl Fn(u64) -> Subscription,
-    ) -> Result<(Subscription, bool), FeedError> {
+    ) -> Result<Creation, FeedError> {
         let doc_id = doc_id_for(identity);
         for _ in 0..50 {
             if let Some(existing) = self.read_doc(&doc_id).await?.and_then(from_doc) {
-                return Ok((existing.subscription, false));
+                return Ok(Creation::Existing(existing.subscription));
+            }
+            if self.ids_of(consumer).await?.len() >= limit {
+                return Ok(Creation::LimitReached);
             }
             let subscription = make(self.highest_id().await? + 1);
             let started = Instant::now();
@@ -222,7 +244,14 @@ impl SubscriptionStore {
             {
                 Ok(resp) => {
                     observe("subscription_create", started, charge(resp.headers()));
-                    return Ok((subscription, true));
+                    let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                    let before = self.ids_of(consumer).await?.into_iter().filter(|id| *id < subscription.id).count();
+                    if before >= limit {
+                        let stored = Stored { subscription, doc_id: doc_id.clone(), etag };
+                        self.delete(&stored).await?;
+                        return Ok(Creation::LimitReached);
+                    }
+                    return Ok(Creation::Created(subscription));
                 }
                 // Its own identity (the same subscription, created just now
                 // elsewhere: returned above) or its id, taken by another.
@@ -231,6 +260,16 @@ impl SubscriptionStore {
             }
         }
         Err(FeedError::Transient("subscription ids kept being taken".into()))
+    }
+
+    /// The ids of a consumer's subscriptions.
+    async fn ids_of(&self, consumer: &str) -> Result<Vec<u64>, FeedError> {
+        let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.consumer = @consumer AND c.kind = @kind")
+            .with_parameter("@consumer", consumer)
+            .map_err(FeedError::cosmos("bind"))?
+            .with_parameter("@kind", KIND_SUBSCRIPTION)
+            .map_err(FeedError::cosmos("bind"))?;
+        self.values(q, "subscription_count").await
     }
 
     /// The subscription with this id; `None` when there is none (or it was
@@ -247,6 +286,10 @@ impl SubscriptionStore {
         let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.kind = @kind")
             .with_parameter("@kind", KIND_SUBSCRIPTION)
             .map_err(FeedError::cosmos("bind"))?;
+        self.values(q, "subscription_ids").await
+    }
+
+    async fn values(&self, q: Query, operation: &'static str) -> Result<Vec<u64>, FeedError> {
         let started = Instant::now();
         let mut pages = self
             .container
@@ -257,7 +300,7 @@ impl SubscriptionStore {
         let mut ids = Vec::new();
         while let Some(p) = pages.next().await {
             let p = p.map_err(FeedError::cosmos("query subscription ids"))?;
-            observe("subscription_ids", started, charge(p.headers()));
+            observe(operation, started, charge(p.headers()));
             ids.extend(p.into_items());
         }
         Ok(ids)

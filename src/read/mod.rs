@@ -11,6 +11,9 @@
 //!   `size` x `scan_budget_factor` events (at least 100).
 //! - **`next` past everything scanned**, permitted or not, so a consumer
 //!   never rescans and never misses.
+//! - **Hidden is unknown.** An `after` event id that the reader may not see
+//!   is treated as an id the feed does not hold (the read starts at the
+//!   beginning), so a reader cannot probe for other parties' event ids.
 //! - **Long-polling only at the head.** An empty page that reached the end
 //!   of the feed waits up to `wait` for an append (in process at once,
 //!   across instances by the feed store's poll); one that ran out of scan
@@ -170,7 +173,10 @@ impl FeedReader {
     /// permitted events that arrive within `wait` (an empty page with `next`
     /// when none do).
     pub async fn read(&self, q: FeedQuery<'_>) -> Result<Page, ReadError> {
-        let start = position(&self.feeds, &q.feed, &q.paging.start).await?.unwrap_or(0);
+        let start =
+            visible_position(&self.feeds, self.pdp.as_ref(), &q.feed, &q.paging.start, q.caller, q.action, &q.filters)
+                .await?
+                .unwrap_or(0);
         let (events, next, at_end) = self.fill(&q, start, q.shared).await?;
         // Wait only at the end of the feed: an empty page that ran out of scan
         // budget answers at once, so the consumer moves on with `next`.
@@ -288,9 +294,47 @@ fn belongs_to(feed: &FeedId, record: &crate::domain::EventRecord) -> bool {
     }
 }
 
+/// Where `start` is in `feed` for a reader. An event id counts only when
+/// the reader may see that event: the PDP permits it to `caller` (for
+/// `action`), or, for a reader with a capability instead (`caller` is
+/// `None`), it lies within what the capability grants (`grant`'s instance
+/// and resource). Otherwise it is `None`, as for an id the feed does not
+/// hold, so that no answer tells a hidden event from an unknown one.
+pub async fn visible_position(
+    feeds: &FeedStore,
+    pdp: &dyn Authorizer,
+    feed: &FeedId,
+    start: &Start,
+    caller: Option<Caller<'_>>,
+    action: Action,
+    grant: &Filters,
+) -> Result<Option<u64>, ReadError> {
+    let Start::AfterEvent(id) = start else { return Ok(position(feeds, feed, start).await?) };
+    let Some(after) = feeds.locate(feed, id).await? else { return Ok(None) };
+    let at = after - 1;
+    let read = feeds.read(feed, at, &Filters::default(), 1, 1, false).await?;
+    let Some(event) = read.events.into_iter().find(|e| e.seq == at) else { return Ok(None) };
+    let visible = belongs_to(feed, &event.record)
+        && match caller {
+            Some(caller) => pdp
+                .authorize(caller, action, &[&event.record])
+                .await
+                .map_err(ReadError::Authorization)?
+                .first()
+                .copied()
+                .unwrap_or(false),
+            None => {
+                grant.resource_instance.as_ref().is_none_or(|i| event.record.resourceinstance.as_ref() == Some(i))
+                    && grant.resource.as_ref().is_none_or(|r| &event.record.resource == r)
+            }
+        };
+    Ok(visible.then_some(after))
+}
+
 /// Where `start` is in `feed`: `None` for an event id the feed does not
-/// hold (a read starts at the beginning then, as Altinn's does).
-pub async fn position(feeds: &FeedStore, feed: &FeedId, start: &Start) -> Result<Option<u64>, FeedError> {
+/// hold (a read starts at the beginning then, as Altinn's does). Says
+/// nothing of who may see the event: readers use [`visible_position`].
+async fn position(feeds: &FeedStore, feed: &FeedId, start: &Start) -> Result<Option<u64>, FeedError> {
     Ok(match start {
         Start::Position(p) => Some(*p),
         Start::AfterEvent(id) => feeds.locate(feed, id).await?,

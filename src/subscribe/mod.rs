@@ -13,14 +13,29 @@
 //!   fails; any 2xx makes it `validated`; the outcome and the last error are
 //!   stored on it, where every instance reads them (nothing is cached);
 //! - a signing secret is shown once (at creation, or when rotated) and
-//!   never logged; a rotated-out secret keeps signing for 24 hours.
+//!   never logged; a rotated-out secret keeps signing for 24 hours;
+//! - the endpoint is resolved (to check that it is public) only after the
+//!   caller was found permitted, and a refusal names no address: a token
+//!   holder cannot use creation to look up internal names;
+//! - a consumer holds at most `max_per_consumer` subscriptions;
+//! - neither `enable`, `replay` nor `validate` makes an endpoint be tried
+//!   sooner than its schedule says: `enable` and `replay` resume a disabled
+//!   subscription (whose schedule ran out) but leave a failing one's next
+//!   retry where it is, and `validate` does not restart a validation that
+//!   is running;
+//! - validation attempts run concurrently, at most
+//!   `max_validations_per_consumer` of one consumer at a time
+//!   (`validator.rs`), and take push slots like deliveries: one consumer's
+//!   endpoints that never answer hold up no other consumer's validation.
+
+mod validator;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 use url::Url;
 
 use crate::authz::{Action, Authorizer, Caller, PdpError};
@@ -29,21 +44,19 @@ use crate::domain::subscription::{
     Validation, ValidationStatus, absolute_url, app_of_resource, app_of_source, consumer_of, in_apps_domain, is_urn,
     texts,
 };
-use crate::domain::{EventRecord, Principal};
+use crate::domain::{EventRecord, Filters, Principal};
 use crate::feeds::delivery::DeliveryStore;
-use crate::feeds::subscriptions::{Changed, Stored, SubscriptionStore};
+use crate::feeds::subscriptions::{Changed, Creation, Stored, SubscriptionStore};
 use crate::feeds::{FeedError, FeedStore};
-use crate::read::Start;
+use crate::read::{ReadError, Start};
 use crate::register::{PartyRef, PartyRegister, RegisterError};
 use crate::webhooks::{Sender, signing};
 
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
 /// How long a rotated-out secret keeps signing.
 const SECRET_OVERLAP_MS: u64 = 24 * 3600 * 1000;
-/// How long an instance has to finish a validation attempt it claimed.
-const CLAIM_MS: u64 = 120_000;
-/// How often validators look for attempts due elsewhere.
-const SWEEP: Duration = Duration::from_secs(30);
+/// Longest accepted endpoint or filter (as the read API's parameters).
+const MAX_FIELD_LEN: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -73,6 +86,11 @@ pub struct SubscriptionSettings {
     pub validation_retry: Vec<Duration>,
     /// The platform URL (validation events name their subscription under it).
     pub platform_base: Url,
+    /// Subscriptions one consumer may hold.
+    pub max_per_consumer: usize,
+    /// Validation attempts one instance runs at once, and of one consumer.
+    pub max_concurrent_validations: usize,
+    pub max_validations_per_consumer: usize,
 }
 
 /// A created subscription, and its secret when it is new.
@@ -105,6 +123,30 @@ fn invalid(text: &str) -> SubscribeError {
     SubscribeError::Invalid(text.to_owned())
 }
 
+/// The request's endpoint and filters within the read API's bounds: at
+/// most 1024 characters, no control characters (they would be stored,
+/// pushed with and logged).
+fn check_fields(req: &SubscriptionRequest) -> Result<(), SubscribeError> {
+    let fields = [
+        ("endPoint", &req.end_point),
+        ("sourceFilter", &req.source_filter),
+        ("resourceFilter", &req.resource_filter),
+        ("subjectFilter", &req.subject_filter),
+        ("alternativeSubjectFilter", &req.alternative_subject_filter),
+        ("typeFilter", &req.type_filter),
+    ];
+    for (name, value) in fields {
+        let Some(value) = value else { continue };
+        if value.chars().count() > MAX_FIELD_LEN {
+            return Err(SubscribeError::Invalid(format!("'{name}' is longer than {MAX_FIELD_LEN} characters.")));
+        }
+        if value.chars().any(char::is_control) {
+            return Err(SubscribeError::Invalid(format!("'{name}' must not contain control characters.")));
+        }
+    }
+    Ok(())
+}
+
 impl Subscriptions {
     pub fn new(
         store: SubscriptionStore,
@@ -122,12 +164,13 @@ impl Subscriptions {
     /// Altinn's creation rules, in Altinn's order; then the PDP; then the
     /// store (the same subscription again is the existing one).
     pub async fn create(&self, principal: &Principal, req: SubscriptionRequest) -> Result<Created, SubscribeError> {
+        check_fields(&req)?;
         let trimmed = |v: &Option<String>| v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
-        // 1. The endpoint (and where events are pushed is safe), the source.
+        // 1. The endpoint (that it is a URL: where it resolves is checked
+        // once the caller is found permitted), the source.
         let end_point = trimmed(&req.end_point)
             .and_then(|e| absolute_url(&e, self.sender.allows_http()))
             .ok_or_else(|| invalid(texts::ENDPOINT))?;
-        self.sender.check_endpoint(&end_point).await.map_err(|e| SubscribeError::Invalid(e.to_string()))?;
         let source = trimmed(&req.source_filter);
         let source_url = match &source {
             Some(s) => Some(absolute_url(s, false).ok_or_else(|| invalid(texts::SOURCE_URL))?),
@@ -194,6 +237,8 @@ impl Subscriptions {
         };
         // 7. The PDP: may this consumer read (apps) or subscribe to (generic) it?
         self.authorize(principal, &kind, &filters).await?;
+        // Only now: where events would be pushed is safe (public, allowed port).
+        self.sender.check_endpoint(&end_point).await.map_err(|e| SubscribeError::Invalid(e.to_string()))?;
         // 8. Stored, unless it exists. Events from the feed's current end on
         // are pushed to it.
         let app = matches!(kind, Kind::App { .. });
@@ -225,13 +270,19 @@ impl Subscriptions {
             app,
             starts_at,
         };
-        let (subscription, new) = self.store.create(&identity, make).await?;
-        if new {
-            metrics::counter!("subscriptions_created_total").increment(1);
-            self.wake.notify_one();
-            (self.changed)(subscription.id);
+        match self.store.create(&identity, &consumer, self.settings.max_per_consumer, make).await? {
+            Creation::Created(subscription) => {
+                metrics::counter!("subscriptions_created_total").increment(1);
+                self.wake.notify_one();
+                (self.changed)(subscription.id);
+                Ok(Created { subscription, secret: Some(secret) })
+            }
+            Creation::Existing(subscription) => Ok(Created { subscription, secret: None }),
+            Creation::LimitReached => Err(SubscribeError::Invalid(format!(
+                "A consumer can hold at most {} subscriptions; delete one before creating another.",
+                self.settings.max_per_consumer
+            ))),
         }
-        Ok(Created { subscription, secret: new.then_some(secret) })
     }
 
     /// `/org/{orgno}`, `/organisation/{orgno}`, `/person/{ssn}` as the
@@ -324,10 +375,15 @@ impl Subscriptions {
         Err(SubscribeError::Storage(FeedError::Transient("the subscription kept changing".into())))
     }
 
-    /// Runs validation of one of the caller's subscriptions again, at once.
+    /// Runs validation of one of the caller's subscriptions again, at once;
+    /// unless it is being validated now (then that round goes on, on its
+    /// schedule).
     pub async fn revalidate(&self, principal: &Principal, id: u64) -> Result<Subscription, SubscribeError> {
         let updated = self
             .change(principal, id, |s| {
+                if s.validation.status == ValidationStatus::Validating {
+                    return false;
+                }
                 s.validation = Validation {
                     status: ValidationStatus::Validating,
                     attempts: 0,
@@ -335,6 +391,7 @@ impl Subscriptions {
                     next_attempt_ms: Some(now_ms()),
                     claimed_until_ms: None,
                 };
+                true
             })
             .await?;
         self.wake.notify_one();
@@ -357,76 +414,99 @@ impl Subscriptions {
                     old.expires_ms.get_or_insert(now + SECRET_OVERLAP_MS);
                 }
                 s.secrets.push(SigningSecret { value: secret.clone(), expires_ms: None });
+                true
             })
             .await?;
         Ok((updated, secret))
     }
 
-    /// How delivery of one of the caller's subscriptions stands, and how
-    /// many events its feed holds beyond the checkpoint.
+    /// How delivery of one of the caller's subscriptions stands.
     pub async fn delivery(
         &self,
         principal: &Principal,
         id: u64,
-    ) -> Result<(Subscription, DeliveryState, u64), SubscribeError> {
+    ) -> Result<(Subscription, DeliveryState), SubscribeError> {
         let subscription = self.owned(principal, id).await?.subscription;
-        let (state, behind) = self.delivery_of(&subscription).await?;
-        Ok((subscription, state, behind))
+        let state = self.delivery_of(&subscription).await?;
+        Ok((subscription, state))
     }
 
     /// How delivery of `subscription` stands (as it starts, when no
-    /// deliverer has written yet), and how many events it is behind.
-    pub async fn delivery_of(&self, subscription: &Subscription) -> Result<(DeliveryState, u64), SubscribeError> {
-        let state = match self.deliveries.state(subscription.id).await? {
+    /// deliverer has written yet).
+    pub async fn delivery_of(&self, subscription: &Subscription) -> Result<DeliveryState, SubscribeError> {
+        Ok(match self.deliveries.state(subscription.id).await? {
             Some((state, _)) => state,
             None => DeliveryState::starting_at(subscription.starts_at),
-        };
-        let behind = self.feeds.len(&subscription.feed()).await?.saturating_sub(state.checkpoint);
-        Ok((state, behind))
+        })
     }
 
-    /// Resumes a disabled (or failing) subscription from its checkpoint, now.
+    /// Resumes a disabled subscription from its checkpoint, now. A failing
+    /// one is left as it is: its next retry stays where the schedule put it
+    /// (`enable` is not a way to try an endpoint sooner).
     pub async fn enable(&self, principal: &Principal, id: u64) -> Result<Subscription, SubscribeError> {
         self.change_delivery(principal, id, |state| {
-            state.status = DeliveryStatus::Active;
-            state.failures = 0;
-            state.next_retry_ms = None;
-            state.last_error = None;
+            if state.status != DeliveryStatus::Disabled {
+                return false;
+            }
+            resume(state);
+            true
         })
         .await
     }
 
     /// Moves the checkpoint of one of the caller's subscriptions to where
-    /// `start` says (back, to replay; or forward, to skip).
+    /// `start` says (back, to replay; or forward, to skip). An event id the
+    /// subscription's consumer may not see is as unknown as one the feed
+    /// does not hold. A disabled subscription resumes; a failing one keeps
+    /// its next retry.
     pub async fn replay(&self, principal: &Principal, id: u64, start: Start) -> Result<Subscription, SubscribeError> {
         let subscription = self.owned(principal, id).await?.subscription;
         let feed = subscription.feed();
-        let position = crate::read::position(&self.feeds, &feed, &start)
-            .await?
-            .ok_or_else(|| invalid("No event with that id is in the subscription's feed."))?;
+        let action = if subscription.app { Action::Read } else { Action::Subscribe };
+        let caller = Caller::Principal(&subscription.caller);
+        let position = crate::read::visible_position(
+            &self.feeds,
+            self.pdp.as_ref(),
+            &feed,
+            &start,
+            Some(caller),
+            action,
+            &Filters::default(),
+        )
+        .await
+        .map_err(|e| match e {
+            ReadError::Authorization(e) => SubscribeError::Authorization(e),
+            ReadError::Storage(e) => SubscribeError::Storage(e),
+            other => SubscribeError::Storage(FeedError::Transient(other.to_string())),
+        })?
+        .ok_or_else(|| invalid("No event with that id is in the subscription's feed."))?;
         self.change_delivery(principal, id, move |state| {
             state.checkpoint = position;
-            state.status = DeliveryStatus::Active;
-            state.failures = 0;
-            state.next_retry_ms = None;
-            state.last_error = None;
+            state.oldest_pending = None;
+            if state.status == DeliveryStatus::Disabled {
+                resume(state);
+            }
+            true
         })
         .await
     }
 
-    /// Changes the delivery state as its owner; a new generation, so that the
-    /// deliverer, wherever it runs, starts again from it.
+    /// Changes the delivery state as its owner (when `edit` says it
+    /// changed it); a new generation, so that the deliverer, wherever it
+    /// runs, starts again from it.
     async fn change_delivery(
         &self,
         principal: &Principal,
         id: u64,
-        edit: impl Fn(&mut DeliveryState),
+        edit: impl Fn(&mut DeliveryState) -> bool,
     ) -> Result<Subscription, SubscribeError> {
         let subscription = self.owned(principal, id).await?.subscription;
         for _ in 0..10 {
             let (mut state, etag) =
                 self.deliveries.state_or(id, DeliveryState::starting_at(subscription.starts_at)).await?;
-            edit(&mut state);
+            if !edit(&mut state) {
+                return Ok(subscription);
+            }
             state.generation += 1;
             if let Changed::Done(_) = self.deliveries.write(id, &state, &etag).await? {
                 (self.changed)(id);
@@ -436,16 +516,20 @@ impl Subscriptions {
         Err(SubscribeError::Storage(FeedError::Transient("the delivery state kept changing".into())))
     }
 
+    /// Changes one of the caller's subscriptions (when `edit` says it
+    /// changed it), guarded by its ETag.
     async fn change(
         &self,
         principal: &Principal,
         id: u64,
-        edit: impl Fn(&mut Subscription),
+        edit: impl Fn(&mut Subscription) -> bool,
     ) -> Result<Subscription, SubscribeError> {
         for _ in 0..10 {
             let stored = self.owned(principal, id).await?;
             let mut next = stored.subscription.clone();
-            edit(&mut next);
+            if !edit(&mut next) {
+                return Ok(stored.subscription);
+            }
             if let Changed::Done(done) = self.store.replace(&stored, next).await? {
                 (self.changed)(id);
                 return Ok(done.subscription);
@@ -453,100 +537,13 @@ impl Subscriptions {
         }
         Err(SubscribeError::Storage(FeedError::Transient("the subscription kept changing".into())))
     }
+}
 
-    /// Validates subscriptions until `stop`: at once when one is created or
-    /// re-validated here, when a retry is due, and every 30 s for attempts
-    /// that other instances left (a claim that ran out).
-    /// Looks for due validations now (a subscription changed, perhaps on
-    /// another instance).
-    pub fn wake_validator(&self) {
-        self.wake.notify_one();
-    }
-
-    pub async fn run_validator(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        // At once at start: what is due (or was left by an instance that
-        // stopped) is not left waiting for a sweep.
-        let mut next_due: Option<u64> = Some(0);
-        loop {
-            let wait = next_due.map_or(SWEEP, |due| Duration::from_millis(due.saturating_sub(now_ms())).min(SWEEP));
-            tokio::select! {
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(wait) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            // A wake-up (a change anywhere) must not forget a retry this
-            // instance already has in the diary.
-            let known = next_due.filter(|due| *due > now_ms());
-            next_due = match self.validate_due().await {
-                Ok(next) => match (next, known) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (next, known) => next.or(known),
-                },
-                Err(e) => {
-                    tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "validating subscriptions failed");
-                    Some(now_ms() + 1000)
-                }
-            };
-        }
-    }
-
-    /// Runs every attempt that is due; the time of the next one it knows of.
-    async fn validate_due(&self) -> Result<Option<u64>, FeedError> {
-        let now = now_ms();
-        let mut next: Option<u64> = None;
-        for stored in self.store.due_validations(now).await? {
-            // Claim it, so that no other instance pushes it at the same time.
-            let mut claimed = stored.subscription.clone();
-            claimed.validation.claimed_until_ms = Some(now + CLAIM_MS);
-            let Changed::Done(stored) = self.store.replace(&stored, claimed).await? else { continue };
-            if let Some(due) = self.attempt(stored).await? {
-                next = Some(next.map_or(due, |n: u64| n.min(due)));
-            }
-        }
-        Ok(next)
-    }
-
-    /// One validation push and its outcome, stored; when the next is due.
-    async fn attempt(&self, stored: Stored) -> Result<Option<u64>, FeedError> {
-        let s = &stored.subscription;
-        let id = uuid::Uuid::new_v4().to_string();
-        let base = self.settings.platform_base.as_str().trim_end_matches('/');
-        let event = json!({"specversion": "1.0", "id": id, "type": "platform.events.validatesubscription",
-            "source": format!("{base}/events/api/v1/subscriptions/{}", s.id)});
-        let body = serde_json::to_vec(&event).unwrap_or_default();
-        let Ok(url) = Url::parse(&s.end_point) else { return Ok(None) };
-        let outcome = self.sender.push(&url, &id, &body, &s.active_secrets(now_ms())).await;
-        let mut next = s.clone();
-        next.validation.claimed_until_ms = None;
-        next.validation.attempts += 1;
-        let due = if outcome.delivered() {
-            metrics::counter!("subscription_validations_total", "outcome" => "validated").increment(1);
-            next.validation.status = ValidationStatus::Active;
-            next.validation.last_error = None;
-            next.validation.next_attempt_ms = None;
-            None
-        } else {
-            metrics::counter!("subscription_validations_total", "outcome" => "failed").increment(1);
-            next.validation.last_error = outcome.error.clone();
-            let wait = self.settings.validation_retry.get(next.validation.attempts as usize - 1);
-            match wait {
-                Some(wait) => {
-                    let due = now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-                    next.validation.next_attempt_ms = Some(due);
-                    Some(due)
-                }
-                None => {
-                    next.validation.status = ValidationStatus::Failing;
-                    next.validation.next_attempt_ms = None;
-                    None
-                }
-            }
-        };
-        // Deleted or changed meanwhile (re-validated, rotated): its new
-        // state rules; nothing to store.
-        if let Changed::Done(_) = self.store.replace(&stored, next).await? {
-            (self.changed)(stored.subscription.id);
-        }
-        Ok(due)
-    }
+/// A disabled subscription, pushed again from its checkpoint: the schedule
+/// starts over (it ran out to get here).
+fn resume(state: &mut DeliveryState) {
+    state.status = DeliveryStatus::Active;
+    state.failures = 0;
+    state.next_retry_ms = None;
+    state.last_error = None;
 }

@@ -1,19 +1,25 @@
 //! Pushing to consumers' webhooks: signed (Standard Webhooks, `signing.rs`),
-//! and safe for the service to send. Platform-client layer.
+//! fair between consumers (`slots.rs`), and safe for the service to send.
+//! Platform-client layer.
 //!
 //! Invariants it keeps (unless `webhooks.allow_private_endpoints`, dev
 //! mode's default):
-//! - only `https` endpoints;
-//! - never to a loopback, private, link-local (the instance metadata
-//!   service), unique-local, shared (100.64/10), multicast or unspecified
-//!   address, nor Azure's platform address 168.63.129.16: checked when a
-//!   subscription is created and again at each connection (the resolver
-//!   drops such addresses, so DNS that changes after the check gains
-//!   nothing);
+//! - only `https` endpoints, on a port of `webhooks.allowed_ports`;
+//! - only public addresses (`address.rs`): checked when a subscription is
+//!   created and again at each connection (the resolver drops other
+//!   addresses, so DNS that changes after the check gains nothing); a
+//!   refusal names neither the host's addresses nor which rule refused, so
+//!   it cannot be used to map internal names;
+//! - never through a proxy (`HTTPS_PROXY` and the like are ignored: a
+//!   proxy would connect where the address check cannot see);
 //! - no redirects are followed; each push has a timeout; at most
-//!   `max_response_bytes` of an answer are read.
+//!   `max_response_bytes` of an answer are read;
+//! - every push, validations included, holds a consumer's, a host's and
+//!   the instance's slot while it runs (`slots.rs`).
 
+mod address;
 pub mod signing;
+mod slots;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -24,58 +30,32 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use secrecy::SecretString;
 use url::Url;
 
+pub use address::is_public;
+pub use slots::{PushSlots, SlotLimits};
+
 /// Settings of the sender.
 #[derive(Debug, Clone)]
 pub struct SenderSettings {
     pub allow_private_endpoints: bool,
+    /// Ports endpoints may use (unless private endpoints are allowed).
+    pub allowed_ports: Vec<u16>,
     pub timeout: Duration,
     pub max_response_bytes: usize,
+    pub slots: SlotLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
     #[error("The endpoint must be an absolute URL with the https scheme.")]
     NotHttps,
-    #[error("The endpoint's host {0} could not be resolved.")]
-    Unresolved(String),
+    #[error("The endpoint's port is not allowed: events are pushed to port {0} only.")]
+    Port(String),
+    /// Unresolvable, or resolving to an address that is not public: one
+    /// answer, naming nothing the caller did not send.
     #[error(
-        "The endpoint {host} resolves to {address}, a loopback, private or otherwise internal address; events are pushed only to public addresses."
+        "The endpoint's host must resolve to public addresses only: events are pushed only to public https endpoints."
     )]
-    NotPublic { host: String, address: IpAddr },
-}
-
-/// Whether the service may push to `ip` (public addresses only).
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, ..] = v4.octets();
-            !(v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_multicast()
-                || v4.is_broadcast()
-                || v4.is_documentation()
-                || a == 0
-                || (a == 100 && (64..128).contains(&b))
-                || (a == 192 && b == 0 && v4.octets()[2] == 0)
-                || (a == 198 && (18..20).contains(&b))
-                || a >= 240
-                || v4.octets() == [168, 63, 129, 16])
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_public(IpAddr::V4(v4));
-            }
-            let first = v6.segments()[0];
-            !(v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
-                || first == 0x2001 && v6.segments()[1] == 0x0db8)
-        }
-    }
+    NotPublic,
 }
 
 /// A resolver that gives only public addresses (the system resolver's
@@ -118,11 +98,18 @@ impl PushOutcome {
 pub struct Sender {
     http: reqwest::Client,
     settings: SenderSettings,
+    slots: PushSlots,
+}
+
+/// `host:port` of an endpoint: whose slots a push to it takes.
+pub fn host_key(url: &Url) -> String {
+    format!("{}:{}", url.host_str().unwrap_or_default().to_ascii_lowercase(), url.port_or_known_default().unwrap_or(0))
 }
 
 impl Sender {
     pub fn new(settings: SenderSettings) -> Result<Self, reqwest::Error> {
         let mut builder = reqwest::Client::builder()
+            .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
@@ -130,7 +117,12 @@ impl Sender {
         if !settings.allow_private_endpoints {
             builder = builder.dns_resolver(PublicOnly);
         }
-        Ok(Self { http: builder.build()?, settings })
+        Ok(Self { http: builder.build()?, slots: PushSlots::new(settings.slots), settings })
+    }
+
+    /// The consumers and hosts this sender keeps slots for now.
+    pub fn tracked_slots(&self) -> (usize, usize) {
+        self.slots.tracked()
     }
 
     pub fn allows_http(&self) -> bool {
@@ -138,47 +130,65 @@ impl Sender {
     }
 
     /// Checks an endpoint before a subscription to it is created: scheme,
-    /// and (unless private endpoints are allowed) that every address it
-    /// resolves to is public.
+    /// port, and (unless private endpoints are allowed) that every address
+    /// it resolves to is public.
     pub async fn check_endpoint(&self, url: &Url) -> Result<(), EndpointError> {
         if self.settings.allow_private_endpoints {
             return Ok(());
         }
-        if url.scheme() != "https" {
-            return Err(EndpointError::NotHttps);
-        }
+        self.check_scheme_and_port(url)?;
         let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
         let addresses: Vec<IpAddr> = match host.parse::<IpAddr>() {
             Ok(ip) => vec![ip],
             Err(_) => tokio::net::lookup_host((host.as_str(), url.port_or_known_default().unwrap_or(443)))
                 .await
-                .map_err(|_| EndpointError::Unresolved(host.clone()))?
+                .map_err(|_| EndpointError::NotPublic)?
                 .map(|a| a.ip())
                 .collect(),
         };
-        if addresses.is_empty() {
-            return Err(EndpointError::Unresolved(host));
+        if addresses.is_empty() || addresses.into_iter().any(|ip| !is_public(ip)) {
+            return Err(EndpointError::NotPublic);
         }
-        match addresses.into_iter().find(|ip| !is_public(*ip)) {
-            Some(address) => Err(EndpointError::NotPublic { host, address }),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
-    /// POSTs `body` (JSON) to `url`, signed with `secrets` as message `id`.
-    pub async fn push(&self, url: &Url, id: &str, body: &[u8], secrets: &[SecretString]) -> PushOutcome {
-        let started = Instant::now();
+    fn check_scheme_and_port(&self, url: &Url) -> Result<(), EndpointError> {
+        if url.scheme() != "https" {
+            return Err(EndpointError::NotHttps);
+        }
+        let port = url.port_or_known_default().unwrap_or(0);
+        if !self.settings.allowed_ports.contains(&port) {
+            let allowed: Vec<String> = self.settings.allowed_ports.iter().map(u16::to_string).collect();
+            return Err(EndpointError::Port(allowed.join(", ")));
+        }
+        Ok(())
+    }
+
+    /// POSTs `body` (JSON) to `url`, signed with `secrets` as message `id`,
+    /// once `consumer` has a slot (its own, the endpoint host's and the
+    /// instance's). The latency is the push's own, not the wait for a slot.
+    pub async fn push(
+        &self,
+        consumer: &str,
+        url: &Url,
+        id: &str,
+        body: &[u8],
+        secrets: &[SecretString],
+    ) -> PushOutcome {
         if !self.settings.allow_private_endpoints {
-            // A literal address never reaches the resolver: check it here.
+            // A literal address never reaches the resolver: check it here;
+            // and the settings may have changed since the subscription was made.
             let literal = url.host_str().and_then(|h| h.trim_start_matches('[').trim_end_matches(']').parse().ok());
-            if url.scheme() != "https" || literal.is_some_and(|ip: IpAddr| !is_public(ip)) {
+            if self.check_scheme_and_port(url).is_err() || literal.is_some_and(|ip: IpAddr| !is_public(ip)) {
                 return PushOutcome {
                     status: None,
-                    latency: started.elapsed(),
-                    error: Some("the endpoint is not a public https address".into()),
+                    latency: Duration::ZERO,
+                    error: Some("the endpoint is not a public https address on an allowed port".into()),
                 };
             }
         }
+        let _slots = self.slots.acquire(consumer, &host_key(url)).await;
+        let started = Instant::now();
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
         let signature = signing::signature_header(secrets, id, timestamp, body);
         let sent = self
@@ -237,46 +247,48 @@ pub type SharedSender = Arc<Sender>;
 mod tests {
     use super::*;
 
-    #[test]
-    fn only_public_addresses() {
-        for internal in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "168.63.129.16",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "224.0.0.1",
-        ] {
-            assert!(!is_public(internal.parse().unwrap()), "{internal}");
-        }
-        for public in ["51.120.0.1", "8.8.8.8", "2a01:4f8::1"] {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
+    fn sender(allowed_ports: Vec<u16>) -> Sender {
+        Sender::new(SenderSettings {
+            allow_private_endpoints: false,
+            allowed_ports,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+            slots: SlotLimits { total: 4, per_consumer: 2, per_host: 2 },
+        })
+        .unwrap()
     }
 
     #[tokio::test]
     async fn internal_endpoints_are_refused_before_anything_is_sent() {
-        let sender = Sender::new(SenderSettings {
-            allow_private_endpoints: false,
-            timeout: Duration::from_secs(1),
-            max_response_bytes: 1024,
-        })
-        .unwrap();
-        for url in
-            ["https://127.0.0.1:9/hook", "https://[::1]/hook", "https://169.254.169.254/latest", "https://localhost/x"]
-        {
+        let sender = sender(vec![443, 9]);
+        for url in [
+            "https://127.0.0.1:9/hook",
+            "https://[::1]/hook",
+            "https://169.254.169.254/latest",
+            "https://localhost/x",
+            "https://[64:ff9b::a9fe:a9fe]/latest",
+            "https://[::ffff:0:7f00:1]/x",
+        ] {
             let url = Url::parse(url).unwrap();
-            assert!(sender.check_endpoint(&url).await.is_err(), "{url}");
-            assert!(!sender.push(&url, "m", b"{}", &[]).await.delivered(), "{url}");
+            let refused = sender.check_endpoint(&url).await.unwrap_err();
+            assert!(matches!(refused, EndpointError::NotPublic), "{url}: {refused}");
+            let text = refused.to_string();
+            assert!(!text.contains("127.") && !text.contains("localhost") && !text.contains("::"), "{text}");
+            assert!(!sender.push("c", &url, "m", b"{}", &[]).await.delivered(), "{url}");
         }
         let http = Url::parse("http://example.com/hook").unwrap();
         assert!(matches!(sender.check_endpoint(&http).await, Err(EndpointError::NotHttps)));
+    }
+
+    #[tokio::test]
+    async fn only_allowed_ports() {
+        let sender = sender(vec![443]);
+        // Refused for its port before any lookup (the name need not exist).
+        let url = Url::parse("https://hooks.example.invalid:8443/x").unwrap();
+        let refused = sender.check_endpoint(&url).await.unwrap_err();
+        assert!(matches!(refused, EndpointError::Port(_)), "{refused}");
+        assert_eq!(refused.to_string(), "The endpoint's port is not allowed: events are pushed to port 443 only.");
+        let pushed = sender.push("c", &url, "m", b"{}", &[]).await;
+        assert!(!pushed.delivered() && pushed.status.is_none());
     }
 }

@@ -195,7 +195,7 @@ async fn cosmosdb_server_feed_store_round_trip() {
 #[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
 async fn cosmosdb_server_subscription_store_round_trip() {
     use altinn_events::domain::subscription::{Subscription, SubscriptionFilters, Validation, ValidationStatus};
-    use altinn_events::feeds::subscriptions::{Changed, SubscriptionStore};
+    use altinn_events::feeds::subscriptions::{Changed, Creation, SubscriptionStore};
     let store = SubscriptionStore::new(&store(S).await);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let consumer = format!("/organisation/{run}");
@@ -234,13 +234,18 @@ async fn cosmosdb_server_subscription_store_round_trip() {
         }
     };
     let identity = |e: &str| Subscription::identity(&consumer, e, &filters);
-    let (a, new) = store.create(&identity("https://a/"), make("https://a/")).await.unwrap();
-    assert!(new);
-    let (again, new) = store.create(&identity("https://a/"), make("https://a/")).await.unwrap();
-    assert!(!new);
+    let create = |e: &'static str, limit: usize| {
+        let (store, identity, make) = (&store, identity(e), make(e));
+        let consumer = consumer.clone();
+        async move { store.create(&identity, &consumer, limit, make).await.unwrap() }
+    };
+    let Creation::Created(a) = create("https://a/", 2).await else { panic!("a is new") };
+    let Creation::Existing(again) = create("https://a/", 2).await else { panic!("a again is a") };
     assert_eq!(again.id, a.id);
-    let (b, _) = store.create(&identity("https://b/"), make("https://b/")).await.unwrap();
+    let Creation::Created(b) = create("https://b/", 2).await else { panic!("b is new") };
     assert_eq!(b.id, a.id + 1);
+    assert!(matches!(create("https://c/", 2).await, Creation::LimitReached), "two is the limit");
+    assert!(matches!(create("https://a/", 2).await, Creation::Existing(_)), "the same one again is not a third");
     let listed: Vec<u64> = store.list(&consumer).await.unwrap().iter().map(|s| s.id).collect();
     assert_eq!(listed, [a.id, b.id]);
     assert!(store.due_validations(2).await.unwrap().iter().any(|s| s.subscription.id == a.id));
@@ -257,7 +262,7 @@ async fn cosmosdb_server_subscription_store_round_trip() {
     let current = store.get(a.id).await.unwrap().unwrap();
     assert_eq!(store.delete(&current).await.unwrap(), Changed::Done(()));
     assert!(store.get(a.id).await.unwrap().is_none());
-    let (c, _) = store.create(&identity("https://c/"), make("https://c/")).await.unwrap();
+    let Creation::Created(c) = create("https://c/", 2).await else { panic!("a deleted one makes room") };
     assert!(c.id > b.id, "ids are not reused");
 }
 

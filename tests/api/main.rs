@@ -10,6 +10,7 @@ mod delivery;
 mod fail_closed;
 mod feeds;
 mod hardening;
+mod hardening_round_two;
 mod health;
 mod helpers;
 mod instance;

@@ -377,6 +377,7 @@ async fn altinns_creation_rules_and_texts() {
         app.http
             .post(app.url("/events/api/v1/subscriptions"))
             .header(AUTHORIZATION, format!("Bearer {user}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body("{nope")
             .send()
             .await
@@ -472,11 +473,13 @@ async fn a_rotated_secret_signs_beside_the_new_one() {
 /// `http` or loopback endpoint is refused at creation, and nothing is sent.
 #[tokio::test]
 async fn internal_endpoints_are_refused_when_private_endpoints_are_not_allowed() {
-    let mut config = test_config();
-    config.webhooks.allow_private_endpoints = Some(false);
-    let app = TestApp::spawn_with(config, Overrides::default()).await;
     let receiver = Receiver::start().await;
     let port = receiver.url.rsplit(':').next().unwrap().split('/').next().unwrap().to_owned();
+    let mut config = test_config();
+    config.webhooks.allow_private_endpoints = Some(false);
+    // The port is allowed: what refuses is the address.
+    config.webhooks.allowed_ports = vec![443, port.parse().unwrap()];
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
     let ttd = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
     let problem = assert_problem(
         subscribe(&app, &ttd, &json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await,
@@ -496,7 +499,8 @@ async fn internal_endpoints_are_refused_when_private_endpoints_are_not_allowed()
         )
         .await;
         let detail = problem["detail"].as_str().unwrap();
-        assert!(detail.contains("events are pushed only to public addresses"), "{endpoint}: {detail}");
+        assert!(detail.contains("events are pushed only to public https endpoints"), "{endpoint}: {detail}");
+        assert!(!detail.contains("127.0.0.1") && !detail.contains("::1"), "no address named: {detail}");
     }
     assert!(receiver.received().is_empty(), "no request was sent");
     app.shutdown().await;

@@ -301,8 +301,8 @@ async fn cluster_subscriptions_move_when_their_pod_dies() {
 }
 
 /// Start-up: a pod started before Cosmos DB is live at once, not ready
-/// (naming Cosmos), keeps trying, and becomes ready on its own once the
-/// emulator comes.
+/// (naming Cosmos), keeps trying, and becomes ready on its own within
+/// seconds of the emulator coming, after 16 s without it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "out-of-process cluster: run by .ci/cosmosdb-server/run-test"]
 async fn cluster_a_pod_started_before_cosmos_becomes_ready_after_it() {
@@ -325,11 +325,15 @@ async fn cluster_a_pod_started_before_cosmos_becomes_ready_after_it() {
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["cosmos"], "unavailable", "{body}");
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Away long enough that a doubling backoff would wait 16 s and more.
+    tokio::time::sleep(Duration::from_secs(16)).await;
     let started = Instant::now();
     let emulator = Emulator::start(port, &scratch.0);
     pod.until_ready(&http, Duration::from_secs(40)).await;
     let took = started.elapsed();
+    // The waits between tries stay at 4 s: ready within a few seconds of
+    // the emulator, however long it was away.
+    assert!(took < Duration::from_secs(8), "ready {took:?} after the emulator came");
     // It works: a publish and a read.
     let get = |path: &str| {
         let url = pod.url(path);
