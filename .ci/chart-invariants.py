@@ -128,8 +128,10 @@ def covered(net, excepts):
     return any(net.subnet_of(e) for e in excepts if e.version == net.version)
 
 
-def check_egress(tag, policy, private_cidrs):
-    """Each egress rule is DNS to kube-dns, 443 to public addresses, or 443 to the private-endpoint CIDRs."""
+def check_egress(tag, policy, private_cidrs, public_ports):
+    """Each egress rule is DNS to kube-dns, `public_ports` (443, and the
+    webhook ports for pods that push) to public addresses, or 443 to the
+    private-endpoint CIDRs."""
     name = f"{tag}NetworkPolicy {policy['metadata']['name']}"
     seen = {"dns": False, "public4": False, "public6": False, "private": set()}
     for i, rule in enumerate(policy["spec"].get("egress") or []):
@@ -142,7 +144,9 @@ def check_egress(tag, policy, private_cidrs):
             check(all(p == KUBE_DNS for p in peers), f"{where}: DNS goes elsewhere than kube-dns in kube-system: {peers}")
             seen["dns"] = True
             continue
-        if not check(ports == {(443, "TCP")}, f"{where} allows ports other than 443/TCP: {sorted(ports, key=str)}"):
+        public_rule = any(ipaddress.ip_network((p.get("ipBlock") or {}).get("cidr", "10.0.0.0/8")).prefixlen == 0 for p in peers)
+        allowed = {(port, "TCP") for port in public_ports} if public_rule else {(443, "TCP")}
+        if not check(ports == allowed, f"{where} allows ports {sorted(ports, key=str)}, not {sorted(allowed, key=str)}"):
             continue
         for peer in peers:
             block = peer.get("ipBlock")
@@ -307,7 +311,11 @@ def check_rendered(label, docs, values, production, deliver_expected):
             froms = [peer for rule in np["spec"].get("ingress", []) for peer in rule.get("from") or []]
             p(froms == np_values["metricsFrom"], f"NetworkPolicy {name}: the deliver pods admit {froms}, not networkPolicy.metricsFrom")
         if not np_values.get("extraEgress"):
-            check_egress(tag, np, private_cidrs)
+            # Pods that push open the webhook ports the service checks
+            # endpoints against (the same setting), and no others.
+            pushes = s == ["deliver"] or (s == ["api"] and not deliver_expected)
+            webhook_ports = {int(x) for x in config.get("EVENTS__WEBHOOKS__ALLOWED_PORTS", "[443]").strip("[]").split(",") if x.strip()}
+            check_egress(tag, np, private_cidrs, {443} | webhook_ports if pushes else {443})
     for role in roles:
         p(sum(selected(np["spec"]["podSelector"]) == [role] for np in policies) == 1, f"{role}: not exactly one NetworkPolicy")
 
