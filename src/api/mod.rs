@@ -88,17 +88,20 @@ pub mod routes {
 }
 
 /// The canonical spelling of `path` when it is a route of the service
-/// written with a trailing `/` or in another ASCII case; `None` when it
-/// already is canonical or is no route.
+/// written with a trailing `/`, with empty segments (`//`, which Altinn's
+/// clients build and the platform's proxies merge) or in another ASCII
+/// case; `None` when it already is canonical or is no route.
 pub fn canonical_path(path: &str) -> Option<String> {
     // Every fixed segment of a route is lower case: a path without upper
-    // case and without a trailing `/` is canonical already (or no route).
+    // case, `//` and a trailing `/` is canonical already (or no route).
     // The common case, so it costs no more than this scan.
-    if !path.ends_with('/') && !path.bytes().any(|b| b.is_ascii_uppercase()) {
+    if !path.ends_with('/') && !path.bytes().any(|b| b.is_ascii_uppercase()) && !path.contains("//") {
         return None;
     }
     let trimmed = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
-    let segments: Vec<&str> = trimmed.split('/').collect();
+    // The leading empty segment (before the first `/`) stays; others go.
+    let segments: Vec<&str> =
+        trimmed.split('/').enumerate().filter(|(i, s)| *i == 0 || !s.is_empty()).map(|(_, s)| s).collect();
     let mut best: Option<(usize, String)> = None;
     for pattern in routes::ALL {
         let fixed: Vec<&str> = pattern.split('/').collect();
@@ -221,6 +224,11 @@ mod tests {
         assert_eq!(canonical_path("/events/api/v1/app/party"), None, "already canonical");
         assert_eq!(canonical_path("/events/api/v1/nope"), None, "not a route");
         assert_eq!(canonical_path("/Health/").as_deref(), Some("/health"));
+        assert_eq!(
+            canonical_path("/events/api/v1/subscriptions//1").as_deref(),
+            Some("/events/api/v1/subscriptions/1")
+        );
+        assert_eq!(canonical_path("//events//api/v1/app/party/").as_deref(), Some("/events/api/v1/app/party"));
         assert_eq!(canonical_path("/"), None);
     }
 }

@@ -106,9 +106,28 @@ async fn routes_take_a_trailing_slash_and_any_case() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "POST /Events/InstanceEventsForInstance/.../");
-    for path in ["/Health/Live/", "/health/ready/", "/HEALTH"] {
+    for path in ["/Health/Live/", "/health/ready/", "/HEALTH", "//health//live"] {
         assert_eq!(app.http.get(app.url(path)).send().await.unwrap().status(), 200, "GET {path}");
     }
+    // Empty segments, as Altinn's clients build them (`.../subscriptions//1`)
+    // and the platform's proxies merge them.
+    let resp = app
+        .http
+        .post(app.url("/events/api/v1//subscriptions/"))
+        .header(AUTHORIZATION, bearer(&user))
+        .json(&json!({"endPoint": app.url("/localtest/webhooks/c"), "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test",
+            "subjectFilter": "/party/1337"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "POST .../v1//subscriptions/");
+    let id = resp.json::<Value>().await.unwrap()["id"].as_u64().unwrap();
+    let resp = app.get_bearer(&format!("/events/api/v1/subscriptions//{id}"), &user).await;
+    assert_eq!(resp.status(), 200, "GET .../subscriptions//{id}");
+    assert_eq!(resp.json::<Value>().await.unwrap()["id"], id);
+    let resp = app.get_bearer("/events//api/v1/app/party?party=1337&after=0", &user).await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["next"].to_str().unwrap().starts_with(&app.url("/events/api/v1/app/party?")));
     assert_problem(app.http.get(app.url("/events/api/v1/nothing/")).send().await.unwrap(), 404).await;
     app.shutdown().await;
 }
