@@ -302,6 +302,7 @@ async fn raw_sdk(
                     alternativesubject: None,
                     resourceinstance: None,
                     cloud_event: body,
+                    origin: None,
                 };
                 let t = Instant::now();
                 for (partition, seq) in docs(n, &record.subject) {

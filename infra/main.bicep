@@ -5,9 +5,10 @@
 //   one write region, optionally a read region it fails over to; continuous
 //   backup),
 // - Key Vault for the PDP subscription key and the access token certificates,
-// - two user-assigned managed identities, each with a federated credential
+// - three user-assigned managed identities, each with a federated credential
 //   for one of the chart's service accounts and its own data-plane roles:
-//   the API pods' and the deliver pods' (`serve --role deliver`),
+//   the API pods', the deliver pods' (`serve --role deliver`) and the
+//   import Job's (roles only while importEnabled),
 // - CanNotDelete locks on the Cosmos DB account and the Key Vault,
 // - diagnostic settings of both into a Log Analytics workspace (an existing
 //   one, or one created here),
@@ -39,6 +40,12 @@ param identityName string = 'id-altinn-events'
 
 @description('Name of the deliver pods\' user-assigned managed identity.')
 param deliverIdentityName string = 'id-altinn-events-deliver'
+
+@description('Give the import Job (chart value import.enabled; docs/migration.md) its roles: Cosmos DB data, and the Key Vault secrets (the source database\'s password). Its identity exists either way (without roles it can do nothing); turn this off again after the cut-over.')
+param importEnabled bool = false
+
+@description('Name of the import Job\'s user-assigned managed identity.')
+param importIdentityName string = 'id-altinn-events-import'
 
 @description('Database name (chart value config.cosmos.database).')
 param databaseName string = 'events'
@@ -107,6 +114,9 @@ param serviceAccountName string = 'altinn-events'
 @description('Service account of the chart\'s deliver pods (chart value deliver.serviceAccount.name; by default <serviceAccountName>-deliver).')
 param deliverServiceAccountName string = '${serviceAccountName}-deliver'
 
+@description('Service account of the chart\'s import Job (chart value import.serviceAccount.name; by default <serviceAccountName>-import).')
+param importServiceAccountName string = '${serviceAccountName}-import'
+
 @description('Object ids of users or groups that manage Key Vault secrets and certificates (az ad signed-in-user show --query id -o tsv).')
 param keyVaultAdminPrincipalIds array = []
 
@@ -136,6 +146,20 @@ module deliverIdentity 'modules/identity.bicep' = {
     oidcIssuerUrl: aksOidcIssuerUrl
     kubernetesNamespace: kubernetesNamespace
     serviceAccountName: deliverServiceAccountName
+  }
+}
+
+// The import from a running Altinn Events: an identity of its own, whose
+// roles exist only while importEnabled is true.
+module importIdentity 'modules/identity.bicep' = {
+  name: 'identity-import'
+  params: {
+    name: importIdentityName
+    location: location
+    tags: tags
+    oidcIssuerUrl: aksOidcIssuerUrl
+    kubernetesNamespace: kubernetesNamespace
+    serviceAccountName: importServiceAccountName
   }
 }
 
@@ -169,6 +193,8 @@ module cosmos 'modules/cosmos.bicep' = {
     allowedIpRanges: allowedIpRanges
     dataContributorPrincipalId: identity.outputs.principalId
     deliverPrincipalId: deliverIdentity.outputs.principalId
+    importPrincipalId: importIdentity.outputs.principalId
+    importEnabled: importEnabled
     deleteLock: enableDeleteLocks
     logAnalyticsWorkspaceId: workspaceId
   }
@@ -184,6 +210,8 @@ module keyVault 'modules/keyvault.bicep' = {
     allowedIpRanges: allowedIpRanges
     readerPrincipalId: identity.outputs.principalId
     deliverPrincipalId: deliverIdentity.outputs.principalId
+    importPrincipalId: importIdentity.outputs.principalId
+    importEnabled: importEnabled
     adminPrincipalIds: keyVaultAdminPrincipalIds
     deleteLock: enableDeleteLocks
     logAnalyticsWorkspaceId: workspaceId
@@ -209,6 +237,9 @@ output workloadIdentityClientId string = identity.outputs.clientId
 
 @description('Chart value deliver.workloadIdentity.clientId: the deliver pods\' identity.')
 output deliverIdentityClientId string = deliverIdentity.outputs.clientId
+
+@description('Chart value import.workloadIdentity.clientId: the import Job\'s identity.')
+output importIdentityClientId string = importIdentity.outputs.clientId
 
 @description('Chart value workloadIdentity.tenantId.')
 output tenantId string = tenant().tenantId

@@ -12,6 +12,7 @@
 //   DELETE_LOCKS         false: no CanNotDelete locks (a test environment); default true
 //   LOG_ANALYTICS_WORKSPACE_ID  an existing workspace (empty: one is created)
 //   COSMOS_ACCOUNT_NAME  only after a restore: the restored account (empty: the default name)
+//   IMPORT               true: the import Job's identity gets its roles (docs/migration.md); default false
 //
 // Deploy: az deployment group create -g $RG --parameters infra/main.bicepparam
 using 'main.bicep'
@@ -29,6 +30,9 @@ param allowedIpRanges = empty(myIp) ? [] : [myIp]
 param kubernetesNamespace = 'altinn-events'
 param serviceAccountName = 'altinn-events'
 param deliverServiceAccountName = 'altinn-events-deliver'
+param importServiceAccountName = 'altinn-events-import'
+// IMPORT=true while taking over from a running Altinn Events (docs/migration.md).
+param importEnabled = readEnvironmentVariable('IMPORT', 'false') == 'true'
 
 param cosmosAccountName = readEnvironmentVariable('COSMOS_ACCOUNT_NAME', '')
 // docs/capacity.md: the planned peak of 1M events/hour needs about 10 700 RU/s.

@@ -43,6 +43,11 @@ param dataContributorPrincipalId string
 @description('Principal (object) id of the deliver pods\' managed identity.')
 param deliverPrincipalId string
 
+@description('Principal id of the import Job\'s identity: Built-in Data Contributor while importEnabled.')
+param importPrincipalId string
+
+param importEnabled bool
+
 @description('Put a CanNotDelete lock on the account.')
 param deleteLock bool
 
@@ -147,9 +152,11 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
           { path: '/resourceinstance/?' }
           { path: '/sealed/?' }
           { path: '/eid/?' }
+          { path: '/aseq/?' }
           { path: '/consumer/?' }
           { path: '/kind/?' }
           { path: '/dueMs/?' }
+          { path: '/importedRow/?' }
         ]
         excludedPaths: [
           { path: '/*' }
@@ -189,6 +196,22 @@ resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
   }
   dependsOn: [
     container
+  ]
+}
+
+// The import Job (docs/migration.md) writes events, subscriptions, delivery
+// states and its progress, as the API does: the same built-in role, only
+// while an import is planned.
+resource importContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = if (importEnabled) {
+  parent: account
+  name: guid(account.id, importPrincipalId, '00000000-0000-0000-0000-000000000002')
+  properties: {
+    roleDefinitionId: '${account.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000002'
+    principalId: importPrincipalId
+    scope: account.id
+  }
+  dependsOn: [
+    dataContributor
   ]
 }
 

@@ -21,6 +21,11 @@ param readerPrincipalId string
 @description('Principal (object) id of the deliver pods\' managed identity.')
 param deliverPrincipalId string
 
+@description('Principal id of the import Job\'s identity: Key Vault Secrets User while importEnabled (the source database\'s password).')
+param importPrincipalId string
+
+param importEnabled bool
+
 @description('Object ids of users or groups that manage the secrets and certificates.')
 param adminPrincipalIds array
 
@@ -84,6 +89,18 @@ resource deliverSecretsRole 'Microsoft.Authorization/roleAssignments@2022-04-01'
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsUser)
     principalId: deliverPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The import Job reads one secret, the source database's password; on the
+// vault, for the same reason as the deliver pods' role.
+resource importSecretsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (importEnabled) {
+  scope: vault
+  name: guid(vault.id, importPrincipalId, roles.secretsUser)
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsUser)
+    principalId: importPrincipalId
     principalType: 'ServicePrincipal'
   }
 }

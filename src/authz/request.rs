@@ -30,26 +30,65 @@ impl Action {
     }
 }
 
-/// Who asks the PDP: an Altinn token's principal, or (publish only) the app
-/// of a platform access token.
+/// Who asks the PDP: an Altinn token's principal, (publish only) the app
+/// of a platform access token, or a subscription's consumer known only by
+/// name (`/user/1337`, `/org/ttd`, `/party/50001`, `/organisation/{orgno}`,
+/// `/systemuser/{uuid}`): a subscription imported from Altinn Events, whose
+/// pushes Altinn decides for that name alone.
 #[derive(Debug, Clone, Copy)]
 pub enum Caller<'a> {
     Principal(&'a Principal),
     App(&'a PlatformApp),
+    Consumer(&'a str),
 }
 
 impl Caller<'_> {
+    /// The authentication level obligations are checked against. A consumer
+    /// known only by name has none: as Altinn's pushes, its decisions take
+    /// the PDP's Permit without the level obligation.
     pub fn auth_level(&self) -> u8 {
         match self {
             Self::Principal(p) => p.auth_level,
             Self::App(_) => 3,
+            Self::Consumer(_) => u8::MAX,
         }
     }
+}
+
+impl<'a> Caller<'a> {
+    /// Whom the PDP decides for when `subscription`'s events are pushed:
+    /// the token that created it, or (imported from Altinn) its consumer.
+    pub fn of_subscription(subscription: &'a crate::domain::subscription::Subscription) -> Self {
+        match &subscription.caller {
+            Some(principal) => Self::Principal(principal),
+            None => Self::Consumer(&subscription.consumer),
+        }
+    }
+}
+
+/// A consumer's name as a subject attribute, as Altinn maps it.
+fn consumer_attribute(consumer: &str) -> Option<(&'static str, &str)> {
+    const PREFIXES: [(&str, &str); 5] = [
+        ("/user/", "urn:altinn:userid"),
+        ("/org/", "urn:altinn:org"),
+        ("/party/", "urn:altinn:partyid"),
+        ("/organisation/", "urn:altinn:organization:identifier-no"),
+        ("/systemuser/", "urn:altinn:systemuser:uuid"),
+    ];
+    PREFIXES.iter().find_map(|(prefix, attribute)| {
+        consumer.strip_prefix(prefix).filter(|v| !v.is_empty()).map(|v| (*attribute, v))
+    })
 }
 
 fn subject_category(caller: Caller<'_>) -> XacmlCategory {
     let mut s = XacmlCategory::new("s1");
     match caller {
+        Caller::Consumer(consumer) => {
+            // An unknown form names no one: the PDP denies.
+            if let Some((attribute, value)) = consumer_attribute(consumer) {
+                s = s.with(attribute, value.to_owned());
+            }
+        }
         Caller::Principal(p) => {
             match &p.subject {
                 Subject::User { user_id, party_id } => {
@@ -226,11 +265,33 @@ mod tests {
             alternativesubject: None,
             resourceinstance: Some(format!("{party}/{guid}")),
             cloud_event: json!({}),
+            origin: None,
         }
     }
 
     /// The exact request the PDP receives for a page of three app events and
     /// one generic event: a contract with the Altinn PDP.
+    /// A subscription imported from Altinn is decided for its consumer's
+    /// name, mapped as Altinn maps it; an unknown form names no one.
+    #[test]
+    fn a_consumer_known_by_name_is_its_subject_attribute() {
+        let cases = [
+            ("/user/1337", Some(("urn:altinn:userid", "1337"))),
+            ("/org/ttd", Some(("urn:altinn:org", "ttd"))),
+            ("/party/500000", Some(("urn:altinn:partyid", "500000"))),
+            ("/organisation/912345678", Some(("urn:altinn:organization:identifier-no", "912345678"))),
+            ("/systemuser/a6355a68", Some(("urn:altinn:systemuser:uuid", "a6355a68"))),
+            ("/user/", None),
+            ("/person/01039012345", None),
+        ];
+        for (consumer, want) in cases {
+            assert_eq!(consumer_attribute(consumer), want, "{consumer}");
+        }
+        let subject = subject_category(Caller::Consumer("/user/1337"));
+        assert_eq!(subject.attribute.len(), 1, "the name alone: no scope, no party");
+        assert_eq!(Caller::Consumer("/user/1337").auth_level(), u8::MAX, "no level obligation");
+    }
+
     #[test]
     fn multi_request_for_a_page_is_pinned() {
         let events = [
@@ -247,6 +308,7 @@ mod tests {
                 alternativesubject: None,
                 resourceinstance: None,
                 cloud_event: json!({}),
+                origin: None,
             },
         ];
         let principal = Principal {
@@ -302,6 +364,7 @@ mod tests {
                 alternativesubject: None,
                 resourceinstance: None,
                 cloud_event: json!({}),
+                origin: None,
             },
         ];
         let principal = Principal {

@@ -515,6 +515,8 @@ fn filters_of(subscription: &Subscription) -> Filters {
         types: f.type_filter.iter().map(|t| literal(t)).collect(),
         sources: f.source_filter.iter().map(|s| format!("{}%", literal(s))).collect(),
         resource: f.subject_filter.as_ref().map(|_| f.resource_filter.clone()),
+        // Imported from Altinn: what Altinn pushed is not pushed again.
+        imported_after: subscription.imported.as_ref().and_then(|i| i.pushed_through),
         ..Filters::default()
     }
 }
@@ -656,8 +658,12 @@ impl Deliverer {
                 self.wait(Some(Duration::from_secs(1))).await;
                 continue;
             }
+            // Imported from Altinn, it waits for the cut-over point: until
+            // then Altinn pushes its events.
+            let awaiting_cut_over = self.subscription.imported.as_ref().is_some_and(|i| i.pushed_through.is_none());
             if self.subscription.validation.status != ValidationStatus::Active
                 || self.state.status == DeliveryStatus::Disabled
+                || awaiting_cut_over
             {
                 tracing::debug!(subscription = id, validation = ?self.subscription.validation.status,
                     delivery = ?self.state.status, "deliverer waits: not validated or disabled");
@@ -768,7 +774,7 @@ impl Deliverer {
     /// through the same authorized read as the query endpoints.
     fn page_reader(&self, from: u64) -> impl Future<Output = Result<Page, ReadError>> + Send + 'static {
         let reader = self.delivery.reader.clone();
-        let (feed, filters, caller) = (self.feed.clone(), self.filters.clone(), self.subscription.caller.clone());
+        let (feed, filters, subscription) = (self.feed.clone(), self.filters.clone(), self.subscription.clone());
         let action = if self.subscription.app { Action::Read } else { Action::Subscribe };
         let (size, holder) = (self.delivery.settings.page_size, format!("delivery:{}", self.subscription.id));
         async move {
@@ -776,7 +782,7 @@ impl Deliverer {
                 feed,
                 filters,
                 paging: Paging { start: Start::Position(from), size, wait: Duration::ZERO },
-                caller: Some(Caller::Principal(&caller)),
+                caller: Some(Caller::of_subscription(&subscription)),
                 action,
                 holder,
                 // Woken by an append (or at start): many deliverers of one

@@ -228,6 +228,7 @@ pub fn app_event(body: Value, id: String, time: String) -> Result<(EventRecord, 
         alternativesubject,
         resourceinstance,
         cloud_event: Value::Object(map),
+        origin: None,
     };
     Ok((record, app))
 }
@@ -266,6 +267,7 @@ pub fn generic_event(body: Value, time: String) -> Result<EventRecord, CloudEven
         alternativesubject,
         resourceinstance,
         cloud_event: Value::Object(map),
+        origin: None,
     })
 }
 

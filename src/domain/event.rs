@@ -20,6 +20,11 @@ pub struct EventRecord {
     pub resourceinstance: Option<String>,
     /// The CloudEvent as published (with server-set fields).
     pub cloud_event: Value,
+    /// Where it came from, when not from a publish here: its sequence
+    /// number in Altinn Events (`altinn-events import`). Stored with the
+    /// event, never shown.
+    #[serde(default, skip_serializing)]
+    pub origin: Option<u64>,
 }
 
 /// Which feed an event is appended to.
@@ -78,6 +83,9 @@ pub struct Filters {
     pub resource: Option<String>,
     /// Only events of resources that start with this (e.g. all app resources).
     pub resource_prefix: Option<String>,
+    /// Leave out events imported from Altinn Events with a sequence number
+    /// up to this (Altinn pushed those; an imported subscription's cut-over).
+    pub imported_after: Option<u64>,
 }
 
 impl Filters {

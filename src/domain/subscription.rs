@@ -96,13 +96,33 @@ pub struct Subscription {
     pub created: String,
     pub validation: Validation,
     pub secrets: Vec<SigningSecret>,
-    /// Who created it, as the token said: the PDP decides for it.
-    pub caller: Principal,
+    /// Who created it, as the token said: the PDP decides for it. `None`
+    /// for a subscription imported from Altinn Events, which has no token:
+    /// the PDP decides for its consumer's name, as Altinn does.
+    pub caller: Option<Principal>,
     /// App events (`read`) or a generic resource's (`subscribe`).
     pub app: bool,
     /// The position in its feed it was created at: events from there on are
     /// pushed (once it is validated).
     pub starts_at: u64,
+    /// Imported from Altinn Events (`altinn-events import`).
+    pub imported: Option<Imported>,
+}
+
+/// What an imported subscription keeps of its origin.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Imported {
+    /// Altinn Events pushed this subscription's events up to this sequence
+    /// number (the cut-over point): events imported with a number up to it
+    /// are not pushed again, every other event is. `None` until the
+    /// operator sets the cut-over: nothing is pushed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_through: Option<u64>,
+    /// A digest of the Altinn row it was imported from: a later import sees
+    /// at once whether the row changed.
+    #[serde(default)]
+    pub row_digest: String,
 }
 
 impl Subscription {

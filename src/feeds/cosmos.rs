@@ -143,10 +143,13 @@ pub const QUERIED_FIELDS: &[&str] = &[
     "resourceinstance",
     "sealed",
     "eid",
+    // Imported from Altinn Events (`altinn-events import`).
+    "aseq",
     // Subscriptions (`subscriptions.rs`).
     "consumer",
     "kind",
     "dueMs",
+    "importedRow",
 ];
 
 /// The indexing policy of the design: only what queries filter or order on.

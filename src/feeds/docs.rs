@@ -104,6 +104,11 @@ pub struct EventDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resourceinstance: Option<String>,
     pub ev: Value,
+    /// The event's sequence number in Altinn Events, when it was imported
+    /// from there (an imported subscription's deliverer leaves out what
+    /// Altinn pushed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aseq: Option<u64>,
     /// A seal, not an event: see [`EventDoc::seal`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sealed: bool,
@@ -150,6 +155,8 @@ pub struct NewEventDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resourceinstance: Option<&'a str>,
     pub ev: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aseq: Option<u64>,
 }
 
 impl<'a> NewEventDoc<'a> {
@@ -168,6 +175,7 @@ impl<'a> NewEventDoc<'a> {
             alternativesubject: record.alternativesubject.as_deref(),
             resourceinstance: record.resourceinstance.as_deref(),
             ev: &record.cloud_event,
+            aseq: record.origin,
         }
     }
 }
@@ -194,6 +202,7 @@ impl EventDoc {
             alternativesubject: None,
             resourceinstance: None,
             ev: Value::Null,
+            aseq: None,
             sealed: true,
             ttl: Some(-1),
         }
@@ -210,6 +219,7 @@ impl EventDoc {
             alternativesubject: self.alternativesubject,
             resourceinstance: self.resourceinstance,
             cloud_event: self.ev,
+            origin: self.aseq,
         }
     }
 }
@@ -247,6 +257,7 @@ mod tests {
             alternativesubject: None,
             resourceinstance: Some("1/x".into()),
             cloud_event: serde_json::json!({"id": "e/1", "data": {"a": [1, 2]}}),
+            origin: None,
         };
         let id = event_doc_id(&record.id, &record.source);
         let written = serde_json::to_value(NewEventDoc::new(&record, &id, "pk", 7)).unwrap();

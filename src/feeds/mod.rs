@@ -15,6 +15,7 @@ pub mod delivery;
 pub mod docs;
 #[cfg(feature = "dev")]
 pub mod emulator;
+pub mod import;
 pub mod notify;
 mod reader;
 mod repairer;
@@ -23,6 +24,7 @@ mod shared_reads;
 pub mod subscriptions;
 mod writer;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -96,6 +98,9 @@ pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>)
     }
     crate::telemetry::cosmos_request(kind, started.elapsed(), charge);
 }
+
+/// For each feed, the Altinn numbers of the events it holds already.
+pub type StoredOrigins = std::collections::HashMap<FeedId, HashSet<u64>>;
 
 /// Positions of a published event in its two feeds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -211,6 +216,54 @@ impl FeedStore {
         futures::future::join_all(records.into_iter().map(|r| self.append(r, ids))).await
     }
 
+    /// Queues `records` to both their feeds, each feed getting them in the
+    /// order given (the importer, which keeps Altinn's order), and returns
+    /// once every append is queued: the futures give each event's outcome
+    /// (more can be queued behind them meanwhile, in order). Every append is
+    /// queued before any is awaited, since waiting for an event's first
+    /// feed before queueing its second would let a later event of another
+    /// first feed overtake it in a shared second feed. An append that
+    /// `stored` says is done already (a run before was killed after it) is
+    /// left out; `ids` says where a repeat can be otherwise. A full queue
+    /// is waited for, not shed.
+    pub async fn enqueue_in_order(
+        &self,
+        records: Vec<EventRecord>,
+        ids: IdSource,
+        stored: &StoredOrigins,
+    ) -> Vec<futures::future::BoxFuture<'static, Result<(), FeedError>>> {
+        let mut outcomes: Vec<futures::future::BoxFuture<'static, Result<(), FeedError>>> =
+            Vec::with_capacity(records.len());
+        for record in records {
+            let record = Arc::new(record);
+            let mut feeds = vec![FeedId::Resource(record.resource.clone())];
+            if !record.subject.is_empty() {
+                feeds.push(FeedId::Subject(record.subject.clone()));
+            }
+            let mut queued = Vec::with_capacity(2);
+            for feed in feeds {
+                if record.origin.is_some_and(|o| stored.get(&feed).is_some_and(|done| done.contains(&o))) {
+                    continue;
+                }
+                queued.push(self.writer.enqueue(&feed, record.clone(), ids, writer::WhenFull::Wait).await);
+            }
+            outcomes.push(Box::pin(async move {
+                for append in queued {
+                    append?.await?;
+                }
+                Ok(())
+            }));
+        }
+        outcomes
+    }
+
+    /// The Altinn numbers (`origin`) of the events in `from..=to` that
+    /// `feed` holds, from its two newest segments (where a killed import's
+    /// last appends are).
+    pub async fn stored_origins(&self, feed: &FeedId, from: u64, to: u64) -> Result<HashSet<u64>, FeedError> {
+        reader::stored_origins(&self.seg, feed, from, to).await
+    }
+
     /// Appends to one feed only (the repairer, and tests that stop a
     /// publisher between its two appends).
     pub async fn append_to(&self, feed: &FeedId, record: EventRecord, ids: IdSource) -> Result<u64, FeedError> {
@@ -278,6 +331,13 @@ impl FeedStore {
     /// Wakes every watcher (the change feed may have missed appends).
     pub fn notify_all_watchers(&self) {
         self.notifier.notify_all();
+    }
+
+    /// Where delivery of an imported subscription following `feed` starts
+    /// at the cut-over `through` (Altinn Events pushed what it numbered up
+    /// to it): the first event Altinn did not push.
+    pub async fn first_not_pushed_by_altinn(&self, feed: &FeedId, through: u64) -> Result<u64, FeedError> {
+        reader::first_not_pushed_by_altinn(&self.seg, feed, through).await
     }
 
     /// The number of events in `feed` (the position after its newest event).

@@ -60,6 +60,10 @@ pub(crate) fn filter_sql(f: &Filters) -> (String, Vec<(String, serde_json::Value
     if let Some(s) = &f.resource_prefix {
         sql.push_str(&format!(" AND STARTSWITH(c.resource, {})", bind("resprefix", s.clone().into(), &mut params)));
     }
+    if let Some(n) = f.imported_after {
+        let p = bind("aseq", n.into(), &mut params);
+        sql.push_str(&format!(" AND (NOT IS_DEFINED(c.aseq) OR c.aseq > {p})"));
+    }
     if let Some(s) = &f.resource_instance {
         sql.push_str(&format!(" AND c.resourceinstance = {}", bind("ri", s.clone().into(), &mut params)));
     }
@@ -411,6 +415,49 @@ pub(crate) async fn position_at_time(seg: &Segments, feed: &FeedId, time: &str) 
         .with_parameter("@time", time)
         .map_err(FeedError::cosmos("bind"))?;
     Ok(seg.first_value::<u64>(feed.pk(lo), q, "query_feed").await?.unwrap_or(lo * s))
+}
+
+/// The position of the first event of `feed` that Altinn Events did not
+/// push before the cut-over `through`: one published here (no Altinn
+/// number), or imported with a number above `through`; the feed's end
+/// when there is none. Segments are searched from the oldest on, one query
+/// each, until one holds such an event (an event published here before the
+/// import began is found too; the cut-over is done once per feed).
+pub(crate) async fn first_not_pushed_by_altinn(seg: &Segments, feed: &FeedId, through: u64) -> Result<u64, FeedError> {
+    let Some(newest) = seg.newest(feed).await? else { return Ok(0) };
+    for k in 0..=newest.segment {
+        let q = Query::from(
+            "SELECT TOP 1 VALUE c.seq FROM c WHERE c.seq >= 0 AND NOT IS_DEFINED(c.sealed) \
+             AND (NOT IS_DEFINED(c.aseq) OR c.aseq > @through) ORDER BY c.seq",
+        )
+        .with_parameter("@through", through)
+        .map_err(FeedError::cosmos("bind"))?;
+        if let Some(seq) = seg.first_value::<u64>(feed.pk(k), q, "first_not_pushed").await? {
+            return Ok(seq);
+        }
+    }
+    Ok(newest.end(seg.size()))
+}
+
+/// The Altinn numbers in `from..=to` of the events the two newest
+/// segments of `feed` hold.
+pub(crate) async fn stored_origins(
+    seg: &Segments,
+    feed: &FeedId,
+    from: u64,
+    to: u64,
+) -> Result<std::collections::HashSet<u64>, FeedError> {
+    let mut found = std::collections::HashSet::new();
+    let Some(newest) = seg.newest(feed).await? else { return Ok(found) };
+    for k in newest.segment.saturating_sub(1)..=newest.segment {
+        let q = Query::from("SELECT VALUE c.aseq FROM c WHERE c.aseq >= @from AND c.aseq <= @to")
+            .with_parameter("@from", from)
+            .map_err(FeedError::cosmos("bind"))?
+            .with_parameter("@to", to)
+            .map_err(FeedError::cosmos("bind"))?;
+        found.extend(seg.all_values::<u64>(feed.pk(k), q, "stored_origins").await?);
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

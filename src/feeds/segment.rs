@@ -214,6 +214,35 @@ impl Segments {
         Ok(None)
     }
 
+    /// Every value a query of one partition answers.
+    pub(crate) async fn all_values<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        pk: String,
+        q: Query,
+        operation: &'static str,
+    ) -> Result<Vec<T>, FeedError> {
+        let started = Instant::now();
+        let mut pages = self
+            .container
+            .query_items::<T>(q, FeedScope::partition(pk), None)
+            .await
+            .map_err(FeedError::cosmos("query feed"))?
+            .into_pages();
+        let mut values = Vec::new();
+        while let Some(p) = pages.next().await {
+            let p = match p {
+                Ok(p) => p,
+                Err(e) => {
+                    self.observe(operation, started, None);
+                    return Err(FeedError::cosmos("query feed")(e));
+                }
+            };
+            self.observe(operation, started, charge(p.headers()));
+            values.extend(p.into_items());
+        }
+        Ok(values)
+    }
+
     /// The highest `seq` stored in segment `k`, and whether it is the seal:
     /// one query.
     async fn last_seq(&self, feed: &FeedId, k: u64) -> Result<Option<Last>, FeedError> {

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use super::{FeedError, charge, observe};
 use crate::domain::Principal;
-use crate::domain::subscription::{SigningSecret, Subscription, SubscriptionFilters, Validation};
+use crate::domain::subscription::{Imported, SigningSecret, Subscription, SubscriptionFilters, Validation};
 
 const PK: &str = "subscriptions";
 
@@ -72,6 +72,11 @@ struct SubscriptionDoc {
     app: bool,
     #[serde(default)]
     starts_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported: Option<Imported>,
+    /// On an imported subscription: what queries find it by (indexed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    imported_row: Option<String>,
     ttl: i64,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
@@ -93,6 +98,16 @@ impl Stored {
     pub fn etag(&self) -> &str {
         &self.etag
     }
+}
+
+/// What storing an imported subscription did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutImported {
+    Created,
+    Updated,
+    Unchanged,
+    /// A subscription made here has (or had) that id.
+    IdTaken,
 }
 
 /// What a create did.
@@ -136,9 +151,11 @@ fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
             .map(|x| StoredSecret { value: x.value.expose_secret().to_owned(), expires_ms: x.expires_ms })
             .collect(),
         due_ms: s.validation.next_attempt_ms,
-        caller: Some(s.caller.clone()),
+        caller: s.caller.clone(),
         app: s.app,
         starts_at: s.starts_at,
+        imported: s.imported.clone(),
+        imported_row: s.imported.as_ref().map(|i| i.row_digest.clone()),
         ttl: -1,
         etag: None,
     }
@@ -161,9 +178,15 @@ fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
             .into_iter()
             .map(|x| SigningSecret { value: SecretString::from(x.value), expires_ms: x.expires_ms })
             .collect(),
-        caller: doc.caller?,
+        // Only an imported subscription has no token to decide for.
+        caller: match (doc.caller, &doc.imported) {
+            (Some(caller), _) => Some(caller),
+            (None, Some(_)) => None,
+            (None, None) => return None,
+        },
         app: doc.app,
         starts_at: doc.starts_at,
+        imported: doc.imported,
     };
     Some(Stored { subscription, doc_id: doc.id, etag: doc.etag? })
 }
@@ -272,6 +295,61 @@ impl SubscriptionStore {
         self.values(q, "subscription_count").await
     }
 
+    /// Stores a subscription imported from Altinn Events under its own id,
+    /// or brings the one imported before up to date with it (`merge` makes
+    /// the stored version from the one there and the import's). An id a
+    /// subscription made here holds (or held) is not taken.
+    pub async fn put_imported(
+        &self,
+        subscription: &Subscription,
+        merge: impl Fn(&Subscription, &Subscription) -> Subscription,
+    ) -> Result<PutImported, FeedError> {
+        let doc_id = format!("imported-{}", subscription.id);
+        for _ in 0..10 {
+            match self.read_doc(&doc_id).await?.and_then(from_doc) {
+                Some(stored) => {
+                    let digest = |s: &Subscription| s.imported.as_ref().map(|i| i.row_digest.clone());
+                    if digest(&stored.subscription) == digest(subscription) {
+                        return Ok(PutImported::Unchanged);
+                    }
+                    let next = merge(&stored.subscription, subscription);
+                    if let Changed::Done(_) = self.replace(&stored, next).await? {
+                        return Ok(PutImported::Updated);
+                    }
+                }
+                None => {
+                    let started = Instant::now();
+                    match self
+                        .container
+                        .create_item(PK, &doc_id, &to_doc(&doc_id, subscription), None::<ItemWriteOptions>)
+                        .await
+                    {
+                        Ok(resp) => {
+                            observe("subscription_import", started, charge(resp.headers()));
+                            return Ok(PutImported::Created);
+                        }
+                        // Created meanwhile (read again), or the id is taken.
+                        Err(e) if e.status().is_conflict() => {
+                            if self.read_doc(&doc_id).await?.is_none() {
+                                return Ok(PutImported::IdTaken);
+                            }
+                        }
+                        Err(e) => return Err(FeedError::cosmos("import subscription")(e)),
+                    }
+                }
+            }
+        }
+        Err(FeedError::Transient("an imported subscription kept changing".into()))
+    }
+
+    /// The ids of the subscriptions imported from Altinn Events.
+    pub async fn imported_ids(&self) -> Result<Vec<u64>, FeedError> {
+        let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.kind = @kind AND IS_DEFINED(c.importedRow)")
+            .with_parameter("@kind", KIND_SUBSCRIPTION)
+            .map_err(FeedError::cosmos("bind"))?;
+        self.values(q, "subscription_imported_ids").await
+    }
+
     /// The subscription with this id; `None` when there is none (or it was
     /// deleted).
     pub async fn get(&self, id: u64) -> Result<Option<Stored>, FeedError> {
@@ -366,6 +444,8 @@ impl SubscriptionStore {
             caller: None,
             app: false,
             starts_at: 0,
+            imported: None,
+            imported_row: None,
             ttl: -1,
             etag: None,
         };

@@ -137,6 +137,20 @@ impl Writer {
         ids: IdSource,
         when_full: WhenFull,
     ) -> Result<(u64, f64), FeedError> {
+        self.enqueue(feed, record, ids, when_full).await?.await
+    }
+
+    /// Queues an append behind those already queued for `feed` (waiting
+    /// for room, or refusing, as `when_full` says); the future it returns
+    /// gives the outcome. Appends queued one after another are stored in
+    /// that order.
+    pub async fn enqueue(
+        self: &Arc<Self>,
+        feed: &FeedId,
+        record: Arc<EventRecord>,
+        ids: IdSource,
+        when_full: WhenFull,
+    ) -> Result<impl std::future::Future<Output = Result<(u64, f64), FeedError>> + use<>, FeedError> {
         let (reply, rx) = oneshot::channel();
         let mut pending = Pending { record, ids, reply, span: tracing::Span::current() };
         loop {
@@ -171,7 +185,7 @@ impl Writer {
                 Err(mpsc::error::SendError(p)) => pending = p,
             }
         }
-        rx.await.map_err(|_| FeedError::WriterGone)?
+        Ok(async move { rx.await.map_err(|_| FeedError::WriterGone)? })
     }
 
     fn spawn_writer(

@@ -266,9 +266,10 @@ impl Subscriptions {
                 claimed_until_ms: None,
             },
             secrets: vec![SigningSecret { value: secret.clone(), expires_ms: None }],
-            caller: principal.clone(),
+            caller: Some(principal.clone()),
             app,
             starts_at,
+            imported: None,
         };
         match self.store.create(&identity, &consumer, self.settings.max_per_consumer, make).await? {
             Creation::Created(subscription) => {
@@ -324,6 +325,7 @@ impl Subscriptions {
             alternativesubject: None,
             resourceinstance: None,
             cloud_event: json!({}),
+            origin: None,
         };
         let permitted = self
             .pdp
@@ -341,12 +343,35 @@ impl Subscriptions {
 
     /// The caller's subscriptions.
     pub async fn list(&self, principal: &Principal) -> Result<Vec<Subscription>, SubscribeError> {
-        Ok(self.store.list(&consumer_of(principal)).await?)
+        let mut list = self.store.list(&consumer_of(principal)).await?;
+        if let Some(party) = self.legacy_consumer(principal).await? {
+            list.extend(self.store.list(&party).await?);
+            list.sort_by_key(|s| s.id);
+        }
+        Ok(list)
+    }
+
+    /// The other name an organisation's subscriptions may have: Altinn
+    /// Events recorded organisations by party (`/party/{id}`) before it
+    /// recorded them by number, and such subscriptions are imported as
+    /// they were. `None` for everyone else (and an organisation Register
+    /// does not know).
+    async fn legacy_consumer(&self, principal: &Principal) -> Result<Option<String>, SubscribeError> {
+        let crate::domain::Subject::Org { org: None, org_number } = &principal.subject else { return Ok(None) };
+        match self.register.party_id(&PartyRef::OrgNo(org_number.clone())).await {
+            Ok(party) => Ok(Some(format!("/party/{party}"))),
+            Err(RegisterError::NotFound | RegisterError::Refused(_)) => Ok(None),
+            Err(e) => Err(SubscribeError::Register(e)),
+        }
     }
 
     async fn owned(&self, principal: &Principal, id: u64) -> Result<Stored, SubscribeError> {
         let stored = self.store.get(id).await?.ok_or(SubscribeError::NotFound)?;
-        if stored.subscription.consumer != consumer_of(principal) {
+        let consumer = &stored.subscription.consumer;
+        if *consumer != consumer_of(principal)
+            && (!consumer.starts_with("/party/")
+                || self.legacy_consumer(principal).await?.as_deref() != Some(consumer.as_str()))
+        {
             return Err(SubscribeError::NotOwner);
         }
         Ok(stored)
@@ -463,7 +488,7 @@ impl Subscriptions {
         let subscription = self.owned(principal, id).await?.subscription;
         let feed = subscription.feed();
         let action = if subscription.app { Action::Read } else { Action::Subscribe };
-        let caller = Caller::Principal(&subscription.caller);
+        let caller = Caller::of_subscription(&subscription);
         let position = crate::read::visible_position(
             &self.feeds,
             self.pdp.as_ref(),

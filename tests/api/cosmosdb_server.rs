@@ -224,13 +224,14 @@ async fn cosmosdb_server_subscription_store_round_trip() {
                 claimed_until_ms: None,
             },
             secrets: vec![],
-            caller: altinn_events::domain::Principal {
+            caller: Some(altinn_events::domain::Principal {
                 subject: altinn_events::domain::Subject::Org { org: None, org_number: "912345678".into() },
                 auth_level: 3,
                 scopes: vec!["altinn:events.subscribe".into()],
-            },
+            }),
             app: false,
             starts_at: 0,
+            imported: None,
         }
     };
     let identity = |e: &str| Subscription::identity(&consumer, e, &filters);

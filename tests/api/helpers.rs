@@ -197,6 +197,7 @@ pub fn event_record(
         alternativesubject: None,
         resourceinstance: None,
         cloud_event: serde_json::json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "subject": subject}),
+        origin: None,
     }
 }
 

@@ -123,6 +123,7 @@ async fn half_publish(cluster: &Cluster) -> String {
         resourceinstance: None,
         cloud_event: json!({"specversion": "1.0", "id": id, "source": source, "type": "app.instance.created",
             "subject": PARTY, "time": time}),
+        origin: None,
     };
     let store = cluster.emulator.store().await;
     store.append_to(&FeedId::Resource(RESOURCE.into()), record, altinn_events::feeds::IdSource::Server).await.unwrap();
