@@ -91,6 +91,8 @@ pub struct Config {
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
     pub delivery: DeliveryConfig,
+    /// `altinn-events import`: copying Altinn Events' database.
+    pub import: ImportConfig,
     pub telemetry: TelemetryConfig,
     pub localtest: LocalTestConfig,
 }
@@ -128,6 +130,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
             delivery: DeliveryConfig::default(),
+            import: ImportConfig::default(),
             telemetry: TelemetryConfig::default(),
             localtest: LocalTestConfig::default(),
         }
@@ -406,6 +409,44 @@ impl Default for DeliveryConfig {
             max_pushes_per_consumer: 16,
             max_pushes_per_host: 64,
             change_feed_poll_ms: 250,
+        }
+    }
+}
+
+/// `altinn-events import` (docs/migration.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportConfig {
+    /// The source database's password, when the `--source` URL has none
+    /// (a secret file `import__source_password`).
+    pub source_password: Option<SecretString>,
+    /// Event rows read (and appended) at a time, and their CloudEvents'
+    /// bytes at most.
+    pub batch_rows: usize,
+    pub batch_bytes: usize,
+    /// A row is imported once registered at least this long ago (by the
+    /// database's clock): rows committed out of order have settled by
+    /// then (Altinn's own readers wait 30 s).
+    pub settle_seconds: u64,
+    /// Missing numbers below imported rows are looked at again this long
+    /// (a transaction that commits late).
+    pub gap_window_seconds: u64,
+    /// `--follow`: the wait when caught up, and how often subscriptions
+    /// are compared with Altinn's.
+    pub poll_ms: u64,
+    pub subscription_sync_seconds: u64,
+}
+
+impl Default for ImportConfig {
+    fn default() -> Self {
+        Self {
+            source_password: None,
+            batch_rows: 2000,
+            batch_bytes: 16 * 1024 * 1024,
+            settle_seconds: 30,
+            gap_window_seconds: 600,
+            poll_ms: 2000,
+            subscription_sync_seconds: 30,
         }
     }
 }
@@ -709,6 +750,39 @@ impl Config {
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));
+        }
+        Ok(self)
+    }
+
+    /// Checks what `altinn-events import` needs: the store the pods use
+    /// (not the in-process emulator, which no other process sees).
+    pub fn finalize_import(mut self) -> Result<Self, ConfigError> {
+        self.log_format.get_or_insert(LogFormat::Pretty);
+        self.cosmos.auth.get_or_insert(CosmosAuth::WorkloadIdentity);
+        self.cosmos.provision.get_or_insert(false);
+        let auth = self.cosmos.auth.unwrap_or(CosmosAuth::WorkloadIdentity);
+        if auth == CosmosAuth::Emulator {
+            return Err(invalid(
+                "cosmos.auth",
+                "EVENTS__COSMOS__AUTH",
+                "the import writes to the store the pods use; the in-process emulator is no one else's",
+            ));
+        }
+        if self.cosmos.endpoint.is_none() {
+            return Err(invalid("cosmos.endpoint", "EVENTS__COSMOS__ENDPOINT", "required for the import"));
+        }
+        if auth == CosmosAuth::Key && self.cosmos.key.is_none() {
+            return Err(invalid("cosmos.key", "EVENTS__COSMOS__KEY", "required when cosmos.auth = key"));
+        }
+        if self.cosmos.segment_size == 0 {
+            return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
+        }
+        if self.import.batch_rows == 0 || self.import.batch_bytes < 1024 * 1024 {
+            return Err(invalid(
+                "import.batch_rows / import.batch_bytes",
+                "EVENTS__IMPORT__BATCH_ROWS / EVENTS__IMPORT__BATCH_BYTES",
+                "at least 1 row and 1 MiB",
+            ));
         }
         Ok(self)
     }

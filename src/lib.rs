@@ -20,6 +20,7 @@ pub mod config;
 pub mod deliver;
 pub mod domain;
 pub mod feeds;
+pub mod import;
 #[cfg(feature = "dev")]
 pub mod localtest;
 pub mod platform;
@@ -364,6 +365,42 @@ pub async fn start(
         delivery,
         delivering,
     })
+}
+
+/// `altinn-events import`: copies Altinn Events' database at `source` into
+/// the store `config` names, through the same feed writer the API uses, and
+/// does what `until` says when caught up (docs/migration.md). `status` is
+/// told how it goes after every batch; `stop` ends it between batches.
+pub async fn import(
+    config: Config,
+    source: &str,
+    until: import::Until,
+    stop: watch::Receiver<bool>,
+    status: &(dyn Fn(&import::Status) + Sync),
+) -> anyhow::Result<import::Report> {
+    let db = import::AltinnDb::connect(source, config.import.source_password.as_ref())
+        .await
+        .context("connecting to Altinn Events' database")?;
+    let feeds = connect_cosmos(
+        &config.cosmos,
+        #[cfg(feature = "dev")]
+        None,
+    )
+    .await?;
+    let settings = import::ImportSettings {
+        bounds: import::ReadBounds {
+            limit: config.import.batch_rows,
+            max_bytes: config.import.batch_bytes,
+            max_row_bytes: config.limits.max_body_bytes,
+            settle: Duration::from_secs(config.import.settle_seconds),
+            gap_window: Duration::from_secs(config.import.gap_window_seconds),
+        },
+        poll: Duration::from_millis(config.import.poll_ms),
+        subscription_sync: Duration::from_secs(config.import.subscription_sync_seconds),
+        apps_domains: config.webhooks.apps_domains.clone(),
+    };
+    let importer = import::Importer::new(db, feeds, settings);
+    Ok(importer.run(until, stop, status).await?)
 }
 
 /// The wait before the next try to reach Cosmos DB at start, after

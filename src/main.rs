@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 use altinn_events::config::{Config, Mode, Role};
 use altinn_events::telemetry;
 
+mod progress;
+
 /// mimalloc: the service allocates and frees many small JSON values per
 /// request; glibc's malloc spent a third of the benchmark's CPU on that and
 /// fragments its arenas (RSS). See docs/performance.md.
@@ -42,6 +44,24 @@ enum Command {
         #[arg(long)]
         addr: Option<SocketAddr>,
     },
+    /// Copies a running Altinn Events' history and subscriptions into the
+    /// store the pods use, resumably; `--follow` keeps copying new rows;
+    /// `--deliver-after` switches push delivery over (docs/migration.md).
+    Import {
+        /// Altinn Events' PostgreSQL database,
+        /// `postgres://user@host:5432/eventsdb?sslmode=require` (the password
+        /// may come from `import.source_password` instead).
+        #[arg(long, env = "EVENTS_IMPORT_SOURCE")]
+        source: String,
+        /// Keep importing new rows as Altinn writes them, until stopped.
+        #[arg(long, conflicts_with = "deliver_after")]
+        follow: bool,
+        /// The cut-over: catch up to this `sequenceno` (or `head`: the
+        /// table's head once caught up), then push the imported
+        /// subscriptions everything after it (Altinn must not push it).
+        #[arg(long, value_name = "SEQUENCENO|head")]
+        deliver_after: Option<String>,
+    },
     /// Exits 0 when the service at `--url` is live (for container probes).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/health/live")]
@@ -57,6 +77,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Healthcheck { url, timeout_seconds } => healthcheck(&url, timeout_seconds).await,
         Command::Serve { role } => run(cli.config, Mode::Serve, None, role).await,
+        Command::Import { source, follow, deliver_after } => import(cli.config, &source, follow, deliver_after).await,
         #[cfg(feature = "dev")]
         Command::Dev { addr } => run(cli.config, Mode::Dev, addr, None).await,
     };
@@ -115,6 +136,36 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>, role: 
     tracing::info!("shutdown signal received");
     running.shutdown(grace).await;
     traces.shutdown().await;
+    Ok(())
+}
+
+async fn import(
+    file: Option<PathBuf>,
+    source: &str,
+    follow: bool,
+    deliver_after: Option<String>,
+) -> anyhow::Result<()> {
+    use altinn_events::import::Until;
+    let until = match (follow, deliver_after.as_deref()) {
+        (true, _) => Until::Stopped,
+        (false, Some("head")) => Until::CutOver(None),
+        (false, Some(n)) => {
+            Until::CutOver(Some(n.parse().with_context(|| format!("--deliver-after {n}: a sequenceno or `head`"))?))
+        }
+        (false, None) => Until::CaughtUp,
+    };
+    let config = Config::load(file.as_deref())?.finalize_import()?;
+    let _traces = telemetry::init_tracing(config.log_format.expect("finalize sets it"), &config.log_filter, None)?;
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("stop signal: the import stops after its batch (start it again to continue)");
+        let _ = stop_tx.send(true);
+    });
+    let display = progress::Display::new();
+    let report = altinn_events::import(config, source, until, stop, &|s| display.show(s)).await?;
+    display.finish();
+    progress::summary(&report);
     Ok(())
 }
 

@@ -60,7 +60,8 @@ pub fn as_dict(settings: &BTreeMap<String, String>) -> Dict {
     let mut root = Dict::new();
     for (name, value) in settings {
         let path: Vec<&str> = name.split("__").collect();
-        let secret = path.iter().any(|level| level.contains("key") || level.contains("secret"));
+        let secret =
+            path.iter().any(|level| level.contains("key") || level.contains("secret") || level.contains("password"));
         let value =
             if secret { Value::from(value.clone()) } else { value.parse::<Value>().unwrap_or_else(|e| match e {}) };
         insert(&mut root, &path, value);

@@ -21,11 +21,13 @@ const LAYERS: &[(&str, u8)] = &[
     ("publish", 3),
     ("subscribe", 3),
     ("deliver", 3),
+    ("import", 3),
     ("api", 4),
     ("localtest", 4),
     ("lib", 5),
     ("secrets_reload", 5),
     ("main", 6),
+    ("progress", 6),
 ];
 
 fn layer(module: &str) -> Option<u8> {

@@ -25,6 +25,23 @@ pub const RESOURCE: &str = "urn:altinn:resource:app_ttd_apps-test";
 pub const APP_SOURCE: &str = "https://ttd.apps.altinn.no/ttd/apps-test";
 pub const PARTY: &str = "/party/1337";
 
+/// A process's CPU time (user + system) so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces).
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else { return 0.0 };
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let ticks: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let per_second = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    ticks as f64 / per_second as f64
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

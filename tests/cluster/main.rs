@@ -8,6 +8,8 @@
 //! every pod. docs/operations.md says what each proves.
 
 mod harness;
+mod import;
+mod postgres;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
