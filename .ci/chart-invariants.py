@@ -170,6 +170,73 @@ def check_egress(tag, policy, private_cidrs, public_ports):
           f"{name}: private-endpoint CIDRs {sorted(seen['private'])} != values {sorted(private_cidrs)}")
 
 
+def check_import_job(tag, job, values, accounts, identity, secrets_dir, by_kind):
+    """The import Job: the service's `import` command, its own identity, the
+    password as a file from its own SecretProviderClass, and locked down."""
+    name = f"{tag}Job {job['metadata']['name']}"
+    imp = values["import"]
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    check(c.get("args", [])[:3] == ["import", "--source", imp["source"]], f"{name}: args {c.get('args')}")
+    check(pod.get("restartPolicy") in ("OnFailure", "Never"), f"{name}: restartPolicy {pod.get('restartPolicy')}")
+    check(pod.get("automountServiceAccountToken") is False, f"{name}: mounts a Kubernetes API token")
+    check(job["spec"]["template"]["metadata"]["labels"].get("azure.workload.identity/use") == "true", f"{name}: not labelled for workload identity")
+    sa = accounts.get(pod.get("serviceAccountName"))
+    if check(sa, f"{name}: service account {pod.get('serviceAccountName')} is not rendered"):
+        client = (sa["metadata"].get("annotations") or {}).get("azure.workload.identity/client-id")
+        check(client == imp["workloadIdentity"]["clientId"], f"{name}: client id {client}, not import.workloadIdentity.clientId")
+        check(client not in identity.values(), f"{name}: shares an identity with the pods")
+    sec = c.get("securityContext", {})
+    check(sec.get("readOnlyRootFilesystem") is True and sec.get("allowPrivilegeEscalation") is False
+          and sec.get("runAsNonRoot") is True, f"{name}: container security context {sec}")
+    check(not c.get("env"), f"{name}: environment variables outside the ConfigMap")
+    mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
+    mount = mounts.get(secrets_dir)
+    if check(mount and mount.get("readOnly"), f"{name}: nothing mounted read-only at EVENTS__SECRETS_DIR"):
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        spc_name = volume.get("csi", {}).get("volumeAttributes", {}).get("secretProviderClass")
+        spc = next((x for x in by_kind.get("SecretProviderClass", []) if x["metadata"]["name"] == spc_name), None)
+        if check(spc, f"{name}: SecretProviderClass {spc_name} is not rendered"):
+            check(spc_objects(spc) == [(imp["passwordSecret"], "import__source_password")],
+                  f"{name}: its SecretProviderClass maps {spc_objects(spc)}, not only the password")
+            check(spc["spec"]["parameters"].get("clientID") == imp["workloadIdentity"]["clientId"],
+                  f"{name}: its SecretProviderClass fetches with another identity")
+
+
+def check_import_egress(tag, policy, private_cidrs, imp):
+    """The import reaches DNS, the source database, the private endpoints and
+    Entra ID (public 443 without private ranges), nothing else."""
+    name = f"{tag}NetworkPolicy {policy['metadata']['name']}"
+    check(not policy["spec"].get("ingress"), f"{name}: admits ingress")
+    seen = set()
+    for i, rule in enumerate(policy["spec"].get("egress") or []):
+        where = f"{name}: egress rule {i}"
+        ports = {(p.get("port"), p.get("protocol", "TCP")) for p in rule.get("ports") or []}
+        peers = rule.get("to") or []
+        if not check(ports and peers, f"{where} allows every port or destination"):
+            continue
+        if ports == {(53, "UDP"), (53, "TCP")}:
+            check(all(p == KUBE_DNS for p in peers), f"{where}: DNS elsewhere than kube-dns")
+            seen.add("dns")
+        elif ports == {(imp["sourcePort"], "TCP")}:
+            cidrs = sorted(p.get("ipBlock", {}).get("cidr") for p in peers)
+            check(cidrs == sorted(imp["sourceCidrs"]), f"{where}: the source database rule reaches {cidrs}")
+            seen.add("source")
+        elif ports == {(443, "TCP")}:
+            for peer in peers:
+                net = ipaddress.ip_network(peer["ipBlock"]["cidr"])
+                if net.prefixlen == 0:
+                    excepts = [ipaddress.ip_network(e) for e in peer["ipBlock"].get("except") or []]
+                    missing = [r for r in PRIVATE_V4 if not covered(ipaddress.ip_network(r), excepts)]
+                    check(not missing, f"{where}: public HTTPS does not exclude {missing}")
+                    seen.add("entra")
+                else:
+                    check(peer["ipBlock"]["cidr"] in private_cidrs, f"{where}: 443 to {net}, not a private endpoint")
+        else:
+            check(False, f"{where}: ports {sorted(ports, key=str)}")
+    check(seen >= {"dns", "source", "entra"}, f"{name}: rules for {sorted(seen)} only")
+
+
 def check_rendered(label, docs, values, production, deliver_expected):
     by_kind = {}
     for d in docs:
@@ -244,8 +311,16 @@ def check_rendered(label, docs, values, production, deliver_expected):
         want = (values["workloadIdentity"]["clientId"], values["deliver"]["workloadIdentity"]["clientId"])
         p((identity.get("api"), identity.get("deliver")) == want, f"client ids {identity} are not the values' {want}")
 
+    # --- the import Job (import.enabled) -------------------------------------------
+    jobs = by_kind.get("Job", [])
+    p(len(jobs) == (1 if values.get("import", {}).get("enabled") else 0), f"{len(jobs)} Jobs rendered")
+    for job in jobs:
+        check_import_job(tag, job, values, accounts, identity, secrets_dir, by_kind)
+
     # --- selectors: no object spans both Deployments ---------------------------
     pod_labels = {role: dep["spec"]["template"]["metadata"]["labels"] for role, dep in roles.items()}
+    for job in jobs:
+        pod_labels["import"] = job["spec"]["template"]["metadata"]["labels"]
 
     def selected(selector):
         return sorted(role for role, labels in pod_labels.items() if selector_matches(selector, labels))
@@ -310,6 +385,9 @@ def check_rendered(label, docs, values, production, deliver_expected):
         if s == ["deliver"]:
             froms = [peer for rule in np["spec"].get("ingress", []) for peer in rule.get("from") or []]
             p(froms == np_values["metricsFrom"], f"NetworkPolicy {name}: the deliver pods admit {froms}, not networkPolicy.metricsFrom")
+        if s == ["import"]:
+            check_import_egress(tag, np, private_cidrs, values["import"])
+            continue
         if not np_values.get("extraEgress"):
             # Pods that push open the webhook ports the service checks
             # endpoints against (the same setting), and no others.
@@ -348,8 +426,11 @@ def check_rendered(label, docs, values, production, deliver_expected):
               f"{role}: SecretProviderClass {spc_name} fetches as {spc['spec']['parameters'].get('clientID')!r}, the pods' identity is {identity.get(role)!r}")
         else:
             p(not want, f"{role}: keyVault.secrets maps {want} but the pods mount no SecretProviderClass")
+    # The import Job's class is checked with the Job (check_import_job).
+    import_classes = {v.get("csi", {}).get("volumeAttributes", {}).get("secretProviderClass")
+                      for job in by_kind.get("Job", []) for v in job["spec"]["template"]["spec"].get("volumes", [])}
     for spc_name, spc in classes.items():
-        if spc_name in mounted:
+        if spc_name in mounted or spc_name in import_classes:
             continue
         aliases = [alias for _, alias in spc_objects(spc)]
         p(spc_name.endswith("-access-token-certs"), f"SecretProviderClass {spc_name} is mounted by no role")
@@ -414,6 +495,14 @@ def main():
                     {"objectName": "deliver-only", "setting": "webhooks__example", "roles": ["deliver"]},
                 ], "accessTokenCerts": {"issuers": [{"issuer": "ttd", "objectName": "platform-access-token-ttd"}]}},
                 "networkPolicy": {"privateEndpointCidrs": ["10.20.4.0/24"], "privateHttpsCidrs": ["10.30.0.0/24"]},
+            },
+            "import.enabled": {
+                "import": {"enabled": True, "source": "postgres://events@pg.example:5432/eventsdb?sslmode=require",
+                           "mode": "follow", "sourceCidrs": ["10.40.0.0/24"],
+                           "workloadIdentity": {"clientId": "00000000-0000-0000-0000-0000000000f1"}},
+                "workloadIdentity": {"clientId": "00000000-0000-0000-0000-0000000000a1", "tenantId": "t"},
+                "deliver": {"workloadIdentity": {"clientId": "00000000-0000-0000-0000-0000000000d1"}},
+                "networkPolicy": {"privateEndpointCidrs": ["10.20.4.0/24"]},
             },
             "deliver.enabled=false, full mapping": {
                 "deliver": {"enabled": False},
