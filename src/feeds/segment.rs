@@ -191,27 +191,7 @@ impl Segments {
         q: Query,
         operation: &'static str,
     ) -> Result<Option<T>, FeedError> {
-        let started = Instant::now();
-        let mut pages = self
-            .container
-            .query_items::<T>(q, FeedScope::partition(pk), None)
-            .await
-            .map_err(FeedError::cosmos("query feed"))?
-            .into_pages();
-        while let Some(p) = pages.next().await {
-            let p = match p {
-                Ok(p) => p,
-                Err(e) => {
-                    self.observe(operation, started, None);
-                    return Err(FeedError::cosmos("query feed")(e));
-                }
-            };
-            self.observe(operation, started, charge(p.headers()));
-            if let Some(v) = p.into_items().into_iter().next() {
-                return Ok(Some(v));
-            }
-        }
-        Ok(None)
+        Ok(self.values(pk, q, operation, Some(1)).await?.into_iter().next())
     }
 
     /// Every value a query of one partition answers.
@@ -220,6 +200,19 @@ impl Segments {
         pk: String,
         q: Query,
         operation: &'static str,
+    ) -> Result<Vec<T>, FeedError> {
+        self.values(pk, q, operation, None).await
+    }
+
+    /// The values a query of one partition answers, page by page, until
+    /// `enough` are in hand (all of them when `None`); every page is
+    /// recorded as `operation`.
+    async fn values<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        pk: String,
+        q: Query,
+        operation: &'static str,
+        enough: Option<usize>,
     ) -> Result<Vec<T>, FeedError> {
         let started = Instant::now();
         let mut pages = self
@@ -239,6 +232,10 @@ impl Segments {
             };
             self.observe(operation, started, charge(p.headers()));
             values.extend(p.into_items());
+            if let Some(n) = enough.filter(|&n| values.len() >= n) {
+                values.truncate(n);
+                break;
+            }
         }
         Ok(values)
     }

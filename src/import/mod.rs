@@ -175,8 +175,11 @@ impl Importer {
         }
         let mut report = Report::default();
         let mut head = self.db.head().await?;
+        // A cut-over begun before (and killed) is finished at its point,
+        // whatever `head` is now.
         let mut target = match until {
             Until::CutOver(Some(at)) => Some(at),
+            Until::CutOver(None) => stored.progress.cut_over,
             _ => None,
         };
         let mut synced_at: Option<tokio::time::Instant> = None;
@@ -507,14 +510,20 @@ impl Importer {
         progress.cut_over = Some(at);
         self.save(stored, progress).await?;
         let mut done = 0;
+        let mut contended = Vec::new();
         // Where each feed's delivery starts, found once per feed.
         let mut starts: std::collections::HashMap<crate::domain::FeedId, u64> = std::collections::HashMap::new();
         for id in self.subscriptions.imported_ids().await? {
+            let mut settled = false;
             for _ in 0..10 {
-                let Some(current) = self.subscriptions.get(id).await? else { break };
+                let Some(current) = self.subscriptions.get(id).await? else {
+                    settled = true;
+                    break;
+                };
                 let imported = current.subscription.imported.clone().unwrap_or_default();
                 if imported.pushed_through == Some(at) {
                     done += 1;
+                    settled = true;
                     break;
                 }
                 let feed = current.subscription.feed();
@@ -537,9 +546,20 @@ impl Importer {
                 next.imported = Some(crate::domain::subscription::Imported { pushed_through: Some(at), ..imported });
                 if let Changed::Done(_) = self.subscriptions.replace(&current, next).await? {
                     done += 1;
+                    settled = true;
                     break;
                 }
             }
+            if !settled {
+                contended.push(id);
+            }
+        }
+        if !contended.is_empty() {
+            // Each was changed by someone else ten times while it was
+            // being started: the point is recorded, a run again finishes.
+            return Err(ImportError::Refused(format!(
+                "the cut-over at {at} could not start subscriptions {contended:?} (changed meanwhile): run it again"
+            )));
         }
         tracing::info!(at, subscriptions = done, "cut-over: imported subscriptions are pushed from here");
         Ok(CutOverReport { at, subscriptions: done })

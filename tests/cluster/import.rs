@@ -593,6 +593,29 @@ async fn cluster_import_follow_and_cut_over_from_altinn_events() {
     }
     assert!(got.keys().all(|id| expected.contains_key(id)), "nothing pushed to the others: {got:?}");
 
+    // The cut-over run again (as after a kill, or by a second press) with
+    // `head`, after one more row came: it keeps the point it was made at
+    // (not the table's head now), and the new row, which Altinn never
+    // pushed, is pushed here.
+    let mut again = last[0].clone();
+    again["id"] = json!(format!("{:08x}-cccc-4000-8000-{:012x}", 1, 1));
+    insert_events(&db, &[again.clone()], true).await;
+    let mut rerun =
+        spawn_import(&endpoint, &dir.join("import-4.log"), &["--source", &source, "--deliver-after", "head"]);
+    assert!(wait_exit(&mut rerun, Duration::from_secs(120)).success(), "the cut-over run again ends");
+    let summary = std::fs::read_to_string(dir.join("import-4.log")).unwrap();
+    assert!(summary.contains(&format!("pushed everything after sequenceno {cut}")), "{summary}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (id, want) in expected.iter().filter(|(_, want)| **want == expect_app) {
+        let mut want = want.clone();
+        want.push(again["id"].as_str().unwrap().to_owned());
+        while by_subscription(&pushed).get(id).map_or(0, Vec::len) < want.len() {
+            assert!(Instant::now() < deadline, "the row after the cut-over is pushed to {id}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(by_subscription(&pushed)[id], want, "subscription {id}");
+    }
+
     // The rate, beside the API's publish rate in the same run.
     let p = progress(&store).await;
     let summary_1 = std::fs::read_to_string(dir.join("import-2.log")).unwrap();
