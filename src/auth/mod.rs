@@ -13,7 +13,7 @@ mod verified;
 
 pub use access_token::AccessTokenVerifier;
 pub use claims::principal_from_claims;
-pub use oidc::{OidcKeys, SigningKeys, TokenValidator};
+pub use oidc::{DISCOVERY_PATH as OIDC_DISCOVERY_PATH, OidcKeys, SigningKeys, TokenValidator};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

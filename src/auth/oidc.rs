@@ -18,6 +18,9 @@ use super::verified::Verified;
 use super::{AuthError, principal_from_claims};
 use crate::domain::Principal;
 
+/// Altinn's OIDC discovery document, relative to the platform URL.
+pub const DISCOVERY_PATH: &str = "authentication/api/v1/openid/.well-known/openid-configuration";
+
 /// The keys a token may be checked with, and the issuer they belong to.
 pub type KeysAndIssuer = (Vec<DecodingKey>, String);
 
