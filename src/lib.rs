@@ -1,7 +1,8 @@
 //! altinn-events: the Altinn 3 Events API on Azure Cosmos DB.
 //!
 //! Wiring: `start` builds the app from a validated [`Config`] and serves it
-//! on a listener the caller bound, so tests can bind port 0. The layers,
+//! on a listener the caller bound, so tests can bind port 0; every
+//! background task runs in one supervised set (`supervise`). The layers,
 //! top to bottom (imports point down only; `docs/architecture.md`):
 //!
 //! - wiring: this file;
@@ -39,7 +40,6 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use url::Url;
 
 use crate::api::AppState;
@@ -52,34 +52,36 @@ use crate::publish::Publisher;
 use crate::read::{FeedReader, ReadLimits, Waiters};
 use crate::register::Register;
 use crate::secrets::SharedSecret;
+use crate::telemetry::Liveness;
 
 mod secrets_reload;
+mod supervise;
+
+#[cfg(feature = "dev")]
+use localtest::DevPlatform;
+#[cfg(not(feature = "dev"))]
+use no_dev::DevPlatform;
 
 /// What tests (and only tests) may put in place of the defaults.
 #[derive(Default)]
 pub struct Overrides {
     /// Share one in-process Cosmos account between several app instances.
-    #[cfg(feature = "dev")]
-    pub emulator: Option<feeds::emulator::EmulatorAccount>,
+    pub emulator: Option<feeds::EmulatorAccount>,
 }
 
 /// A started service.
 pub struct Running {
     pub addr: SocketAddr,
     pub base_url: Url,
-    #[cfg(feature = "dev")]
-    pub local: Option<Arc<localtest::LocalPlatform>>,
-    /// Dev mode's temporary folder (certificates), removed with the service.
-    #[cfg(feature = "dev")]
-    _scratch: Option<ScratchDir>,
     /// The app's feed store (for tests that check what was stored).
     pub feeds: FeedStore,
+    /// Dev mode's local platform (and its folder, removed with the service).
+    _dev: Option<DevPlatform>,
     waiters: Arc<Waiters>,
-    shutdown: watch::Sender<bool>,
-    server: JoinHandle<std::io::Result<()>>,
     delivery: Arc<deliver::Delivery>,
-    /// The push worker, when `delivery.enabled`.
-    delivering: Option<JoinHandle<()>>,
+    liveness: Liveness,
+    shutdown: watch::Sender<bool>,
+    tasks: supervise::Tasks,
 }
 
 impl Running {
@@ -98,52 +100,38 @@ impl Running {
         self.delivery.running()
     }
 
-    /// Stops accepting connections and gives in-flight requests and pushes
-    /// `grace` to finish (pushes store their checkpoints and hand their
-    /// subscriptions over); what is still running after that is dropped.
+    /// The background tasks that ended unasked (the instance is then not
+    /// live); empty while it is whole.
+    pub fn ended_tasks(&self) -> Vec<&'static str> {
+        self.liveness.ended()
+    }
+
+    /// Stops accepting connections and gives in-flight requests, pushes and
+    /// every background task `grace` to finish (pushes store their
+    /// checkpoints and hand their subscriptions over); what is still running
+    /// after that is aborted.
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
-        let deadline = tokio::time::Instant::now() + grace;
-        let abort = self.server.abort_handle();
-        match tokio::time::timeout_at(deadline, self.server).await {
-            Ok(Ok(Ok(()))) => tracing::info!("stopped serving cleanly"),
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
-            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
-            Err(_) => {
-                tracing::warn!(grace_s = grace.as_secs(), "grace period over; dropping in-flight requests");
-                abort.abort();
-            }
-        }
-        if let Some(delivering) = self.delivering {
-            let abort = delivering.abort_handle();
-            if tokio::time::timeout_at(deadline, delivering).await.is_err() {
-                tracing::warn!("grace period over; pushes still in flight are repeated by the next holder");
-                abort.abort();
-            }
-        }
+        self.tasks.join(tokio::time::Instant::now() + grace).await;
+        tracing::info!("stopped");
     }
 
     /// Stops as a crash would: nothing finishes, nothing is handed over
     /// (leases expire). For tests of what other instances do then.
     pub async fn kill(self) {
-        self.server.abort();
-        if let Some(delivering) = self.delivering {
-            delivering.abort();
-            let _ = delivering.await;
-        }
-        let _ = self.shutdown.send(true);
+        self.tasks.abort_all().await;
     }
 }
 
 /// Builds the app from `config` and serves it on `listener` until
-/// [`Running::shutdown`].
+/// [`Running::shutdown`]: the probes at once (and dev mode's platform),
+/// the API once Cosmos DB is reached.
 pub async fn start(
     mut config: Config,
     mode: Mode,
     listener: TcpListener,
     overrides: Overrides,
 ) -> anyhow::Result<Running> {
-    let _ = &overrides;
     telemetry::prometheus();
     let addr = listener.local_addr().context("listener address")?;
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
@@ -152,172 +140,33 @@ pub async fn start(
         config.platform_url = Some(base_url.clone());
     }
     let platform = config.platform_base().context("platform_url is not set")?;
-
-    #[cfg(feature = "dev")]
-    let mut scratch = None;
-    #[cfg(feature = "dev")]
-    let local = match mode {
-        Mode::Dev => Some(Arc::new(dev_platform(&mut config, &platform, addr, &mut scratch)?)),
-        Mode::Serve => None,
-    };
-    #[cfg(not(feature = "dev"))]
-    anyhow::ensure!(mode == Mode::Serve, "this build has no dev mode (built without feature `dev`)");
-
-    let http = platform::http_client().context("building the platform HTTP client")?;
-    let discovery = platform.join(OIDC_DISCOVERY_PATH).context("OIDC discovery URL")?;
-    let keys = OidcKeys::new(
-        http.clone(),
-        discovery,
-        Duration::from_millis(config.auth.http_timeout_ms),
-        Duration::from_secs(config.auth.jwks_refetch_min_interval_seconds),
-    );
-    let tokens = TokenValidator::new(Arc::new(keys), config.auth.leeway_seconds);
-    let certs_dir = config.auth.access_token_certs_dir.clone().context("auth.access_token_certs_dir is not set")?;
-    let access_tokens = AccessTokenVerifier::new(certs_dir, config.auth.leeway_seconds);
-    // Register: `register.url` is the base of its API (`{platform}/register/api/`).
-    let register_base = match &config.register.url {
-        Some(url) if url.path().ends_with('/') => url.clone(),
-        Some(url) => format!("{url}/").parse().context("register.url")?,
-        None => platform.join("register/api/").context("Register URL")?,
-    };
-    // The subscription keys are shared with the secrets reload.
-    let pdp_key = SharedSecret::new(config.pdp.subscription_key.clone());
-    let register_key = SharedSecret::new(config.register.subscription_key.clone());
-    let register_at = |path: &str| -> anyhow::Result<PlatformService> {
-        let settings = config::PlatformServiceConfig { url: None, ..config.register.clone() };
-        Ok(PlatformService::new(http.clone(), &settings, register_base.join(path).context("Register URL")?)
-            .with_key(register_key.clone()))
-    };
-    let register: Arc<Register> = Arc::new(Register::new(
-        register_at("v1/parties/lookup")?,
-        register_at("v2/internal/parties/query?fields=identifiers")?,
-    ));
-    let pdp_url = platform.join("authorization/api/v1/decision").context("PDP URL")?;
-    let pdp = Arc::new(Pdp::new(
-        PlatformService::new(http.clone(), &config.pdp, pdp_url).with_key(pdp_key.clone()),
-        register.clone(),
-    ));
+    let dev = (mode == Mode::Dev).then(|| DevPlatform::set_up(&mut config, &platform, addr)).transpose()?;
+    let clients = PlatformClients::new(&config, &platform)?;
 
     // Serve from now on: the probes (live at once, ready once wired) and
     // dev mode's platform, while Cosmos DB is reached.
-    let (shutdown, rx) = watch::channel(false);
-    let server_limits = api::server::ServerLimits {
-        header_read_timeout: Duration::from_secs(config.server.header_read_timeout_seconds),
-        body_read_timeout: Duration::from_secs(config.server.body_read_timeout_seconds),
-        idle_timeout: Duration::from_secs(config.server.idle_timeout_seconds),
-        max_connections: config.server.max_connections,
-    };
-    #[allow(unused_mut)]
-    let mut extra = axum::Router::new();
-    #[cfg(feature = "dev")]
-    if let Some(local) = &local {
-        extra = extra.merge(localtest::router(local.clone()));
-    }
+    let (shutdown, stop) = watch::channel(false);
+    let liveness = Liveness::default();
+    let mut tasks = supervise::Tasks::new(stop.clone(), liveness.clone());
+    let extra = dev.as_ref().map(DevPlatform::router).unwrap_or_default();
     let gate = Arc::new(api::starting::Gate::default());
     // Not reached yet, from the first request on.
     gate.waiting_for("cosmos");
     let served = api::starting::router(gate.clone(), extra.clone());
-    let server = tokio::spawn(api::server::serve(listener, served, server_limits, rx.clone()));
+    let limits = server_limits(&config.server);
+    tasks.spawn("server", |stop| api::server::serve(listener, served, limits, stop));
     tracing::info!(%addr, ?mode, "listening");
-
-    let feeds = connect_cosmos(
-        &config.cosmos,
-        #[cfg(feature = "dev")]
-        overrides.emulator,
-    )
-    .await
-    .inspect_err(|_| server.abort())?;
+    let feeds = match connect_cosmos(&config.cosmos, overrides.emulator).await {
+        Ok(feeds) => feeds,
+        Err(e) => {
+            tasks.abort_all().await;
+            return Err(e);
+        }
+    };
 
     let role = config.role;
-    if role.serves_api() && config.cosmos.repair_interval_seconds > 0 {
-        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
-        let repairer = Repairer::new(
-            feeds.clone(),
-            owner,
-            Duration::from_secs(config.cosmos.repair_interval_seconds * 3),
-            Duration::from_secs(config.cosmos.repair_grace_seconds),
-        );
-        tokio::spawn(repairer.run(Duration::from_secs(config.cosmos.repair_interval_seconds), rx.clone()));
-    }
-    let waiters = Arc::new(Waiters::new(config.limits.max_waiters, config.limits.max_waiters_per_caller));
-    let limits = ReadLimits { scan_budget_factor: config.limits.scan_budget_factor };
-    let reader = FeedReader::new(feeds.clone(), pdp.clone(), register.clone(), limits, waiters.clone(), rx.clone());
-    let publisher = Publisher::new(feeds.clone(), pdp.clone()).admitting(config.limits.max_publishes_in_flight);
-    let sender = Arc::new(
-        webhooks::Sender::new(webhooks::SenderSettings {
-            allow_private_endpoints: config.webhooks.allow_private_endpoints.unwrap_or(false),
-            allowed_ports: config.webhooks.allowed_ports.clone(),
-            timeout: Duration::from_secs(config.webhooks.timeout_seconds),
-            max_response_bytes: config.webhooks.max_response_bytes,
-            slots: webhooks::SlotLimits {
-                total: config.delivery.max_concurrent_pushes,
-                per_consumer: config.delivery.max_pushes_per_consumer,
-                per_host: config.delivery.max_pushes_per_host,
-            },
-        })
-        .context("building the webhook client")?,
-    );
-    let reader = Arc::new(reader);
-    let delivery = Arc::new(deliver::Delivery::new(
-        feeds.clone(),
-        reader.clone(),
-        sender.clone(),
-        deliver::DeliverySettings {
-            buckets: config.delivery.buckets,
-            lease: Duration::from_secs(config.delivery.lease_seconds),
-            retry: config.delivery.retry_schedule_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
-            page_size: config.delivery.page_size,
-            flush_every: Duration::from_millis(config.delivery.flush_ms),
-        },
-    ));
-    let delivering = (role.pushes() && config.delivery.enabled).then(|| tokio::spawn(delivery.clone().run(rx.clone())));
-    let subscriptions = Arc::new(subscribe::Subscriptions::new(
-        feeds::subscriptions::SubscriptionStore::new(&feeds),
-        feeds.clone(),
-        pdp.clone(),
-        register.clone(),
-        sender.clone(),
-        subscribe::SubscriptionSettings {
-            apps_domains: config.webhooks.apps_domains.clone(),
-            validation_retry: config
-                .webhooks
-                .validation_retry_seconds
-                .iter()
-                .map(|s| Duration::from_secs(*s))
-                .collect(),
-            platform_base: platform.clone(),
-            max_per_consumer: config.webhooks.max_subscriptions_per_consumer,
-            max_concurrent_validations: config.webhooks.max_concurrent_validations,
-            max_validations_per_consumer: config.webhooks.max_validations_per_consumer,
-        },
-        {
-            let delivery = delivery.clone();
-            Arc::new(move |id| delivery.changed(id))
-        },
-    ));
-    if role.pushes() {
-        tokio::spawn(subscriptions.clone().run_validator(rx.clone()));
-    }
-    // The change feed, followed once per instance: other instances' appends
-    // wake this one's long-polls and deliverers; subscription and delivery
-    // changes reach the deliverers and the validator.
-    {
-        let delivery = delivering.is_some().then(|| delivery.clone());
-        let validator = role.pushes().then(|| subscriptions.clone());
-        let sink = move |change: feeds::changes::Change| {
-            if let (feeds::changes::Change::Subscription(..), Some(validator)) = (&change, &validator) {
-                validator.wake_validator();
-            }
-            if let Some(delivery) = &delivery {
-                delivery.on_change(change);
-            }
-        };
-        let poll = Duration::from_millis(config.delivery.change_feed_poll_ms);
-        // Deliverers need it all the time (subscription and lease changes
-        // too); long-polls only while there are some.
-        tokio::spawn(feeds::changes::follow(feeds.clone(), poll, sink, delivering.is_some(), rx.clone()));
-    }
-    tokio::spawn(watch_dependencies(feeds.clone(), pdp.clone(), rx.clone()));
+    let services = Services::new(&config, &platform, &feeds, &clients, stop.clone())?;
+    spawn_workers(&mut tasks, &config, &feeds, &services, &clients);
     let instance_keys = Arc::new(instance_keys(&config, mode)?);
     let cursors = Arc::new(cursors(&config, mode)?);
     if let Some(dir) = config.secrets_dir.clone() {
@@ -326,45 +175,222 @@ pub async fn start(
             file: config.source_file.clone(),
             mode,
             role,
-            pdp_key,
-            register_key,
+            pdp_key: clients.pdp_key.clone(),
+            register_key: clients.register_key.clone(),
             cursors: cursors.clone(),
             instance_keys: instance_keys.clone(),
         };
         let seen = reload.apply_current().context("secrets_dir")?;
-        tokio::spawn(reload.run(seen, Duration::from_secs(config.secrets_reload_seconds), rx.clone()));
+        let every = Duration::from_secs(config.secrets_reload_seconds);
+        tasks.spawn("secrets_reload", |stop| reload.run(seen, every, stop));
     }
+    let (waiters, delivery) = (services.waiters.clone(), services.delivery.clone());
     let state = AppState::new(api::state::Services {
         config: Arc::new(config),
-        tokens: Arc::new(tokens),
-        access_tokens: Arc::new(access_tokens),
-        reader,
-        publisher: Arc::new(publisher),
-        subscriptions,
+        tokens: clients.tokens,
+        access_tokens: clients.access_tokens,
+        reader: services.reader,
+        publisher: services.publisher,
+        subscriptions: services.subscriptions,
         instance_keys,
         cursors,
         limiter: Arc::default(),
-        pdp,
-        feeds,
+        pdp: clients.pdp,
+        feeds: feeds.clone(),
     });
-
-    let feeds = state.feeds.clone();
     gate.open(if role.serves_api() { api::router(state, extra, mode) } else { api::ops_router(state, extra) });
     tracing::info!(?role, "ready");
-    Ok(Running {
-        addr,
-        base_url,
-        #[cfg(feature = "dev")]
-        local,
-        #[cfg(feature = "dev")]
-        _scratch: scratch,
-        feeds,
-        waiters,
-        shutdown,
-        server,
-        delivery,
-        delivering,
-    })
+    Ok(Running { addr, base_url, feeds, _dev: dev, waiters, delivery, liveness, shutdown, tasks })
+}
+
+/// The Altinn platform's services as this instance calls them: token
+/// keys, the PDP, Register (their subscription keys shared with the
+/// secrets reload).
+struct PlatformClients {
+    tokens: Arc<TokenValidator>,
+    access_tokens: Arc<AccessTokenVerifier>,
+    register: Arc<Register>,
+    pdp: Arc<Pdp>,
+    pdp_key: SharedSecret,
+    register_key: SharedSecret,
+}
+
+impl PlatformClients {
+    fn new(config: &Config, platform: &Url) -> anyhow::Result<Self> {
+        let http = platform::http_client().context("building the platform HTTP client")?;
+        let discovery = platform.join(auth::OIDC_DISCOVERY_PATH).context("OIDC discovery URL")?;
+        let keys = OidcKeys::new(
+            http.clone(),
+            discovery,
+            Duration::from_millis(config.auth.http_timeout_ms),
+            Duration::from_secs(config.auth.jwks_refetch_min_interval_seconds),
+        );
+        let tokens = TokenValidator::new(Arc::new(keys), config.auth.leeway_seconds);
+        let certs_dir = config.auth.access_token_certs_dir.clone().context("auth.access_token_certs_dir is not set")?;
+        let access_tokens = AccessTokenVerifier::new(certs_dir, config.auth.leeway_seconds);
+        // Register: `register.url` is the base of its API (`{platform}/register/api/`).
+        let register_base = match &config.register.url {
+            Some(url) if url.path().ends_with('/') => url.clone(),
+            Some(url) => format!("{url}/").parse().context("register.url")?,
+            None => platform.join("register/api/").context("Register URL")?,
+        };
+        let pdp_key = SharedSecret::new(config.pdp.subscription_key.clone());
+        let register_key = SharedSecret::new(config.register.subscription_key.clone());
+        let register_at = |path: &str| -> anyhow::Result<PlatformService> {
+            let settings = config::PlatformServiceConfig { url: None, ..config.register.clone() };
+            Ok(PlatformService::new(http.clone(), &settings, register_base.join(path).context("Register URL")?)
+                .with_key(register_key.clone()))
+        };
+        let register = Arc::new(Register::new(
+            register_at("v1/parties/lookup")?,
+            register_at("v2/internal/parties/query?fields=identifiers")?,
+        ));
+        let pdp_url = platform.join("authorization/api/v1/decision").context("PDP URL")?;
+        let pdp = Arc::new(Pdp::new(
+            PlatformService::new(http, &config.pdp, pdp_url).with_key(pdp_key.clone()),
+            register.clone(),
+        ));
+        Ok(Self {
+            tokens: Arc::new(tokens),
+            access_tokens: Arc::new(access_tokens),
+            register,
+            pdp,
+            pdp_key,
+            register_key,
+        })
+    }
+}
+
+/// The use cases, over the store and the platform's services.
+struct Services {
+    waiters: Arc<Waiters>,
+    reader: Arc<FeedReader>,
+    publisher: Arc<Publisher>,
+    delivery: Arc<deliver::Delivery>,
+    subscriptions: Arc<subscribe::Subscriptions>,
+}
+
+impl Services {
+    fn new(
+        config: &Config,
+        platform: &Url,
+        feeds: &FeedStore,
+        clients: &PlatformClients,
+        stop: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let (pdp, register) = (&clients.pdp, &clients.register);
+        let waiters = Arc::new(Waiters::new(config.limits.max_waiters, config.limits.max_waiters_per_caller));
+        let limits = ReadLimits { scan_budget_factor: config.limits.scan_budget_factor };
+        let reader =
+            Arc::new(FeedReader::new(feeds.clone(), pdp.clone(), register.clone(), limits, waiters.clone(), stop));
+        let publisher = Publisher::new(feeds.clone(), pdp.clone()).admitting(config.limits.max_publishes_in_flight);
+        let sender = Arc::new(webhooks::Sender::new(sender_settings(config)).context("building the webhook client")?);
+        let delivery = Arc::new(deliver::Delivery::new(
+            feeds.clone(),
+            reader.clone(),
+            sender.clone(),
+            deliver::DeliverySettings {
+                buckets: config.delivery.buckets,
+                lease: Duration::from_secs(config.delivery.lease_seconds),
+                retry: config.delivery.retry_schedule_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
+                page_size: config.delivery.page_size,
+                flush_every: Duration::from_millis(config.delivery.flush_ms),
+            },
+        ));
+        let webhooks = &config.webhooks;
+        let subscriptions = Arc::new(subscribe::Subscriptions::new(
+            feeds::subscriptions::SubscriptionStore::new(feeds),
+            feeds.clone(),
+            pdp.clone(),
+            register.clone(),
+            sender,
+            subscribe::SubscriptionSettings {
+                apps_domains: webhooks.apps_domains.clone(),
+                validation_retry: webhooks.validation_retry_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
+                platform_base: platform.clone(),
+                max_per_consumer: webhooks.max_subscriptions_per_consumer,
+                max_concurrent_validations: webhooks.max_concurrent_validations,
+                max_validations_per_consumer: webhooks.max_validations_per_consumer,
+            },
+            {
+                let delivery = delivery.clone();
+                Arc::new(move |id| delivery.changed(id))
+            },
+        ));
+        Ok(Self { waiters, reader, publisher: Arc::new(publisher), delivery, subscriptions })
+    }
+}
+
+fn sender_settings(config: &Config) -> webhooks::SenderSettings {
+    webhooks::SenderSettings {
+        allow_private_endpoints: config.webhooks.allow_private_endpoints.unwrap_or(false),
+        allowed_ports: config.webhooks.allowed_ports.clone(),
+        timeout: Duration::from_secs(config.webhooks.timeout_seconds),
+        max_response_bytes: config.webhooks.max_response_bytes,
+        slots: webhooks::SlotLimits {
+            total: config.delivery.max_concurrent_pushes,
+            per_consumer: config.delivery.max_pushes_per_consumer,
+            per_host: config.delivery.max_pushes_per_host,
+        },
+    }
+}
+
+fn server_limits(server: &config::ServerConfig) -> api::server::ServerLimits {
+    api::server::ServerLimits {
+        header_read_timeout: Duration::from_secs(server.header_read_timeout_seconds),
+        body_read_timeout: Duration::from_secs(server.body_read_timeout_seconds),
+        idle_timeout: Duration::from_secs(server.idle_timeout_seconds),
+        max_connections: server.max_connections,
+    }
+}
+
+/// The background workers this instance's role runs, supervised: the
+/// repairer (API), the deliverers and the validator (pushing), the change
+/// feed follower and the dependency watch (all).
+fn spawn_workers(
+    tasks: &mut supervise::Tasks,
+    config: &Config,
+    feeds: &FeedStore,
+    services: &Services,
+    clients: &PlatformClients,
+) {
+    let role = config.role;
+    if role.serves_api() && config.cosmos.repair_interval_seconds > 0 {
+        let owner = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4());
+        let every = Duration::from_secs(config.cosmos.repair_interval_seconds);
+        let repairer =
+            Repairer::new(feeds.clone(), owner, every * 3, Duration::from_secs(config.cosmos.repair_grace_seconds));
+        tasks.spawn("repairer", |stop| repairer.run(every, stop));
+    }
+    let delivering = role.pushes() && config.delivery.enabled;
+    if delivering {
+        let delivery = services.delivery.clone();
+        tasks.spawn("delivery", |stop| delivery.run(stop));
+    }
+    if role.pushes() {
+        let subscriptions = services.subscriptions.clone();
+        tasks.spawn("validator", |stop| subscriptions.run_validator(stop));
+    }
+    // The change feed, followed once per instance: other instances' appends
+    // wake this one's long-polls and deliverers; subscription and delivery
+    // changes reach the deliverers and the validator.
+    let delivery = delivering.then(|| services.delivery.clone());
+    let validator = role.pushes().then(|| services.subscriptions.clone());
+    let sink = move |change: feeds::changes::Change| {
+        if let (feeds::changes::Change::Subscription(..), Some(validator)) = (&change, &validator) {
+            validator.wake_validator();
+        }
+        if let Some(delivery) = &delivery {
+            delivery.on_change(change);
+        }
+    };
+    let poll = Duration::from_millis(config.delivery.change_feed_poll_ms);
+    // Deliverers need it all the time (subscription and lease changes
+    // too); long-polls only while there are some.
+    let store = feeds.clone();
+    tasks.spawn("change_feed", |stop| feeds::changes::follow(store, poll, sink, delivering, stop));
+    let (store, pdp) = (feeds.clone(), clients.pdp.clone());
+    tasks.spawn("dependency_watch", |stop| watch_dependencies(store, pdp, stop));
 }
 
 /// `altinn-events import`: copies Altinn Events' database at `source` into
@@ -381,12 +407,7 @@ pub async fn import(
     let db = import::AltinnDb::connect(source, config.import.source_password.as_ref())
         .await
         .context("connecting to Altinn Events' database")?;
-    let feeds = connect_cosmos(
-        &config.cosmos,
-        #[cfg(feature = "dev")]
-        None,
-    )
-    .await?;
+    let feeds = connect_cosmos(&config.cosmos, None).await?;
     let settings = import::ImportSettings {
         bounds: import::ReadBounds {
             limit: config.import.batch_rows,
@@ -420,17 +441,12 @@ fn next_connect_backoff(backoff: Duration) -> Duration {
 /// container yet) is tried again.
 async fn connect_cosmos(
     config: &config::CosmosConfig,
-    #[cfg(feature = "dev")] emulator: Option<feeds::emulator::EmulatorAccount>,
+    emulator: Option<feeds::EmulatorAccount>,
 ) -> anyhow::Result<FeedStore> {
     let mut backoff = Duration::from_millis(500);
     let mut attempts = 0u32;
     loop {
-        let connected = FeedStore::connect(
-            config,
-            #[cfg(feature = "dev")]
-            emulator.clone(),
-        )
-        .await;
+        let connected = FeedStore::connect(config, emulator.clone()).await;
         match connected {
             Ok(feeds) => {
                 if attempts > 0 {
@@ -484,54 +500,26 @@ async fn watch_dependencies(feeds: FeedStore, pdp: Arc<Pdp>, mut stop: watch::Re
     }
 }
 
-/// Altinn's OIDC discovery document, relative to the platform URL.
-pub const OIDC_DISCOVERY_PATH: &str = "authentication/api/v1/openid/.well-known/openid-configuration";
+/// A build without feature `dev`: no dev mode, no local platform.
+#[cfg(not(feature = "dev"))]
+mod no_dev {
+    use std::net::SocketAddr;
 
-/// A folder the service made for itself, removed when the service is dropped
-/// (dev mode's certificates: nothing is left behind in the temp folder).
-#[cfg(feature = "dev")]
-struct ScratchDir(std::path::PathBuf);
+    use url::Url;
 
-#[cfg(feature = "dev")]
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.0) {
-            tracing::warn!(error = %e, path = %self.0.display(), "removing the dev folder failed");
+    use crate::config::Config;
+
+    pub enum DevPlatform {}
+
+    impl DevPlatform {
+        pub fn set_up(_: &mut Config, _: &Url, _: SocketAddr) -> anyhow::Result<Self> {
+            anyhow::bail!("this build has no dev mode (built without feature `dev`)")
+        }
+
+        pub fn router(&self) -> axum::Router {
+            match *self {}
         }
     }
-}
-
-/// Dev mode: the local platform's keys and dataset, and the access-token
-/// certificates it writes for the production verifier (in a folder of its
-/// own, given to `scratch` to remove at the end, unless configured).
-#[cfg(feature = "dev")]
-fn dev_platform(
-    config: &mut Config,
-    platform: &Url,
-    addr: SocketAddr,
-    scratch: &mut Option<ScratchDir>,
-) -> anyhow::Result<localtest::LocalPlatform> {
-    let keys = match &config.localtest.key_file {
-        Some(path) => {
-            let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            localtest::LocalKeys::from_pem(&pem).context("localtest.key_file")?
-        }
-        None => localtest::LocalKeys::generate().context("generating the local signing key")?,
-    };
-    let dataset = localtest::Dataset::load(config.localtest.dataset.as_deref()).context("localtest.dataset")?;
-    let local = localtest::LocalPlatform::new(keys, dataset, platform.clone());
-    let dir = match &config.auth.access_token_certs_dir {
-        Some(dir) => dir.clone(),
-        None => {
-            let root = std::env::temp_dir().join(format!("altinn-events-dev-{}-{}", std::process::id(), addr.port()));
-            *scratch = Some(ScratchDir(root.clone()));
-            let dir = root.join("certs");
-            config.auth.access_token_certs_dir = Some(dir.clone());
-            dir
-        }
-    };
-    local.write_access_token_certs(&dir).with_context(|| format!("writing certificates to {}", dir.display()))?;
-    Ok(local)
 }
 
 #[cfg(test)]

@@ -24,6 +24,9 @@ use url::Url;
 use crate::config::LogFormat;
 
 mod json_log;
+mod liveness;
+
+pub use liveness::Liveness;
 
 /// `a: b: c` for an error and its sources: how errors are logged.
 pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -52,10 +52,7 @@ pub struct Cosmos {
 impl Cosmos {
     /// Connects as configured. `emulator` is the shared in-process account to
     /// use when `cosmos.auth = emulator` (a fresh one when `None`).
-    pub async fn connect(
-        config: &CosmosConfig,
-        #[cfg(feature = "dev")] emulator: Option<super::emulator::EmulatorAccount>,
-    ) -> Result<Self, CosmosError> {
+    pub async fn connect(config: &CosmosConfig, emulator: Option<super::EmulatorAccount>) -> Result<Self, CosmosError> {
         let auth = config.auth.unwrap_or(CosmosAuth::Emulator);
         let client = match auth {
             CosmosAuth::Emulator => {
@@ -65,7 +62,10 @@ impl Cosmos {
                     account.client().await.map_err(CosmosError::sdk("connect to emulator"))?
                 }
                 #[cfg(not(feature = "dev"))]
-                return Err(CosmosError::Config("this build has no in-process emulator".into()));
+                {
+                    let _: Option<super::EmulatorAccount> = emulator;
+                    return Err(CosmosError::Config("this build has no in-process emulator".into()));
+                }
             }
             other => {
                 let endpoint =

@@ -15,6 +15,14 @@ pub mod delivery;
 pub mod docs;
 #[cfg(feature = "dev")]
 pub mod emulator;
+#[cfg(feature = "dev")]
+pub use emulator::EmulatorAccount;
+
+/// A build without feature `dev` has no in-process emulator: there is no
+/// account to pass, and `cosmos.auth = emulator` is refused.
+#[cfg(not(feature = "dev"))]
+#[derive(Debug, Clone)]
+pub enum EmulatorAccount {}
 pub mod import;
 pub mod notify;
 mod reader;
@@ -125,17 +133,8 @@ impl FeedStore {
     /// Connects to the configured account and container (creating them when
     /// `cosmos.provision` is set). `emulator`: the shared in-process account
     /// to use when `cosmos.auth = emulator` (a fresh one when `None`).
-    pub async fn connect(
-        config: &CosmosConfig,
-        #[cfg(feature = "dev")] emulator: Option<emulator::EmulatorAccount>,
-    ) -> Result<Self, CosmosError> {
-        let cosmos = Cosmos::connect(
-            config,
-            #[cfg(feature = "dev")]
-            emulator,
-        )
-        .await?;
-        Ok(Self::new(cosmos))
+    pub async fn connect(config: &CosmosConfig, emulator: Option<EmulatorAccount>) -> Result<Self, CosmosError> {
+        Ok(Self::new(Cosmos::connect(config, emulator).await?))
     }
 
     /// Cheap reachability check: reads the container's properties.

@@ -6,6 +6,7 @@
 pub mod dataset;
 pub mod keys;
 mod pdp;
+mod setup;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +26,9 @@ use crate::api::ApiError;
 use crate::authz::xacml::XacmlRoot;
 pub use dataset::Dataset;
 pub use keys::LocalKeys;
+pub use setup::DevPlatform;
 
-pub const OIDC_PATH: &str = crate::OIDC_DISCOVERY_PATH;
+pub const OIDC_PATH: &str = crate::auth::OIDC_DISCOVERY_PATH;
 
 /// The local platform: keys, dataset, and request counters for tests.
 pub struct LocalPlatform {
