@@ -142,11 +142,12 @@ pub struct Importer {
     settings: ImportSettings,
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
-}
-
 impl Importer {
+    /// Now, by the store's clock.
+    fn now_ms(&self) -> u64 {
+        self.feeds.clock().now_ms()
+    }
+
     pub fn new(db: AltinnDb, feeds: FeedStore, settings: ImportSettings) -> Self {
         Self {
             store: ImportStore::new(&feeds),
@@ -267,7 +268,7 @@ impl Importer {
             let mut batch = InFlight { last, gaps: Vec::new(), skipped: Vec::new(), outcomes: Vec::new() };
             for row in &settled {
                 if row.sequenceno > cursor + 1 && row.recent {
-                    batch.gaps.push(Gap { from: cursor + 1, to: row.sequenceno - 1, seen_ms: now_ms() });
+                    batch.gaps.push(Gap { from: cursor + 1, to: row.sequenceno - 1, seen_ms: self.now_ms() });
                 }
                 cursor = row.sequenceno;
             }
@@ -386,7 +387,7 @@ impl Importer {
             return Ok(());
         }
         let window_ms = u64::try_from(self.settings.bounds.gap_window.as_millis()).unwrap_or(u64::MAX);
-        let now = now_ms();
+        let now = self.now_ms();
         let mut progress = stored.progress.clone();
         progress.gaps.retain(|g| g.seen_ms + window_ms > now);
         let excess = progress.gaps.len().saturating_sub(MAX_GAPS);

@@ -115,10 +115,6 @@ pub struct Subscriptions {
     changed: Arc<dyn Fn(u64) + Send + Sync>,
 }
 
-fn now_ms() -> u64 {
-    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
-}
-
 fn invalid(text: &str) -> SubscribeError {
     SubscribeError::Invalid(text.to_owned())
 }
@@ -148,6 +144,11 @@ fn check_fields(req: &SubscriptionRequest) -> Result<(), SubscribeError> {
 }
 
 impl Subscriptions {
+    /// Now, by the store's clock (which tests move forward).
+    fn now_ms(&self) -> u64 {
+        self.feeds.clock().now_ms()
+    }
+
     pub fn new(
         store: SubscriptionStore,
         feeds: FeedStore,
@@ -262,7 +263,7 @@ impl Subscriptions {
                 status: ValidationStatus::Validating,
                 attempts: 0,
                 last_error: None,
-                next_attempt_ms: Some(now_ms()),
+                next_attempt_ms: Some(self.now_ms()),
                 claimed_until_ms: None,
             },
             secrets: vec![SigningSecret { value: secret.clone(), expires_ms: None }],
@@ -413,7 +414,7 @@ impl Subscriptions {
                     status: ValidationStatus::Validating,
                     attempts: 0,
                     last_error: None,
-                    next_attempt_ms: Some(now_ms()),
+                    next_attempt_ms: Some(self.now_ms()),
                     claimed_until_ms: None,
                 };
                 true
@@ -431,7 +432,7 @@ impl Subscriptions {
         id: u64,
     ) -> Result<(Subscription, SecretString), SubscribeError> {
         let secret = signing::new_secret();
-        let now = now_ms();
+        let now = self.now_ms();
         let updated = self
             .change(principal, id, |s| {
                 s.secrets.retain(|x| x.expires_ms.is_none_or(|e| e > now));

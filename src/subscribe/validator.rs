@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use url::Url;
 
-use super::{Subscriptions, now_ms};
+use super::Subscriptions;
 use crate::domain::subscription::ValidationStatus;
 use crate::feeds::FeedError;
 use crate::feeds::subscriptions::{Changed, Stored};
@@ -68,7 +68,8 @@ impl Subscriptions {
         // stopped) is not left waiting for a sweep.
         let mut next_due: Option<u64> = Some(0);
         loop {
-            let wait = next_due.map_or(SWEEP, |due| Duration::from_millis(due.saturating_sub(now_ms())).min(SWEEP));
+            let wait =
+                next_due.map_or(SWEEP, |due| Duration::from_millis(due.saturating_sub(self.now_ms())).min(SWEEP));
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
@@ -85,12 +86,12 @@ impl Subscriptions {
             }
             // A wake-up (a change anywhere) must not forget a retry this
             // instance already has in the diary.
-            let known = next_due.filter(|due| *due > now_ms());
+            let known = next_due.filter(|due| *due > self.now_ms());
             next_due = match self.start_due(&mut running, &mut tasks).await {
                 Ok(()) => known,
                 Err(e) => {
                     tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "validating subscriptions failed");
-                    earliest(known, Some(now_ms() + 1000))
+                    earliest(known, Some(self.now_ms() + 1000))
                 }
             };
         }
@@ -109,7 +110,7 @@ impl Subscriptions {
             Ok(due) => due,
             Err(e) => {
                 tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "storing a validation failed");
-                Some(now_ms() + 1000)
+                Some(self.now_ms() + 1000)
             }
         }
     }
@@ -121,7 +122,7 @@ impl Subscriptions {
         running: &mut Running,
         tasks: &mut JoinSet<Finished>,
     ) -> Result<(), FeedError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let (max_total, max_per_consumer) =
             (self.settings.max_concurrent_validations, self.settings.max_validations_per_consumer);
         for stored in self.store.due_validations(now).await? {
@@ -153,7 +154,7 @@ impl Subscriptions {
             "source": format!("{base}/events/api/v1/subscriptions/{}", s.id)});
         let body = serde_json::to_vec(&event).unwrap_or_default();
         let Ok(url) = Url::parse(&s.end_point) else { return Ok(None) };
-        let outcome = self.sender.push(&s.consumer, &url, &id, &body, &s.active_secrets(now_ms())).await;
+        let outcome = self.sender.push(&s.consumer, &url, &id, &body, &s.active_secrets(self.now_ms())).await;
         let mut next = s.clone();
         next.validation.claimed_until_ms = None;
         next.validation.attempts += 1;
@@ -169,7 +170,7 @@ impl Subscriptions {
             let wait = self.settings.validation_retry.get(next.validation.attempts as usize - 1);
             match wait {
                 Some(wait) => {
-                    let due = now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+                    let due = self.now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
                     next.validation.next_attempt_ms = Some(due);
                     Some(due)
                 }
