@@ -64,8 +64,11 @@ enum Command {
     },
     /// Exits 0 when the service at `--url` is live (for container probes).
     Healthcheck {
-        #[arg(long, default_value = "http://127.0.0.1:8080/health/live")]
-        url: String,
+        /// Default: `/health/live` at the configured `listen_addr` (the
+        /// same configuration and environment as `serve`; on 127.0.0.1
+        /// when it listens on all addresses).
+        #[arg(long)]
+        url: Option<String>,
         #[arg(long, default_value_t = 3)]
         timeout_seconds: u64,
     },
@@ -75,7 +78,7 @@ enum Command {
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Healthcheck { url, timeout_seconds } => healthcheck(&url, timeout_seconds).await,
+        Command::Healthcheck { url, timeout_seconds } => healthcheck(cli.config, url, timeout_seconds).await,
         Command::Serve { role } => run(cli.config, Mode::Serve, None, role).await,
         Command::Import { source, follow, deliver_after } => import(cli.config, &source, follow, deliver_after).await,
         #[cfg(feature = "dev")]
@@ -90,7 +93,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn healthcheck(url: &str, timeout_seconds: u64) -> anyhow::Result<()> {
+async fn healthcheck(file: Option<PathBuf>, url: Option<String>, timeout_seconds: u64) -> anyhow::Result<()> {
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let addr = Config::load(file.as_deref())?.listen_addr;
+            let ip = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
+            format!("http://{}/health/live", SocketAddr::new(ip, addr.port()))
+        }
+    };
+    let url = url.as_str();
     let client = reqwest::Client::builder().timeout(Duration::from_secs(timeout_seconds)).build()?;
     let resp = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
     anyhow::ensure!(resp.status().is_success(), "GET {url} answered {}", resp.status());

@@ -92,6 +92,19 @@ async fn healthcheck_command_exits_by_liveness() {
     .unwrap()
     .unwrap();
     assert!(!bad.success());
+    // Without --url: the configured listen address (all addresses: 127.0.0.1).
+    let port = url::Url::parse(&app.url("/")).unwrap().port().unwrap();
+    let default = tokio::task::spawn_blocking(move || {
+        Command::new(bin)
+            .arg("healthcheck")
+            .env("EVENTS__LISTEN_ADDR", format!("0.0.0.0:{port}"))
+            .env_remove("EVENTS_CONFIG")
+            .status()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(default.success(), "the default URL is the configured listen address");
     app.shutdown().await;
 }
 
