@@ -3,13 +3,19 @@
 test named for that guarantee fails (issue 21: a test that would still pass
 with the behaviour it names broken is a defect).
 
-    .ci/mutations.py [NAME ...]      # all by default; not run by .ci/run
+    .ci/mutations.py [NAME ...]      # all by default
+    .ci/mutations.py --sample N      # N of them, chosen by MUTATIONS_SEED
+                                     # (default: the checkout's HEAD commit),
+                                     # as .ci/run does: a rotating handful
 
-Works on a copy of the checkout (its own target directory), so the checkout
-itself is never modified. Each mutation is one exact text replacement; a
+Works on a copy of the checkout, so the checkout itself is never modified;
+in its own target directory, or in MUTATIONS_TARGET (e.g. the checkout's
+`target`, whose dependencies it then reuses: the copy's own crate is built
+apart, at its own path). Each mutation is one exact text replacement; a
 replacement that no longer matches the code is reported as stale.
 """
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -572,10 +578,21 @@ MUTATIONS = {
 
 def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    names = sys.argv[1:] or list(MUTATIONS)
+    args = sys.argv[1:]
+    if args[:1] == ["--sample"]:
+        seed = os.environ.get("MUTATIONS_SEED") or subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True
+        ).stdout.strip()
+        names = random.Random(seed).sample(sorted(MUTATIONS), int(args[1]))
+        print(f"mutation sample (MUTATIONS_SEED={seed}): {' '.join(names)}", flush=True)
+    else:
+        names = args or list(MUTATIONS)
+    unknown = [n for n in names if n not in MUTATIONS]
+    if unknown:
+        sys.exit(f"unknown mutations: {unknown}")
     work = os.environ.get("MUTATIONS_DIR") or tempfile.mkdtemp(prefix="altinn-events-mutations-")
     copy = os.path.join(work, "src-copy")
-    target = os.path.join(work, "target")
+    target = os.environ.get("MUTATIONS_TARGET") or os.path.join(work, "target")
     if os.path.exists(copy):
         shutil.rmtree(copy)
     shutil.copytree(repo, copy, ignore=shutil.ignore_patterns("target", ".git", "node_modules"))
