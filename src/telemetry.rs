@@ -225,6 +225,60 @@ pub fn prometheus() -> &'static PrometheusHandle {
         // Another recorder may already be installed (e.g. by a test harness);
         // then metrics go there and /metrics renders this (empty) one.
         let _ = metrics::set_global_recorder(recorder);
+        register_at_start();
         handle
     })
+}
+
+/// Counters (with their fixed label values) that dashboards and alerts
+/// read before anything has happened: registered at 0 when the recorder
+/// is installed, so that they are on `/metrics` from the first scrape and
+/// `rate()` has a first sample. Counters labelled by what happens (an
+/// operation, a route, a status) appear with their first value.
+const COUNTERS_AT_START: &[(&str, &[(&str, &str)])] = &[
+    ("publishes_shed_total", &[]),
+    ("feed_appends_shed_total", &[]),
+    ("query_events_denied_total", &[]),
+    ("http_connections_refused_total", &[]),
+    ("http_connections_timed_out_total", &[]),
+    ("feed_seq_conflicts_total", &[]),
+    ("feed_segments_sealed_total", &[]),
+    ("feed_reads_shared_total", &[]),
+    ("feed_repaired_events_total", &[]),
+    ("feed_repair_skipped_total", &[]),
+    ("pdp_circuit_opened_total", &[]),
+    ("auth_jwks_fetches_total", &[]),
+    ("startup_connect_failures_total", &[("dependency", "cosmos")]),
+    ("deliveries_total", &[("outcome", "delivered")]),
+    ("deliveries_total", &[("outcome", "failed")]),
+    ("delivery_pdp_unavailable_total", &[]),
+    ("subscriptions_created_total", &[]),
+    ("subscriptions_deleted_total", &[]),
+    ("subscriptions_disabled_total", &[]),
+    ("subscription_validations_total", &[("outcome", "validated")]),
+    ("subscription_validations_total", &[("outcome", "failed")]),
+    ("secrets_reloads_total", &[("outcome", "applied")]),
+    ("secrets_reloads_total", &[("outcome", "failed")]),
+];
+
+/// Gauges whose value at start is 0 by what they count (none open, none
+/// held, none waiting); registered without being moved. Gauges that are
+/// measured (`dependency_up`, `feed_repair_last_success_timestamp_seconds`,
+/// the delivery lag) appear with their first measurement.
+const GAUGES_AT_START: &[&str] = &[
+    "http_connections_open",
+    "query_waiters",
+    "pdp_circuit_open",
+    "delivery_buckets_held",
+    "delivery_subscriptions_running",
+];
+
+fn register_at_start() {
+    for (name, labels) in COUNTERS_AT_START {
+        let labels: Vec<metrics::Label> = labels.iter().map(|(k, v)| metrics::Label::new(*k, *v)).collect();
+        metrics::counter!(*name, labels).increment(0);
+    }
+    for name in GAUGES_AT_START {
+        metrics::gauge!(*name).increment(0.0);
+    }
 }

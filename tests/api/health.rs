@@ -159,3 +159,41 @@ async fn a_pod_that_cannot_reach_cosmos_at_start_stays_live_and_becomes_ready_wh
     assert_eq!(read_party().await.unwrap().status(), 200, "the API once ready");
     running.shutdown(Duration::from_secs(5)).await;
 }
+
+/// Every metric docs/operations.md lists for dashboards is on `/metrics`
+/// of a pod that has just started, or is named in the docs as appearing
+/// with its first value.
+#[tokio::test]
+async fn every_dashboard_metric_is_on_metrics_from_the_start_or_said_to_come_later() {
+    let docs = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let section = docs.split("### Metrics for dashboards").nth(1).unwrap().split("\n## ").next().unwrap();
+    let names = |text: &str| -> Vec<String> {
+        text.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(|code| code.split('{').next().unwrap().to_owned())
+            .filter(|name| name.starts_with(|c: char| c.is_ascii_lowercase()) && name.contains('_'))
+            .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+            .collect()
+    };
+    let table: Vec<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| area") && !l.contains("kube-state-metrics"))
+        .flat_map(|l| names(l.split('|').nth(2).unwrap_or_default()))
+        .collect();
+    let later_text = section.split("Appear with their first value:").nth(1).unwrap().split("\n\n").next().unwrap();
+    let later = names(later_text);
+    assert!(table.len() > 40 && later.len() > 10, "{table:?} {later:?}");
+
+    let app = TestApp::spawn().await;
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let present: std::collections::HashSet<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(|n| n.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count"))
+        .collect();
+    let missing: Vec<&String> = table.iter().filter(|n| !present.contains(n.as_str()) && !later.contains(n)).collect();
+    assert!(missing.is_empty(), "listed for dashboards, not on /metrics at start, not said to come later: {missing:?}");
+    app.shutdown().await;
+}
