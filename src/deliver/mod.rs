@@ -33,6 +33,11 @@
 //!   `max_pushes_per_host`, `max_concurrent_pushes`), so endpoints that never
 //!   answer hold up only their own consumer's pushes; one page (`page_size`
 //!   events) in memory per deliverer.
+//! - **One clock.** The time of day (retries due, leases and presences,
+//!   signing secrets, attempts and how long they are kept) is read only
+//!   from the feed store's [`Clock`](crate::feeds::Clock), which tests
+//!   move; only waits and intervals (flushes, hand-over) are measured with
+//!   monotonic timers.
 //! - **Tells a consumer nothing of what it may not see.** A push's
 //!   `webhook-id` is `{subscription}-{generation}-{digest of the event's
 //!   source and id}`: the same for every retry of an event, new for each
@@ -81,10 +86,6 @@ pub struct DeliverySettings {
     pub page_size: usize,
     /// Checkpoints are stored at most this far apart while delivering.
     pub flush_every: Duration,
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
 /// What a deliverer is told by the coordinator, the change feed and this
@@ -235,13 +236,20 @@ impl Delivery {
         }
     }
 
+    /// Unix milliseconds by the store's clock: every time of day delivery
+    /// reads.
+    fn now_ms(&self) -> u64 {
+        self.feeds.clock().now_ms()
+    }
+
     fn bucket_of(&self, id: u64) -> u64 {
         id % self.settings.buckets.max(1)
     }
 
     fn holds(&self, id: u64) -> bool {
         let bucket = self.bucket_of(id);
-        self.held.lock().expect("held lock").get(&bucket).is_some_and(|until| *until > now_ms())
+        let now = self.now_ms();
+        self.held.lock().expect("held lock").get(&bucket).is_some_and(|until| *until > now)
     }
 
     /// Every third of the lease (and when another instance takes or lets
@@ -259,9 +267,8 @@ impl Delivery {
                     // a bucket this instance could take expires (a dead
                     // holder's buckets pass on one lease after its last
                     // renewal, not a balance round later).
-                    Ok(Some(expires_ms)) => {
-                        (self.settings.lease / 3).min(Duration::from_millis(expires_ms.saturating_sub(now_ms()) + 50))
-                    }
+                    Ok(Some(expires_ms)) => (self.settings.lease / 3)
+                        .min(Duration::from_millis(expires_ms.saturating_sub(self.now_ms()) + 50)),
                     Ok(None) => self.settings.lease / 3,
                     Err(e) => {
                         tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "delivery coordination failed");
@@ -290,7 +297,7 @@ impl Delivery {
     /// before; one that expires tells of a death, and of a new share), or a
     /// presence: the other instance's, which may outlive its leases.
     async fn balance(&self, mine: &mut HashMap<u64, BucketLease>) -> Result<Option<u64>, crate::feeds::FeedError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
         self.store.present(&self.instance, now + lease_ms).await?;
         let presences = self.store.presences(now).await?;
@@ -672,7 +679,7 @@ impl Deliverer {
                 continue;
             }
             if let Some(due) = self.state.next_retry_ms {
-                let now = now_ms();
+                let now = self.delivery.now_ms();
                 if due > now {
                     self.flush().await;
                     self.wait(Some(Duration::from_millis(due - now))).await;
@@ -806,7 +813,7 @@ impl Deliverer {
     /// Pushes one event; `true` when the endpoint answered 2xx.
     async fn push(&mut self, event: &Value, position: u64) -> bool {
         let message = message_id(self.subscription.id, self.state.generation, event);
-        let secrets = self.subscription.active_secrets(now_ms());
+        let secrets = self.subscription.active_secrets(self.delivery.now_ms());
         let outcome = match Url::parse(&self.subscription.end_point) {
             Ok(url) => {
                 let body = body_for(&url, event);
@@ -818,9 +825,10 @@ impl Deliverer {
             }
         };
         metrics::histogram!("delivery_push_duration_seconds").record(outcome.latency.as_secs_f64());
+        let now = self.delivery.feeds.clock().now_utc();
         let event_id = event.get("id").and_then(Value::as_str).unwrap_or_default().to_owned();
         self.record(DeliveryAttempt {
-            time: crate::domain::server_time(),
+            time: crate::domain::cloud_event::format_time(now),
             event_id,
             status: outcome.status,
             latency_ms: u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX),
@@ -833,7 +841,7 @@ impl Deliverer {
                 .and_then(Value::as_str)
                 .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
             {
-                let latency = (time::OffsetDateTime::now_utc() - published).as_seconds_f64();
+                let latency = (now - published).as_seconds_f64();
                 metrics::histogram!("delivery_latency_seconds").record(latency.max(0.0));
             }
             self.position = position + 1;
@@ -855,7 +863,8 @@ impl Deliverer {
         match self.delivery.settings.retry.get(self.state.failures as usize - 1) {
             Some(wait) => {
                 self.state.status = DeliveryStatus::Failing;
-                self.state.next_retry_ms = Some(now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+                self.state.next_retry_ms =
+                    Some(self.delivery.now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
             }
             None => {
                 self.state.status = DeliveryStatus::Disabled;
@@ -883,7 +892,7 @@ impl Deliverer {
     }
 
     fn forget_old_attempts(&mut self) {
-        let too_old = now_ms().saturating_sub(KEEP_ATTEMPTS_MS);
+        let too_old = self.delivery.now_ms().saturating_sub(KEEP_ATTEMPTS_MS);
         self.state.attempts.retain(|a| {
             time::OffsetDateTime::parse(&a.time, &time::format_description::well_known::Rfc3339)
                 .is_ok_and(|t| u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0) >= too_old)
