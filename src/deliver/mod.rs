@@ -61,7 +61,7 @@ use url::Url;
 
 use crate::authz::{Action, Caller};
 use crate::domain::subscription::{DeliveryAttempt, DeliveryState, DeliveryStatus, Subscription, ValidationStatus};
-use crate::domain::{FeedId, Filters};
+use crate::domain::{FeedId, FieldMatch, Filters};
 use crate::feeds::FeedStore;
 use crate::feeds::changes::Change;
 use crate::feeds::delivery::{BucketLease, DeliveryStore};
@@ -513,14 +513,15 @@ enum Woke {
 }
 
 /// The filters of a subscription as a read of its feed applies them:
-/// Altinn's matching (the type equal, the source a prefix, the resource when
-/// the feed is a subject's).
+/// Altinn's matching as typed matches (the type equal, the source a prefix,
+/// both ignoring case; the resource when the feed is a subject's). The
+/// store turns them into its query.
 fn filters_of(subscription: &Subscription) -> Filters {
-    let literal = |s: &str| s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
     let f = &subscription.filters;
+    let types = f.type_filter.iter().map(|t| FieldMatch::TypeEquals(t.clone()));
+    let sources = f.source_filter.iter().map(|s| FieldMatch::SourceStartsWith(s.clone()));
     Filters {
-        types: f.type_filter.iter().map(|t| literal(t)).collect(),
-        sources: f.source_filter.iter().map(|s| format!("{}%", literal(s))).collect(),
+        matches: types.chain(sources).collect(),
         resource: f.subject_filter.as_ref().map(|_| f.resource_filter.clone()),
         // Imported from Altinn: what Altinn pushed is not pushed again.
         imported_after: subscription.imported.as_ref().and_then(|i| i.pushed_through),
