@@ -333,21 +333,21 @@ MUTATIONS = {
     ),
     # Issue 16: push delivery.
     "failed-push-counts-as-delivered": (
-        "src/deliver/mod.rs",
-        "        if outcome.delivered() {",
-        "        if outcome.delivered() || outcome.status.is_some() {",
+        "src/deliver/retry.rs",
+        "    if outcome.delivered() {",
+        "    if outcome.delivered() || outcome.status.is_some() {",
         "test(a_failing_endpoint_holds_later_events_back_and_gets_everything_when_it_recovers)",
     ),
     "retries-ignore-the-schedule": (
-        "src/deliver/mod.rs",
-        "self.state.next_retry_ms = Some(now_ms() + u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));",
-        "self.state.next_retry_ms = Some(now_ms() + 10 + 0 * u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));",
+        "src/deliver/retry.rs",
+        "next_retry_ms: Some(now_ms.saturating_add(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))),",
+        "next_retry_ms: Some(now_ms + 10 + 0 * u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)),",
         "test(an_exhausted_schedule_disables_and_enable_delivers_the_rest)",
     ),
     "pushes-skip-the-pdp": (
-        "src/deliver/mod.rs",
-        "                caller: Some(Caller::Principal(&caller)),",
-        "                caller: { let _ = &caller; None },",
+        "src/deliver/deliverer.rs",
+        "                caller: Some(Caller::of_subscription(&subscription)),",
+        "                caller: { let _ = &subscription; None },",
         "test(each_consumer_is_pushed_only_what_the_pdp_permits_it)",
     ),
     "pushes-unsigned": (
@@ -357,8 +357,8 @@ MUTATIONS = {
         "test(events_from_concurrent_publishers_arrive_in_feed_order_once_and_signed)",
     ),
     "deleted-subscription-still-pushed": (
-        "src/deliver/mod.rs",
-        "let _ = self.delivery.store.remove(id).await;\n                        return;",
+        "src/deliver/deliverer.rs",
+        "let _ = self.delivery.store.remove(id).await;\n                    return Step::End;",
         "let _ = self.delivery.store.remove(id).await;",
         "test(replay_resends_from_the_given_position_and_delete_stops_pushes)",
     ),
@@ -369,9 +369,9 @@ MUTATIONS = {
         "test(a_stopping_instance_finishes_its_push_and_stores_the_checkpoint_before_it_lets_go)",
     ),
     "dead-holders-buckets-found-a-round-late": (
-        "src/deliver/mod.rs",
-        "(self.settings.lease / 3).min(Duration::from_millis(expires_ms.saturating_sub(now_ms()) + 50))",
-        "(self.settings.lease / 3).max(Duration::from_millis(expires_ms.saturating_sub(now_ms()) * 0))",
+        "src/deliver/coordinator.rs",
+        "(self.settings.lease / 3).min(Duration::from_millis(expires_ms.saturating_sub(self.now_ms()) + 50))",
+        "(self.settings.lease / 3).max(Duration::from_millis(expires_ms.saturating_sub(self.now_ms()) * 0))",
         "test(one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies)",
     ),
     "old-copies-not-found": (
@@ -448,9 +448,9 @@ MUTATIONS = {
         "test(metrics_series_do_not_grow_with_odd_requests_or_subscriptions)",
     ),
     "metrics-lag-series-per-subscription": (
-        "src/deliver/mod.rs",
-        '                self.delivery.lags.lock().expect("lags lock").insert(id, 0);',
-        '                metrics::gauge!("delivery_lag_events", "subscription" => id.to_string()).set(0.0);',
+        "src/deliver/deliverer.rs",
+        '        self.delivery.lags.lock().expect("lags lock").insert(id, 0);',
+        '        metrics::gauge!("delivery_lag_events", "subscription" => id.to_string()).set(0.0);',
         "test(metrics_series_do_not_grow_with_odd_requests_or_subscriptions)",
     ),
     "validations-one-at-a-time": (
@@ -496,8 +496,8 @@ MUTATIONS = {
         "test(enable_replay_and_validate_do_not_retry_sooner_than_the_schedule)",
     ),
     "webhook-id-holds-the-position": (
-        "src/deliver/mod.rs",
-        "        let message = message_id(self.subscription.id, self.state.generation, event);",
+        "src/deliver/deliverer/push.rs",
+        "        let message = message::message_id(self.subscription.id, self.state.generation, event);",
         '        let message = format!("{}-{}-{}", self.subscription.id, self.state.generation, position);',
         "test(a_subscription_tells_its_consumer_nothing_of_hidden_events)",
     ),
@@ -566,6 +566,31 @@ MUTATIONS = {
         "        if matches!(self, Self::Overloaded | Self::WaitersFull) {",
         "        if matches!(self, Self::Overloaded) {",
         "test(a_full_long_poll_pool_says_when_to_retry)",
+    ),
+    # Issue 30: delivery's decisions, unit-tested without a store.
+    "retry-due-from-the-last-due-time": (
+        "src/deliver/retry.rs",
+        "next_retry_ms: Some(now_ms.saturating_add(",
+        "next_retry_ms: Some(state.next_retry_ms.unwrap_or(now_ms).saturating_add(",
+        "test(/deliver::retry::/)",
+    ),
+    "disabled-one-failure-early": (
+        "src/deliver/retry.rs",
+        "    match schedule.get(failures as usize - 1) {",
+        "    match schedule.get(failures as usize) {",
+        "test(/deliver::retry::/)",
+    ),
+    "recovery-not-stored-at-once": (
+        "src/deliver/retry.rs",
+        "next: Next::Delivered { recovered: state.status != DeliveryStatus::Active },",
+        "next: Next::Delivered { recovered: false },",
+        "test(/deliver::retry::/)",
+    ),
+    "push-filters-match-as-patterns": (
+        "src/feeds/reader.rs",
+        '            FieldMatch::TypeEquals(t) => ("type", like_literal(t)),',
+        '            FieldMatch::TypeEquals(t) => ("type", t.to_lowercase()),',
+        "test(/feeds::reader::/)",
     ),
     "cosmos-connect-waits-up-to-30s": (
         "src/lib.rs",

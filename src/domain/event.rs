@@ -1,5 +1,6 @@
 //! A stored event and where it lives: the record the feed store appends,
-//! the feeds it belongs to, and the filters a read keeps events by.
+//! the feeds it belongs to, and the filters a read keeps events by (the
+//! query endpoints' patterns, and a subscription's typed matches).
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -86,6 +87,20 @@ pub struct Filters {
     /// Leave out events imported from Altinn Events with a sequence number
     /// up to this (Altinn pushed those; an imported subscription's cut-over).
     pub imported_after: Option<u64>,
+    /// Tests of plain values that every event kept passes (a subscription's
+    /// filters, as Altinn matches them when it pushes).
+    pub matches: Vec<FieldMatch>,
+}
+
+/// A test of one field of an event against a plain value: no character in
+/// the value is a wildcard (the store escapes them when it turns the test
+/// into its query).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldMatch {
+    /// The event's `type` is this, ignoring case (a `typeFilter`).
+    TypeEquals(String),
+    /// The event's `source` starts with this, ignoring case (a `sourceFilter`).
+    SourceStartsWith(String),
 }
 
 impl Filters {

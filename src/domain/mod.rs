@@ -9,4 +9,4 @@ pub mod subscription;
 
 pub use caller::{PlatformApp, Principal, Subject};
 pub use cloud_event::{AppSource, CloudEventError, server_time};
-pub use event::{EventRecord, FeedId, Filters};
+pub use event::{EventRecord, FeedId, FieldMatch, Filters};

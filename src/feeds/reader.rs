@@ -1,5 +1,7 @@
 //! Reading feeds: one partition-keyed, `seq`-ordered query per segment,
-//! filters as SQL predicates with parameters.
+//! filters as SQL predicates with parameters (values are bound, never
+//! written into the SQL text; pattern syntax is escaped here, and only
+//! here).
 
 use std::num::NonZeroU32;
 use std::time::Instant;
@@ -11,6 +13,7 @@ use futures::StreamExt;
 use super::docs::{EventDoc, EventRecord, FeedId, STORED_FIELDS, SegmentKey, StoredDoc, event_doc_id};
 use super::segment::Segments;
 use super::{FeedError, charge};
+use crate::domain::FieldMatch;
 pub use crate::domain::Filters;
 
 /// Newest segments that `locate` searches one by one before it falls back
@@ -47,6 +50,16 @@ pub(crate) fn filter_sql(f: &Filters) -> (String, Vec<(String, serde_json::Value
             })
             .collect();
         sql.push_str(&format!(" AND ({})", parts.join(" OR ")));
+    }
+    // A subscription's matches: plain values, so every wildcard in them is
+    // escaped; compared in lower case, as the patterns above.
+    for (i, m) in f.matches.iter().enumerate() {
+        let (field, pattern) = match m {
+            FieldMatch::TypeEquals(t) => ("type", like_literal(t)),
+            FieldMatch::SourceStartsWith(s) => ("source", format!("{}%", like_literal(s))),
+        };
+        let p = bind(&format!("m{i}"), pattern.into(), &mut params);
+        sql.push_str(&format!(" AND LOWER(c.{field}) LIKE {p} ESCAPE '!'"));
     }
     if let Some(s) = &f.subject {
         sql.push_str(&format!(" AND c.subject = {}", bind("subject", s.clone().into(), &mut params)));
@@ -93,6 +106,19 @@ fn ilike_pattern(pattern: &str) -> String {
             }
             c => out.push(c),
         }
+    }
+    out
+}
+
+/// A plain value as a Cosmos `LIKE` pattern with escape character `!`
+/// that matches it alone, in lower case: `%`, `_`, `[` and `!` are escaped.
+fn like_literal(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 4);
+    for c in value.chars().flat_map(char::to_lowercase) {
+        if matches!(c, '%' | '_' | '[' | '!') {
+            out.push('!');
+        }
+        out.push(c);
     }
     out
 }
@@ -487,5 +513,49 @@ mod tests {
         );
         assert_eq!(params.len(), 4);
         assert!(!sql.contains("https://"), "values never enter the SQL text");
+    }
+
+    #[test]
+    fn plain_values_match_only_themselves() {
+        assert_eq!(like_literal("App.Instance_Created"), "app.instance!_created");
+        assert_eq!(like_literal(r"100%[a]!\x"), r"100!%![a]!!\x");
+        assert_eq!(like_literal(""), "");
+    }
+
+    proptest::proptest! {
+        /// A plain value matches as the ILIKE pattern that escapes each of
+        /// its wildcards would (how subscriptions' filters were matched
+        /// before they were typed).
+        #[test]
+        fn a_plain_value_is_the_ilike_pattern_that_escapes_it(value in "[a-zA-Z0-9%_!\\[\\]\\\\.:/ ÅæİẞΣ-]{0,24}") {
+            let escaped = value.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            proptest::prop_assert_eq!(like_literal(&value), ilike_pattern(&escaped));
+        }
+    }
+
+    #[test]
+    fn a_subscriptions_matches_are_bound_and_escaped() {
+        let f = Filters {
+            matches: vec![
+                FieldMatch::TypeEquals("App.%".into()),
+                FieldMatch::SourceStartsWith("https://ttd.apps/ttd/my_app".into()),
+            ],
+            resource: Some("urn:altinn:resource:app_ttd_my_app".into()),
+            ..Filters::default()
+        };
+        let (sql, params) = filter_sql(&f);
+        assert_eq!(
+            sql,
+            " AND LOWER(c.type) LIKE @m0 ESCAPE '!' AND LOWER(c.source) LIKE @m1 ESCAPE '!' AND c.resource = @res"
+        );
+        let values: Vec<(&str, &str)> = params.iter().map(|(n, v)| (n.as_str(), v.as_str().unwrap())).collect();
+        assert_eq!(
+            values,
+            [
+                ("@m0", "app.!%"),
+                ("@m1", "https://ttd.apps/ttd/my!_app%"),
+                ("@res", "urn:altinn:resource:app_ttd_my_app")
+            ]
+        );
     }
 }

@@ -51,7 +51,9 @@ impl Head {
 
 /// The store's idea of the current time, in Unix seconds: the system clock,
 /// moved by an offset that tests set to make time pass without sleeping.
-/// Segment ages compare it with the server's `_ts`.
+/// Segment ages compare it with the server's `_ts`; the repairer's lease
+/// and delivery (retries, bucket leases, attempts) read it too, so one
+/// clock drives every worker of a store.
 #[derive(Debug, Clone, Default)]
 pub struct Clock {
     offset: Arc<AtomicI64>,
@@ -66,6 +68,11 @@ impl Clock {
     pub fn now_ms(&self) -> u64 {
         let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         u64::try_from(now + i128::from(self.offset.load(Ordering::Relaxed)) * 1000).unwrap_or(0)
+    }
+
+    /// The time, as a date (an attempt's time, an event's age).
+    pub fn now_utc(&self) -> time::OffsetDateTime {
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(self.offset.load(Ordering::Relaxed))
     }
 
     /// Moves this clock (and every store sharing it) forward.
