@@ -25,8 +25,8 @@ import tempfile
 MUTATIONS = {
     "validator-not-woken-by-the-change-feed": (
         "src/lib.rs",
-        "                validator.wake_validator();",
-        "                let _ = validator;",
+        "            validator.wake_validator();",
+        "            let _ = validator;",
         "test(the_api_and_the_deliver_role_split_the_work)",
     ),
     "requests-answered-from-shared-pages": (
@@ -36,7 +36,7 @@ MUTATIONS = {
         "test(a_publish_is_in_the_next_read_through_another_instance_while_others_wait)",
     ),
     "change-feed-read-with-nobody-waiting": (
-        "src/feeds/changes.rs",
+        "src/feeds/coordination/changes.rs",
         "if !always && !store.is_watched() {",
         "if false {",
         "test(idle_long_polls_cost_per_instance_not_per_feed)",
@@ -84,49 +84,49 @@ MUTATIONS = {
         "test(no_identity_number_token_key_or_cookie_reaches_the_logs)",
     ),
     "repairer-forgets-its-position": (
-        "src/feeds/repairer.rs",
+        "src/feeds/events/repairer.rs",
         "lease.continuation = Some(round.continuation()?);",
         "let _ = round.continuation()?;",
         "test(the_repairer_completes_an_interrupted_publish)",
     ),
     "lease-never-expires": (
-        "src/feeds/repairer.rs",
+        "src/feeds/events/repairer.rs",
         "if doc.owner != self.owner && doc.expires_at > now =>",
         "if doc.owner != self.owner =>",
         "test(the_repairer_completes_an_interrupted_publish)",
     ),
     "repairer-retries-a-refused-event": (
-        "src/feeds/repairer.rs",
+        "src/feeds/events/repairer.rs",
         "Err(e) if e.is_client_error() => {",
         "Err(e) if false && e.is_client_error() => {",
         "test(the_repairer_passes_over_an_event_it_cannot_repair)",
     ),
     "service-starts-no-repairer": (
         "src/lib.rs",
-        "tokio::spawn(repairer.run(",
-        "std::mem::drop((repairer,",
+        """tasks.spawn("repairer", |stop| repairer.run(every, stop));""",
+        """std::mem::drop((repairer, every));""",
         "test(the_service_repairs_interrupted_publishes_by_itself)",
     ),
     "no-lookup-after-rollover": (
-        "src/feeds/writer.rs",
+        "src/feeds/events/writer.rs",
         "let maybe: Vec<u64> = item.maybe_in.iter().copied().filter(|k| *k != h.segment).collect();",
         "let maybe: Vec<u64> = Vec::new();",
         "test(a_failed_write_is_looked_up_after_the_rollover)",
     ),
     "conflict-skips-a-number": (
-        "src/feeds/writer.rs",
+        "src/feeds/events/writer.rs",
         "Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), ..f }),",
         "Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), count: (f.count + 1).min(self.seg.size()), ..f }),",
         "test(a_reader_paging_while_several_writers_roll_segments_over)",
     ),
     "sealed-at-the-whole-ttl": (
-        "src/feeds/mod.rs",
+        "src/feeds/events/mod.rs",
         "None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),",
         "None => cosmos.ttl_seconds.map(i64::from),",
         "test(segments_are_sealed_at_half_the_containers_ttl_by_default)",
     ),
     "readers-stop-at-expired-segments": (
-        "src/feeds/segment.rs",
+        "src/feeds/events/segment.rs",
         "self.layout.close_after.is_some_and(|w| self.clock.now() - opened > w + w.min(3600))",
         "self.layout.close_after.is_some_and(|w| self.clock.now() - opened > w + w.min(3600)) && false",
         "test(reads_skip_what_has_expired)",
@@ -138,7 +138,7 @@ MUTATIONS = {
         "test(a_page_that_runs_out_of_scan_budget_answers_at_once)",
     ),
     "appends-retry-forever": (
-        "src/feeds/writer.rs",
+        "src/feeds/events/writer.rs",
         "if Instant::now() > deadline {",
         "if Instant::now() > deadline + Duration::from_secs(3600) {",
         "test(a_publish_cosmos_keeps_refusing_is_a_503_after_the_retry_deadline)",
@@ -150,7 +150,7 @@ MUTATIONS = {
         "test(every_body_over_the_limit_is_a_413)",
     ),
     "writer-wakes-no-one": (
-        "src/feeds/writer.rs",
+        "src/feeds/events/writer.rs",
         "        self.notifier.notify(feed);\n        Head { count: h.count + n as u64, ..h }",
         "        Head { count: h.count + n as u64, ..h }",
         "test(a_waiting_request_is_answered_as_soon_as_an_event_is_published)",
@@ -271,7 +271,7 @@ MUTATIONS = {
         "test(instance_ids_have_one_spelling_for_events_and_keys)",
     ),
     "dev-folder-left-behind": (
-        "src/lib.rs",
+        "src/localtest/setup.rs",
         "if let Err(e) = std::fs::remove_dir_all(&self.0) {",
         "if let Err(e) = Ok::<(), std::io::Error>(()) {",
         "test(dev_mode_leaves_no_temporary_folder_behind)",
@@ -290,7 +290,7 @@ MUTATIONS = {
         "test(service_owner_scopes_open_the_app_owners_feed)",
     ),
     "filters-match-exactly": (
-        "src/feeds/reader.rs",
+        "src/feeds/events/filter_sql.rs",
         """format!("LOWER(c.{field}) LIKE {p} ESCAPE '!'")""",
         """format!("c.{field} = {p}")""",
         "test(type_and_source_filters_match_like_ilike)",
@@ -302,7 +302,7 @@ MUTATIONS = {
         "test(type_and_source_filters_match_like_ilike)",
     ),
     "id-alone-identifies-events": (
-        "src/feeds/docs.rs",
+        "src/feeds/events/docs.rs",
         "    id.push('~');\n    for b in &digest[..8] {",
         "    for b in &digest[..0] {",
         "test(one_id_from_two_sources_is_two_events)",
@@ -358,8 +358,8 @@ MUTATIONS = {
     ),
     "deleted-subscription-still-pushed": (
         "src/deliver/deliverer.rs",
-        "let _ = self.delivery.store.remove(id).await;\n                    return Step::End;",
-        "let _ = self.delivery.store.remove(id).await;",
+        "let _ = self.delivery.states.remove(id).await;\n                    return Step::End;",
+        "let _ = self.delivery.states.remove(id).await;",
         "test(replay_resends_from_the_given_position_and_delete_stops_pushes)",
     ),
     "buckets-released-before-checkpoints": (
@@ -375,9 +375,9 @@ MUTATIONS = {
         "test(one_instance_delivers_each_subscription_and_hands_it_over_when_it_stops_or_dies)",
     ),
     "old-copies-not-found": (
-        "src/feeds/reader.rs",
-        "    if recent == 0 {\n        return Ok(None);\n    }",
-        "    if recent < u64::MAX {\n        return Ok(None);\n    }",
+        "src/feeds/events/reader.rs",
+        "        if recent == 0 {\n            return Ok(None);\n        }",
+        "        if recent < u64::MAX {\n            return Ok(None);\n        }",
         "test(the_repairer_finds_old_copies_in_a_long_feed_and_repeats_nothing)",
     ),
     "publishes-not-shed": (
@@ -387,7 +387,7 @@ MUTATIONS = {
         "test(publishes_beyond_what_an_instance_takes_are_shed_with_retry_after)",
     ),
     "append-queue-unbounded": (
-        "src/feeds/writer.rs",
+        "src/feeds/events/writer.rs",
         "let (tx, rx) = mpsc::channel(self.max_queued);",
         "let (tx, rx) = mpsc::channel(1 << 20);",
         "test(a_full_append_queue_refuses_publishes_before_storing_anything)",
@@ -399,7 +399,7 @@ MUTATIONS = {
         "test(pdp_requests_beyond_the_slots_are_refused_as_overload)",
     ),
     "shared-read-hides-a-newer-append": (
-        "src/feeds/shared_reads.rs",
+        "src/feeds/events/shared_reads.rs",
         "inflight.get(&key).filter(|f| f.version >= version && f.began.elapsed() < KEEP)",
         "inflight.get(&key).filter(|f| f.began.elapsed() < KEEP)",
         "test(concurrent_reads_share_one_and_a_newer_append_starts_another)",
@@ -411,13 +411,13 @@ MUTATIONS = {
         "test(lines_are_tracing_subscribers_json_lines)",
     ),
     "written-document-loses-its-instance": (
-        "src/feeds/docs.rs",
+        "src/feeds/events/docs.rs",
         "resourceinstance: record.resourceinstance.as_deref(),",
         "resourceinstance: None,",
         "test(a_written_document_reads_back_as_the_event_document)",
     ),
     "page-query-without-the-seal-flag": (
-        "src/feeds/docs.rs",
+        "src/feeds/events/docs.rs",
         '"c.seq, c.sealed, {',
         '"c.seq, {',
         "test(old_segments_are_sealed_and_read_past)",
@@ -466,13 +466,13 @@ MUTATIONS = {
         "test(a_tarpit_endpoint_delays_only_its_own_consumer)",
     ),
     "no-subscription-limit": (
-        "src/feeds/subscriptions.rs",
+        "src/feeds/subscriptions/mod.rs",
         "            if self.ids_of(consumer).await?.len() >= limit {",
         "            if false {",
         "test(a_consumer_holds_a_bounded_number_of_subscriptions)",
     ),
     "racing-creates-pass-the-limit": (
-        "src/feeds/subscriptions.rs",
+        "src/feeds/subscriptions/mod.rs",
         "                    if before >= limit {",
         "                    if false {",
         "test(a_consumer_holds_a_bounded_number_of_subscriptions)",
@@ -587,10 +587,10 @@ MUTATIONS = {
         "test(/deliver::retry::/)",
     ),
     "push-filters-match-as-patterns": (
-        "src/feeds/reader.rs",
+        "src/feeds/events/filter_sql.rs",
         '            FieldMatch::TypeEquals(t) => ("type", like_literal(t)),',
         '            FieldMatch::TypeEquals(t) => ("type", t.to_lowercase()),',
-        "test(/feeds::reader::/)",
+        "test(/feeds::events::filter_sql::/)",
     ),
     "cosmos-connect-waits-up-to-30s": (
         "src/lib.rs",
@@ -604,6 +604,15 @@ MUTATIONS = {
 def main():
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     args = sys.argv[1:]
+    # Every entry must still name its code (exactly once), sampled or not:
+    # a refactoring that moved the code must move the entry with it.
+    stale = [
+        f"{name}: {path}"
+        for name, (path, old, _new, _test) in MUTATIONS.items()
+        if not os.path.exists(os.path.join(repo, path)) or open(os.path.join(repo, path)).read().count(old) != 1
+    ]
+    if stale:
+        sys.exit("stale mutation entries (the text to break is not in the code once):\n  " + "\n  ".join(stale))
     if args[:1] == ["--sample"]:
         seed = os.environ.get("MUTATIONS_SEED") or subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True

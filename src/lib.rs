@@ -376,8 +376,8 @@ fn spawn_workers(
     // changes reach the deliverers and the validator.
     let delivery = delivering.then(|| services.delivery.clone());
     let validator = role.pushes().then(|| services.subscriptions.clone());
-    let sink = move |change: feeds::changes::Change| {
-        if let (feeds::changes::Change::Subscription(..), Some(validator)) = (&change, &validator) {
+    let sink = move |change: feeds::coordination::changes::Change| {
+        if let (feeds::coordination::changes::Change::Subscription(..), Some(validator)) = (&change, &validator) {
             validator.wake_validator();
         }
         if let Some(delivery) = &delivery {
@@ -388,7 +388,7 @@ fn spawn_workers(
     // Deliverers need it all the time (subscription and lease changes
     // too); long-polls only while there are some.
     let store = feeds.clone();
-    tasks.spawn("change_feed", |stop| feeds::changes::follow(store, poll, sink, delivering, stop));
+    tasks.spawn("change_feed", |stop| feeds::coordination::changes::follow(store, poll, sink, delivering, stop));
     let (store, pdp) = (feeds.clone(), clients.pdp.clone());
     tasks.spawn("dependency_watch", |stop| watch_dependencies(store, pdp, stop));
 }

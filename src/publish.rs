@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::authz::{Action, Authorizer, Caller, PdpError};
 use crate::domain::cloud_event::{self, CloudEventError};
 use crate::domain::{EventRecord, PlatformApp};
-use crate::feeds::{FeedError, FeedStore, IdSource};
+use crate::feeds::{FeedStore, IdSource, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
@@ -30,7 +30,7 @@ pub enum PublishError {
     #[error("authorizing the publish")]
     Authorization(#[source] PdpError),
     #[error("storing the event")]
-    Storage(#[from] FeedError),
+    Storage(#[from] StoreError),
     /// More publishes in flight on this instance than it takes at once.
     #[error("too many publishes in flight")]
     Overloaded,

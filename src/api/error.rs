@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::auth::AuthError;
 use crate::authz::PdpError;
 use crate::domain::CloudEventError;
-use crate::feeds::FeedError;
+use crate::feeds::StoreError;
 use crate::publish::PublishError;
 use crate::read::{NoSlot, ReadError};
 use crate::register::RegisterError;
@@ -211,14 +211,14 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
     }
 }
 
-impl From<FeedError> for ApiError {
-    fn from(e: FeedError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         match e {
-            FeedError::IdTaken { .. } => {
+            StoreError::IdTaken { .. } => {
                 Self::Conflict("An event with this id and another source is already registered.".into())
             }
-            FeedError::Rejected(_) => Self::BadRequest("The event could not be stored.".into()),
-            FeedError::Overloaded => Self::Overloaded,
+            StoreError::Rejected(_) => Self::BadRequest("The event could not be stored.".into()),
+            StoreError::Overloaded => Self::Overloaded,
             other => Self::unavailable("storage", other),
         }
     }

@@ -30,13 +30,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use super::{Delivery, Running, Signals};
-use crate::feeds::FeedError;
-use crate::feeds::changes::Change;
-use crate::feeds::delivery::BucketLease;
+use crate::feeds::StoreError;
+use crate::feeds::coordination::BucketLease;
+use crate::feeds::coordination::changes::Change;
 
 impl Delivery {
     /// What the instance's change-feed follower reports (see
-    /// [`crate::feeds::changes::follow`]), while this instance delivers.
+    /// [`crate::feeds::coordination::changes::follow`]), while this instance delivers.
     pub fn on_change(&self, change: Change) {
         match change {
             Change::Appended(_) => {} // the store woke the feed's watchers
@@ -121,7 +121,7 @@ impl Delivery {
     /// When to share the buckets again after a round that ended with
     /// `balanced`. A failure is tried again soon (the leases this instance
     /// holds last a whole lease; a failed round loses none).
-    fn balance_again_in(&self, balanced: Result<Option<u64>, FeedError>) -> Duration {
+    fn balance_again_in(&self, balanced: Result<Option<u64>, StoreError>) -> Duration {
         match balanced {
             // Renew every third of the lease; look again as soon as a
             // bucket this instance could take expires (a dead holder's
@@ -143,14 +143,14 @@ impl Delivery {
     /// lease of another instance expires (a live holder renews it long
     /// before; one that expires tells of a death, and of a new share), or a
     /// presence: the other instance's, which may outlive its leases.
-    async fn balance(&self, mine: &mut HashMap<u64, BucketLease>) -> Result<Option<u64>, FeedError> {
+    async fn balance(&self, mine: &mut HashMap<u64, BucketLease>) -> Result<Option<u64>, StoreError> {
         let now = self.now_ms();
         let lease_ms = u64::try_from(self.settings.lease.as_millis()).unwrap_or(u64::MAX);
-        self.store.present(&self.instance, now + lease_ms).await?;
-        let presences = self.store.presences(now).await?;
+        self.leases.present(&self.instance, now + lease_ms).await?;
+        let presences = self.leases.presences(now).await?;
         let instances = presences.len().max(1) as u64;
         let share = self.settings.buckets.div_ceil(instances) as usize;
-        let all: HashMap<u64, BucketLease> = self.store.leases().await?.into_iter().map(|l| (l.bucket, l)).collect();
+        let all: HashMap<u64, BucketLease> = self.leases.leases().await?.into_iter().map(|l| (l.bucket, l)).collect();
         mine.clear();
         let mut free = Vec::new();
         for bucket in 0..self.settings.buckets {
@@ -172,7 +172,7 @@ impl Delivery {
         }
         // Renew the rest.
         for (bucket, lease) in mine.clone() {
-            match self.store.take(bucket, Some(&lease), &self.instance, now + lease_ms).await? {
+            match self.leases.take(bucket, Some(&lease), &self.instance, now + lease_ms).await? {
                 Some(renewed) => {
                     mine.insert(bucket, renewed);
                 }
@@ -189,7 +189,7 @@ impl Delivery {
             if mine.len() >= share {
                 break;
             }
-            if let Some(taken) = self.store.take(bucket, current.as_ref(), &self.instance, now + lease_ms).await? {
+            if let Some(taken) = self.leases.take(bucket, current.as_ref(), &self.instance, now + lease_ms).await? {
                 mine.insert(bucket, taken);
             }
         }
@@ -211,7 +211,7 @@ impl Delivery {
     /// Lets go of `bucket`: its deliverers stop and store their checkpoints
     /// first (while this instance still holds the lease), so the next holder
     /// starts where they ended and repeats nothing.
-    async fn hand_over(&self, bucket: u64, lease: &BucketLease) -> Result<(), FeedError> {
+    async fn hand_over(&self, bucket: u64, lease: &BucketLease) -> Result<(), StoreError> {
         self.held.lock().expect("held lock").remove(&bucket);
         let stopping: Vec<u64> = {
             let running = self.running.lock().expect("deliverers lock");
@@ -235,21 +235,21 @@ impl Delivery {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.store.take(bucket, Some(lease), &self.instance, 0).await?;
+        self.leases.take(bucket, Some(lease), &self.instance, 0).await?;
         Ok(())
     }
 
     /// Lets go of every bucket this instance holds (it stops).
     pub(super) async fn release_all(&self) {
-        let Ok(leases) = self.store.leases().await else { return };
+        let Ok(leases) = self.leases.leases().await else { return };
         for lease in leases.iter().filter(|l| l.owner == self.instance) {
-            let _ = self.store.take(lease.bucket, Some(lease), &self.instance, 0).await;
+            let _ = self.leases.take(lease.bucket, Some(lease), &self.instance, 0).await;
         }
         self.held.lock().expect("held lock").clear();
     }
 
     /// Runs a deliverer for each subscription of the held buckets, and no other.
-    async fn start_and_stop(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<(), FeedError> {
+    async fn start_and_stop(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<(), StoreError> {
         let wanted: HashSet<u64> = self.subscriptions.ids().await?.into_iter().filter(|id| self.holds(*id)).collect();
         let mut running = self.running.lock().expect("deliverers lock");
         running.retain(|id, r| {

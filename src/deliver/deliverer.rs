@@ -132,7 +132,7 @@ impl Deliverer {
                 Some(_) => Ok(()),
             };
             if let (Ok(()), Some(found)) = (read, &subscription) {
-                match delivery.store.state_or(id, DeliveryState::starting_at(found.starts_at)).await {
+                match delivery.states.state_or(id, DeliveryState::starting_at(found.starts_at)).await {
                     Ok((state, etag)) => break (subscription.take().expect("read above"), state, etag),
                     Err(e) => {
                         tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "reading a delivery state failed")
@@ -241,7 +241,7 @@ impl Deliverer {
                 Ok(None) => {
                     // Deleted: nothing more is pushed, nothing is kept.
                     self.gone = true;
-                    let _ = self.delivery.store.remove(id).await;
+                    let _ = self.delivery.states.remove(id).await;
                     return Step::End;
                 }
                 Err(_) => {

@@ -71,7 +71,8 @@ use tokio::task::JoinSet;
 
 pub use self::message::{body_for, message_id};
 use crate::feeds::FeedStore;
-use crate::feeds::delivery::DeliveryStore;
+use crate::feeds::coordination::LeaseStore;
+use crate::feeds::subscriptions::DeliveryStore;
 use crate::feeds::subscriptions::SubscriptionStore;
 use crate::read::FeedReader;
 use crate::webhooks::Sender;
@@ -128,7 +129,8 @@ impl Running {
 pub struct Delivery {
     feeds: FeedStore,
     subscriptions: SubscriptionStore,
-    store: DeliveryStore,
+    states: DeliveryStore,
+    leases: LeaseStore,
     reader: Arc<FeedReader>,
     sender: Arc<Sender>,
     settings: DeliverySettings,
@@ -152,7 +154,8 @@ impl Delivery {
     pub fn new(feeds: FeedStore, reader: Arc<FeedReader>, sender: Arc<Sender>, settings: DeliverySettings) -> Self {
         Self {
             subscriptions: SubscriptionStore::new(&feeds),
-            store: DeliveryStore::new(&feeds),
+            states: DeliveryStore::new(&feeds),
+            leases: LeaseStore::new(&feeds),
             feeds,
             reader,
             sender,
@@ -191,7 +194,7 @@ impl Delivery {
         }
         while tasks.join_next().await.is_some() {}
         self.release_all().await;
-        self.store.absent(&self.instance).await;
+        self.leases.absent(&self.instance).await;
     }
 
     /// Unix milliseconds by the store's clock: every time of day delivery

@@ -11,33 +11,8 @@ use azure_data_cosmos::models::{
 use azure_data_cosmos::{AccountReference, ContainerClient, CosmosClient, RoutingStrategy};
 use secrecy::ExposeSecret;
 
+use super::StoreError;
 use crate::config::{CosmosAuth, CosmosConfig};
-
-#[derive(Debug, thiserror::Error)]
-pub enum CosmosError {
-    #[error("cosmos configuration: {0}")]
-    Config(String),
-    #[error("azure identity")]
-    Identity(#[source] azure_core::Error),
-    #[error("cosmos {operation}")]
-    Sdk {
-        operation: &'static str,
-        #[source]
-        source: azure_data_cosmos::CosmosError,
-    },
-}
-
-impl CosmosError {
-    /// Refused for what the configuration says, not for a failure to reach
-    /// Cosmos DB: trying again cannot help.
-    pub fn is_configuration(&self) -> bool {
-        matches!(self, Self::Config(_))
-    }
-
-    pub(crate) fn sdk(operation: &'static str) -> impl FnOnce(azure_data_cosmos::CosmosError) -> Self {
-        move |source| Self::Sdk { operation, source }
-    }
-}
 
 /// A connected container.
 #[derive(Clone)]
@@ -52,28 +27,28 @@ pub struct Cosmos {
 impl Cosmos {
     /// Connects as configured. `emulator` is the shared in-process account to
     /// use when `cosmos.auth = emulator` (a fresh one when `None`).
-    pub async fn connect(config: &CosmosConfig, emulator: Option<super::EmulatorAccount>) -> Result<Self, CosmosError> {
+    pub async fn connect(config: &CosmosConfig, emulator: Option<super::EmulatorAccount>) -> Result<Self, StoreError> {
         let auth = config.auth.unwrap_or(CosmosAuth::Emulator);
         let client = match auth {
             CosmosAuth::Emulator => {
                 #[cfg(feature = "dev")]
                 {
                     let account = emulator.unwrap_or_default();
-                    account.client().await.map_err(CosmosError::sdk("connect to emulator"))?
+                    account.client().await.map_err(StoreError::cosmos("connect to emulator"))?
                 }
                 #[cfg(not(feature = "dev"))]
                 {
                     let _: Option<super::EmulatorAccount> = emulator;
-                    return Err(CosmosError::Config("this build has no in-process emulator".into()));
+                    return Err(StoreError::Config("this build has no in-process emulator".into()));
                 }
             }
             other => {
                 let endpoint =
-                    config.endpoint.clone().ok_or_else(|| CosmosError::Config("cosmos.endpoint is required".into()))?;
+                    config.endpoint.clone().ok_or_else(|| StoreError::Config("cosmos.endpoint is required".into()))?;
                 let account = match other {
                     CosmosAuth::Key => {
                         let key =
-                            config.key.as_ref().ok_or_else(|| CosmosError::Config("cosmos.key is required".into()))?;
+                            config.key.as_ref().ok_or_else(|| StoreError::Config("cosmos.key is required".into()))?;
                         AccountReference::with_authentication_key(
                             endpoint.into(),
                             Secret::new(key.expose_secret().to_owned()),
@@ -84,7 +59,7 @@ impl Cosmos {
                 CosmosClient::builder()
                     .build(account, RoutingStrategy::PreferredRegions(vec![]))
                     .await
-                    .map_err(CosmosError::sdk("build client"))?
+                    .map_err(StoreError::cosmos("build client"))?
             }
         };
         if config.provision.unwrap_or(false) {
@@ -94,7 +69,7 @@ impl Cosmos {
             .database_client(config.database.as_str())
             .container_client(config.container.as_str(), None)
             .await
-            .map_err(CosmosError::sdk("resolve container"))?;
+            .map_err(StoreError::cosmos("resolve container"))?;
         let props = check_unique_key(&container).await?;
         let ttl_seconds = match props.default_ttl {
             azure_data_cosmos::models::TimeToLive::Seconds(s) => Some(s),
@@ -105,25 +80,25 @@ impl Cosmos {
 
     /// Cheap reachability check for `/health/ready`: reads the container's
     /// properties.
-    pub async fn ping(&self) -> Result<(), CosmosError> {
-        self.container.read(None).await.map_err(CosmosError::sdk("read container"))?;
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.container.read(None).await.map_err(StoreError::cosmos("read container"))?;
         Ok(())
     }
 }
 
-fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, CosmosError> {
+fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, StoreError> {
     Ok(match auth {
         CosmosAuth::WorkloadIdentity => {
-            azure_identity::WorkloadIdentityCredential::new(None).map_err(CosmosError::Identity)?
+            azure_identity::WorkloadIdentityCredential::new(None).map_err(StoreError::Identity)?
         }
         CosmosAuth::ManagedIdentity => {
-            azure_identity::ManagedIdentityCredential::new(None).map_err(CosmosError::Identity)?
+            azure_identity::ManagedIdentityCredential::new(None).map_err(StoreError::Identity)?
         }
         CosmosAuth::DeveloperTools => {
-            azure_identity::DeveloperToolsCredential::new(None).map_err(CosmosError::Identity)?
+            azure_identity::DeveloperToolsCredential::new(None).map_err(StoreError::Identity)?
         }
         CosmosAuth::Key | CosmosAuth::Emulator => {
-            return Err(CosmosError::Config("not a credential-based auth mode".into()));
+            return Err(StoreError::Config("not a credential-based auth mode".into()));
         }
     })
 }
@@ -171,13 +146,13 @@ pub(crate) fn unique_key_policy() -> UniqueKeyPolicy {
 /// Appends are only correct on a container whose `seq` is unique per
 /// partition; refuse to start on one without it (unique keys cannot be
 /// added to an existing container: create a new one, see docs/deploy.md).
-async fn check_unique_key(container: &ContainerClient) -> Result<ContainerProperties, CosmosError> {
+async fn check_unique_key(container: &ContainerClient) -> Result<ContainerProperties, StoreError> {
     let props: ContainerProperties = container
         .read(None)
         .await
-        .map_err(CosmosError::sdk("read container"))?
+        .map_err(StoreError::cosmos("read container"))?
         .into_model()
-        .map_err(CosmosError::sdk("decode container"))?;
+        .map_err(StoreError::cosmos("decode container"))?;
     let has_seq = props
         .unique_key_policy
         .as_ref()
@@ -185,7 +160,7 @@ async fn check_unique_key(container: &ContainerClient) -> Result<ContainerProper
     if has_seq {
         Ok(props)
     } else {
-        Err(CosmosError::Config(format!(
+        Err(StoreError::Config(format!(
             "container {} has no unique key on /seq; the feed store needs one (create the container with \
              uniqueKeyPolicy {{ uniqueKeys: [{{ paths: [\"/seq\"] }}] }}, as infra/ does)",
             props.id
@@ -193,11 +168,11 @@ async fn check_unique_key(container: &ContainerClient) -> Result<ContainerProper
     }
 }
 
-async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), CosmosError> {
+async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), StoreError> {
     match client.create_database(&config.database, None).await {
         Ok(_) => {}
         Err(e) if e.status().is_conflict() => {}
-        Err(e) => return Err(CosmosError::Sdk { operation: "create database", source: e }),
+        Err(e) => return Err(StoreError::Cosmos { operation: "create database", source: e }),
     }
     let props = ContainerProperties::new(config.container.clone(), "/pk".into())
         .with_indexing_policy(indexing_policy())
@@ -206,7 +181,7 @@ async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), C
     match client.database_client(config.database.as_str()).create_container(props, None).await {
         Ok(_) => {}
         Err(e) if e.status().is_conflict() => {}
-        Err(e) => return Err(CosmosError::Sdk { operation: "create container", source: e }),
+        Err(e) => return Err(StoreError::Cosmos { operation: "create container", source: e }),
     }
     Ok(())
 }
@@ -234,8 +209,7 @@ impl ChangeRound {
         continuation: Option<String>,
         page_size: u32,
         observed: Option<&'static str>,
-    ) -> Result<Self, super::FeedError> {
-        use super::FeedError;
+    ) -> Result<Self, StoreError> {
         use azure_data_cosmos::options::{ChangeFeedOptions, MaxItemCountHint};
         let size = std::num::NonZeroU32::new(page_size.max(1)).expect("at least 1");
         let mut options = ChangeFeedOptions::default().with_max_item_count(MaxItemCountHint::Limit(size));
@@ -245,19 +219,19 @@ impl ChangeRound {
         let pages = container
             .query_change_feed(azure_data_cosmos::FeedScope::full_container(), start, Some(options))
             .await
-            .map_err(FeedError::cosmos("change feed"))?;
-        let ranges = container.read_feed_ranges(None).await.map_err(FeedError::cosmos("feed ranges"))?.len().max(1);
+            .map_err(StoreError::cosmos("change feed"))?;
+        let ranges = container.read_feed_ranges(None).await.map_err(StoreError::cosmos("feed ranges"))?.len().max(1);
         Ok(Self { pages, ranges, empty_streak: 0, observed, read: 0 })
     }
 
     /// The documents of the next page with changes; `None` when every range
     /// is caught up.
-    pub(crate) async fn next(&mut self) -> Result<Option<Vec<serde_json::Value>>, super::FeedError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<serde_json::Value>>, StoreError> {
         use futures::StreamExt;
         while self.empty_streak < self.ranges {
             let started = std::time::Instant::now();
             let Some(page) = self.pages.next().await else { return Ok(None) };
-            let page = page.map_err(super::FeedError::cosmos("change feed"))?;
+            let page = page.map_err(StoreError::cosmos("change feed"))?;
             self.read += 1;
             if let Some(operation) = self.observed {
                 super::observe(operation, started, super::charge(page.headers()));
@@ -273,8 +247,8 @@ impl ChangeRound {
     }
 
     /// Where the next pass starts: after the last page returned.
-    pub(crate) fn continuation(&self) -> Result<String, super::FeedError> {
-        let token = self.pages.to_continuation_token().map_err(super::FeedError::cosmos("change feed continuation"))?;
+    pub(crate) fn continuation(&self) -> Result<String, StoreError> {
+        let token = self.pages.to_continuation_token().map_err(StoreError::cosmos("change feed continuation"))?;
         Ok(token.as_str().to_owned())
     }
 }
@@ -312,12 +286,16 @@ mod tests {
     /// container indexes exactly the fields the code does.
     #[test]
     fn queried_fields_are_indexed_here_and_in_infra() {
-        let queried: BTreeSet<String> =
-            [include_str!("reader.rs"), include_str!("segment.rs"), include_str!("subscriptions.rs")]
-                .iter()
-                .flat_map(|s| fields_in(s))
-                .filter(|f| f != "id" && f != "pk")
-                .collect();
+        let queried: BTreeSet<String> = [
+            include_str!("events/reader.rs"),
+            include_str!("events/filter_sql.rs"),
+            include_str!("events/segment.rs"),
+            include_str!("subscriptions/mod.rs"),
+        ]
+        .iter()
+        .flat_map(|s| fields_in(s))
+        .filter(|f| f != "id" && f != "pk")
+        .collect();
         let indexed: BTreeSet<String> = QUERIED_FIELDS.iter().map(|s| s.to_string()).collect();
         assert!(queried.contains("seq") && queried.contains("sealed"), "the scan found the queries: {queried:?}");
         assert_eq!(queried, indexed, "fields the queries use vs QUERIED_FIELDS");

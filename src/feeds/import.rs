@@ -17,8 +17,7 @@ use azure_data_cosmos::ContainerClient;
 use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
 use serde::{Deserialize, Serialize};
 
-use super::subscriptions::Changed;
-use super::{FeedError, charge, observe};
+use super::{Changed, FeedStore, StoreError, charge, observe};
 
 const PK: &str = "import";
 const ID: &str = "progress";
@@ -116,21 +115,21 @@ pub struct ImportStore {
 }
 
 impl ImportStore {
-    pub fn new(store: &super::FeedStore) -> Self {
+    pub fn new(store: &FeedStore) -> Self {
         Self { container: store.cosmos().container.clone() }
     }
 
     /// The progress so far (empty before the first import).
-    pub async fn load(&self) -> Result<StoredProgress, FeedError> {
+    pub async fn load(&self) -> Result<StoredProgress, StoreError> {
         let started = Instant::now();
         match self.container.read_item(PK, ID, None).await {
             Ok(resp) => {
                 observe("import_progress_read", started, charge(resp.headers()));
-                let doc: ProgressDoc = resp.into_model().map_err(FeedError::cosmos("decode import progress"))?;
+                let doc: ProgressDoc = resp.into_model().map_err(StoreError::cosmos("decode import progress"))?;
                 Ok(StoredProgress { progress: doc.progress, etag: doc.etag })
             }
             Err(e) if e.status().is_not_found() => Ok(StoredProgress { progress: Progress::default(), etag: None }),
-            Err(e) => Err(FeedError::cosmos("read import progress")(e)),
+            Err(e) => Err(StoreError::cosmos("read import progress")(e)),
         }
     }
 
@@ -140,7 +139,7 @@ impl ImportStore {
         &self,
         stored: &StoredProgress,
         progress: Progress,
-    ) -> Result<Changed<StoredProgress>, FeedError> {
+    ) -> Result<Changed<StoredProgress>, StoreError> {
         let doc = ProgressDoc { id: ID.to_owned(), pk: PK.to_owned(), progress, ttl: -1, etag: None };
         let started = Instant::now();
         let written = match &stored.etag {
@@ -153,7 +152,7 @@ impl ImportStore {
         match written {
             Ok(resp) => {
                 observe("import_progress_write", started, charge(resp.headers()));
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
                 Ok(Changed::Done(StoredProgress { progress: doc.progress, etag: Some(etag) }))
             }
             Err(e)
@@ -163,7 +162,7 @@ impl ImportStore {
             {
                 Ok(Changed::Stale)
             }
-            Err(e) => Err(FeedError::cosmos("write import progress")(e)),
+            Err(e) => Err(StoreError::cosmos("write import progress")(e)),
         }
     }
 }

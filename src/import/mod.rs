@@ -39,10 +39,11 @@ use tokio::sync::watch;
 pub use altinn_db::{AltinnDb, DbError, ReadBounds};
 
 use crate::domain::subscription::{DeliveryState, DeliveryStatus};
-use crate::feeds::delivery::DeliveryStore;
+use crate::feeds::Changed;
 use crate::feeds::import::{Gap, ImportStore, Progress, StoredProgress};
-use crate::feeds::subscriptions::{Changed, PutImported, SubscriptionStore};
-use crate::feeds::{FeedError, FeedStore, IdSource};
+use crate::feeds::subscriptions::DeliveryStore;
+use crate::feeds::subscriptions::{PutImported, SubscriptionStore};
+use crate::feeds::{FeedStore, IdSource, StoreError};
 
 /// Gaps watched at most (the oldest go first).
 const MAX_GAPS: usize = 10_000;
@@ -57,7 +58,7 @@ struct InFlight {
     /// Rows that could not be events: `sequenceno`, why.
     skipped: Vec<(u64, String)>,
     /// Each event's `sequenceno` and the outcome of its appends.
-    outcomes: Vec<(u64, futures::future::BoxFuture<'static, Result<(), FeedError>>)>,
+    outcomes: Vec<(u64, futures::future::BoxFuture<'static, Result<(), StoreError>>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +66,7 @@ pub enum ImportError {
     #[error(transparent)]
     Source(#[from] DbError),
     #[error("the store")]
-    Storage(#[from] FeedError),
+    Storage(#[from] StoreError),
     #[error("{0}")]
     Refused(String),
 }

@@ -33,7 +33,7 @@ pub use waiters::{NoSlot, Waiters};
 use crate::authz::{Action, Authorizer, Caller, PdpError};
 use crate::domain::query::{After, MAX_SIZE, PartyParam};
 use crate::domain::{FeedId, Filters};
-use crate::feeds::{FeedError, FeedStore};
+use crate::feeds::{FeedStore, StoreError};
 use crate::register::{PartyRef, PartyRegister, RegisterError};
 
 /// Where a read starts.
@@ -104,7 +104,7 @@ pub struct Page {
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("reading the feed")]
-    Storage(#[from] FeedError),
+    Storage(#[from] StoreError),
     #[error("authorizing the page")]
     Authorization(#[source] PdpError),
     #[error("no party has that organisation or identity number")]
@@ -334,7 +334,7 @@ pub async fn visible_position(
 /// Where `start` is in `feed`: `None` for an event id the feed does not
 /// hold (a read starts at the beginning then, as Altinn's does). Says
 /// nothing of who may see the event: readers use [`visible_position`].
-async fn position(feeds: &FeedStore, feed: &FeedId, start: &Start) -> Result<Option<u64>, FeedError> {
+async fn position(feeds: &FeedStore, feed: &FeedId, start: &Start) -> Result<Option<u64>, StoreError> {
     Ok(match start {
         Start::Position(p) => Some(*p),
         Start::AfterEvent(id) => feeds.locate(feed, id).await?,

@@ -45,9 +45,10 @@ use crate::domain::subscription::{
     texts,
 };
 use crate::domain::{EventRecord, Filters, Principal};
-use crate::feeds::delivery::DeliveryStore;
-use crate::feeds::subscriptions::{Changed, Creation, Stored, SubscriptionStore};
-use crate::feeds::{FeedError, FeedStore};
+use crate::feeds::Changed;
+use crate::feeds::subscriptions::DeliveryStore;
+use crate::feeds::subscriptions::{Creation, Stored, SubscriptionStore};
+use crate::feeds::{FeedStore, StoreError};
 use crate::read::{ReadError, Start};
 use crate::register::{PartyRef, PartyRegister, RegisterError};
 use crate::webhooks::{Sender, signing};
@@ -70,7 +71,7 @@ pub enum SubscribeError {
     #[error("the subscription belongs to another consumer")]
     NotOwner,
     #[error("storing the subscription")]
-    Storage(#[from] FeedError),
+    Storage(#[from] StoreError),
     #[error("authorizing the subscription")]
     Authorization(#[source] PdpError),
     #[error("looking up the subject")]
@@ -398,7 +399,7 @@ impl Subscriptions {
                 return Ok(());
             }
         }
-        Err(SubscribeError::Storage(FeedError::Transient("the subscription kept changing".into())))
+        Err(SubscribeError::Storage(StoreError::Transient("the subscription kept changing".into())))
     }
 
     /// Runs validation of one of the caller's subscriptions again, at once;
@@ -503,7 +504,7 @@ impl Subscriptions {
         .map_err(|e| match e {
             ReadError::Authorization(e) => SubscribeError::Authorization(e),
             ReadError::Storage(e) => SubscribeError::Storage(e),
-            other => SubscribeError::Storage(FeedError::Transient(other.to_string())),
+            other => SubscribeError::Storage(StoreError::Transient(other.to_string())),
         })?
         .ok_or_else(|| invalid("No event with that id is in the subscription's feed."))?;
         self.change_delivery(principal, id, move |state| {
@@ -539,7 +540,7 @@ impl Subscriptions {
                 return Ok(subscription);
             }
         }
-        Err(SubscribeError::Storage(FeedError::Transient("the delivery state kept changing".into())))
+        Err(SubscribeError::Storage(StoreError::Transient("the delivery state kept changing".into())))
     }
 
     /// Changes one of the caller's subscriptions (when `edit` says it
@@ -561,7 +562,7 @@ impl Subscriptions {
                 return Ok(done.subscription);
             }
         }
-        Err(SubscribeError::Storage(FeedError::Transient("the subscription kept changing".into())))
+        Err(SubscribeError::Storage(StoreError::Transient("the subscription kept changing".into())))
     }
 }
 

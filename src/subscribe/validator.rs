@@ -29,8 +29,9 @@ use url::Url;
 
 use super::Subscriptions;
 use crate::domain::subscription::ValidationStatus;
-use crate::feeds::FeedError;
-use crate::feeds::subscriptions::{Changed, Stored};
+use crate::feeds::Changed;
+use crate::feeds::StoreError;
+use crate::feeds::subscriptions::Stored;
 
 /// How long an instance has to finish a validation attempt it claimed.
 const CLAIM_MS: u64 = 120_000;
@@ -39,7 +40,7 @@ const SWEEP: Duration = Duration::from_secs(30);
 
 /// What an attempt task reports: its consumer, and when the subscription's
 /// next attempt is due (if it failed and the schedule goes on).
-type Finished = (String, Result<Option<u64>, FeedError>);
+type Finished = (String, Result<Option<u64>, StoreError>);
 
 /// Attempts running in this instance, by consumer.
 #[derive(Default)]
@@ -121,7 +122,7 @@ impl Subscriptions {
         self: &Arc<Self>,
         running: &mut Running,
         tasks: &mut JoinSet<Finished>,
-    ) -> Result<(), FeedError> {
+    ) -> Result<(), StoreError> {
         let now = self.now_ms();
         let (max_total, max_per_consumer) =
             (self.settings.max_concurrent_validations, self.settings.max_validations_per_consumer);
@@ -146,7 +147,7 @@ impl Subscriptions {
     }
 
     /// One validation push and its outcome, stored; when the next is due.
-    async fn attempt(&self, stored: Stored) -> Result<Option<u64>, FeedError> {
+    async fn attempt(&self, stored: Stored) -> Result<Option<u64>, StoreError> {
         let s = &stored.subscription;
         let id = uuid::Uuid::new_v4().to_string();
         let base = self.settings.platform_base.as_str().trim_end_matches('/');

@@ -195,7 +195,8 @@ async fn cosmosdb_server_feed_store_round_trip() {
 #[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
 async fn cosmosdb_server_subscription_store_round_trip() {
     use altinn_events::domain::subscription::{Subscription, SubscriptionFilters, Validation, ValidationStatus};
-    use altinn_events::feeds::subscriptions::{Changed, Creation, SubscriptionStore};
+    use altinn_events::feeds::Changed;
+    use altinn_events::feeds::subscriptions::{Creation, SubscriptionStore};
     let store = SubscriptionStore::new(&store(S).await);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let consumer = format!("/organisation/{run}");
@@ -274,9 +275,11 @@ async fn cosmosdb_server_subscription_store_round_trip() {
 #[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
 async fn cosmosdb_server_delivery_store_round_trip() {
     use altinn_events::domain::subscription::{DeliveryState, DeliveryStatus};
-    use altinn_events::feeds::delivery::DeliveryStore;
-    use altinn_events::feeds::subscriptions::Changed;
-    let store = DeliveryStore::new(&store(S).await);
+    use altinn_events::feeds::Changed;
+    use altinn_events::feeds::coordination::LeaseStore;
+    use altinn_events::feeds::subscriptions::DeliveryStore;
+    let feeds = store(S).await;
+    let (store, leases) = (DeliveryStore::new(&feeds), LeaseStore::new(&feeds));
     let run = uuid::Uuid::new_v4().as_u64_pair().0 >> 20;
 
     // State: made with the initial one, then guarded by its ETag.
@@ -298,24 +301,24 @@ async fn cosmosdb_server_delivery_store_round_trip() {
     // A bucket: taken by one, refused to another, renewed, released.
     let bucket = 1_000_000 + run % 1_000_000;
     let (a, b) = (format!("a-{run}"), format!("b-{run}"));
-    let taken = store.take(bucket, None, &a, 5_000).await.unwrap().expect("a free bucket");
-    assert!(store.take(bucket, None, &b, 5_000).await.unwrap().is_none(), "it exists");
-    let listed = store.leases().await.unwrap().into_iter().find(|l| l.bucket == bucket).unwrap();
+    let taken = leases.take(bucket, None, &a, 5_000).await.unwrap().expect("a free bucket");
+    assert!(leases.take(bucket, None, &b, 5_000).await.unwrap().is_none(), "it exists");
+    let listed = leases.leases().await.unwrap().into_iter().find(|l| l.bucket == bucket).unwrap();
     assert_eq!((listed.owner.as_str(), listed.expires_ms), (a.as_str(), 5_000));
-    let renewed = store.take(bucket, Some(&taken), &a, 9_000).await.unwrap().expect("renewed");
-    assert!(store.take(bucket, Some(&taken), &b, 9_000).await.unwrap().is_none(), "an old read loses");
-    assert!(store.take(bucket, Some(&renewed), &a, 0).await.unwrap().is_some(), "released");
+    let renewed = leases.take(bucket, Some(&taken), &a, 9_000).await.unwrap().expect("renewed");
+    assert!(leases.take(bucket, Some(&taken), &b, 9_000).await.unwrap().is_none(), "an old read loses");
+    assert!(leases.take(bucket, Some(&renewed), &a, 0).await.unwrap().is_some(), "released");
 
     // Presence: counted while alive, gone when absent.
     let now = 1_000;
-    let before = store.instances(now).await.unwrap();
-    store.present(&a, now + 10_000).await.unwrap();
-    store.present(&b, now + 10_000).await.unwrap();
-    store.present(&a, now + 20_000).await.unwrap();
-    assert_eq!(store.instances(now).await.unwrap(), before + 2);
-    store.absent(&a).await;
-    store.absent(&b).await;
-    assert_eq!(store.instances(now).await.unwrap(), before);
+    let before = leases.instances(now).await.unwrap();
+    leases.present(&a, now + 10_000).await.unwrap();
+    leases.present(&b, now + 10_000).await.unwrap();
+    leases.present(&a, now + 20_000).await.unwrap();
+    assert_eq!(leases.instances(now).await.unwrap(), before + 2);
+    leases.absent(&a).await;
+    leases.absent(&b).await;
+    assert_eq!(leases.instances(now).await.unwrap(), before);
 }
 
 /// The change feed (implemented in `.ci/cosmosdb-server/server.js`): a
@@ -325,7 +328,7 @@ async fn cosmosdb_server_delivery_store_round_trip() {
 #[tokio::test]
 #[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
 async fn cosmosdb_server_change_feed_tells_of_appends() {
-    use altinn_events::feeds::changes::{Change, follow};
+    use altinn_events::feeds::coordination::changes::{Change, follow};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
     let store = store(S).await;

@@ -886,7 +886,7 @@ async fn reads_skip_what_has_expired() {
         account.client().await.unwrap().database_client("events").container_client("events", None).await.unwrap();
     for seq in 0..7u64 {
         let record = event(&format!("e{seq}"), res, "/party/1", "t");
-        let id = altinn_events::feeds::docs::event_doc_id(&record.id, &record.source);
+        let id = altinn_events::feeds::events::docs::event_doc_id(&record.id, &record.source);
         container.delete_item(feed.pk(seq / S), &id, None).await.unwrap();
     }
     let want = [(7, "e7"), (8, "e8"), (9, "e9")].map(|(s, id)| (s, id.to_owned()));
@@ -970,7 +970,7 @@ async fn a_full_append_queue_refuses_publishes_before_storing_anything() {
         (0..12).map(|i| store.append(event(&format!("q{i}"), res, "/party/1337", "t"), IdSource::Server)),
     )
     .await;
-    let refused = results.iter().filter(|r| matches!(r, Err(altinn_events::feeds::FeedError::Overloaded))).count();
+    let refused = results.iter().filter(|r| matches!(r, Err(altinn_events::feeds::StoreError::Overloaded))).count();
     let stored = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(stored + refused, 12, "{results:?}");
     assert!(refused > 0 && stored > 0, "{stored} stored, {refused} refused");

@@ -21,13 +21,13 @@ use std::time::Instant;
 
 use super::Deliverer;
 use crate::deliver::history;
-use crate::feeds::subscriptions::Changed;
+use crate::feeds::Changed;
 
 impl Deliverer {
     /// The owner enabled or replayed it (a new generation): start again
     /// from the stored state. `false` when the state could not be read.
     pub(super) async fn adopt_owner_changes(&mut self) -> bool {
-        match self.delivery.store.state(self.subscription.id).await {
+        match self.delivery.states.state(self.subscription.id).await {
             Ok(Some((stored, etag))) if stored.generation != self.state.generation => {
                 self.position = stored.checkpoint;
                 self.pending = stored.oldest_pending.clone();
@@ -53,7 +53,7 @@ impl Deliverer {
         self.state.oldest_pending = self.pending.clone();
         history::forget_old(&mut self.state.attempts, self.delivery.now_ms());
         for _ in 0..3 {
-            match self.delivery.store.write(self.subscription.id, &self.state, &self.etag).await {
+            match self.delivery.states.write(self.subscription.id, &self.state, &self.etag).await {
                 Ok(Changed::Done(etag)) => {
                     self.delivery.written.lock().expect("written lock").insert(self.subscription.id, etag.clone());
                     self.etag = etag;
@@ -61,7 +61,7 @@ impl Deliverer {
                     self.unsaved = false;
                     return;
                 }
-                Ok(Changed::Stale) => match self.delivery.store.state(self.subscription.id).await {
+                Ok(Changed::Stale) => match self.delivery.states.state(self.subscription.id).await {
                     // The owner enabled or replayed it (theirs wins), or
                     // another holder got further (never move it back).
                     Ok(Some((stored, etag)))

@@ -18,7 +18,7 @@ use azure_data_cosmos::{ContainerClient, FeedScope, Query};
 use futures::StreamExt;
 
 use super::docs::{FeedId, HEAD_ID, HeadDoc, SegmentKey};
-use super::{FeedError, charge, observe};
+use crate::feeds::{StoreError, charge, observe};
 
 /// A segment as last read: the number of positions it has used (`size`
 /// once sealed), and when it opened when that was read too.
@@ -172,12 +172,12 @@ impl Segments {
     }
 
     /// Reads the marker of segment `k`; `None` when the segment does not exist.
-    async fn read_marker(&self, feed: &FeedId, k: u64) -> Result<Option<HeadDoc>, FeedError> {
+    async fn read_marker(&self, feed: &FeedId, k: u64) -> Result<Option<HeadDoc>, StoreError> {
         let started = Instant::now();
         match self.container.read_item(feed.pk(k), HEAD_ID, None).await {
             Ok(resp) => {
                 self.observe("read_head", started, charge(resp.headers()));
-                Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode head"))?))
+                Ok(Some(resp.into_model().map_err(StoreError::cosmos("decode head"))?))
             }
             Err(e) if e.status().is_not_found() => {
                 self.observe("read_head", started, None);
@@ -185,7 +185,7 @@ impl Segments {
             }
             Err(e) => {
                 self.observe("read_head", started, None);
-                Err(FeedError::cosmos("read head")(e))
+                Err(StoreError::cosmos("read head")(e))
             }
         }
     }
@@ -197,7 +197,7 @@ impl Segments {
         pk: String,
         q: Query,
         operation: &'static str,
-    ) -> Result<Option<T>, FeedError> {
+    ) -> Result<Option<T>, StoreError> {
         Ok(self.values(pk, q, operation, Some(1)).await?.into_iter().next())
     }
 
@@ -207,7 +207,7 @@ impl Segments {
         pk: String,
         q: Query,
         operation: &'static str,
-    ) -> Result<Vec<T>, FeedError> {
+    ) -> Result<Vec<T>, StoreError> {
         self.values(pk, q, operation, None).await
     }
 
@@ -220,13 +220,13 @@ impl Segments {
         q: Query,
         operation: &'static str,
         enough: Option<usize>,
-    ) -> Result<Vec<T>, FeedError> {
+    ) -> Result<Vec<T>, StoreError> {
         let started = Instant::now();
         let mut pages = self
             .container
             .query_items::<T>(q, FeedScope::partition(pk), None)
             .await
-            .map_err(FeedError::cosmos("query feed"))?
+            .map_err(StoreError::cosmos("query feed"))?
             .into_pages();
         let mut values = Vec::new();
         while let Some(p) = pages.next().await {
@@ -234,7 +234,7 @@ impl Segments {
                 Ok(p) => p,
                 Err(e) => {
                     self.observe(operation, started, None);
-                    return Err(FeedError::cosmos("query feed")(e));
+                    return Err(StoreError::cosmos("query feed")(e));
                 }
             };
             self.observe(operation, started, charge(p.headers()));
@@ -249,10 +249,10 @@ impl Segments {
 
     /// The highest `seq` stored in segment `k`, and whether it is the seal:
     /// one query.
-    async fn last_seq(&self, feed: &FeedId, k: u64) -> Result<Option<Last>, FeedError> {
+    async fn last_seq(&self, feed: &FeedId, k: u64) -> Result<Option<Last>, StoreError> {
         let q = Query::from("SELECT TOP 1 c.seq, c.sealed FROM c WHERE c.seq >= @first ORDER BY c.seq DESC")
             .with_parameter("@first", k * self.layout.size)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         self.first_value(feed.pk(k), q, "segment_length").await
     }
 
@@ -260,7 +260,7 @@ impl Segments {
     /// not exist. One query when it holds events; a sealed segment counts as
     /// full. An empty segment (never written, or its events expired) counts
     /// as full once writers no longer use it, so that readers move past it.
-    pub async fn read_head(&self, feed: &FeedId, k: u64) -> Result<Option<Head>, FeedError> {
+    pub async fn read_head(&self, feed: &FeedId, k: u64) -> Result<Option<Head>, StoreError> {
         let s = self.layout.size;
         if let Some(last) = self.last_seq(feed, k).await? {
             let count = if last.sealed { s } else { (last.seq + 1 - k * s).min(s) };
@@ -272,12 +272,12 @@ impl Segments {
     }
 
     /// When segment `k` opened (its head's `_ts`); `None` when it does not exist.
-    pub async fn opened(&self, feed: &FeedId, k: u64) -> Result<Option<i64>, FeedError> {
+    pub async fn opened(&self, feed: &FeedId, k: u64) -> Result<Option<i64>, StoreError> {
         Ok(self.read_marker(feed, k).await?.map(|m| m.opened))
     }
 
     /// Opens segment `k` (creates its head); when it is open already, reads it.
-    pub async fn open(&self, feed: &FeedId, k: u64) -> Result<Head, FeedError> {
+    pub async fn open(&self, feed: &FeedId, k: u64) -> Result<Head, StoreError> {
         let started = Instant::now();
         let doc = HeadDoc::new(feed.pk(k));
         match self.container.create_item(feed.pk(k), HEAD_ID, &doc, None::<ItemWriteOptions>).await {
@@ -287,11 +287,11 @@ impl Segments {
             }
             Err(e) if e.status().is_conflict() => {
                 self.observe("create_head", started, None);
-                self.read_head(feed, k).await?.ok_or(FeedError::HeadVanished)
+                self.read_head(feed, k).await?.ok_or(StoreError::HeadVanished)
             }
             Err(e) => {
                 self.observe("create_head", started, None);
-                Err(FeedError::cosmos("create head")(e))
+                Err(StoreError::cosmos("create head")(e))
             }
         }
     }
@@ -299,7 +299,7 @@ impl Segments {
     /// The newest existing segment of a feed, or `None` for a feed with no
     /// segment yet. Exponential probing of heads, then binary search: O(log k)
     /// point reads for a feed with k segments, then one query for its length.
-    pub async fn newest(&self, feed: &FeedId) -> Result<Option<Head>, FeedError> {
+    pub async fn newest(&self, feed: &FeedId) -> Result<Option<Head>, StoreError> {
         let Some(first) = self.read_marker(feed, 0).await? else { return Ok(None) };
         let (mut lo, mut lo_opened) = (0, first.opened); // exists
         let mut step = 1;

@@ -13,9 +13,10 @@ use azure_data_cosmos::options::{ChangeFeedStartFrom, ItemWriteOptions, Precondi
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::cosmos::ChangeRound;
 use super::docs::{EventDoc, FeedId};
-use super::{FeedError, FeedStore, IdSource};
+use super::{FeedStore, IdSource};
+use crate::feeds::StoreError;
+use crate::feeds::cosmos::ChangeRound;
 
 const LEASE_PK: &str = "lease|repairer";
 const LEASE_ID: &str = "lease";
@@ -69,16 +70,16 @@ impl Repairer {
 
     /// Takes or renews the lease; returns it with its ETag when this
     /// instance holds it.
-    async fn acquire(&self) -> Result<Option<(LeaseDoc, String)>, FeedError> {
+    async fn acquire(&self) -> Result<Option<(LeaseDoc, String)>, StoreError> {
         let now = self.now_ms();
         let current = match self.container().read_item(LEASE_PK, LEASE_ID, None).await {
             Ok(resp) => {
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
-                let doc: LeaseDoc = resp.into_model().map_err(FeedError::cosmos("decode lease"))?;
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
+                let doc: LeaseDoc = resp.into_model().map_err(StoreError::cosmos("decode lease"))?;
                 Some((doc, etag))
             }
             Err(e) if e.status().is_not_found() => None,
-            Err(e) => return Err(FeedError::cosmos("read lease")(e)),
+            Err(e) => return Err(StoreError::cosmos("read lease")(e)),
         };
         let mut doc = match &current {
             Some((doc, _)) if doc.owner != self.owner && doc.expires_at > now => return Ok(None),
@@ -103,7 +104,7 @@ impl Repairer {
         };
         match written {
             Ok(resp) => {
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
                 Ok(Some((doc, etag)))
             }
             // Another instance took it first.
@@ -113,13 +114,13 @@ impl Repairer {
             {
                 Ok(None)
             }
-            Err(e) => Err(FeedError::cosmos("write lease")(e)),
+            Err(e) => Err(StoreError::cosmos("write lease")(e)),
         }
     }
 
     /// One round: take the lease, read the change feed from the saved
     /// continuation, repair what is missing, save the continuation.
-    pub async fn run_once(&self) -> Result<RepairReport, FeedError> {
+    pub async fn run_once(&self) -> Result<RepairReport, StoreError> {
         let Some((mut lease, mut etag)) = self.acquire().await? else {
             return Ok(RepairReport::default());
         };
@@ -206,16 +207,16 @@ impl Repairer {
 
     /// Extends the lease (and saves `lease.continuation`); `false` when
     /// another instance has taken it.
-    async fn renew(&self, lease: &mut LeaseDoc, etag: &mut String) -> Result<bool, FeedError> {
+    async fn renew(&self, lease: &mut LeaseDoc, etag: &mut String) -> Result<bool, StoreError> {
         lease.expires_at = self.now_ms() + self.lease_for.as_millis() as u64;
         let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
         match self.container().replace_item(LEASE_PK, LEASE_ID, &*lease, Some(options)).await {
             Ok(resp) => {
-                *etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                *etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
                 Ok(true)
             }
             Err(e) if e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => Ok(false),
-            Err(e) => Err(FeedError::cosmos("save continuation")(e)),
+            Err(e) => Err(StoreError::cosmos("save continuation")(e)),
         }
     }
 

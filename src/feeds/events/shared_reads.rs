@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::FeedError;
 use super::reader::ReadPage;
+use crate::feeds::StoreError;
 
 /// What makes two reads the same: feed, position, filters, limit, budget.
 pub(crate) type ReadKey = (String, u64, String, usize, u64);
@@ -66,9 +66,9 @@ impl SharedReads {
         key: ReadKey,
         version: Option<u64>,
         read: impl FnOnce() -> Fut,
-    ) -> Result<ReadPage, FeedError>
+    ) -> Result<ReadPage, StoreError>
     where
-        Fut: Future<Output = Result<ReadPage, FeedError>>,
+        Fut: Future<Output = Result<ReadPage, StoreError>>,
     {
         let Some(version) = version else { return read().await };
         let joined = {
@@ -180,7 +180,7 @@ mod tests {
                 reads
                     .read(key(), Some(1), || async move {
                         let _ = gate.wait_for(|g| *g).await;
-                        Err(FeedError::Transient("down".into()))
+                        Err(StoreError::Transient("down".into()))
                     })
                     .await
             })

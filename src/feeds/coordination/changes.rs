@@ -14,9 +14,9 @@ use azure_data_cosmos::options::ChangeFeedStartFrom;
 use serde_json::Value;
 use tokio::sync::watch;
 
-use super::cosmos::ChangeRound;
-use super::{FeedError, FeedStore};
 use crate::domain::FeedId;
+use crate::feeds::cosmos::ChangeRound;
+use crate::feeds::{FeedStore, StoreError};
 
 /// One change another instance (or this one) made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,7 +124,7 @@ async fn read_round(
     store: &FeedStore,
     continuation: Option<String>,
     sink: &(impl Fn(Change) + Send + Sync),
-) -> Result<String, FeedError> {
+) -> Result<String, StoreError> {
     let container = &store.cosmos().container;
     let mut round =
         ChangeRound::open(container, ChangeFeedStartFrom::Now, continuation, 500, Some("change_feed")).await?;

@@ -19,7 +19,7 @@ use tracing::Instrument;
 use super::docs::{EventDoc, EventRecord, FeedId, NewEventDoc, SegmentKey, event_doc_id};
 use super::notify::Notifier;
 use super::segment::{Counters, Head, Segments};
-use super::{FeedError, charge};
+use crate::feeds::{StoreError, charge};
 
 /// A transactional batch holds at most 100 operations.
 const MAX_EVENTS_PER_BATCH: usize = 100;
@@ -32,7 +32,7 @@ struct Pending {
     record: Arc<EventRecord>,
     ids: IdSource,
     /// The sequence number, and this event's share of the batch's RU charge.
-    reply: oneshot::Sender<Result<(u64, f64), FeedError>>,
+    reply: oneshot::Sender<Result<(u64, f64), StoreError>>,
     /// The span of the append (the publish request): the write that stores
     /// the event is part of its trace.
     span: tracing::Span,
@@ -107,7 +107,7 @@ pub struct Writer {
 /// What an append does when its feed's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhenFull {
-    /// Refuses it (`FeedError::Overloaded`): nothing was written yet, the
+    /// Refuses it (`StoreError::Overloaded`): nothing was written yet, the
     /// caller can be told to come back.
     Shed,
     /// Waits for room: the append completes something already begun (the
@@ -136,7 +136,7 @@ impl Writer {
         record: Arc<EventRecord>,
         ids: IdSource,
         when_full: WhenFull,
-    ) -> Result<(u64, f64), FeedError> {
+    ) -> Result<(u64, f64), StoreError> {
         self.enqueue(feed, record, ids, when_full).await?.await
     }
 
@@ -150,7 +150,7 @@ impl Writer {
         record: Arc<EventRecord>,
         ids: IdSource,
         when_full: WhenFull,
-    ) -> Result<impl std::future::Future<Output = Result<(u64, f64), FeedError>> + use<>, FeedError> {
+    ) -> Result<impl std::future::Future<Output = Result<(u64, f64), StoreError>> + use<>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let mut pending = Pending { record, ids, reply, span: tracing::Span::current() };
         loop {
@@ -163,7 +163,7 @@ impl Writer {
                         Err(mpsc::error::TrySendError::Full(p)) if when_full == WhenFull::Shed => {
                             drop(p);
                             metrics::counter!("feed_appends_shed_total").increment(1);
-                            return Err(FeedError::Overloaded);
+                            return Err(StoreError::Overloaded);
                         }
                         Err(mpsc::error::TrySendError::Full(p)) => Some((tx.clone(), p)),
                         Err(mpsc::error::TrySendError::Closed(p)) => {
@@ -185,7 +185,7 @@ impl Writer {
                 Err(mpsc::error::SendError(p)) => pending = p,
             }
         }
-        Ok(async move { rx.await.map_err(|_| FeedError::WriterGone)? })
+        Ok(async move { rx.await.map_err(|_| StoreError::WriterGone)? })
     }
 
     fn spawn_writer(
@@ -266,13 +266,13 @@ impl Writer {
             .collect();
         let deadline = Instant::now() + self.retry_deadline;
         let mut backoff = Duration::from_millis(5);
-        let mut last_error: Option<FeedError> = None;
+        let mut last_error: Option<StoreError> = None;
         while !queue.is_empty() {
             if Instant::now() > deadline {
-                let err = last_error.take().unwrap_or(FeedError::Exhausted);
+                let err = last_error.take().unwrap_or(StoreError::Exhausted);
                 let msg = err.to_string();
                 for item in queue.drain(..) {
-                    let _ = item.pending.reply.send(Err(FeedError::Transient(msg.clone())));
+                    let _ = item.pending.reply.send(Err(StoreError::Transient(msg.clone())));
                 }
                 return;
             }
@@ -292,7 +292,7 @@ impl Writer {
     /// One attempt: find a segment with room, settle items that may already
     /// be stored, then store the next chunk at the next sequence numbers
     /// (one create, or one batch of creates) and settle what that did.
-    async fn step(&self, feed: &FeedId, tail: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
+    async fn step(&self, feed: &FeedId, tail: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), StoreError> {
         let h = match self.segment_with_room(feed, tail.take()).await? {
             Room::Here(h) => h,
             Room::Moved(next) => {
@@ -318,7 +318,7 @@ impl Writer {
                 // The document itself is refused: retrying cannot help.
                 let item = queue.remove(op).expect("op index maps to a queued item");
                 let _ =
-                    item.pending.reply.send(Err(FeedError::Rejected(format!("event document refused with {status}"))));
+                    item.pending.reply.send(Err(StoreError::Rejected(format!("event document refused with {status}"))));
                 Some(h)
             }
         };
@@ -329,7 +329,7 @@ impl Writer {
     /// newest segment (opening the first). A full segment moves on to the
     /// next; one open for `close_after` is sealed first, so that none is
     /// still written when its first events expire.
-    async fn segment_with_room(&self, feed: &FeedId, tail: Option<Head>) -> Result<Room, FeedError> {
+    async fn segment_with_room(&self, feed: &FeedId, tail: Option<Head>) -> Result<Room, StoreError> {
         let h = match tail {
             Some(h) => h,
             None => match self.seg.newest(feed).await? {
@@ -342,7 +342,7 @@ impl Writer {
         }
         let h = match h.opened {
             None if self.seg.layout.close_after.is_some() => {
-                let opened = self.seg.opened(feed, h.segment).await?.ok_or(FeedError::HeadVanished)?;
+                let opened = self.seg.opened(feed, h.segment).await?.ok_or(StoreError::HeadVanished)?;
                 h.with_opened(opened)
             }
             _ => h,
@@ -356,7 +356,7 @@ impl Writer {
     /// Items that may already be stored in another segment (an earlier
     /// write whose answer was lost; with publisher ids, a retry of an event
     /// stored in the previous segment): look before writing them twice.
-    async fn settle_maybe_stored(&self, feed: &FeedId, h: Head, queue: &mut VecDeque<Item>) -> Result<(), FeedError> {
+    async fn settle_maybe_stored(&self, feed: &FeedId, h: Head, queue: &mut VecDeque<Item>) -> Result<(), StoreError> {
         let mut i = 0;
         while i < queue.len() {
             let item = &mut queue[i];
@@ -399,7 +399,7 @@ impl Writer {
         h: Head,
         queue: &VecDeque<Item>,
         n: usize,
-    ) -> Result<Written, FeedError> {
+    ) -> Result<Written, StoreError> {
         let pk = feed.pk(h.segment);
         let base = h.end(self.seg.size());
         let started = Instant::now();
@@ -420,7 +420,7 @@ impl Writer {
                     self.seg.observe("append_create", started, None);
                     match u16::from(e.status().status_code()) {
                         status @ (400 | 413) => Ok(Written::Refused { op: 0, status }),
-                        _ => Err(FeedError::cosmos("append")(e)),
+                        _ => Err(StoreError::cosmos("append")(e)),
                     }
                 }
             };
@@ -428,18 +428,18 @@ impl Writer {
         let mut batch = TransactionalBatch::new(pk.clone());
         for (i, item) in queue.iter().take(n).enumerate() {
             let doc = NewEventDoc::new(&item.pending.record, &item.doc_id, &pk, base + i as u64);
-            batch = batch.create_item(doc).map_err(FeedError::cosmos("build batch"))?;
+            batch = batch.create_item(doc).map_err(StoreError::cosmos("build batch"))?;
         }
         let resp = match self.seg.container.execute_transactional_batch(batch, None).await {
             Ok(resp) => resp,
             Err(e) => {
                 self.seg.observe("append_batch", started, None);
-                return Err(FeedError::cosmos("append batch")(e));
+                return Err(StoreError::cosmos("append batch")(e));
             }
         };
         let charge = charge(resp.headers());
         self.seg.observe("append_batch", started, charge);
-        let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
+        let model = resp.into_model().map_err(StoreError::cosmos("decode batch response"))?;
         let results = model.results();
         if results.iter().all(|r| r.is_success()) {
             return Ok(Written::Stored(charge.unwrap_or(0.0)));
@@ -452,9 +452,9 @@ impl Writer {
             // partition) is retried.
             Some(op) => match results[op].status_code() {
                 status @ (400 | 413) => Ok(Written::Refused { op, status }),
-                status => Err(FeedError::Transient(format!("batch operation answered {status}"))),
+                status => Err(StoreError::Transient(format!("batch operation answered {status}"))),
             },
-            None => Err(FeedError::Transient("batch failed without a failing operation".into())),
+            None => Err(StoreError::Transient("batch failed without a failing operation".into())),
         }
     }
 
@@ -481,7 +481,7 @@ impl Writer {
         h: Head,
         queue: &mut VecDeque<Item>,
         op: usize,
-    ) -> Result<Option<Head>, FeedError> {
+    ) -> Result<Option<Head>, StoreError> {
         let base = h.end(self.seg.size());
         // Look before taking the item off the queue: a failed read must
         // leave it queued for the retry.
@@ -514,7 +514,7 @@ impl Writer {
     /// count it as full. An empty segment is sealed too (at its first
     /// number), so that a writer that still thinks it young cannot start it
     /// behind the back of readers that have moved on.
-    async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
+    async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, StoreError> {
         let s = self.seg.size();
         let pk = feed.pk(h.segment);
         let doc = EventDoc::seal(pk.clone(), h.end(s), crate::domain::server_time());
@@ -534,7 +534,7 @@ impl Writer {
             }
             Err(e) => {
                 self.seg.observe("seal", started, None);
-                Err(FeedError::cosmos("seal")(e))
+                Err(StoreError::cosmos("seal")(e))
             }
         }
     }
@@ -543,19 +543,19 @@ impl Writer {
     /// taken. When the length does not show that yet (a lagging read; or an
     /// expired event not yet purged), a transient error: the caller backs
     /// off before the next look instead of spinning.
-    async fn length_past(&self, feed: &FeedId, h: Head) -> Result<Head, FeedError> {
+    async fn length_past(&self, feed: &FeedId, h: Head) -> Result<Head, StoreError> {
         match self.seg.read_head(feed, h.segment).await? {
             Some(f) if f.count > h.count => Ok(Head { opened: f.opened.or(h.opened), ..f }),
-            _ => Err(FeedError::Transient("sequence number taken; length not moved yet".into())),
+            _ => Err(StoreError::Transient("sequence number taken; length not moved yet".into())),
         }
     }
 
-    async fn read_event(&self, feed: &FeedId, k: u64, id: &str) -> Result<Option<EventDoc>, FeedError> {
+    async fn read_event(&self, feed: &FeedId, k: u64, id: &str) -> Result<Option<EventDoc>, StoreError> {
         let started = Instant::now();
         match self.seg.container.read_item(feed.pk(k), id, None).await {
             Ok(resp) => {
                 self.seg.observe("read_event", started, charge(resp.headers()));
-                Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode event"))?))
+                Ok(Some(resp.into_model().map_err(StoreError::cosmos("decode event"))?))
             }
             Err(e) if e.status().is_not_found() => {
                 self.seg.observe("read_event", started, None);
@@ -563,7 +563,7 @@ impl Writer {
             }
             Err(e) => {
                 self.seg.observe("read_event", started, None);
-                Err(FeedError::cosmos("read event")(e))
+                Err(StoreError::cosmos("read event")(e))
             }
         }
     }
@@ -593,7 +593,7 @@ fn settle_existing(item: Item, doc: &EventDoc) {
     let result = if doc.source == item.pending.record.source {
         Ok((doc.seq, 0.0))
     } else {
-        Err(FeedError::IdTaken { id: item.pending.record.id.clone() })
+        Err(StoreError::IdTaken { id: item.pending.record.id.clone() })
     };
     let _ = item.pending.reply.send(result);
 }

@@ -1,7 +1,4 @@
-//! What push delivery keeps in Cosmos DB, beside the feeds:
-//! - per subscription, its delivery state (`pk = "delivery|{id}"`, one
-//!   document): checkpoint, status, recent attempts; changes guarded by
-//!   ETag;
+//! The delivery buckets' leases and the instances' presences:
 //! - the buckets that divide subscriptions among instances
 //!   (`pk = "delivery-buckets"`, one lease document per bucket, `seq` = the
 //!   bucket number): an instance delivers the subscriptions of the buckets
@@ -9,9 +6,12 @@
 //! - each instance's presence (`pk = "delivery-instances"`, one document
 //!   per instance), so that instances can share the buckets fairly.
 //!
-//! States and leases do not expire by the container's TTL (a state goes
-//! with its subscription); the presence of an instance that crashed does,
-//! a day after it was last renewed.
+//! Invariants it keeps:
+//! - **A lease changes hands only through its ETag**: taking a lease
+//!   another instance wrote since it was read fails (`None`).
+//! - Leases do not expire by the container's TTL (an expired lease is
+//!   taken over by its `expires_ms`); the presence of an instance that
+//!   crashed does, a day after it was last renewed.
 
 use std::time::Instant;
 
@@ -21,31 +21,12 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::subscriptions::Changed;
-use super::{FeedError, charge, observe};
-use crate::domain::subscription::DeliveryState;
+use crate::feeds::{FeedStore, StoreError, charge, observe};
 
 const BUCKETS_PK: &str = "delivery-buckets";
 const INSTANCES_PK: &str = "delivery-instances";
 /// A presence that was not renewed for a day is removed by Cosmos DB.
 const PRESENCE_TTL_SECONDS: i64 = 24 * 3600;
-const STATE_ID: &str = "delivery";
-
-fn state_pk(subscription: u64) -> String {
-    format!("delivery|{subscription}")
-}
-
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StateDoc {
-    id: String,
-    pk: String,
-    #[serde(flatten)]
-    state: DeliveryState,
-    ttl: i64,
-    #[serde(rename = "_etag", default, skip_serializing)]
-    etag: Option<String>,
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -81,90 +62,19 @@ pub struct BucketLease {
     etag: String,
 }
 
-/// Delivery's documents.
+/// The leases and presences of a deployment's instances.
 #[derive(Clone)]
-pub struct DeliveryStore {
+pub struct LeaseStore {
     container: ContainerClient,
 }
 
-impl DeliveryStore {
-    pub fn new(store: &super::FeedStore) -> Self {
+impl LeaseStore {
+    pub fn new(store: &FeedStore) -> Self {
         Self { container: store.cosmos().container.clone() }
     }
 
-    /// A subscription's delivery state and its ETag.
-    pub async fn state(&self, subscription: u64) -> Result<Option<(DeliveryState, String)>, FeedError> {
-        let started = Instant::now();
-        match self.container.read_item(state_pk(subscription), STATE_ID, None).await {
-            Ok(resp) => {
-                observe("delivery_read", started, charge(resp.headers()));
-                let doc: StateDoc = resp.into_model().map_err(FeedError::cosmos("decode delivery state"))?;
-                Ok(Some((doc.state, doc.etag.ok_or(FeedError::MissingEtag)?)))
-            }
-            Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(FeedError::cosmos("read delivery state")(e)),
-        }
-    }
-
-    /// The state, made with `initial` when there is none yet.
-    pub async fn state_or(
-        &self,
-        subscription: u64,
-        initial: DeliveryState,
-    ) -> Result<(DeliveryState, String), FeedError> {
-        for _ in 0..5 {
-            if let Some(found) = self.state(subscription).await? {
-                return Ok(found);
-            }
-            let doc = StateDoc {
-                id: STATE_ID.into(),
-                pk: state_pk(subscription),
-                state: initial.clone(),
-                ttl: -1,
-                etag: None,
-            };
-            let started = Instant::now();
-            match self.container.create_item(state_pk(subscription), STATE_ID, &doc, None::<ItemWriteOptions>).await {
-                Ok(resp) => {
-                    observe("delivery_write", started, charge(resp.headers()));
-                    let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
-                    return Ok((initial, etag));
-                }
-                Err(e) if e.status().is_conflict() => continue,
-                Err(e) => return Err(FeedError::cosmos("create delivery state")(e)),
-            }
-        }
-        Err(FeedError::Transient("the delivery state kept changing".into()))
-    }
-
-    /// Writes a subscription's state, unless it changed since `etag`.
-    pub async fn write(
-        &self,
-        subscription: u64,
-        state: &DeliveryState,
-        etag: &str,
-    ) -> Result<Changed<String>, FeedError> {
-        let doc =
-            StateDoc { id: STATE_ID.into(), pk: state_pk(subscription), state: state.clone(), ttl: -1, etag: None };
-        let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.to_owned().into()));
-        let started = Instant::now();
-        match self.container.replace_item(state_pk(subscription), STATE_ID, &doc, Some(options)).await {
-            Ok(resp) => {
-                observe("delivery_write", started, charge(resp.headers()));
-                Ok(Changed::Done(resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?))
-            }
-            Err(e)
-                if e.status().is_not_found()
-                    || e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed =>
-            {
-                Ok(Changed::Stale)
-            }
-            Err(e) => Err(FeedError::cosmos("write delivery state")(e)),
-        }
-    }
-
     /// Every bucket lease that exists.
-    pub async fn leases(&self) -> Result<Vec<BucketLease>, FeedError> {
+    pub async fn leases(&self) -> Result<Vec<BucketLease>, StoreError> {
         let started = Instant::now();
         let mut pages = self
             .container
@@ -174,11 +84,11 @@ impl DeliveryStore {
                 None,
             )
             .await
-            .map_err(FeedError::cosmos("query bucket leases"))?
+            .map_err(StoreError::cosmos("query bucket leases"))?
             .into_pages();
         let mut leases = Vec::new();
         while let Some(p) = pages.next().await {
-            let p = p.map_err(FeedError::cosmos("query bucket leases"))?;
+            let p = p.map_err(StoreError::cosmos("query bucket leases"))?;
             observe("bucket_leases", started, charge(p.headers()));
             for doc in p.into_items() {
                 if let Some(etag) = doc.etag {
@@ -198,7 +108,7 @@ impl DeliveryStore {
         current: Option<&BucketLease>,
         owner: &str,
         expires_ms: u64,
-    ) -> Result<Option<BucketLease>, FeedError> {
+    ) -> Result<Option<BucketLease>, StoreError> {
         let id = format!("bucket-{bucket}");
         let doc = LeaseDoc {
             id: id.clone(),
@@ -221,7 +131,7 @@ impl DeliveryStore {
         match written {
             Ok(resp) => {
                 observe("bucket_lease", started, charge(resp.headers()));
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
                 Ok(Some(BucketLease { bucket, owner: owner.into(), expires_ms, etag }))
             }
             Err(e)
@@ -231,12 +141,12 @@ impl DeliveryStore {
             {
                 Ok(None)
             }
-            Err(e) => Err(FeedError::cosmos("write bucket lease")(e)),
+            Err(e) => Err(StoreError::cosmos("write bucket lease")(e)),
         }
     }
 
     /// Says that instance `owner` is alive until `expires_ms`.
-    pub async fn present(&self, owner: &str, expires_ms: u64) -> Result<(), FeedError> {
+    pub async fn present(&self, owner: &str, expires_ms: u64) -> Result<(), StoreError> {
         let digest = sha2::Sha256::digest(owner.as_bytes());
         let seq = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) >> 12;
         let doc = PresenceDoc { id: owner.into(), pk: INSTANCES_PK.into(), seq, expires_ms, ttl: PRESENCE_TTL_SECONDS };
@@ -245,29 +155,29 @@ impl DeliveryStore {
             .container
             .upsert_item(INSTANCES_PK, owner, &doc, None::<ItemWriteOptions>)
             .await
-            .map_err(FeedError::cosmos("write presence"))?;
+            .map_err(StoreError::cosmos("write presence"))?;
         observe("instance_presence", started, charge(resp.headers()));
         Ok(())
     }
 
     /// Instances alive at `now_ms` (one partition; instances are few).
-    pub async fn instances(&self, now_ms: u64) -> Result<usize, FeedError> {
+    pub async fn instances(&self, now_ms: u64) -> Result<usize, StoreError> {
         Ok(self.presences(now_ms).await?.len())
     }
 
     /// When each live instance's presence expires (unless it is renewed).
-    pub async fn presences(&self, now_ms: u64) -> Result<Vec<u64>, FeedError> {
+    pub async fn presences(&self, now_ms: u64) -> Result<Vec<u64>, StoreError> {
         let q = Query::from("SELECT VALUE c.expiresMs FROM c");
         let started = Instant::now();
         let mut pages = self
             .container
             .query_items::<u64>(q, FeedScope::partition(INSTANCES_PK), None)
             .await
-            .map_err(FeedError::cosmos("query instances"))?
+            .map_err(StoreError::cosmos("query instances"))?
             .into_pages();
         let mut alive = Vec::new();
         while let Some(p) = pages.next().await {
-            let p = p.map_err(FeedError::cosmos("query instances"))?;
+            let p = p.map_err(StoreError::cosmos("query instances"))?;
             observe("instances", started, charge(p.headers()));
             alive.extend(p.items().iter().copied().filter(|e| *e > now_ms));
         }
@@ -277,14 +187,5 @@ impl DeliveryStore {
     /// Removes this instance's presence (it stops).
     pub async fn absent(&self, owner: &str) {
         let _ = self.container.delete_item(INSTANCES_PK, owner, None).await;
-    }
-
-    /// Removes a subscription's delivery state (the subscription is gone).
-    pub async fn remove(&self, subscription: u64) -> Result<(), FeedError> {
-        match self.container.delete_item(state_pk(subscription), STATE_ID, None).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.status().is_not_found() => Ok(()),
-            Err(e) => Err(FeedError::cosmos("remove delivery state")(e)),
-        }
     }
 }

@@ -18,6 +18,10 @@
 //! - **At most `limit` per consumer** (`create`): counted before a create,
 //!   and again after it by rank, so racing creates cannot pass it.
 //! - Subscription documents never expire (`ttl: -1`).
+//!
+//! Their delivery states are in `delivery.rs`.
+
+mod delivery;
 
 use std::time::Instant;
 
@@ -28,8 +32,10 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{FeedError, charge, observe};
+use super::{Changed, FeedStore, StoreError, charge, observe};
 use crate::domain::Principal;
+pub use delivery::DeliveryStore;
+
 use crate::domain::subscription::{Imported, SigningSecret, Subscription, SubscriptionFilters, Validation};
 
 const PK: &str = "subscriptions";
@@ -120,14 +126,6 @@ pub enum Creation {
     LimitReached,
 }
 
-/// The outcome of a guarded change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Changed<T> {
-    Done(T),
-    /// Someone else changed (or deleted) it since it was read.
-    Stale,
-}
-
 fn doc_id_for(identity: &str) -> String {
     let digest = Sha256::digest(identity.as_bytes());
     format!("s-{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>())
@@ -198,41 +196,41 @@ pub struct SubscriptionStore {
 }
 
 impl SubscriptionStore {
-    pub fn new(store: &super::FeedStore) -> Self {
+    pub fn new(store: &FeedStore) -> Self {
         Self { container: store.cosmos().container.clone() }
     }
 
-    async fn query(&self, q: Query, operation: &'static str) -> Result<Vec<SubscriptionDoc>, FeedError> {
+    async fn query(&self, q: Query, operation: &'static str) -> Result<Vec<SubscriptionDoc>, StoreError> {
         let started = Instant::now();
         let mut pages = self
             .container
             .query_items::<SubscriptionDoc>(q, FeedScope::partition(PK), None)
             .await
-            .map_err(FeedError::cosmos("query subscriptions"))?
+            .map_err(StoreError::cosmos("query subscriptions"))?
             .into_pages();
         let mut docs = Vec::new();
         while let Some(p) = pages.next().await {
-            let p = p.map_err(FeedError::cosmos("query subscriptions"))?;
+            let p = p.map_err(StoreError::cosmos("query subscriptions"))?;
             observe(operation, started, charge(p.headers()));
             docs.extend(p.into_items());
         }
         Ok(docs)
     }
 
-    async fn highest_id(&self) -> Result<u64, FeedError> {
+    async fn highest_id(&self) -> Result<u64, StoreError> {
         let q = Query::from("SELECT TOP 1 * FROM c WHERE c.seq >= 0 ORDER BY c.seq DESC");
         Ok(self.query(q, "subscription_max").await?.first().map_or(0, |d| d.seq))
     }
 
-    async fn read_doc(&self, doc_id: &str) -> Result<Option<SubscriptionDoc>, FeedError> {
+    async fn read_doc(&self, doc_id: &str) -> Result<Option<SubscriptionDoc>, StoreError> {
         let started = Instant::now();
         match self.container.read_item(PK, doc_id, None).await {
             Ok(resp) => {
                 observe("subscription_read", started, charge(resp.headers()));
-                Ok(Some(resp.into_model().map_err(FeedError::cosmos("decode subscription"))?))
+                Ok(Some(resp.into_model().map_err(StoreError::cosmos("decode subscription"))?))
             }
             Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(FeedError::cosmos("read subscription")(e)),
+            Err(e) => Err(StoreError::cosmos("read subscription")(e)),
         }
     }
 
@@ -249,7 +247,7 @@ impl SubscriptionStore {
         consumer: &str,
         limit: usize,
         make: impl Fn(u64) -> Subscription,
-    ) -> Result<Creation, FeedError> {
+    ) -> Result<Creation, StoreError> {
         let doc_id = doc_id_for(identity);
         for _ in 0..50 {
             if let Some(existing) = self.read_doc(&doc_id).await?.and_then(from_doc) {
@@ -267,7 +265,7 @@ impl SubscriptionStore {
             {
                 Ok(resp) => {
                     observe("subscription_create", started, charge(resp.headers()));
-                    let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                    let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
                     let before = self.ids_of(consumer).await?.into_iter().filter(|id| *id < subscription.id).count();
                     if before >= limit {
                         let stored = Stored { subscription, doc_id: doc_id.clone(), etag };
@@ -279,19 +277,19 @@ impl SubscriptionStore {
                 // Its own identity (the same subscription, created just now
                 // elsewhere: returned above) or its id, taken by another.
                 Err(e) if e.status().is_conflict() => continue,
-                Err(e) => return Err(FeedError::cosmos("create subscription")(e)),
+                Err(e) => return Err(StoreError::cosmos("create subscription")(e)),
             }
         }
-        Err(FeedError::Transient("subscription ids kept being taken".into()))
+        Err(StoreError::Transient("subscription ids kept being taken".into()))
     }
 
     /// The ids of a consumer's subscriptions.
-    async fn ids_of(&self, consumer: &str) -> Result<Vec<u64>, FeedError> {
+    async fn ids_of(&self, consumer: &str) -> Result<Vec<u64>, StoreError> {
         let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.consumer = @consumer AND c.kind = @kind")
             .with_parameter("@consumer", consumer)
-            .map_err(FeedError::cosmos("bind"))?
+            .map_err(StoreError::cosmos("bind"))?
             .with_parameter("@kind", KIND_SUBSCRIPTION)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         self.values(q, "subscription_count").await
     }
 
@@ -303,7 +301,7 @@ impl SubscriptionStore {
         &self,
         subscription: &Subscription,
         merge: impl Fn(&Subscription, &Subscription) -> Subscription,
-    ) -> Result<PutImported, FeedError> {
+    ) -> Result<PutImported, StoreError> {
         let doc_id = format!("imported-{}", subscription.id);
         for _ in 0..10 {
             match self.read_doc(&doc_id).await?.and_then(from_doc) {
@@ -334,50 +332,50 @@ impl SubscriptionStore {
                                 return Ok(PutImported::IdTaken);
                             }
                         }
-                        Err(e) => return Err(FeedError::cosmos("import subscription")(e)),
+                        Err(e) => return Err(StoreError::cosmos("import subscription")(e)),
                     }
                 }
             }
         }
-        Err(FeedError::Transient("an imported subscription kept changing".into()))
+        Err(StoreError::Transient("an imported subscription kept changing".into()))
     }
 
     /// The ids of the subscriptions imported from Altinn Events.
-    pub async fn imported_ids(&self) -> Result<Vec<u64>, FeedError> {
+    pub async fn imported_ids(&self) -> Result<Vec<u64>, StoreError> {
         let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.kind = @kind AND IS_DEFINED(c.importedRow)")
             .with_parameter("@kind", KIND_SUBSCRIPTION)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         self.values(q, "subscription_imported_ids").await
     }
 
     /// The subscription with this id; `None` when there is none (or it was
     /// deleted).
-    pub async fn get(&self, id: u64) -> Result<Option<Stored>, FeedError> {
+    pub async fn get(&self, id: u64) -> Result<Option<Stored>, StoreError> {
         let q = Query::from("SELECT * FROM c WHERE c.seq = @id")
             .with_parameter("@id", id)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         Ok(self.query(q, "subscription_get").await?.into_iter().find_map(from_doc))
     }
 
     /// The ids of every subscription (not their documents: 8 bytes each).
-    pub async fn ids(&self) -> Result<Vec<u64>, FeedError> {
+    pub async fn ids(&self) -> Result<Vec<u64>, StoreError> {
         let q = Query::from("SELECT VALUE c.seq FROM c WHERE c.kind = @kind")
             .with_parameter("@kind", KIND_SUBSCRIPTION)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         self.values(q, "subscription_ids").await
     }
 
-    async fn values(&self, q: Query, operation: &'static str) -> Result<Vec<u64>, FeedError> {
+    async fn values(&self, q: Query, operation: &'static str) -> Result<Vec<u64>, StoreError> {
         let started = Instant::now();
         let mut pages = self
             .container
             .query_items::<u64>(q, FeedScope::partition(PK), None)
             .await
-            .map_err(FeedError::cosmos("query subscription ids"))?
+            .map_err(StoreError::cosmos("query subscription ids"))?
             .into_pages();
         let mut ids = Vec::new();
         while let Some(p) = pages.next().await {
-            let p = p.map_err(FeedError::cosmos("query subscription ids"))?;
+            let p = p.map_err(StoreError::cosmos("query subscription ids"))?;
             observe(operation, started, charge(p.headers()));
             ids.extend(p.into_items());
         }
@@ -385,34 +383,34 @@ impl SubscriptionStore {
     }
 
     /// A consumer's subscriptions, by id.
-    pub async fn list(&self, consumer: &str) -> Result<Vec<Subscription>, FeedError> {
+    pub async fn list(&self, consumer: &str) -> Result<Vec<Subscription>, StoreError> {
         let q = Query::from("SELECT * FROM c WHERE c.consumer = @consumer AND c.kind = @kind ORDER BY c.seq")
             .with_parameter("@consumer", consumer)
-            .map_err(FeedError::cosmos("bind"))?
+            .map_err(StoreError::cosmos("bind"))?
             .with_parameter("@kind", KIND_SUBSCRIPTION)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         Ok(self.query(q, "subscription_list").await?.into_iter().filter_map(from_doc).map(|s| s.subscription).collect())
     }
 
     /// Subscriptions whose validation attempt is due at `now_ms` and that no
     /// instance is working on.
-    pub async fn due_validations(&self, now_ms: u64) -> Result<Vec<Stored>, FeedError> {
+    pub async fn due_validations(&self, now_ms: u64) -> Result<Vec<Stored>, StoreError> {
         let q = Query::from("SELECT * FROM c WHERE c.dueMs <= @now")
             .with_parameter("@now", now_ms)
-            .map_err(FeedError::cosmos("bind"))?;
+            .map_err(StoreError::cosmos("bind"))?;
         let unclaimed = |s: &Stored| s.subscription.validation.claimed_until_ms.is_none_or(|until| until <= now_ms);
         Ok(self.query(q, "subscription_due").await?.into_iter().filter_map(from_doc).filter(unclaimed).collect())
     }
 
     /// Replaces `stored` with `subscription`, unless it changed meanwhile.
-    pub async fn replace(&self, stored: &Stored, subscription: Subscription) -> Result<Changed<Stored>, FeedError> {
+    pub async fn replace(&self, stored: &Stored, subscription: Subscription) -> Result<Changed<Stored>, StoreError> {
         let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(stored.etag.clone().into()));
         let started = Instant::now();
         let doc = to_doc(&stored.doc_id, &subscription);
         match self.container.replace_item(PK, &stored.doc_id, &doc, Some(options)).await {
             Ok(resp) => {
                 observe("subscription_replace", started, charge(resp.headers()));
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(FeedError::MissingEtag)?;
+                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
                 Ok(Changed::Done(Stored { subscription, doc_id: stored.doc_id.clone(), etag }))
             }
             Err(e)
@@ -421,13 +419,13 @@ impl SubscriptionStore {
             {
                 Ok(Changed::Stale)
             }
-            Err(e) => Err(FeedError::cosmos("replace subscription")(e)),
+            Err(e) => Err(StoreError::cosmos("replace subscription")(e)),
         }
     }
 
     /// Deletes `stored` and leaves its tombstone, in one batch, unless it
     /// changed meanwhile.
-    pub async fn delete(&self, stored: &Stored) -> Result<Changed<()>, FeedError> {
+    pub async fn delete(&self, stored: &Stored) -> Result<Changed<()>, StoreError> {
         let tombstone = SubscriptionDoc {
             id: format!("deleted-{}", stored.subscription.id),
             pk: PK.to_owned(),
@@ -453,22 +451,22 @@ impl SubscriptionStore {
         let batch = TransactionalBatch::new(PK)
             .delete_item(stored.doc_id.clone(), Some(guard))
             .create_item(tombstone)
-            .map_err(FeedError::cosmos("build batch"))?;
+            .map_err(StoreError::cosmos("build batch"))?;
         let started = Instant::now();
         let resp = self
             .container
             .execute_transactional_batch(batch, None)
             .await
-            .map_err(FeedError::cosmos("delete subscription"))?;
+            .map_err(StoreError::cosmos("delete subscription"))?;
         observe("subscription_delete", started, charge(resp.headers()));
-        let model = resp.into_model().map_err(FeedError::cosmos("decode batch response"))?;
+        let model = resp.into_model().map_err(StoreError::cosmos("decode batch response"))?;
         if model.results().iter().all(|r| r.is_success()) {
             return Ok(Changed::Done(()));
         }
         match model.results().iter().find(|r| !r.is_success() && r.status_code() != 424).map(|r| r.status_code()) {
             Some(404 | 412) => Ok(Changed::Stale),
-            Some(status) => Err(FeedError::Transient(format!("deleting a subscription answered {status}"))),
-            None => Err(FeedError::Transient("a batch failed without a failing operation".into())),
+            Some(status) => Err(StoreError::Transient(format!("deleting a subscription answered {status}"))),
+            None => Err(StoreError::Transient("a batch failed without a failing operation".into())),
         }
     }
 }

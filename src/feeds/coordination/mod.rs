@@ -1,0 +1,9 @@
+//! What the instances of a deployment share to divide the work and to hear
+//! of each other's changes: the delivery buckets' leases and each
+//! instance's presence (`leases.rs`), and the container's change feed,
+//! followed once per instance (`changes.rs`).
+
+pub mod changes;
+mod leases;
+
+pub use leases::{BucketLease, LeaseStore};

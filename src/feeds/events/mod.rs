@@ -1,0 +1,253 @@
+//! The event feeds: every event appended to two feeds, its resource feed
+//! and its subject feed, each a dense, gapless sequence cut into segments
+//! of at most `segment_size` events; segment `k` of feed `F` is the logical
+//! partition `"{F}|{k}"`, holding a head document (the segment's marker) and
+//! the event documents, whose `seq` is unique in the partition.
+//!
+//! Here: [`FeedStore`] (append, read, locate), its writer (one queue and one
+//! writing task per feed, `writer.rs`), the reads (`reader.rs`), the shared
+//! pages of long-polls (`shared_reads.rs`), the wake-ups of watchers
+//! (`notify.rs`), and the repairer, which finishes publishes that stopped
+//! between their two appends (`repairer.rs`).
+
+pub mod docs;
+mod filter_sql;
+pub mod notify;
+mod reader;
+mod repairer;
+mod segment;
+mod shared_reads;
+mod writer;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+pub use docs::SegmentKey;
+pub use reader::{ReadPage, StoredEvent};
+pub use repairer::{RepairReport, Repairer};
+pub use segment::{Clock, FeedStats};
+pub use writer::IdSource;
+
+use super::{Cosmos, EmulatorAccount, StoreError, charge};
+use crate::config::CosmosConfig;
+use crate::domain::{EventRecord, FeedId};
+
+/// For each feed, the Altinn numbers of the events it holds already.
+pub type StoredOrigins = std::collections::HashMap<FeedId, HashSet<u64>>;
+
+/// Positions of a published event in its two feeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Appended {
+    pub resource_seq: u64,
+    pub subject_seq: Option<u64>,
+    /// This event's share of the RU charge of the batches that stored it
+    /// (0 for an idempotent retry).
+    pub request_charge: f64,
+}
+
+#[derive(Clone)]
+pub struct FeedStore {
+    cosmos: Cosmos,
+    writer: Arc<writer::Writer>,
+    seg: segment::Segments,
+    notifier: Arc<notify::Notifier>,
+    shared_reads: Arc<shared_reads::SharedReads>,
+}
+
+impl FeedStore {
+    /// Connects to the configured account and container (creating them when
+    /// `cosmos.provision` is set). `emulator`: the shared in-process account
+    /// to use when `cosmos.auth = emulator` (a fresh one when `None`).
+    pub async fn connect(config: &CosmosConfig, emulator: Option<EmulatorAccount>) -> Result<Self, StoreError> {
+        Ok(Self::new(Cosmos::connect(config, emulator).await?))
+    }
+
+    /// Cheap reachability check: reads the container's properties.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.cosmos.ping().await
+    }
+
+    pub fn new(cosmos: Cosmos) -> Self {
+        Self::with_clock(cosmos, Clock::default())
+    }
+
+    /// A store whose segment ages are measured by `clock` (tests move it
+    /// forward instead of sleeping).
+    pub fn with_clock(cosmos: Cosmos, clock: Clock) -> Self {
+        // Segments are sealed after half the events' TTL (configurable),
+        // long before their first events expire.
+        let close_after = match cosmos.config.segment_close_seconds {
+            Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX)),
+            None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),
+        };
+        let layout = segment::Layout { size: cosmos.config.segment_size, close_after };
+        let seg = segment::Segments { container: cosmos.container.clone(), layout, clock, counters: Arc::default() };
+        let notifier = Arc::new(notify::Notifier::default());
+        let deadline = std::time::Duration::from_millis(cosmos.config.append_retry_deadline_ms);
+        let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone(), cosmos.config.max_queued_appends);
+        Self { cosmos, writer, seg, notifier, shared_reads: Arc::default() }
+    }
+
+    pub fn cosmos(&self) -> &Cosmos {
+        &self.cosmos
+    }
+
+    pub fn segment_size(&self) -> u64 {
+        self.seg.size()
+    }
+
+    /// After how many seconds writers seal a segment (`None`: never).
+    pub fn segment_close_seconds(&self) -> Option<i64> {
+        self.seg.layout.close_after
+    }
+
+    /// The clock segment ages are measured by.
+    pub fn clock(&self) -> &Clock {
+        &self.seg.clock
+    }
+
+    /// What this store (and its clones) did so far.
+    pub fn stats(&self) -> FeedStats {
+        self.seg.counters.snapshot()
+    }
+
+    /// Appends an event to its resource feed, then its subject feed. Both
+    /// appends are idempotent by event id; for publisher-chosen ids they
+    /// also look one segment back.
+    pub async fn append(&self, record: EventRecord, ids: IdSource) -> Result<Appended, StoreError> {
+        let record = Arc::new(record);
+        let resource = FeedId::Resource(record.resource.clone());
+        let subject = FeedId::Subject(record.subject.clone());
+        // Shed here, before anything is stored; once the first feed has the
+        // event, the second waits for room.
+        let (resource_seq, mut request_charge) =
+            self.writer.append(&resource, record.clone(), ids, writer::WhenFull::Shed).await?;
+        // An event without a subject has no subject feed.
+        let subject_seq = if record.subject.is_empty() {
+            None
+        } else {
+            let (seq, charge) = self.writer.append(&subject, record, ids, writer::WhenFull::Wait).await?;
+            request_charge += charge;
+            Some(seq)
+        };
+        Ok(Appended { resource_seq, subject_seq, request_charge })
+    }
+
+    /// Appends several events, in order, to both their feeds. Like any
+    /// publish, those beyond a feed's `cosmos.max_queued_appends` are
+    /// refused (`StoreError::Overloaded`).
+    pub async fn append_all(&self, records: Vec<EventRecord>, ids: IdSource) -> Vec<Result<Appended, StoreError>> {
+        futures::future::join_all(records.into_iter().map(|r| self.append(r, ids))).await
+    }
+
+    /// Queues `records` to both their feeds, each feed getting them in the
+    /// order given (the importer, which keeps Altinn's order), and returns
+    /// once every append is queued: the futures give each event's outcome
+    /// (more can be queued behind them meanwhile, in order). Every append is
+    /// queued before any is awaited, since waiting for an event's first
+    /// feed before queueing its second would let a later event of another
+    /// first feed overtake it in a shared second feed. An append that
+    /// `stored` says is done already (a run before was killed after it) is
+    /// left out; `ids` says where a repeat can be otherwise. A full queue
+    /// is waited for, not shed.
+    pub async fn enqueue_in_order(
+        &self,
+        records: Vec<EventRecord>,
+        ids: IdSource,
+        stored: &StoredOrigins,
+    ) -> Vec<futures::future::BoxFuture<'static, Result<(), StoreError>>> {
+        let mut outcomes: Vec<futures::future::BoxFuture<'static, Result<(), StoreError>>> =
+            Vec::with_capacity(records.len());
+        for record in records {
+            let record = Arc::new(record);
+            let mut feeds = vec![FeedId::Resource(record.resource.clone())];
+            if !record.subject.is_empty() {
+                feeds.push(FeedId::Subject(record.subject.clone()));
+            }
+            let mut queued = Vec::with_capacity(2);
+            for feed in feeds {
+                if record.origin.is_some_and(|o| stored.get(&feed).is_some_and(|done| done.contains(&o))) {
+                    continue;
+                }
+                queued.push(self.writer.enqueue(&feed, record.clone(), ids, writer::WhenFull::Wait).await);
+            }
+            outcomes.push(Box::pin(async move {
+                for append in queued {
+                    append?.await?;
+                }
+                Ok(())
+            }));
+        }
+        outcomes
+    }
+
+    /// Appends to one feed only (the repairer, and tests that stop a
+    /// publisher between its two appends).
+    pub async fn append_to(&self, feed: &FeedId, record: EventRecord, ids: IdSource) -> Result<u64, StoreError> {
+        self.writer.append(feed, Arc::new(record), ids, writer::WhenFull::Wait).await.map(|(seq, _)| seq)
+    }
+
+    /// A receiver that changes when `feed` gets an event appended through
+    /// this store, or one that the change feed reports from elsewhere (see
+    /// [`changes::follow`], which every instance runs once).
+    pub fn watch_appends(&self, feed: &FeedId) -> tokio::sync::watch::Receiver<u64> {
+        self.notifier.subscribe(feed)
+    }
+
+    /// Wakes the watchers of `feed` (an append seen on the change feed).
+    pub fn notify_appended(&self, feed: &FeedId) {
+        self.notifier.notify(feed);
+    }
+
+    /// Whether anything in this instance watches a feed now.
+    pub fn is_watched(&self) -> bool {
+        self.notifier.is_watched()
+    }
+
+    /// Wakes every watcher (the change feed may have missed appends).
+    pub fn notify_all_watchers(&self) {
+        self.notifier.notify_all();
+    }
+
+    /// The number of events in `feed` (the position after its newest event).
+    pub async fn len(&self, feed: &FeedId) -> Result<u64, StoreError> {
+        let s = self.seg.size();
+        Ok(self.seg.newest(feed).await?.map_or(0, |h| h.end(s)))
+    }
+}
+
+#[cfg(feature = "dev")]
+impl FeedStore {
+    /// Stores `cloud_event` (a CloudEvent as published) as one plain
+    /// document with the raw SDK, the way a store without feeds would: the
+    /// event's own fields plus `id`, `pk` (`baseline|{partition}`) and the
+    /// `seq` that the container's unique key asks of every document. Returns
+    /// the RU charge: the baseline that cost and throughput measurements
+    /// compare appends to. None of the feed store's document building is
+    /// used.
+    pub async fn baseline_create(
+        &self,
+        cloud_event: &serde_json::Value,
+        partition: &str,
+        seq: u64,
+    ) -> Result<f64, StoreError> {
+        let pk = format!("baseline|{partition}");
+        let mut doc = cloud_event.clone();
+        let id = match doc.get("id").and_then(serde_json::Value::as_str) {
+            Some(id) => id.replace(['/', '\\', '?', '#'], "_"),
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("id".into(), id.clone().into());
+            map.insert("pk".into(), pk.clone().into());
+            map.insert("seq".into(), seq.into());
+        }
+        let resp = self
+            .cosmos
+            .container
+            .create_item(pk, &id, &doc, None)
+            .await
+            .map_err(StoreError::cosmos("baseline create"))?;
+        Ok(charge(resp.headers()).unwrap_or(0.0))
+    }
+}
