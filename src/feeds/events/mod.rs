@@ -28,7 +28,7 @@ pub use repairer::{RepairReport, Repairer};
 pub use segment::{Clock, FeedStats};
 pub use writer::IdSource;
 
-use super::{Cosmos, EmulatorAccount, StoreError, charge};
+use super::{Cosmos, EmulatorAccount, StoreError};
 use crate::config::CosmosConfig;
 use crate::domain::{EventRecord, FeedId};
 
@@ -248,6 +248,6 @@ impl FeedStore {
             .create_item(pk, &id, &doc, None)
             .await
             .map_err(StoreError::cosmos("baseline create"))?;
-        Ok(charge(resp.headers()).unwrap_or(0.0))
+        Ok(super::charge(resp.headers()).unwrap_or(0.0))
     }
 }
