@@ -1,16 +1,28 @@
 //! Publishing over HTTP: `POST /events/api/v1/app` (Altinn apps) and
 //! `POST /events/api/v1/events` (generic CloudEvents). The handlers check
 //! the media type and who calls; the publish use case does the rest.
+//! [`routes`] registers the handlers with their operations in the document.
+
+use std::borrow::Cow;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::{ApiError, ApiJson};
+use super::error::{ApiError, ApiJson, Problem};
 use super::extract::{JsonBody, MaybePlatformApp, MaybePrincipal};
+use super::routes::{EVENTS, PUBLISH_APP};
+use super::schema::{nullable_string, string};
 use super::state::AppState;
 use crate::authz::Caller;
 use crate::domain::{PlatformApp, Principal};
@@ -20,30 +32,119 @@ pub const SCOPE_PUBLISH: &str = "altinn:events.publish";
 pub const SCOPE_PUBLISH_ADMIN: &str = "altinn:events.publish.admin";
 const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
+/// The publishes, with their operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(publish_app)).routes(routes!(publish_generic))
+}
+
 fn media_type(headers: &HeaderMap) -> Option<String> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     Some(ct.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
 }
 
-fn parse_json(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+fn parse_json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let body = body?;
     serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}")))
+}
+
+/// An app's event about one of its instances (`POST /app`), as JSON: the
+/// publish use case parses it (`domain::cloud_event::app_event`) and keeps
+/// every attribute it was given.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct AppCloudEvent(Value);
+
+impl PartialSchema for AppCloudEvent {
+    fn schema() -> RefOr<Schema> {
+        let mut event = ObjectBuilder::new().description(Some(
+            "An app's event about one of its instances (`POST /app`). The service\nsets `id`, `time` and \
+             `resource`; `source` is the instance's URL in the\napp's domain and `subject` its party.",
+        ));
+        event = event.property("specversion", string().pattern(Some("^1\\.0$"))).required("specversion");
+        for field in ["type", "source", "subject"] {
+            event = event.property(field, string().max_length(Some(1024))).required(field);
+        }
+        for field in ["alternativesubject", "datacontenttype", "dataschema"] {
+            event = event.property(field, nullable_string());
+        }
+        event
+            .property("data", ObjectBuilder::new().schema_type(SchemaType::AnyValue))
+            .examples([json!({
+                "specversion": "1.0",
+                "type": "app.instance.created",
+                "source": "https://ttd.apps.altinn.no/ttd/apps-test/instances/50002108/3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11",
+                "subject": "/party/50002108"
+            })])
+            .into()
+    }
+}
+
+impl ToSchema for AppCloudEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("AppCloudEventRequest")
+    }
+}
+
+/// A generic CloudEvent about a resource (`POST /events`), as JSON: the
+/// publish use case parses it (`domain::cloud_event::generic_event`) and
+/// keeps every attribute it was given.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub struct GenericCloudEvent(Value);
+
+impl PartialSchema for GenericCloudEvent {
+    fn schema() -> RefOr<Schema> {
+        let mut event = ObjectBuilder::new().description(Some(
+            "A generic CloudEvent about a resource (`POST /events`). The service\nsets `time` when it stores the event.",
+        ));
+        event = event
+            .property("specversion", string().pattern(Some("^1\\.0$")))
+            .required("specversion")
+            .property("id", string().max_length(Some(128)))
+            .required("id");
+        for field in ["source", "type"] {
+            event = event.property(field, string().max_length(Some(1024))).required(field);
+        }
+        event = event
+            .property("resource", string().max_length(Some(1024)).pattern(Some("^urn:altinn:resource:")))
+            .required("resource");
+        for field in ["subject", "alternativesubject", "resourceinstance", "datacontenttype", "dataschema"] {
+            event = event.property(field, nullable_string());
+        }
+        event
+            .property("data", ObjectBuilder::new().schema_type(SchemaType::AnyValue))
+            .examples([json!({
+                "specversion": "1.0",
+                "id": "e1d0c3a2-0b7e-4a55-8f5b-1c2d3e4f5a6b",
+                "source": "https://example.org/case/42",
+                "type": "case.updated",
+                "resource": "urn:altinn:resource:ttd-events-demo",
+                "subject": "/organisation/991825827"
+            })])
+            .into()
+    }
+}
+
+impl ToSchema for GenericCloudEvent {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("GenericCloudEventRequest")
+    }
 }
 
 /// An app publishes an event about one of its instances. Needs an Altinn
 /// token and the app's platform access token, whose `{org}/{app}` must own
 /// the source.
 #[utoipa::path(
-    post, path = "/events/api/v1/app", tag = "Publish", operation_id = "publishAppEvent",
+    post, path = PUBLISH_APP, tag = "Publish", operation_id = "publishAppEvent",
     summary = "An app publishes an event about one of its instances",
-    request_body(content = crate::api::openapi::AppCloudEventRequest, content_type = "application/json"),
+    request_body(content = AppCloudEvent, content_type = "application/json"),
     responses(
         (status = 201, description = "Stored: the event's id. Readable at once.", body = String, content_type = "application/json", headers(("Location" = String, description = "The event's subject (its party)."))),
-        (status = 400, description = "Not a valid app CloudEvent (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "No valid Altinn token, or the platform access token's app may not publish for this source (Altinn's text).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "No platform access token.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another event already has this id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/json`.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a valid app CloudEvent (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid Altinn token, or the platform access token's app may not publish for this source (Altinn's text).", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "No platform access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another event already has this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/json`.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = [], "platformAccessToken" = []), ("altinnStudioRuntime" = [], "platformAccessToken" = [])),
 )]
@@ -53,7 +154,8 @@ pub async fn publish_app(
     app: PlatformApp,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let published = state.publisher.publish_app(&app, parse_json(Ok(body))?).await?;
+    let AppCloudEvent(event) = parse_json(Ok(body))?;
+    let published = state.publisher.publish_app(&app, event).await?;
     let mut resp = (StatusCode::CREATED, ApiJson(published.id)).into_response();
     if let Ok(location) = HeaderValue::from_str(&published.subject) {
         resp.headers_mut().insert(header::LOCATION, location);
@@ -66,16 +168,16 @@ pub async fn publish_app(
 /// caller has `altinn:events.publish.admin`. Publishing the same `(id,
 /// source)` again stores nothing new.
 #[utoipa::path(
-    post, path = "/events/api/v1/events", tag = "Publish", operation_id = "publishEvent",
+    post, path = EVENTS, tag = "Publish", operation_id = "publishEvent",
     summary = "Publish a generic CloudEvent about a resource",
     description = "Scope `altinn:events.publish` and the PDP's `publish` permission on the resource (or `altinn:events.publish.admin`), or a platform access token. Publishing the same `(id, source)` again stores nothing new and answers the same.",
-    request_body(content = crate::api::openapi::GenericCloudEventRequest, content_type = "application/cloudevents+json"),
+    request_body(content = GenericCloudEvent, content_type = "application/cloudevents+json"),
     responses(
         (status = 200, description = "Stored (or already stored): the event's id.", body = String, content_type = "application/json"),
-        (status = 400, description = "Not a valid CloudEvent.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Missing scope, or the PDP does not permit publishing on this resource.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another source already published this id.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not `application/cloudevents+json`.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not a valid CloudEvent.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Missing scope, or the PDP does not permit publishing on this resource.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another source already published this id.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not `application/cloudevents+json`.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = []), ("platformAccessToken" = [])),
 )]
@@ -103,6 +205,7 @@ pub async fn publish_generic(
         true => PublishCheck::Admin,
         false => PublishCheck::Pdp(caller),
     };
-    let published = state.publisher.publish_generic(check, parse_json(body)?).await?;
+    let GenericCloudEvent(event) = parse_json(body)?;
+    let published = state.publisher.publish_generic(check, event).await?;
     Ok((StatusCode::OK, ApiJson(published.id)).into_response())
 }

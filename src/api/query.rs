@@ -1,21 +1,31 @@
 //! Reading feeds over HTTP: `GET /app/{org}/{app}`, `GET /app/party`,
 //! `POST /party`, `GET /events`. Each handler checks who may ask, parses the
 //! parameters with Altinn's texts, hands a [`FeedQuery`] to the read use
-//! case, and answers the page with a `next` link.
+//! case, and answers the page with a `next` link (`api/paging.rs`).
+//! [`routes`] registers the handlers with their operations in the document.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::Value;
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::OneOfBuilder;
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, OptionalJsonBody};
+use super::paging::{CloudEvent, NextQuery, PageParams, next_link, page_response, start};
+use super::routes::{APP_OWNER, APP_PARTY, EVENTS, PARTY};
+use super::schema::{date_time, integer, param, repeated, string};
 use super::state::AppState;
 use crate::authz::{Action, Caller};
-use crate::domain::query::{After, PartyRule, RawParams, app_query, generic_query};
+use crate::domain::query::{PartyRule, RawParams, app_query, generic_query};
 use crate::domain::{FeedId, Filters, Principal};
-use crate::read::{FeedQuery, Page, Paging, Start};
+use crate::read::{FeedQuery, Page, Paging};
 
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
 const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
@@ -24,66 +34,35 @@ pub const SCOPE_SERVICE_OWNER: &str = "altinn:serviceowner";
 const PERSON_HEADER: &str = "person";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 
-/// What a `next` link keeps of the request's query string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NextQuery {
-    /// Every parameter, with `after` replaced.
-    Same,
-    /// Only `after` (the rest of the query is in the body).
-    CursorOnly,
+/// The feed reads, with their operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(generic))
+        .routes(routes!(app_owner))
+        .routes(routes!(app_party))
+        .routes(routes!(party_post))
 }
 
-/// Where a read of `feed` starts: a cursor must be one this service sealed
-/// for this feed (anything else is a 400, not a guess).
-pub(crate) fn start(
-    state: &AppState,
-    feed: &FeedId,
-    after: Option<After>,
-    from: Option<String>,
-) -> Result<Start, ApiError> {
-    Start::new(after, from, |cursor| state.cursors.open(feed, cursor).ok()).ok_or_else(|| {
-        ApiError::BadRequest("The 'after' parameter is not a cursor this service issued for this query.".into())
-    })
-}
+/// The filters of the app event queries and whose events they are (the
+/// `person` header goes beside them), as `domain::query::app_query` parses
+/// them.
+struct AppEventParams;
 
-/// The same request with `after` set to a cursor sealed for `position` in
-/// `feed`, as an absolute URL; `extra` parameters (what the request said in
-/// headers, so that following `next` alone continues the same query)
-/// replace any of the same name.
-pub(crate) fn next_link(
-    state: &AppState,
-    uri: &Uri,
-    keep: NextQuery,
-    feed: &FeedId,
-    position: u64,
-    extra: &[(&str, &str)],
-) -> Result<String, ApiError> {
-    let cursor = state.cursors.seal(feed, position).map_err(|e| ApiError::unavailable("cursor keys", e))?;
-    let base = state.config.platform_base().map(String::from).unwrap_or_default();
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    if keep == NextQuery::Same {
-        for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-            let replaced = k.eq_ignore_ascii_case("after") || extra.iter().any(|(e, _)| k.eq_ignore_ascii_case(e));
-            if !replaced {
-                query.append_pair(&k, &v);
-            }
-        }
+impl IntoParams for AppEventParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                ParameterIn::Query,
+                "from",
+                date_time(),
+                "Events at or after this time (with timezone). `from` or `after` is\nrequired.",
+            ),
+            param(ParameterIn::Query, "to", date_time(), "Events at or before this time (with timezone)."),
+            repeated("type", string(), "Event types to include (repeat for several)."),
+            param(ParameterIn::Query, "party", integer(), "A party id."),
+            param(ParameterIn::Query, "unit", string().pattern(Some("^[0-9]{9}$")), "An organisation number."),
+        ]
     }
-    for (k, v) in extra {
-        query.append_pair(k, v);
-    }
-    query.append_pair("after", &cursor);
-    Ok(format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish()))
-}
-
-/// A page as JSON with its `next` link.
-pub(crate) fn page_response(page: Page, next: String, content_type: &'static str) -> Response {
-    let mut resp = axum::Json(page.events).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&next) {
-        resp.headers_mut().insert("next", v);
-    }
-    resp
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -92,22 +71,22 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `GET /events/api/v1/app/{org}/{app}`: the app owner's feed of its app.
 #[utoipa::path(
-    get, path = "/events/api/v1/app/{org}/{app}", tag = "Read", operation_id = "getAppEvents",
+    get, path = APP_OWNER, tag = "Read", operation_id = "getAppEvents",
     summary = "The app owner's feed of one app",
     description = "An org token with scope `altinn:events/{org}/{app}` (or `altinn:serviceowner/instances.read`). With `party`, `unit` or `person` it narrows to one party.",
     params(
         ("org" = String, Path, example = "ttd", description = "The app owner's org code."),
         ("app" = String, Path, example = "apps-test", description = "The app's name."),
-        crate::api::openapi::AppEventParams,
+        AppEventParams,
         ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
-        crate::api::openapi::PageParams,
+        PageParams,
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 403, description = "The token lacks the app's scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 403, description = "The token lacks the app's scope.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -188,20 +167,20 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
 
 /// `GET /events/api/v1/app/party`: what is new for one party.
 #[utoipa::path(
-    get, path = "/events/api/v1/app/party", tag = "Read", operation_id = "getPartyEvents",
+    get, path = APP_PARTY, tag = "Read", operation_id = "getPartyEvents",
     summary = "App events about one party",
     description = "One of `party`, `unit` and (header) `person` is required.",
     params(
-        crate::api::openapi::AppEventParams,
+        AppEventParams,
         ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
         ("source" = Option<Vec<String>>, Query, style = Form, explode, description = "Sources to include (an app's URL prefix)."),
-        crate::api::openapi::PageParams,
+        PageParams,
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -218,21 +197,44 @@ pub async fn app_party(
     Ok(page_response(page, next, "application/json"))
 }
 
-/// The JSON body of `POST /events/api/v1/party`.
-#[derive(Debug, Default, Deserialize)]
+/// The body of `POST /events/api/v1/party`: the party query of
+/// `GET /app/party`, with identity numbers out of the URL. Other fields are
+/// refused.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(default, deny_unknown_fields)]
+#[schema(as = PartyQueryBody)]
 struct PartyBody {
+    /// A party id: a number, or a string of digits.
+    #[schema(schema_with = party_id)]
     party: Option<Value>,
+    /// An organisation number.
+    #[schema(pattern = "^[0-9]{9}$")]
     unit: Option<String>,
+    /// A national identity number.
+    #[schema(pattern = "^[0-9]{11}$")]
     person: Option<String>,
     after: Option<String>,
+    #[schema(format = DateTime)]
     from: Option<String>,
+    #[schema(format = DateTime)]
     to: Option<String>,
     source: Vec<String>,
     #[serde(rename = "type")]
     types: Vec<String>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
     size: Option<Value>,
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 30)]
     wait: Option<Value>,
+}
+
+/// A party id as `POST /party` takes it: a number or a string of digits.
+fn party_id() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(integer().minimum(Some(0)))
+        .item(string().description(Some("Digits only.")))
+        .item(utoipa::openapi::schema::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::Null))
+        .description(Some("A party id: a number, or a string of digits."))
+        .into()
 }
 
 fn scalar(v: Option<Value>) -> Option<String> {
@@ -247,21 +249,21 @@ fn scalar(v: Option<Value>) -> Option<String> {
 /// so national identity numbers stay out of URLs and access logs. `next`
 /// carries only the cursor; an `after` in the URL wins over the body's.
 #[utoipa::path(
-    post, path = "/events/api/v1/party", tag = "Read", operation_id = "postPartyEvents",
+    post, path = PARTY, tag = "Read", operation_id = "postPartyEvents",
     summary = "App events about one party, the query in the body",
     description = "Ours: the party query of `GET /app/party` with its fields in a JSON body, so identity numbers stay out of URLs and logs. `next` carries only the cursor; send the same body with it.",
     params(
         ("after" = Option<String>, Query, description = "A cursor from `next`; wins over the body's `after`."),
         ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll seconds; wins over the body's."),
     ),
-    request_body(content = crate::api::openapi::PartyQueryBody, content_type = "application/json"),
+    request_body(content = PartyBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A field is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The AltinnStudioRuntime cookie without same-origin proof (send `Authorization: Bearer`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not declared JSON (`application/json`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A field is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The AltinnStudioRuntime cookie without same-origin proof (send `Authorization: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not declared JSON (`application/json`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -300,7 +302,7 @@ pub async fn party_post(
 /// `GET /events/api/v1/events`: a resource's generic events, for
 /// subscribers the PDP permits.
 #[utoipa::path(
-    get, path = "/events/api/v1/events", tag = "Read", operation_id = "getEvents",
+    get, path = EVENTS, tag = "Read", operation_id = "getEvents",
     summary = "A resource's generic events",
     description = "Scope `altinn:events.subscribe`; each event is shown only if the PDP permits `subscribe` on it.",
     params(
@@ -314,10 +316,10 @@ pub async fn party_post(
         ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 403, description = "The token lacks the scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 403, description = "The token lacks the scope.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
