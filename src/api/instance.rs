@@ -51,9 +51,10 @@ pub struct InstanceAccessKey {
     post, path = ACCESS_KEY, tag = "Instances", operation_id = "issueInstanceAccessKey",
     summary = "The app owner issues an access key for one instance",
     params(
-        ("org" = String, Path, example = "ttd"), ("app" = String, Path, example = "apps-test"),
-        ("party" = String, Path, example = "50002108", description = "The instance's party id."),
-        ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
+        ("org" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", example = "ttd", description = "The app owner's org code."),
+        ("app" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", example = "apps-test", description = "The app's name."),
+        ("party" = String, Path, pattern = "^[0-9]{1,19}$", example = "50002108", description = "The instance's party id."),
+        ("guid" = String, Path, pattern = "^[0-9A-Fa-f-]{1,64}$", example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
     ),
     responses(
         (status = 201, description = "The key, for `Altinn-Instance-Access-Key`.", body = InstanceAccessKey),
@@ -142,8 +143,8 @@ fn rate_key(ip: IpAddr) -> String {
     post, path = INSTANCE_EVENTS, tag = "Instances", operation_id = "getInstanceEvents",
     summary = "The events of one instance, for whoever holds its access key",
     params(
-        ("party" = String, Path, example = "50002108", description = "The instance's party id."),
-        ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
+        ("party" = String, Path, pattern = "^[0-9]{1,19}$", example = "50002108", description = "The instance's party id (the key's)."),
+        ("guid" = String, Path, pattern = "^[0-9A-Fa-f-]{1,64}$", example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid (the key's)."),
         PageParams,
     ),
     responses(

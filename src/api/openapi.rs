@@ -9,7 +9,8 @@
 //! module keeps only what belongs to the whole document: the base (info,
 //! security schemes, tags), the merge of the groups ([`api`]), and what
 //! every operation can answer whatever its handler does (a 503 while
-//! starting or overloaded, a 401 for a bad token, a 413 or 408 for a body),
+//! starting or overloaded, a 401 for a bad token, a 413 or 408 for a body,
+//! a 414 for a URL longer than the HTTP server reads),
 //! added once so that no operation can forget it. In dev mode the document
 //! also carries an OAuth2 client-credentials scheme whose token URL is the
 //! local issuer, so Swagger UI's Authorize button fetches a token
@@ -200,6 +201,12 @@ fn add_common_responses(doc: &mut Document) {
             if op.parameters.as_ref().is_some_and(|ps| ps.iter().any(is_path_param)) {
                 add_if_missing(op, "400", problem("A path parameter is not valid."));
             }
+            if op.parameters.as_ref().is_some_and(|ps| ps.iter().any(in_url)) {
+                let too_long = ResponseBuilder::new().description(
+                    "The URL is longer than the HTTP server reads (about 400 KB); it answers itself, without a body.",
+                );
+                add_if_missing(op, "414", too_long.build());
+            }
             add_if_missing(
                 op,
                 "503",
@@ -215,6 +222,12 @@ fn add_common_responses(doc: &mut Document) {
 
 fn is_path_param(p: &utoipa::openapi::RefOr<utoipa::openapi::path::Parameter>) -> bool {
     matches!(p, utoipa::openapi::RefOr::T(p) if matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Path))
+}
+
+/// A parameter in the URL (path or query): the client decides its length.
+fn in_url(p: &utoipa::openapi::RefOr<utoipa::openapi::path::Parameter>) -> bool {
+    use utoipa::openapi::path::ParameterIn;
+    matches!(p, utoipa::openapi::RefOr::T(p) if matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query))
 }
 
 #[cfg(feature = "dev")]

@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
-use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
 use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{IntoParams, PartialSchema, ToSchema};
@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::schema::{integer, nullable_string, param, string};
 use super::state::AppState;
 use crate::domain::FeedId;
-use crate::domain::query::After;
+use crate::domain::query::{After, MAX_WAIT_SECONDS};
 use crate::read::{Page, Start};
 
 /// What a `next` link keeps of the request's query string.
@@ -136,25 +136,38 @@ pub struct PageParams;
 
 impl IntoParams for PageParams {
     fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
-        vec![
-            param(
-                ParameterIn::Query,
-                "after",
-                string(),
-                "Where to continue: `0` for the beginning, a cursor from `next`, or\n(Altinn's form) an event id.",
-            ),
-            param(
-                ParameterIn::Query,
-                "size",
-                integer().minimum(Some(1)),
-                "Events per page: 50 unless given, at most 1000 (larger is taken as 1000).",
-            ),
-            param(
-                ParameterIn::Query,
-                "wait",
-                integer().minimum(Some(0)).maximum(Some(30)),
-                "Long-poll: seconds to hold an empty page open until an event\narrives (ours; 0 unless given).",
-            ),
-        ]
+        vec![after_param().build(), size_param(Some(1)).build(), wait_param().build()]
     }
+}
+
+/// `after`: where a read continues.
+pub fn after_param() -> ParameterBuilder {
+    param(
+        ParameterIn::Query,
+        "after",
+        string(),
+        "Where to continue: `0` for the beginning, a cursor from `next` (`c1.…`), or (Altinn's form) \
+         an event id.",
+    )
+    .example(Some(json!("0")))
+}
+
+/// `size`: events per page, a 64-bit number from `minimum` (the generic
+/// feed takes any number, below 1 as the default).
+pub fn size_param(minimum: Option<i64>) -> ParameterBuilder {
+    let description = match minimum {
+        Some(_) => "Events per page: 50 unless given, at most 1000 (larger is taken as 1000).",
+        None => "Events per page: 50 unless given or below 1, at most 1000 (larger is taken as 1000).",
+    };
+    param(ParameterIn::Query, "size", integer().minimum(minimum), description)
+}
+
+/// `wait`: seconds a long-poll holds an empty page open.
+pub fn wait_param() -> ParameterBuilder {
+    param(
+        ParameterIn::Query,
+        "wait",
+        integer().minimum(Some(0)).maximum(Some(MAX_WAIT_SECONDS)),
+        "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given).",
+    )
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use utoipa::openapi::schema::{ObjectBuilder, SchemaType};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,9 +22,10 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiJson, Problem};
 use super::extract::{JsonBody, MaybePlatformApp, MaybePrincipal};
 use super::routes::{EVENTS, PUBLISH_APP};
-use super::schema::{nullable_string, string};
+use super::schema::{NO_CONTROL_CHARACTERS, dev, nullable_string, string};
 use super::state::AppState;
 use crate::authz::Caller;
+use crate::domain::cloud_event::{MAX_FIELD_LEN, MAX_ID_LEN};
 use crate::domain::{PlatformApp, Principal};
 use crate::publish::PublishCheck;
 
@@ -56,19 +57,25 @@ pub struct AppCloudEvent(Value);
 
 impl PartialSchema for AppCloudEvent {
     fn schema() -> RefOr<Schema> {
-        let mut event = ObjectBuilder::new().description(Some(
-            "An app's event about one of its instances (`POST /app`). The service\nsets `id`, `time` and \
-             `resource`; `source` is the instance's URL in the\napp's domain and `subject` its party.",
+        let event = ObjectBuilder::new().description(Some(
+            "An app's event about one of its instances (`POST /app`). The service sets `id`, `time` and \
+             `resource`; `source` is the instance's URL in the app's domain \
+             (`https://{org}.apps.../{org}/{app}/instances/{partyId}/{instanceGuid}`, its `{org}/{app}` \
+             the platform access token's) and `subject` its party (`/party/{partyId}`). Strings are at \
+             most 1024 bytes (UTF-8), without control characters. Members other than the attributes \
+             are extension attributes.",
         ));
-        event = event.property("specversion", string().pattern(Some("^1\\.0$"))).required("specversion");
-        for field in ["type", "source", "subject"] {
-            event = event.property(field, string().max_length(Some(1024))).required(field);
-        }
-        for field in ["alternativesubject", "datacontenttype", "dataschema"] {
-            event = event.property(field, nullable_string());
-        }
-        event
-            .property("data", ObjectBuilder::new().schema_type(SchemaType::AnyValue))
+        let event = event
+            .property("specversion", spec_version())
+            .required("specversion")
+            .property("type", attribute())
+            .required("type")
+            .property("source", attribute().pattern(Some(APP_SOURCE)))
+            .required("source")
+            .property("subject", attribute())
+            .required("subject");
+        let event = optional_attributes(event, &["alternativesubject", "datacontenttype", "dataschema"]);
+        extensions(event)
             .examples([json!({
                 "specversion": "1.0",
                 "type": "app.instance.created",
@@ -94,32 +101,32 @@ pub struct GenericCloudEvent(Value);
 
 impl PartialSchema for GenericCloudEvent {
     fn schema() -> RefOr<Schema> {
-        let mut event = ObjectBuilder::new().description(Some(
-            "A generic CloudEvent about a resource (`POST /events`). The service\nsets `time` when it stores the event.",
+        let event = ObjectBuilder::new().description(Some(
+            "A generic CloudEvent about a resource (`POST /events`). The service sets `time` when it \
+             stores the event. `source` is an absolute URI (or a URN). Strings are at most 1024 bytes \
+             (UTF-8), without control characters. Members other than the attributes are extension \
+             attributes.",
         ));
-        event = event
-            .property("specversion", string().pattern(Some("^1\\.0$")))
+        let event = event
+            .property("specversion", spec_version())
             .required("specversion")
-            .property("id", string().max_length(Some(128)))
-            .required("id");
-        for field in ["source", "type"] {
-            event = event.property(field, string().max_length(Some(1024))).required(field);
-        }
-        event = event
-            .property("resource", string().max_length(Some(1024)).pattern(Some("^urn:altinn:resource:")))
+            .property("id", string().max_length(Some(MAX_ID_LEN)).pattern(Some(TEXT)))
+            .required("id")
+            .property("source", attribute().pattern(Some(SOURCE)))
+            .required("source")
+            .property("type", attribute())
+            .required("type")
+            .property("resource", attribute().pattern(Some(RESOURCE)))
             .required("resource");
-        for field in ["subject", "alternativesubject", "resourceinstance", "datacontenttype", "dataschema"] {
-            event = event.property(field, nullable_string());
-        }
-        event
-            .property("data", ObjectBuilder::new().schema_type(SchemaType::AnyValue))
+        let optional = ["subject", "alternativesubject", "resourceinstance", "datacontenttype", "dataschema"];
+        extensions(optional_attributes(event, &optional))
             .examples([json!({
                 "specversion": "1.0",
                 "id": "e1d0c3a2-0b7e-4a55-8f5b-1c2d3e4f5a6b",
-                "source": "https://example.org/case/42",
-                "type": "case.updated",
-                "resource": "urn:altinn:resource:ttd-events-demo",
-                "subject": "/organisation/991825827"
+                "source": "urn:no:skd:estate:42",
+                "type": "no.altinn.estate.registered",
+                "resource": dev::RESOURCE,
+                "subject": "/party/1337"
             })])
             .into()
     }
@@ -129,6 +136,58 @@ impl ToSchema for GenericCloudEvent {
     fn name() -> Cow<'static, str> {
         Cow::Borrowed("GenericCloudEventRequest")
     }
+}
+
+// Patterns of the attributes (ECMA-262 and Python alike), each whole: the
+// control characters (`\u0000-\u001F`, `\u007F-\u009F`) are refused in
+// every attribute the service reads, and a blank one counts as missing.
+
+/// Text: not blank, no control characters.
+const TEXT: &str =
+    "^[^\\u0000-\\u001F\\u007F-\\u009F]*[^\\s\\u0000-\\u001F\\u007F-\\u009F][^\\u0000-\\u001F\\u007F-\\u009F]*$";
+/// An app's source: a URL with a host and at least two path segments
+/// (`{org}/{app}`).
+const APP_SOURCE: &str = "^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9.-]+/[^/?#\\s\\u0000-\\u001F\\u007F-\\u009F]+/[^/?#\\s\\u0000-\\u001F\\u007F-\\u009F]+([/?#][^\\u0000-\\u001F\\u007F-\\u009F]*)?$";
+/// A generic event's source: an absolute URI with a host, or a URN.
+const SOURCE: &str = "^([A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9.-]+([/?#][^\\u0000-\\u001F\\u007F-\\u009F]*)?|[Uu][Rr][Nn]:[^\\s\\u0000-\\u001F\\u007F-\\u009F]+)$";
+/// A resource: the prefix and a name.
+const RESOURCE: &str = "^urn:altinn:resource:[^\\u0000-\\u001F\\u007F-\\u009F]+$";
+
+/// `specversion`: CloudEvents 1.0.
+fn spec_version() -> ObjectBuilder {
+    string().enum_values(Some(["1.0"]))
+}
+
+/// A required attribute: a string within the bounds the service keeps.
+fn attribute() -> ObjectBuilder {
+    string().max_length(Some(MAX_FIELD_LEN)).pattern(Some(TEXT))
+}
+
+/// Attributes that may be left out (or `null`): strings within the same
+/// bounds, when given.
+fn optional_attributes(mut event: ObjectBuilder, names: &[&str]) -> ObjectBuilder {
+    for name in names {
+        let text = nullable_string().max_length(Some(MAX_FIELD_LEN)).pattern(Some(NO_CONTROL_CHARACTERS));
+        event = event.property(*name, text);
+    }
+    event
+}
+
+/// `data` (anything), and extension attributes as CloudEvents defines them
+/// (`domain::cloud_event`): names of lower-case letters and digits, values
+/// a string (at most 1024 characters, no control characters), a number, a
+/// boolean or `null`.
+fn extensions(event: ObjectBuilder) -> ObjectBuilder {
+    let any = || ObjectBuilder::new().schema_type(SchemaType::AnyValue);
+    let scalar = ObjectBuilder::new()
+        .schema_type([Type::String, Type::Number, Type::Boolean, Type::Null].into_iter().collect::<SchemaType>())
+        .max_length(Some(MAX_FIELD_LEN))
+        .pattern(Some(NO_CONTROL_CHARACTERS));
+    event
+        .property("data", any())
+        .property("data_base64", any())
+        .property_names(Some(string().pattern(Some("^([a-z0-9]+|data_base64)$"))))
+        .additional_properties(Some(scalar))
 }
 
 /// An app publishes an event about one of its instances. Needs an Altinn

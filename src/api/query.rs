@@ -8,22 +8,24 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::OneOfBuilder;
-use utoipa::openapi::{RefOr, Schema};
+use utoipa::openapi::{RefOr, Required, Schema};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, OptionalJsonBody};
-use super::paging::{CloudEvent, NextQuery, PageParams, next_link, page_response, start};
+use super::paging::{CloudEvent, NextQuery, PageParams, next_link, page_response, size_param, start, wait_param};
 use super::routes::{APP_OWNER, APP_PARTY, EVENTS, PARTY};
-use super::schema::{date_time, integer, param, repeated, string};
+use super::schema::{
+    add_rules, any_of_required, array, date_time, dev, integer, one_of_required, param, repeated, string,
+};
 use super::state::AppState;
 use crate::authz::{Action, Caller};
-use crate::domain::query::{PartyRule, RawParams, app_query, generic_query};
+use crate::domain::query::{MAX_LIST_VALUES, MAX_VALUE_LEN, PartyRule, RawParams, app_query, generic_query};
 use crate::domain::{FeedId, Filters, Principal};
 use crate::read::{FeedQuery, Page, Paging};
 
@@ -32,20 +34,31 @@ const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
 pub const SCOPE_INSTANCES_READ: &str = "altinn:serviceowner/instances.read";
 pub const SCOPE_SERVICE_OWNER: &str = "altinn:serviceowner";
 const PERSON_HEADER: &str = "person";
+/// An organisation number, as `domain::query` takes it.
+const UNIT_PATTERN: &str = "^[0-9]{9}$";
+/// A national identity number, as `domain::query` takes it.
+const PERSON_PATTERN: &str = "^[0-9]{11}$";
+/// A resource of `GET /events`, as `domain::query` takes it.
+const RESOURCE_PATTERN: &str = "^urn:altinn:resource:";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 
 /// The feed reads, with their operations.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let mut routes = OpenApiRouter::new()
         .routes(routes!(generic))
         .routes(routes!(app_owner))
         .routes(routes!(app_party))
-        .routes(routes!(party_post))
+        .routes(routes!(party_post));
+    // What `app_query` requires of a party query's body (and of a query
+    // string, which OpenAPI cannot say: the parameters' descriptions do).
+    let rules = [any_of_required(&["after", "from"]), one_of_required(&["party", "unit", "person"])];
+    add_rules(routes.get_openapi_mut(), "PartyQueryBody", rules);
+    routes
 }
 
-/// The filters of the app event queries and whose events they are (the
-/// `person` header goes beside them), as `domain::query::app_query` parses
-/// them.
+/// The filters of the app event queries and whose events they are (at
+/// most one of `party`, `unit` and the `person` header), as
+/// `domain::query::app_query` parses them.
 struct AppEventParams;
 
 impl IntoParams for AppEventParams {
@@ -55,12 +68,76 @@ impl IntoParams for AppEventParams {
                 ParameterIn::Query,
                 "from",
                 date_time(),
-                "Events at or after this time (with timezone). `from` or `after` is\nrequired.",
-            ),
-            param(ParameterIn::Query, "to", date_time(), "Events at or before this time (with timezone)."),
-            repeated("type", string(), "Event types to include (repeat for several)."),
-            param(ParameterIn::Query, "party", integer(), "A party id."),
-            param(ParameterIn::Query, "unit", string().pattern(Some("^[0-9]{9}$")), "An organisation number."),
+                "Events at or after this time (with timezone; years 0000-9999 in UTC). `from` or `after` \
+                 is required.",
+            )
+            .build(),
+            param(ParameterIn::Query, "to", date_time(), "Events at or before this time (with timezone).").build(),
+            repeated("type", "Event types to include (repeat for several; `%` and `_` as in SQL `LIKE`).").build(),
+            param(ParameterIn::Query, "party", integer().minimum(Some(0)), "A party id.")
+                .example(Some(json!(dev::PARTY)))
+                .build(),
+            param(ParameterIn::Query, "unit", string().pattern(Some(UNIT_PATTERN)), "An organisation number.").build(),
+            param(
+                ParameterIn::Header,
+                PERSON_HEADER,
+                string().pattern(Some(PERSON_PATTERN)),
+                "A national identity number (a header, so it stays out of URLs).",
+            )
+            .build(),
+        ]
+    }
+}
+
+/// `source` of `GET /app/party`.
+struct SourceParam;
+
+impl IntoParams for SourceParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![repeated("source", "Sources to include (repeat for several; `%` and `_` as in SQL `LIKE`).").build()]
+    }
+}
+
+/// The parameters of `GET /events`, as `domain::query::generic_query`
+/// parses them (at most one of `subject` and the alternative subject).
+struct GenericParams;
+
+impl IntoParams for GenericParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let field = || string().max_length(Some(MAX_VALUE_LEN));
+        vec![
+            param(
+                ParameterIn::Query,
+                "resource",
+                field().pattern(Some(RESOURCE_PATTERN)),
+                "The resource: `urn:altinn:resource:...`.",
+            )
+            .required(Required::True)
+            .example(Some(json!(dev::RESOURCE)))
+            .build(),
+            param(
+                ParameterIn::Query,
+                "after",
+                string().pattern(Some("\\S")),
+                "Where to continue: `0` for the beginning, a cursor from `next` (`c1.…`), or an event id. \
+                 Required here (Altinn's rule).",
+            )
+            .required(Required::True)
+            .example(Some(json!("0")))
+            .build(),
+            param(ParameterIn::Query, "subject", field(), "Only events with this subject.").build(),
+            param(ParameterIn::Query, "alternativeSubject", field(), "Only events with this alternative subject.")
+                .build(),
+            param(
+                ParameterIn::Header,
+                "Altinn-AlternativeSubject",
+                field(),
+                "The same as the parameter (Altinn's header; it wins over the parameter).",
+            )
+            .build(),
+            repeated("type", "Event types to include (repeat for several; `%` and `_` as in SQL `LIKE`).").build(),
+            size_param(None).build(),
+            wait_param().build(),
         ]
     }
 }
@@ -78,7 +155,6 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
         ("org" = String, Path, example = "ttd", description = "The app owner's org code."),
         ("app" = String, Path, example = "apps-test", description = "The app's name."),
         AppEventParams,
-        ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
         PageParams,
     ),
     responses(
@@ -172,8 +248,7 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
     description = "One of `party`, `unit` and (header) `person` is required.",
     params(
         AppEventParams,
-        ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
-        ("source" = Option<Vec<String>>, Query, style = Form, explode, description = "Sources to include (an app's URL prefix)."),
+        SourceParam,
         PageParams,
     ),
     responses(
@@ -201,25 +276,35 @@ pub async fn app_party(
 /// `GET /app/party`, with identity numbers out of the URL. Other fields are
 /// refused.
 #[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(default, deny_unknown_fields)]
-#[schema(as = PartyQueryBody)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PartyQueryBody, examples(json!({"person": dev::PERSON, "after": "0", "size": 10})))]
 struct PartyBody {
-    /// A party id: a number, or a string of digits.
+    /// A party id: a number, or a string of digits. Exactly one of
+    /// `party`, `unit` and `person` (`null` or blank counts as none).
     #[schema(schema_with = party_id)]
     party: Option<Value>,
     /// An organisation number.
-    #[schema(pattern = "^[0-9]{9}$")]
+    #[schema(nullable = false, pattern = "^[0-9]{9}$")]
     unit: Option<String>,
     /// A national identity number.
-    #[schema(pattern = "^[0-9]{11}$")]
+    #[schema(nullable = false, pattern = "^[0-9]{11}$")]
     person: Option<String>,
+    /// Where to continue: `0`, a cursor from `next`, or an event id. `after`
+    /// or `from` is required.
+    #[schema(nullable = false, pattern = "\\S")]
     after: Option<String>,
-    #[schema(format = DateTime)]
+    /// Events at or after this time (with timezone; years 0000-9999 in UTC).
+    #[schema(nullable = false, format = DateTime)]
     from: Option<String>,
     #[schema(format = DateTime)]
     to: Option<String>,
+    /// Sources to include (`%` and `_` as in SQL `LIKE`).
+    #[serde(default)]
+    #[schema(schema_with = bounded_list)]
     source: Vec<String>,
-    #[serde(rename = "type")]
+    /// Event types to include (`%` and `_` as in SQL `LIKE`).
+    #[serde(rename = "type", default)]
+    #[schema(schema_with = bounded_list)]
     types: Vec<String>,
     #[schema(value_type = Option<i64>, minimum = 1)]
     size: Option<Value>,
@@ -231,10 +316,14 @@ struct PartyBody {
 fn party_id() -> RefOr<Schema> {
     OneOfBuilder::new()
         .item(integer().minimum(Some(0)))
-        .item(string().description(Some("Digits only.")))
-        .item(utoipa::openapi::schema::ObjectBuilder::new().schema_type(utoipa::openapi::schema::Type::Null))
+        .item(string().pattern(Some("^[0-9]+$")).description(Some("Digits only.")))
         .description(Some("A party id: a number, or a string of digits."))
         .into()
+}
+
+/// `source` or `type` of the body, with the bounds `domain::query` keeps.
+fn bounded_list() -> RefOr<Schema> {
+    array(string().max_length(Some(MAX_VALUE_LEN))).max_items(Some(MAX_LIST_VALUES)).into()
 }
 
 fn scalar(v: Option<Value>) -> Option<String> {
@@ -306,14 +395,7 @@ pub async fn party_post(
     summary = "A resource's generic events",
     description = "Scope `altinn:events.subscribe`; each event is shown only if the PDP permits `subscribe` on it.",
     params(
-        ("resource" = String, Query, description = "The resource: `urn:altinn:resource:...`."),
-        ("after" = String, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or an event id. Required here (Altinn's rule)."),
-        ("subject" = Option<String>, Query, description = "Only events with this subject."),
-        ("alternativeSubject" = Option<String>, Query, description = "Only events with this alternative subject."),
-        ("Altinn-AlternativeSubject" = Option<String>, Header, description = "The same as the parameter (Altinn's header)."),
-        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event types to include."),
-        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
-        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+        GenericParams,
     ),
     responses(
         (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),

@@ -3,18 +3,16 @@
 //! ours: `POST .../{id}/validate`, `POST .../{id}/secret/rotate`,
 //! `POST .../{id}/enable`, `POST .../{id}/replay`,
 //! `GET .../{id}/deliveries`. The subscriptions use case does the work
-//! (and tells the deliverers). The bodies they take and answer are the
-//! types below: the JSON Altinn's clients know (camelCase, nulls left out
-//! where Altinn leaves them out, an integer `id`), made from the domain's
-//! subscription and its delivery state. [`routes`] registers the handlers
-//! with their operations in the document.
+//! (and tells the deliverers); the bodies the handlers take and answer are
+//! in `bodies.rs`. [`routes`] registers the handlers with their operations
+//! in the document.
+
+mod bodies;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,16 +23,18 @@ use super::routes::{
     SUBSCRIPTION, SUBSCRIPTION_DELIVERIES, SUBSCRIPTION_ENABLE, SUBSCRIPTION_LOCATION, SUBSCRIPTION_REPLAY,
     SUBSCRIPTION_ROTATE, SUBSCRIPTION_VALIDATE, SUBSCRIPTIONS,
 };
+use super::schema::{add_rules, any_of_required, one_of_required};
 use super::state::AppState;
 use crate::domain::Principal;
-use crate::domain::query::{After, parse_time};
-use crate::domain::subscription::{
-    self as domain, DeliveryState, DeliveryStatus, Subscription, SubscriptionFilters, ValidationStatus,
+use crate::domain::subscription::Subscription;
+use bodies::{
+    DeliveryAttempt, DeliveryList, ReplayRequest, SubscriptionBody, SubscriptionList, SubscriptionView,
+    SubscriptionWithSecret,
 };
 
 /// The subscription endpoints, with their operations.
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let mut routes = OpenApiRouter::new()
         .routes(routes!(create, list))
         .routes(routes!(get, delete))
         .routes(routes!(get_singular, delete_singular))
@@ -42,233 +42,38 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(rotate_secret))
         .routes(routes!(enable))
         .routes(routes!(replay))
-        .routes(routes!(deliveries))
+        .routes(routes!(deliveries));
+    let doc = routes.get_openapi_mut();
+    link_ids(doc);
+    // What the creation rules and `ReplayRequest::parse` require, beyond
+    // each member's own form.
+    add_rules(doc, "SubscriptionRequest", [any_of_required(&["resourceFilter", "sourceFilter"])]);
+    add_rules(doc, "ReplayRequest", [one_of_required(&["after", "from"])]);
+    routes
 }
 
-/// `POST /events/api/v1/subscriptions`, as Altinn's clients send it.
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", default)]
-#[schema(as = SubscriptionRequest)]
-struct SubscriptionBody {
-    /// Where the events are pushed: an absolute `https` URL (in dev mode
-    /// also `http`). `endpoint` is accepted too.
-    #[serde(alias = "endpoint")]
-    #[schema(example = "https://example.com/events")]
-    end_point: Option<String>,
-    source_filter: Option<String>,
-    resource_filter: Option<String>,
-    subject_filter: Option<String>,
-    alternative_subject_filter: Option<String>,
-    type_filter: Option<String>,
-    include_subunits: bool,
-}
-
-impl From<SubscriptionBody> for domain::SubscriptionRequest {
-    fn from(b: SubscriptionBody) -> Self {
-        Self {
-            end_point: b.end_point,
-            source_filter: b.source_filter,
-            resource_filter: b.resource_filter,
-            subject_filter: b.subject_filter,
-            alternative_subject_filter: b.alternative_subject_filter,
-            type_filter: b.type_filter,
-            include_subunits: b.include_subunits,
-        }
-    }
-}
-
-/// What a subscription follows: its filters, after the creation rules.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-#[schema(as = SubscriptionFilters)]
-struct FiltersView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    source_filter: Option<String>,
-    resource_filter: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    subject_filter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    alternative_subject_filter: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    type_filter: Option<String>,
-    include_subunits: bool,
-}
-
-impl From<&SubscriptionFilters> for FiltersView {
-    fn from(f: &SubscriptionFilters) -> Self {
-        Self {
-            source_filter: f.source_filter.clone(),
-            resource_filter: f.resource_filter.clone(),
-            subject_filter: f.subject_filter.clone(),
-            alternative_subject_filter: f.alternative_subject_filter.clone(),
-            type_filter: f.type_filter.clone(),
-            include_subunits: f.include_subunits,
-        }
-    }
-}
-
-/// A subscription as its owner sees it (`GET /subscriptions/{id}`).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct SubscriptionView {
-    id: u64,
-    end_point: String,
-    #[serde(flatten)]
-    filters: FiltersView,
-    consumer: String,
-    created_by: String,
-    created: String,
-    validated: bool,
-    /// Ours: `validating` or (validation) `failing` until validated; then
-    /// how delivery stands: `active`, `failing`, `disabled`.
-    #[schema(value_type = String, pattern = "^(validating|failing|active|disabled)$")]
-    status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    last_error: Option<String>,
-    /// Ours: the checkpoint (a cursor of the feed), the oldest event not
-    /// delivered yet, failures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    delivery: Option<DeliveryView>,
-}
-
-impl SubscriptionView {
-    /// The view of `subscription` before its delivery is looked up: how
-    /// validation of its endpoint stands.
-    fn of(subscription: &Subscription) -> Self {
-        let validation = &subscription.validation;
-        Self {
-            id: subscription.id,
-            end_point: subscription.end_point.clone(),
-            filters: (&subscription.filters).into(),
-            consumer: subscription.consumer.clone(),
-            created_by: subscription.created_by.clone(),
-            created: subscription.created.clone(),
-            validated: validation.status == ValidationStatus::Active,
-            status: match validation.status {
-                ValidationStatus::Validating => "validating",
-                ValidationStatus::Active => "active",
-                ValidationStatus::Failing => "failing",
-            },
-            last_error: validation.last_error.clone(),
-            delivery: None,
-        }
-    }
-
-    /// The view with how delivery stands: its status and last error (once
-    /// validated), the checkpoint (a cursor of the feed) and the time of the
-    /// oldest event it has yet to deliver.
-    fn with_delivery(subscription: &Subscription, delivery: &DeliveryState, checkpoint: String) -> Self {
-        let mut view = Self::of(subscription);
-        if view.validated {
-            view.status = match delivery.status {
-                DeliveryStatus::Active => "active",
-                DeliveryStatus::Failing => "failing",
-                DeliveryStatus::Disabled => "disabled",
-            };
-            view.last_error = delivery.last_error.clone();
-        }
-        view.delivery = Some(DeliveryView {
-            checkpoint,
-            oldest_pending: delivery.oldest_pending.clone(),
-            failures: delivery.failures,
-            next_retry: delivery.next_retry_ms.and_then(|ms| {
-                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                    .ok()
-                    .map(crate::domain::cloud_event::format_time)
-            }),
-        });
-        view
-    }
-}
-
-/// How far delivery of a subscription has come, as its owner sees it.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct DeliveryView {
-    /// A cursor of the feed: everything before it is delivered (or was not
-    /// permitted). `replay` takes it as `after`.
-    checkpoint: String,
-    /// The `time` of the oldest event not delivered yet (it is being pushed
-    /// or retried), or null when delivery had caught up; only events the
-    /// consumer is permitted count. Stored at most `delivery.flush_ms`
-    /// apart, so it may lag a second behind.
-    oldest_pending: Option<String>,
-    /// Failed attempts of the event at the checkpoint.
-    failures: u32,
-    /// When the next attempt is due, or null.
-    next_retry: Option<String>,
-}
-
-/// A subscription as created or rotated: the view and, once, its secret.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct SubscriptionWithSecret {
-    #[serde(flatten)]
-    subscription: SubscriptionView,
-    /// The Standard Webhooks signing secret (`whsec_...`). Shown only here.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-}
-
-/// `GET /subscriptions`.
-#[derive(Serialize, ToSchema)]
-struct SubscriptionList {
-    count: usize,
-    subscriptions: Vec<SubscriptionView>,
-}
-
-/// One push attempt, for the owner to see.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-struct DeliveryAttempt {
-    time: String,
-    event_id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    latency_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-impl From<&domain::DeliveryAttempt> for DeliveryAttempt {
-    fn from(a: &domain::DeliveryAttempt) -> Self {
-        Self {
-            time: a.time.clone(),
-            event_id: a.event_id.clone(),
-            status: a.status,
-            latency_ms: a.latency_ms,
-            error: a.error.clone(),
-        }
-    }
-}
-
-/// `GET /subscriptions/{id}/deliveries`: recent push attempts, newest first.
-#[derive(Serialize, ToSchema)]
-struct DeliveryList {
-    count: usize,
-    deliveries: Vec<DeliveryAttempt>,
-}
-
-/// `POST .../subscriptions/{id}/replay`: where delivery continues, as a
-/// feed read would start (`after`: `0`, a cursor of the subscription's feed
-/// or an event id; or `from`: a time with offset).
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ReplayRequest {
-    after: Option<String>,
-    from: Option<String>,
-}
-
-impl ReplayRequest {
-    /// `after` and `from` checked: exactly one of them.
-    fn parse(&self) -> Result<(Option<After>, Option<String>), String> {
-        let after = self.after.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        let from = parse_time(self.from.as_deref().map(str::trim).filter(|s| !s.is_empty()), "from")?;
-        match (after, from) {
-            (Some(after), None) => Ok((Some(After::parse(after)), None)),
-            (None, Some(from)) => Ok((None, Some(from))),
-            _ => Err("Give either 'after' (0, a cursor or an event id) or 'from' (a time with timezone).".into()),
-        }
+/// OpenAPI links that hand the `id` of a subscription just created to every
+/// operation on one: a client (and the contract fuzzer) follows them with
+/// real ids.
+fn link_ids(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::Link;
+    const ON_ONE: [&str; 9] = [
+        "getSubscription",
+        "getSubscriptionAtLocation",
+        "validateSubscription",
+        "rotateSubscriptionSecret",
+        "enableSubscription",
+        "replaySubscription",
+        "listDeliveries",
+        "deleteSubscription",
+        "deleteSubscriptionAtLocation",
+    ];
+    let created = doc.paths.paths.get_mut(SUBSCRIPTIONS).and_then(|item| item.post.as_mut());
+    let Some(RefOr::T(response)) = created.and_then(|op| op.responses.responses.get_mut("201")) else { return };
+    for target in ON_ONE {
+        let link = Link::builder().operation_id(target).parameter("id", "$response.body#/id").build();
+        response.links.insert(target.to_owned(), RefOr::T(link));
     }
 }
 
@@ -350,7 +155,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> Result
 #[utoipa::path(
     get, path = SUBSCRIPTION, tag = "Subscriptions", operation_id = "getSubscription",
     summary = "One subscription, with how its delivery stands",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     responses((status = 200, description = "The subscription.", body = SubscriptionView), (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -367,7 +172,7 @@ pub async fn get(
 #[utoipa::path(
     delete, path = SUBSCRIPTION, tag = "Subscriptions", operation_id = "deleteSubscription",
     summary = "Delete a subscription",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 2, description = "The subscription id.")),
     responses((status = 200, description = "Deleted; nothing more is pushed."), (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -385,7 +190,7 @@ pub async fn delete(
 #[utoipa::path(
     post, path = SUBSCRIPTION_VALIDATE, tag = "Subscriptions", operation_id = "validateSubscription",
     summary = "Run endpoint validation again",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     responses((status = 202, description = "Validation started.", body = SubscriptionView), (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -403,7 +208,7 @@ pub async fn validate(
 #[utoipa::path(
     post, path = SUBSCRIPTION_ENABLE, tag = "Subscriptions", operation_id = "enableSubscription",
     summary = "Resume a disabled subscription from its checkpoint",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     responses((status = 200, description = "Delivery resumes.", body = SubscriptionView), (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -422,7 +227,7 @@ pub async fn enable(
 #[utoipa::path(
     post, path = SUBSCRIPTION_REPLAY, tag = "Subscriptions", operation_id = "replaySubscription",
     summary = "Deliver again from a point of the feed",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     request_body(content = ReplayRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "Delivery continues from there.", body = SubscriptionView),
@@ -453,7 +258,7 @@ pub async fn replay(
 #[utoipa::path(
     get, path = SUBSCRIPTION_DELIVERIES, tag = "Subscriptions", operation_id = "listDeliveries",
     summary = "Recent push attempts, newest first",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     responses((status = 200, description = "The attempts.", body = DeliveryList), (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -472,7 +277,7 @@ pub async fn deliveries(
 #[utoipa::path(
     post, path = SUBSCRIPTION_ROTATE, tag = "Subscriptions", operation_id = "rotateSubscriptionSecret",
     summary = "A new signing secret; the old one signs too for 24 hours",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     responses((status = 200, description = "The subscription and its new secret (shown only here).", body = SubscriptionWithSecret), (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json")),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -492,7 +297,7 @@ pub async fn rotate_secret(
 #[utoipa::path(
     get, path = SUBSCRIPTION_LOCATION, tag = "Subscriptions", operation_id = "getSubscriptionAtLocation",
     summary = "One subscription, where `Location` points (Altinn's singular path)",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 1, description = "The subscription id.")),
     responses(
         (status = 200, description = "The subscription.", body = SubscriptionView),
         (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json"),
@@ -510,7 +315,7 @@ pub async fn get_singular(
 #[utoipa::path(
     delete, path = SUBSCRIPTION_LOCATION, tag = "Subscriptions", operation_id = "deleteSubscriptionAtLocation",
     summary = "Delete a subscription, where `Location` points (Altinn's singular path)",
-    params(("id" = i64, Path, description = "The subscription id.")),
+    params(("id" = u64, Path, example = 3, description = "The subscription id.")),
     responses(
         (status = 200, description = "Deleted; nothing more is pushed."),
         (status = 404, description = "No subscription with that id.", body = Problem, content_type = "application/problem+json"), (status = 403, description = "The subscription is another consumer's.", body = Problem, content_type = "application/problem+json"),
