@@ -279,7 +279,7 @@ MUTATIONS = {
     # Issue 14: Altinn's clients work unchanged.
     "routes-exact-only": (
         "src/api/server.rs",
-        "super::canonicalize(&mut req);",
+        "super::routes::canonicalize(&mut req);",
         "",
         "test(routes_take_a_trailing_slash_and_any_case)",
     ),
@@ -424,7 +424,7 @@ MUTATIONS = {
     ),
     "no-health-alias": (
         "src/api/health.rs",
-        "        .route(super::routes::HEALTH, get(health))",
+        "        .routes(routes!(health))",
         "",
         "test(health_answers_like_live)",
     ),

@@ -68,12 +68,15 @@ pub enum ApiError {
     Internal(#[source] BoxError),
 }
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An RFC 9457 problem document: every error this service answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem<'a> {
+    /// A stable URI per kind of problem.
     #[serde(rename = "type")]
     kind: &'a str,
     title: &'a str,
     status: u16,
+    /// Altinn's text for 4xx; at most the failing dependency for 5xx.
     #[serde(skip_serializing_if = "Option::is_none")]
     detail: Option<&'a str>,
 }

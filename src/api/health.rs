@@ -1,44 +1,90 @@
-//! Kubernetes probes and Prometheus metrics.
+//! Kubernetes probes and Prometheus metrics. [`routes`] registers them with
+//! their operations in the document; the `deliver` role serves them too.
 
-use axum::Router;
+use std::collections::BTreeMap;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::error::PROBLEM_JSON;
+use super::routes::{DEPENDENCIES, HEALTH, LIVE, METRICS, READY};
 use super::state::AppState;
 use crate::telemetry::{self, error_chain};
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(super::routes::HEALTH, get(health))
-        .route(super::routes::LIVE, get(live))
-        .route(super::routes::READY, get(ready))
-        .route(super::routes::DEPENDENCIES, get(dependencies))
-        .route(super::routes::METRICS, get(metrics))
+/// The probes and metrics, with their operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(dependencies))
+        .routes(routes!(metrics))
+}
+
+/// `/health`, `/health/live`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Live {
+    #[schema(example = "live")]
+    status: &'static str,
+}
+
+/// `/health/ready` when ready.
+#[derive(Serialize, ToSchema)]
+struct Ready {
+    #[schema(example = "ready")]
+    status: &'static str,
+}
+
+/// Each dependency: `ok` or `unavailable`.
+type Checks = BTreeMap<&'static str, &'static str>;
+
+/// `/health/dependencies` when every dependency answers.
+#[derive(Serialize, ToSchema)]
+struct Dependencies {
+    #[schema(example = "ok")]
+    status: &'static str,
+    /// Each dependency: `ok` or `unavailable`.
+    #[schema(value_type = BTreeMap<String, String>)]
+    checks: Checks,
+}
+
+/// `/health/ready` or `/health/dependencies` when not: a problem naming
+/// what it waits for (`checks`: each dependency, `ok` or `unavailable`).
+#[derive(Serialize, ToSchema)]
+pub(super) struct NotReady<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    #[schema(value_type = BTreeMap<String, String>)]
+    checks: Checks,
 }
 
 /// The process is up and serving (`/health/live`, and `/health`, Altinn's
 /// probe path). Checks nothing else, so a slow dependency never gets a pod
 /// restarted.
 #[utoipa::path(
-    get, path = "/health", tag = "Health", operation_id = "health",
+    get, path = HEALTH, tag = "Health", operation_id = "health",
     summary = "Alive (Altinn's health path)",
-    responses((status = 200, description = "The process serves requests.", body = crate::api::openapi::Live)),
+    responses((status = 200, description = "The process serves requests.", body = Live)),
 )]
 pub(super) async fn health() -> impl IntoResponse {
     live().await
 }
 
 #[utoipa::path(
-    get, path = "/health/live", tag = "Health", operation_id = "live",
+    get, path = LIVE, tag = "Health", operation_id = "live",
     summary = "Liveness probe",
-    responses((status = 200, description = "The process serves requests.", body = crate::api::openapi::Live)),
+    responses((status = 200, description = "The process serves requests.", body = Live)),
 )]
 pub(super) async fn live() -> impl IntoResponse {
-    axum::Json(json!({"status": "live"}))
+    axum::Json(Live { status: "live" })
 }
 
 /// Ready: started (Cosmos DB was reached once; until then the start-up
@@ -50,35 +96,33 @@ pub(super) async fn live() -> impl IntoResponse {
 /// that need a failing dependency answer the service's own 503 instead, and
 /// `/health/dependencies`, metrics and alerts say which one fails.
 #[utoipa::path(
-    get, path = "/health/ready", tag = "Health", operation_id = "ready",
+    get, path = READY, tag = "Health", operation_id = "ready",
     summary = "Readiness probe",
     responses(
-        (status = 200, description = "Ready: started. Dependencies are not called (see /health/dependencies).", body = crate::api::openapi::Ready),
-        (status = 503, description = "Starting: Cosmos DB not reached yet.", body = crate::api::openapi::NotReady, content_type = "application/problem+json"),
+        (status = 200, description = "Ready: started. Dependencies are not called (see /health/dependencies).", body = Ready),
+        (status = 503, description = "Starting: Cosmos DB not reached yet.", body = NotReady, content_type = "application/problem+json"),
     ),
 )]
 pub(super) async fn ready() -> Response {
-    axum::Json(json!({"status": "ready"})).into_response()
+    axum::Json(Ready { status: "ready" }).into_response()
 }
 
 /// Cosmos DB and the PDP, each called now. For operators and dashboards,
 /// not for probes; sets `dependency_up{dependency}`.
 #[utoipa::path(
-    get, path = "/health/dependencies", tag = "Health", operation_id = "dependencies",
+    get, path = DEPENDENCIES, tag = "Health", operation_id = "dependencies",
     summary = "Whether Cosmos DB and the PDP answer now (diagnostics; not a probe)",
     responses(
-        (status = 200, description = "Both answer.", body = crate::api::openapi::Dependencies),
-        (status = 503, description = "One or both do not; `checks` names them.", body = crate::api::openapi::NotReady, content_type = "application/problem+json"),
+        (status = 200, description = "Both answer.", body = Dependencies),
+        (status = 503, description = "One or both do not; `checks` names them.", body = NotReady, content_type = "application/problem+json"),
     ),
 )]
 pub(super) async fn dependencies(State(state): State<AppState>) -> Response {
     let failed = check_dependencies(&state.feeds, &state.pdp).await;
-    let checks: serde_json::Map<_, _> = ["cosmos", "pdp"]
-        .iter()
-        .map(|d| (d.to_string(), json!(if failed.contains(d) { "unavailable" } else { "ok" })))
-        .collect();
+    let checks: Checks =
+        ["cosmos", "pdp"].into_iter().map(|d| (d, if failed.contains(&d) { "unavailable" } else { "ok" })).collect();
     if failed.is_empty() {
-        return axum::Json(json!({"status": "ok", "checks": checks})).into_response();
+        return axum::Json(Dependencies { status: "ok", checks }).into_response();
     }
     problem_with_checks(
         "https://altinn.no/events/problems/dependency-unavailable",
@@ -113,28 +157,20 @@ pub async fn check_dependencies(feeds: &crate::feeds::FeedStore, pdp: &crate::au
     failed
 }
 
-pub(super) fn not_ready(detail: String, checks: serde_json::Map<String, serde_json::Value>) -> Response {
+pub(super) fn not_ready(detail: String, waiting: &[&'static str]) -> Response {
+    let checks = waiting.iter().map(|d| (*d, "unavailable")).collect();
     problem_with_checks("https://altinn.no/events/problems/not-ready", "Not ready", detail, checks)
 }
 
-fn problem_with_checks(
-    kind: &str,
-    title: &str,
-    detail: String,
-    checks: serde_json::Map<String, serde_json::Value>,
-) -> Response {
-    let body = json!({
-        "type": kind,
-        "title": title,
-        "status": 503,
-        "detail": detail,
-        "checks": checks,
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, PROBLEM_JSON)], body.to_string()).into_response()
+fn problem_with_checks(kind: &str, title: &str, detail: String, checks: Checks) -> Response {
+    let body = NotReady { kind, title, status: 503, detail, checks };
+    let mut resp = (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response();
+    resp.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(PROBLEM_JSON));
+    resp
 }
 
 #[utoipa::path(
-    get, path = "/metrics", tag = "Health", operation_id = "metrics",
+    get, path = METRICS, tag = "Health", operation_id = "metrics",
     summary = "Prometheus metrics",
     responses((status = 200, description = "The Prometheus text format.", body = String, content_type = "text/plain")),
 )]

@@ -5,17 +5,23 @@
 //! - `POST /events/instanceeventsforinstance/{partyId}/{instanceGuid}`: anyone
 //!   holding that key (header `Altinn-Instance-Access-Key`) reads the
 //!   instance's events, paged like the other feeds.
+//!
+//! [`routes`] registers the handlers with their operations in the document.
 
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::ApiPath;
-use super::query;
+use super::paging::{CloudEvent, NextQuery, PageParams, next_link, page_response, start};
+use super::routes::{ACCESS_KEY, INSTANCE_EVENTS};
 use super::state::AppState;
 use crate::auth::instance_key::KeyError;
 use crate::domain::cloud_event::instance_id;
@@ -25,19 +31,35 @@ use crate::read::{FeedQuery, Paging};
 
 pub const KEY_HEADER: &str = "altinn-instance-access-key";
 
+/// Issuing keys and reading with them, with their operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(issue_key)).routes(routes!(read_with_key))
+}
+
+/// An instance access key (`POST .../accesskey`).
+#[derive(Serialize, ToSchema)]
+pub struct InstanceAccessKey {
+    /// Send it as `Altinn-Instance-Access-Key`.
+    pub key: String,
+    /// `{partyId}/{instanceGuid}`.
+    pub instance: String,
+    pub expires: String,
+}
+
 /// The app owner obtains a key for one of its app's instances.
 #[utoipa::path(
-    post, path = "/events/api/v1/app/{org}/{app}/instances/{party}/{guid}/accesskey", tag = "Instances", operation_id = "issueInstanceAccessKey",
+    post, path = ACCESS_KEY, tag = "Instances", operation_id = "issueInstanceAccessKey",
     summary = "The app owner issues an access key for one instance",
     params(
-        ("org" = String, Path, example = "ttd"), ("app" = String, Path, example = "apps-test"),
-        ("party" = String, Path, example = "50002108", description = "The instance's party id."),
-        ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
+        ("org" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", example = "ttd", description = "The app owner's org code."),
+        ("app" = String, Path, pattern = "^[A-Za-z0-9_-]{1,64}$", example = "apps-test", description = "The app's name."),
+        ("party" = String, Path, pattern = "^[0-9]{1,19}$", example = "50002108", description = "The instance's party id."),
+        ("guid" = String, Path, pattern = "^[0-9A-Fa-f-]{1,64}$", example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
     ),
     responses(
-        (status = 201, description = "The key, for `Altinn-Instance-Access-Key`.", body = crate::api::openapi::InstanceAccessKey),
-        (status = 400, description = "The instance id is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not this app's owner, or the token lacks the app's scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 201, description = "The key, for `Altinn-Instance-Access-Key`.", body = InstanceAccessKey),
+        (status = 400, description = "The instance id is not valid.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not this app's owner, or the token lacks the app's scope.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -61,7 +83,7 @@ pub async fn issue_key(
     let expires = time::OffsetDateTime::from_unix_timestamp(expires as i64)
         .map(crate::domain::cloud_event::format_time)
         .unwrap_or_default();
-    Ok((StatusCode::CREATED, axum::Json(json!({"key": key, "instance": instance, "expires": expires}))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(InstanceAccessKey { key, instance, expires })).into_response())
 }
 
 const DENIED: &str = "The instance access key is missing, expired or not valid for this instance.";
@@ -118,18 +140,18 @@ fn rate_key(ip: IpAddr) -> String {
 /// client's budget; only a verified key spends the instance's, so wrong
 /// keys cannot lock out the key's holder.
 #[utoipa::path(
-    post, path = "/events/instanceeventsforinstance/{party}/{guid}", tag = "Instances", operation_id = "getInstanceEvents",
+    post, path = INSTANCE_EVENTS, tag = "Instances", operation_id = "getInstanceEvents",
     summary = "The events of one instance, for whoever holds its access key",
     params(
-        ("party" = String, Path, example = "50002108", description = "The instance's party id."),
-        ("guid" = String, Path, example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid."),
-        crate::api::openapi::PageParams,
+        ("party" = String, Path, pattern = "^[0-9]{1,19}$", example = "50002108", description = "The instance's party id (the key's)."),
+        ("guid" = String, Path, pattern = "^[0-9A-Fa-f-]{1,64}$", example = "3f2b7e5c-7c40-4c1a-9f2a-7b6f9f4f2a11", description = "The instance guid (the key's)."),
+        PageParams,
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "The key is missing, expired or not for this instance (one answer for all).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many requests from this client or for this instance.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The key is missing, expired or not for this instance (one answer for all).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this client or for this instance.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
     ),
     security(("instanceAccessKey" = [])),
 )]
@@ -165,7 +187,7 @@ pub async fn read_with_key(
     let feed = FeedId::Subject(format!("/party/{party}"));
     let holder = format!("instance:{instance}");
     let after = raw.after.as_deref().map(After::parse).unwrap_or(After::Beginning);
-    let paging = Paging { start: query::start(&state, &feed, Some(after), None)?, size, wait };
+    let paging = Paging { start: start(&state, &feed, Some(after), None)?, size, wait };
     let q = FeedQuery {
         feed: feed.clone(),
         // Only the issuing app's events of that instance.
@@ -182,8 +204,8 @@ pub async fn read_with_key(
         shared: false,
     };
     let page = state.reader.read(q).await?;
-    let next = query::next_link(&state, &uri, query::NextQuery::Same, &feed, page.next, &[])?;
-    let mut resp = query::page_response(page, next, "application/json");
+    let next = next_link(&state, &uri, NextQuery::Same, &feed, page.next, &[])?;
+    let mut resp = page_response(page, next, "application/json");
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(resp)
 }

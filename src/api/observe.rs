@@ -13,10 +13,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
-use axum::http::Response;
+use axum::http::{HeaderName, Response};
 use axum::middleware::Next;
 use tower_http::request_id::RequestId;
 use tracing::Span;
+
+/// The request id header: kept when plain, made otherwise, echoed on the
+/// response, and in every log line of the request.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The method as a label: HTTP's methods by name, anything else `other`
 /// (a client may send any token as a method, of any length).
@@ -91,10 +95,8 @@ pub async fn plain_request_id(mut req: Request, next: Next) -> axum::response::R
         !b.is_empty() && b.len() <= 64 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
     };
     let headers = req.headers_mut();
-    if headers.get_all(super::REQUEST_ID).iter().count() > 1
-        || headers.get(super::REQUEST_ID).is_some_and(|v| !plain(v))
-    {
-        headers.remove(super::REQUEST_ID);
+    if headers.get_all(REQUEST_ID).iter().count() > 1 || headers.get(REQUEST_ID).is_some_and(|v| !plain(v)) {
+        headers.remove(REQUEST_ID);
     }
     next.run(req).await
 }

@@ -1,89 +1,145 @@
 //! Reading feeds over HTTP: `GET /app/{org}/{app}`, `GET /app/party`,
 //! `POST /party`, `GET /events`. Each handler checks who may ask, parses the
 //! parameters with Altinn's texts, hands a [`FeedQuery`] to the read use
-//! case, and answers the page with a `next` link.
+//! case, and answers the page with a `next` link (`api/paging.rs`).
+//! [`routes`] registers the handlers with their operations in the document.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, Uri};
+use axum::response::Response;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::schema::OneOfBuilder;
+use utoipa::openapi::{RefOr, Required, Schema};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{ApiPath, OptionalJsonBody};
+use super::paging::{CloudEvent, NextQuery, PageParams, next_link, page_response, size_param, start, wait_param};
+use super::routes::{APP_OWNER, APP_PARTY, EVENTS, PARTY};
+use super::schema::{
+    add_rules, any_of_required, array, date_time, dev, integer, one_of_required, param, repeated, string,
+};
 use super::state::AppState;
 use crate::authz::{Action, Caller};
-use crate::domain::query::{After, PartyRule, RawParams, app_query, generic_query};
+use crate::domain::query::{MAX_LIST_VALUES, MAX_VALUE_LEN, PartyRule, RawParams, app_query, generic_query};
 use crate::domain::{FeedId, Filters, Principal};
-use crate::read::{FeedQuery, Page, Paging, Start};
+use crate::read::{FeedQuery, Page, Paging};
 
 pub const SCOPE_SUBSCRIBE: &str = "altinn:events.subscribe";
 const APP_RESOURCE_PREFIX: &str = "urn:altinn:resource:app_";
 pub const SCOPE_INSTANCES_READ: &str = "altinn:serviceowner/instances.read";
 pub const SCOPE_SERVICE_OWNER: &str = "altinn:serviceowner";
 const PERSON_HEADER: &str = "person";
+/// An organisation number, as `domain::query` takes it.
+const UNIT_PATTERN: &str = "^[0-9]{9}$";
+/// A national identity number, as `domain::query` takes it.
+const PERSON_PATTERN: &str = "^[0-9]{11}$";
+/// A resource of `GET /events`, as `domain::query` takes it.
+const RESOURCE_PATTERN: &str = "^urn:altinn:resource:";
 const ALT_SUBJECT_HEADER: &str = "altinn-alternativesubject";
 
-/// What a `next` link keeps of the request's query string.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum NextQuery {
-    /// Every parameter, with `after` replaced.
-    Same,
-    /// Only `after` (the rest of the query is in the body).
-    CursorOnly,
+/// The feed reads, with their operations.
+pub fn routes() -> OpenApiRouter<AppState> {
+    let mut routes = OpenApiRouter::new()
+        .routes(routes!(generic))
+        .routes(routes!(app_owner))
+        .routes(routes!(app_party))
+        .routes(routes!(party_post));
+    // What `app_query` requires of a party query's body (and of a query
+    // string, which OpenAPI cannot say: the parameters' descriptions do).
+    let rules = [any_of_required(&["after", "from"]), one_of_required(&["party", "unit", "person"])];
+    add_rules(routes.get_openapi_mut(), "PartyQueryBody", rules);
+    routes
 }
 
-/// Where a read of `feed` starts: a cursor must be one this service sealed
-/// for this feed (anything else is a 400, not a guess).
-pub(crate) fn start(
-    state: &AppState,
-    feed: &FeedId,
-    after: Option<After>,
-    from: Option<String>,
-) -> Result<Start, ApiError> {
-    Start::new(after, from, |cursor| state.cursors.open(feed, cursor).ok()).ok_or_else(|| {
-        ApiError::BadRequest("The 'after' parameter is not a cursor this service issued for this query.".into())
-    })
+/// The filters of the app event queries and whose events they are (at
+/// most one of `party`, `unit` and the `person` header), as
+/// `domain::query::app_query` parses them.
+struct AppEventParams;
+
+impl IntoParams for AppEventParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![
+            param(
+                ParameterIn::Query,
+                "from",
+                date_time(),
+                "Events at or after this time (with timezone; years 0000-9999 in UTC). `from` or `after` \
+                 is required.",
+            )
+            .build(),
+            param(ParameterIn::Query, "to", date_time(), "Events at or before this time (with timezone).").build(),
+            repeated("type", "Event types to include (repeat for several; `%` and `_` as in SQL `LIKE`).").build(),
+            param(ParameterIn::Query, "party", integer().minimum(Some(0)), "A party id.")
+                .example(Some(json!(dev::PARTY)))
+                .build(),
+            param(ParameterIn::Query, "unit", string().pattern(Some(UNIT_PATTERN)), "An organisation number.").build(),
+            param(
+                ParameterIn::Header,
+                PERSON_HEADER,
+                string().pattern(Some(PERSON_PATTERN)),
+                "A national identity number (a header, so it stays out of URLs).",
+            )
+            .build(),
+        ]
+    }
 }
 
-/// The same request with `after` set to a cursor sealed for `position` in
-/// `feed`, as an absolute URL; `extra` parameters (what the request said in
-/// headers, so that following `next` alone continues the same query)
-/// replace any of the same name.
-pub(crate) fn next_link(
-    state: &AppState,
-    uri: &Uri,
-    keep: NextQuery,
-    feed: &FeedId,
-    position: u64,
-    extra: &[(&str, &str)],
-) -> Result<String, ApiError> {
-    let cursor = state.cursors.seal(feed, position).map_err(|e| ApiError::unavailable("cursor keys", e))?;
-    let base = state.config.platform_base().map(String::from).unwrap_or_default();
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    if keep == NextQuery::Same {
-        for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
-            let replaced = k.eq_ignore_ascii_case("after") || extra.iter().any(|(e, _)| k.eq_ignore_ascii_case(e));
-            if !replaced {
-                query.append_pair(&k, &v);
-            }
-        }
+/// `source` of `GET /app/party`.
+struct SourceParam;
+
+impl IntoParams for SourceParam {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![repeated("source", "Sources to include (repeat for several; `%` and `_` as in SQL `LIKE`).").build()]
     }
-    for (k, v) in extra {
-        query.append_pair(k, v);
-    }
-    query.append_pair("after", &cursor);
-    Ok(format!("{}{}?{}", base.trim_end_matches('/'), uri.path(), query.finish()))
 }
 
-/// A page as JSON with its `next` link.
-pub(crate) fn page_response(page: Page, next: String, content_type: &'static str) -> Response {
-    let mut resp = axum::Json(page.events).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Ok(v) = HeaderValue::from_str(&next) {
-        resp.headers_mut().insert("next", v);
+/// The parameters of `GET /events`, as `domain::query::generic_query`
+/// parses them (at most one of `subject` and the alternative subject).
+struct GenericParams;
+
+impl IntoParams for GenericParams {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let field = || string().max_length(Some(MAX_VALUE_LEN));
+        vec![
+            param(
+                ParameterIn::Query,
+                "resource",
+                field().pattern(Some(RESOURCE_PATTERN)),
+                "The resource: `urn:altinn:resource:...`.",
+            )
+            .required(Required::True)
+            .example(Some(json!(dev::RESOURCE)))
+            .build(),
+            param(
+                ParameterIn::Query,
+                "after",
+                string().pattern(Some("\\S")),
+                "Where to continue: `0` for the beginning, a cursor from `next` (`c1.…`), or an event id. \
+                 Required here (Altinn's rule).",
+            )
+            .required(Required::True)
+            .example(Some(json!("0")))
+            .build(),
+            param(ParameterIn::Query, "subject", field(), "Only events with this subject.").build(),
+            param(ParameterIn::Query, "alternativeSubject", field(), "Only events with this alternative subject.")
+                .build(),
+            param(
+                ParameterIn::Header,
+                "Altinn-AlternativeSubject",
+                field(),
+                "The same as the parameter (Altinn's header; it wins over the parameter).",
+            )
+            .build(),
+            repeated("type", "Event types to include (repeat for several; `%` and `_` as in SQL `LIKE`).").build(),
+            size_param(None).build(),
+            wait_param().build(),
+        ]
     }
-    resp
 }
 
 fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -92,22 +148,21 @@ fn header_str(headers: &HeaderMap, name: &str) -> Option<String> {
 
 /// `GET /events/api/v1/app/{org}/{app}`: the app owner's feed of its app.
 #[utoipa::path(
-    get, path = "/events/api/v1/app/{org}/{app}", tag = "Read", operation_id = "getAppEvents",
+    get, path = APP_OWNER, tag = "Read", operation_id = "getAppEvents",
     summary = "The app owner's feed of one app",
     description = "An org token with scope `altinn:events/{org}/{app}` (or `altinn:serviceowner/instances.read`). With `party`, `unit` or `person` it narrows to one party.",
     params(
         ("org" = String, Path, example = "ttd", description = "The app owner's org code."),
         ("app" = String, Path, example = "apps-test", description = "The app's name."),
-        crate::api::openapi::AppEventParams,
-        ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
-        crate::api::openapi::PageParams,
+        AppEventParams,
+        PageParams,
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 403, description = "The token lacks the app's scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 403, description = "The token lacks the app's scope.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -188,20 +243,19 @@ async fn party_query(state: &AppState, principal: &Principal, raw: RawParams) ->
 
 /// `GET /events/api/v1/app/party`: what is new for one party.
 #[utoipa::path(
-    get, path = "/events/api/v1/app/party", tag = "Read", operation_id = "getPartyEvents",
+    get, path = APP_PARTY, tag = "Read", operation_id = "getPartyEvents",
     summary = "App events about one party",
     description = "One of `party`, `unit` and (header) `person` is required.",
     params(
-        crate::api::openapi::AppEventParams,
-        ("person" = Option<String>, Header, pattern = "^[0-9]{11}$", description = "A national identity number (a header, so it stays out of URLs)."),
-        ("source" = Option<Vec<String>>, Query, style = Form, explode, description = "Sources to include (an app's URL prefix)."),
-        crate::api::openapi::PageParams,
+        AppEventParams,
+        SourceParam,
+        PageParams,
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -218,21 +272,58 @@ pub async fn app_party(
     Ok(page_response(page, next, "application/json"))
 }
 
-/// The JSON body of `POST /events/api/v1/party`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// The body of `POST /events/api/v1/party`: the party query of
+/// `GET /app/party`, with identity numbers out of the URL. Other fields are
+/// refused.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PartyQueryBody, examples(json!({"person": dev::PERSON, "after": "0", "size": 10})))]
 struct PartyBody {
+    /// A party id: a number, or a string of digits. Exactly one of
+    /// `party`, `unit` and `person` (`null` or blank counts as none).
+    #[schema(schema_with = party_id)]
     party: Option<Value>,
+    /// An organisation number.
+    #[schema(nullable = false, pattern = "^[0-9]{9}$")]
     unit: Option<String>,
+    /// A national identity number.
+    #[schema(nullable = false, pattern = "^[0-9]{11}$")]
     person: Option<String>,
+    /// Where to continue: `0`, a cursor from `next`, or an event id. `after`
+    /// or `from` is required.
+    #[schema(nullable = false, pattern = "\\S")]
     after: Option<String>,
+    /// Events at or after this time (with timezone; years 0000-9999 in UTC).
+    #[schema(nullable = false, format = DateTime)]
     from: Option<String>,
+    #[schema(format = DateTime)]
     to: Option<String>,
+    /// Sources to include (`%` and `_` as in SQL `LIKE`).
+    #[serde(default)]
+    #[schema(schema_with = bounded_list)]
     source: Vec<String>,
-    #[serde(rename = "type")]
+    /// Event types to include (`%` and `_` as in SQL `LIKE`).
+    #[serde(rename = "type", default)]
+    #[schema(schema_with = bounded_list)]
     types: Vec<String>,
+    #[schema(value_type = Option<i64>, minimum = 1)]
     size: Option<Value>,
+    #[schema(value_type = Option<i64>, minimum = 0, maximum = 30)]
     wait: Option<Value>,
+}
+
+/// A party id as `POST /party` takes it: a number or a string of digits.
+fn party_id() -> RefOr<Schema> {
+    OneOfBuilder::new()
+        .item(integer().minimum(Some(0)))
+        .item(string().pattern(Some("^[0-9]+$")).description(Some("Digits only.")))
+        .description(Some("A party id: a number, or a string of digits."))
+        .into()
+}
+
+/// `source` or `type` of the body, with the bounds `domain::query` keeps.
+fn bounded_list() -> RefOr<Schema> {
+    array(string().max_length(Some(MAX_VALUE_LEN))).max_items(Some(MAX_LIST_VALUES)).into()
 }
 
 fn scalar(v: Option<Value>) -> Option<String> {
@@ -247,21 +338,21 @@ fn scalar(v: Option<Value>) -> Option<String> {
 /// so national identity numbers stay out of URLs and access logs. `next`
 /// carries only the cursor; an `after` in the URL wins over the body's.
 #[utoipa::path(
-    post, path = "/events/api/v1/party", tag = "Read", operation_id = "postPartyEvents",
+    post, path = PARTY, tag = "Read", operation_id = "postPartyEvents",
     summary = "App events about one party, the query in the body",
     description = "Ours: the party query of `GET /app/party` with its fields in a JSON body, so identity numbers stay out of URLs and logs. `next` carries only the cursor; send the same body with it.",
     params(
         ("after" = Option<String>, Query, description = "A cursor from `next`; wins over the body's `after`."),
         ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll seconds; wins over the body's."),
     ),
-    request_body(content = crate::api::openapi::PartyQueryBody, content_type = "application/json"),
+    request_body(content = PartyBody, content_type = "application/json"),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A field is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 404, description = "Register knows no party with that organisation or identity number.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "The AltinnStudioRuntime cookie without same-origin proof (send `Authorization: Bearer`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "A body that is not declared JSON (`application/json`).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A field is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 404, description = "Register knows no party with that organisation or identity number.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The AltinnStudioRuntime cookie without same-origin proof (send `Authorization: Bearer`).", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "A body that is not declared JSON (`application/json`).", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]
@@ -300,24 +391,17 @@ pub async fn party_post(
 /// `GET /events/api/v1/events`: a resource's generic events, for
 /// subscribers the PDP permits.
 #[utoipa::path(
-    get, path = "/events/api/v1/events", tag = "Read", operation_id = "getEvents",
+    get, path = EVENTS, tag = "Read", operation_id = "getEvents",
     summary = "A resource's generic events",
     description = "Scope `altinn:events.subscribe`; each event is shown only if the PDP permits `subscribe` on it.",
     params(
-        ("resource" = String, Query, description = "The resource: `urn:altinn:resource:...`."),
-        ("after" = String, Query, description = "Where to continue: `0` for the beginning, a cursor from `next`, or an event id. Required here (Altinn's rule)."),
-        ("subject" = Option<String>, Query, description = "Only events with this subject."),
-        ("alternativeSubject" = Option<String>, Query, description = "Only events with this alternative subject."),
-        ("Altinn-AlternativeSubject" = Option<String>, Header, description = "The same as the parameter (Altinn's header)."),
-        ("type" = Option<Vec<String>>, Query, style = Form, explode, description = "Event types to include."),
-        ("size" = Option<i64>, Query, minimum = 1, description = "Events per page: 50 unless given, at most 1000 (larger is taken as 1000)."),
-        ("wait" = Option<i64>, Query, minimum = 0, maximum = 30, description = "Long-poll: seconds to hold an empty page open until an event arrives (ours; 0 unless given)."),
+        GenericParams,
     ),
     responses(
-        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<crate::api::openapi::CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
-        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = crate::api::openapi::Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
-        (status = 403, description = "The token lacks the scope.", body = crate::api::openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "A page of events in feed order, possibly empty. Follow `next` for the rest; it is always present.", content_type = "application/cloudevents+json", body = Vec<CloudEvent>, headers(("next" = String, description = "The URL of the next page (the same query, `after` set past everything this page scanned)."))),
+        (status = 400, description = "A parameter is not valid (Altinn's texts).", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Long-polling (`wait`): this caller already holds its share of waiting requests.", body = Problem, content_type = "application/problem+json", headers(("Retry-After" = i64, description = "Seconds to wait."))),
+        (status = 403, description = "The token lacks the scope.", body = Problem, content_type = "application/problem+json"),
     ),
     security(("altinnToken" = []), ("altinnStudioRuntime" = [])),
 )]

@@ -92,7 +92,7 @@ pub async fn serve(
             let deadline = Instant::now() + limits.body_read_timeout;
             let mut req = req.map(|body| Body::new(DeadlineBody::new(body, deadline)));
             req.extensions_mut().insert(ConnectInfo(peer));
-            super::canonicalize(&mut req);
+            super::routes::canonicalize(&mut req);
             let app = app.clone();
             async move {
                 let response = app.oneshot(req).await;

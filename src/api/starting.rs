@@ -14,10 +14,10 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
-use serde_json::json;
 use tower::ServiceExt;
 
 use super::error::problem_response;
+use super::routes::{HEALTH, LIVE, METRICS, READY};
 
 /// Seconds a client is told to wait before it tries again.
 const RETRY_AFTER_SECONDS: u32 = 5;
@@ -54,10 +54,10 @@ impl Gate {
 /// and the probes until the gate opens, the app after.
 pub fn router(gate: Arc<Gate>, early: Router) -> Router {
     let before = Router::new()
-        .route(super::routes::HEALTH, get(super::health::live))
-        .route(super::routes::LIVE, get(super::health::live))
-        .route(super::routes::READY, get(not_ready))
-        .route(super::routes::METRICS, get(super::health::metrics))
+        .route(HEALTH, get(super::health::live))
+        .route(LIVE, get(super::health::live))
+        .route(READY, get(not_ready))
+        .route(METRICS, get(super::health::metrics))
         .with_state(gate.clone())
         .merge(early)
         .fallback(starting);
@@ -75,8 +75,7 @@ async fn forward(State((gate, before)): State<(Arc<Gate>, Router)>, request: Req
 async fn not_ready(State(gate): State<Arc<Gate>>) -> Response {
     let waiting = gate.waiting.lock().expect("gate lock").clone();
     let names = if waiting.is_empty() { vec!["the rest of the wiring"] } else { waiting.clone() };
-    let checks = waiting.iter().map(|d| (d.to_string(), json!("unavailable"))).collect();
-    super::health::not_ready(format!("Starting; not reached yet: {}.", names.join(", ")), checks)
+    super::health::not_ready(format!("Starting; not reached yet: {}.", names.join(", ")), &waiting)
 }
 
 async fn starting() -> Response {

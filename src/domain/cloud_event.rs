@@ -12,7 +12,9 @@ pub const RESOURCE_PREFIX: &str = "urn:altinn:resource:";
 /// Longest accepted event id (Cosmos document ids are at most 255 bytes,
 /// and escaping may grow an id).
 pub const MAX_ID_LEN: usize = 128;
-const MAX_FIELD_LEN: usize = 1024;
+/// Longest accepted attribute (in bytes; an extension attribute's value in
+/// characters).
+pub const MAX_FIELD_LEN: usize = 1024;
 
 /// Fixed width, microseconds, UTC: string order is time order.
 const TIME_FORMAT: &[FormatItem<'static>] =

@@ -118,14 +118,29 @@ pub fn parse_time(value: Option<&str>, name: &str) -> Result<Option<String>, Str
         true => OffsetDateTime::parse(&v.replace(' ', "+"), &Rfc3339),
         false => Err(e),
     });
-    let text = || format!("The '{name}' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC");
-    let utc = parsed.map_err(|_| text())?.checked_to_offset(time::UtcOffset::UTC);
     // A time whose UTC form is outside years 0000-9999 is not one the
     // service can represent (or an event can have).
+    let outside = || format!("The '{name}' parameter is outside the years 0000-9999 in UTC.");
+    // RFC 3339 writes four-digit years: a longer or negative year does not
+    // parse, and is named as the limit it breaks, not as a missing timezone.
+    let text = || match year_beyond_four_digits(v) {
+        true => outside(),
+        false => format!("The '{name}' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC"),
+    };
+    let utc = parsed.map_err(|_| text())?.checked_to_offset(time::UtcOffset::UTC);
     match utc {
         Some(t) if (0..=9999).contains(&t.year()) => Ok(Some(crate::domain::cloud_event::format_time(t))),
-        _ => Err(format!("The '{name}' parameter is outside the years 0000-9999 in UTC.")),
+        _ => Err(outside()),
     }
+}
+
+/// Whether `value` begins with a date whose year is not four digits: more
+/// of them (`10000-01-01`, `+10000-01-01`) or a negative one (`-0001-01-01`).
+fn year_beyond_four_digits(value: &str) -> bool {
+    let unsigned = value.strip_prefix(['+', '-']).unwrap_or(value);
+    let digits = unsigned.bytes().take_while(u8::is_ascii_digit).count();
+    let date_follows = unsigned.as_bytes().get(digits) == Some(&b'-');
+    date_follows && (digits > 4 || (digits == 4 && value.starts_with('-')))
 }
 
 pub fn parse_size(value: Option<&str>) -> Result<usize, String> {
@@ -299,6 +314,9 @@ mod tests {
                 "after=1&to=2022-07-07",
                 "The 'To' parameter must specify timezone. E.g. 2022-07-07T11:00:53.3917Z for UTC",
             ),
+            ("from=10000-01-01T00:00:00Z", "The 'From' parameter is outside the years 0000-9999 in UTC."),
+            ("after=1&to=-0001-12-31T00:00:00Z", "The 'To' parameter is outside the years 0000-9999 in UTC."),
+            ("from=%2B10000-01-01T00:00:00Z", "The 'From' parameter is outside the years 0000-9999 in UTC."),
             ("after=1&size=0", "The 'Size' parameter must be a number larger that 0."),
             ("after=1&size=abc", "The 'Size' parameter must be a number larger that 0."),
             ("after=1&party=1&unit=123456789", "Only one of 'Party' or 'Unit' can be defined."),

@@ -1,21 +1,19 @@
-//! Subscriptions as Altinn's clients see them: the request body of
-//! `POST /subscriptions`, the stored subscription and its JSON (camelCase,
-//! nulls left out, an integer `id`), consumers, and the parts of Altinn's
-//! creation rules that need nothing but the request.
+//! Subscriptions as Altinn's clients know them: what a creation asks for,
+//! the stored subscription and its delivery state, consumers, and the parts
+//! of Altinn's creation rules that need nothing but the request. The JSON
+//! the API takes and answers is `api/subscriptions.rs`'s.
 
 use serde::{Deserialize, Serialize};
 
 use super::Principal;
 use super::cloud_event::{AppSource, RESOURCE_PREFIX};
 
-/// `POST /events/api/v1/subscriptions`, as Altinn's clients send it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", default)]
+/// What a creation of a subscription asks for (`POST
+/// /events/api/v1/subscriptions`), before the creation rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SubscriptionRequest {
     /// Where the events are pushed: an absolute `https` URL (in dev mode
-    /// also `http`). `endpoint` is accepted too.
-    #[serde(alias = "endpoint")]
-    #[schema(example = "https://example.com/events")]
+    /// also `http`).
     pub end_point: Option<String>,
     pub source_filter: Option<String>,
     pub resource_filter: Option<String>,
@@ -26,7 +24,7 @@ pub struct SubscriptionRequest {
 }
 
 /// What a subscription follows: its filters, after the creation rules.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscriptionFilters {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,74 +144,6 @@ impl Subscription {
     pub fn active_secrets(&self, now_ms: u64) -> Vec<secrecy::SecretString> {
         self.secrets.iter().filter(|s| s.expires_ms.is_none_or(|e| e > now_ms)).map(|s| s.value.clone()).collect()
     }
-
-    pub fn view(&self) -> SubscriptionView {
-        SubscriptionView {
-            id: self.id,
-            end_point: self.end_point.clone(),
-            filters: self.filters.clone(),
-            consumer: self.consumer.clone(),
-            created_by: self.created_by.clone(),
-            created: self.created.clone(),
-            validated: self.validation.status == ValidationStatus::Active,
-            status: match self.validation.status {
-                ValidationStatus::Validating => "validating",
-                ValidationStatus::Active => "active",
-                ValidationStatus::Failing => "failing",
-            },
-            last_error: self.validation.last_error.clone(),
-            delivery: None,
-        }
-    }
-
-    /// The view with how delivery stands: its status and last error (once
-    /// validated), the checkpoint (a cursor of the feed) and the time of the
-    /// oldest event it has yet to deliver.
-    pub fn view_with(&self, delivery: &DeliveryState, checkpoint: String) -> SubscriptionView {
-        let mut view = self.view();
-        if view.validated {
-            view.status = match delivery.status {
-                DeliveryStatus::Active => "active",
-                DeliveryStatus::Failing => "failing",
-                DeliveryStatus::Disabled => "disabled",
-            };
-            view.last_error = delivery.last_error.clone();
-        }
-        view.delivery = Some(DeliveryView {
-            checkpoint,
-            oldest_pending: delivery.oldest_pending.clone(),
-            failures: delivery.failures,
-            next_retry: delivery.next_retry_ms.and_then(|ms| {
-                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-                    .ok()
-                    .map(super::cloud_event::format_time)
-            }),
-        });
-        view
-    }
-}
-
-/// `POST .../subscriptions/{id}/replay`: where delivery continues, as a
-/// feed read would start (`after`: `0`, a cursor of the subscription's feed
-/// or an event id; or `from`: a time with offset).
-#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ReplayRequest {
-    pub after: Option<String>,
-    pub from: Option<String>,
-}
-
-impl ReplayRequest {
-    /// `after` and `from` checked: exactly one of them.
-    pub fn parse(&self) -> Result<(Option<super::query::After>, Option<String>), String> {
-        let after = self.after.as_deref().map(str::trim).filter(|s| !s.is_empty());
-        let from = super::query::parse_time(self.from.as_deref().map(str::trim).filter(|s| !s.is_empty()), "from")?;
-        match (after, from) {
-            (Some(after), None) => Ok((Some(super::query::After::parse(after)), None)),
-            (None, Some(from)) => Ok((None, Some(from))),
-            _ => Err("Give either 'after' (0, a cursor or an event id) or 'from' (a time with timezone).".into()),
-        }
-    }
 }
 
 /// Where pushing a subscription's events stands.
@@ -230,7 +160,7 @@ pub enum DeliveryStatus {
 }
 
 /// One push attempt, for the owner to see.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryAttempt {
     pub time: String,
@@ -284,48 +214,6 @@ impl DeliveryState {
             oldest_pending: None,
         }
     }
-}
-
-/// A subscription as its owner sees it (`GET /subscriptions/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct SubscriptionView {
-    pub id: u64,
-    pub end_point: String,
-    #[serde(flatten)]
-    pub filters: SubscriptionFilters,
-    pub consumer: String,
-    pub created_by: String,
-    pub created: String,
-    pub validated: bool,
-    /// Ours: `validating` or (validation) `failing` until validated; then
-    /// how delivery stands: `active`, `failing`, `disabled`.
-    #[schema(value_type = String, pattern = "^(validating|failing|active|disabled)$")]
-    pub status: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Ours: the checkpoint (a cursor of the feed), the oldest event not
-    /// delivered yet, failures.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub delivery: Option<DeliveryView>,
-}
-
-/// How far delivery of a subscription has come, as its owner sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct DeliveryView {
-    /// A cursor of the feed: everything before it is delivered (or was not
-    /// permitted). `replay` takes it as `after`.
-    pub checkpoint: String,
-    /// The `time` of the oldest event not delivered yet (it is being pushed
-    /// or retried), or null when delivery had caught up; only events the
-    /// consumer is permitted count. Stored at most `delivery.flush_ms`
-    /// apart, so it may lag a second behind.
-    pub oldest_pending: Option<String>,
-    /// Failed attempts of the event at the checkpoint.
-    pub failures: u32,
-    /// When the next attempt is due, or null.
-    pub next_retry: Option<String>,
 }
 
 /// Whom a subscription belongs to, as Altinn writes it: `/org/{org}` for a

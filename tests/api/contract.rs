@@ -4,7 +4,7 @@
 
 use reqwest::Method;
 use reqwest::header::CONTENT_TYPE;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -121,5 +121,100 @@ async fn the_local_issuer_hands_swagger_ui_a_token_the_service_takes() {
     let bad = app.http.post(app.url(&token_url)).body("grant_type=password").send().await.unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(bad.json::<Value>().await.unwrap()["error"], "unsupported_grant_type");
+    app.shutdown().await;
+}
+
+/// The request an operation's examples make: path and query parameters and
+/// headers from each parameter's `example`, the body from its schema's
+/// first `examples` entry.
+fn example_request(doc: &Value, path: &str, op: &Value) -> (String, Vec<(String, String)>, Option<Value>) {
+    let mut url = path.to_owned();
+    let mut query = Vec::new();
+    let mut headers = Vec::new();
+    for p in op["parameters"].as_array().into_iter().flatten() {
+        let Some(example) = p.get("example") else { continue };
+        let value = example.as_str().map(str::to_owned).unwrap_or_else(|| example.to_string());
+        let name = p["name"].as_str().unwrap();
+        match p["in"].as_str().unwrap() {
+            "path" => url = url.replace(&format!("{{{name}}}"), &value),
+            "query" => query.push(format!("{name}={}", urlencode(&value))),
+            "header" => headers.push((name.to_owned(), value)),
+            other => panic!("{other} parameter"),
+        }
+    }
+    if !query.is_empty() {
+        url = format!("{url}?{}", query.join("&"));
+    }
+    let body = op["requestBody"]["content"].as_object().and_then(|c| c.values().next()).map(|media| {
+        let reference = media["schema"]["$ref"].as_str().expect("a body schema is a component");
+        let name = reference.rsplit('/').next().unwrap();
+        doc["components"]["schemas"][name]["examples"][0].clone()
+    });
+    (url, headers, body)
+}
+
+/// Every operation answers the request its examples make with a 2xx: the
+/// examples name what dev mode has (its dataset; an instance key and
+/// subscriptions 1-3, which `.ci/contract-test` makes before it fuzzes), so
+/// that the contract fuzzer starting from them reaches the service's core.
+#[tokio::test]
+async fn every_operation_takes_the_request_its_examples_make() {
+    let app = TestApp::spawn().await;
+    let doc: Value =
+        app.http.get(app.url("/events/swagger/v1/swagger.json")).send().await.unwrap().json().await.unwrap();
+    let scopes = "altinn:events.publish altinn:events.publish.admin altinn:events.subscribe altinn:serviceowner \
+                  altinn:events/ttd/apps-test";
+    let token = app.org_token("ttd", scopes).await;
+    let platform = app.platform_token("ttd", "apps-test").await;
+    for id in 1..=3 {
+        let body = json!({"endPoint": app.url(&format!("/localtest/webhooks/contract-{id}")),
+            "resourceFilter": "urn:altinn:resource:app_ttd_apps-test"});
+        let made: Value = app
+            .http
+            .post(app.url("/events/api/v1/subscriptions"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(made["id"], id);
+    }
+    let mut operations: Vec<(String, String, Value)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations.push((method.to_uppercase(), path.clone(), op.clone()));
+        }
+    }
+    // The key first (the instance's events need it), the deletes last.
+    operations.sort_by_key(|(method, path, _)| (!path.ends_with("/accesskey"), method == "DELETE"));
+    let mut instance_key = String::new();
+    for (method, path, op) in &operations {
+        let (url, headers, body) = example_request(&doc, path, op);
+        let mut request = app.http.request(method.parse().unwrap(), app.url(&url)).bearer_auth(&token);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        if op["operationId"] == "publishAppEvent" {
+            request = request.header("PlatformAccessToken", &platform);
+        }
+        if op["operationId"] == "getInstanceEvents" {
+            request = request.header("Altinn-Instance-Access-Key", &instance_key);
+        }
+        if let Some(body) = body {
+            let media = op["requestBody"]["content"].as_object().unwrap().keys().next().unwrap().clone();
+            request = request.header(CONTENT_TYPE, media).body(body.to_string());
+        }
+        let resp = request.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{method} {url}: {status} {text}");
+        if op["operationId"] == "issueInstanceAccessKey" {
+            instance_key = serde_json::from_str::<Value>(&text).unwrap()["key"].as_str().unwrap().to_owned();
+        }
+    }
+    assert_eq!(operations.len(), 24);
     app.shutdown().await;
 }
