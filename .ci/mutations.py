@@ -107,6 +107,12 @@ MUTATIONS = {
         """std::mem::drop((repairer, every));""",
         "test(the_service_repairs_interrupted_publishes_by_itself)",
     ),
+    "ended-task-leaves-pod-live": (
+        "src/api/health.rs",
+        "let ended = liveness.ended();",
+        "let ended: Vec<&str> = Vec::new();",
+        "test(a_background_task_that_panics_fails_liveness_and_is_counted)",
+    ),
     "no-lookup-after-rollover": (
         "src/feeds/events/writer.rs",
         "let maybe: Vec<u64> = item.maybe_in.iter().copied().filter(|k| *k != h.segment).collect();",

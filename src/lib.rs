@@ -55,7 +55,7 @@ use crate::secrets::SharedSecret;
 use crate::telemetry::Liveness;
 
 mod secrets_reload;
-mod supervise;
+pub mod supervise;
 
 #[cfg(feature = "dev")]
 use localtest::DevPlatform;
@@ -106,6 +106,18 @@ impl Running {
         self.liveness.ended()
     }
 
+    /// Runs `task` beside the instance's own background tasks, under the
+    /// same supervision: an early end is logged, counted and fails the
+    /// liveness probe; shutdown waits for it. For an embedding binary's
+    /// own work (and for tests of the supervision).
+    pub fn spawn_supervised<F, T>(&mut self, name: &'static str, task: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = T> + Send + 'static,
+        T: supervise::Outcome,
+    {
+        self.tasks.spawn(name, task);
+    }
+
     /// Stops accepting connections and gives in-flight requests, pushes and
     /// every background task `grace` to finish (pushes store their
     /// checkpoints and hand their subscriptions over); what is still running
@@ -149,7 +161,7 @@ pub async fn start(
     let liveness = Liveness::default();
     let mut tasks = supervise::Tasks::new(stop.clone(), liveness.clone());
     let extra = dev.as_ref().map(DevPlatform::router).unwrap_or_default();
-    let gate = Arc::new(api::starting::Gate::default());
+    let gate = Arc::new(api::starting::Gate::new(liveness.clone()));
     // Not reached yet, from the first request on.
     gate.waiting_for("cosmos");
     let served = api::starting::router(gate.clone(), extra.clone());
@@ -197,6 +209,7 @@ pub async fn start(
         limiter: Arc::default(),
         pdp: clients.pdp,
         feeds: feeds.clone(),
+        liveness: liveness.clone(),
     });
     gate.open(if role.serves_api() { api::router(state, extra, mode) } else { api::ops_router(state, extra) });
     tracing::info!(?role, "ready");

@@ -14,7 +14,7 @@ use utoipa_axum::routes;
 use super::error::PROBLEM_JSON;
 use super::routes::{DEPENDENCIES, HEALTH, LIVE, METRICS, READY};
 use super::state::AppState;
-use crate::telemetry::{self, error_chain};
+use crate::telemetry::{self, Liveness, error_chain};
 
 /// The probes and metrics, with their operations.
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -66,25 +66,47 @@ pub(super) struct NotReady<'a> {
     checks: Checks,
 }
 
-/// The process is up and serving (`/health/live`, and `/health`, Altinn's
-/// probe path). Checks nothing else, so a slow dependency never gets a pod
-/// restarted.
+/// The process is whole and serving (`/health/live`, and `/health`,
+/// Altinn's probe path): 200 while every background task runs, 503 naming
+/// those that ended unasked (a panic or an early return; `supervise.rs`),
+/// so that Kubernetes restarts the pod. Calls no dependency, so a slow one
+/// never gets a pod restarted.
 #[utoipa::path(
     get, path = HEALTH, tag = "Health", operation_id = "health",
     summary = "Alive (Altinn's health path)",
-    responses((status = 200, description = "The process serves requests.", body = Live)),
+    responses(
+        (status = 200, description = "The process serves requests and its background tasks run.", body = Live),
+        (status = 503, description = "A background task ended; `checks` names it. The pod is to be restarted.", body = NotReady, content_type = "application/problem+json"),
+    ),
 )]
-pub(super) async fn health() -> impl IntoResponse {
-    live().await
+pub(super) async fn health(State(state): State<AppState>) -> Response {
+    live_answer(&state.liveness)
 }
 
 #[utoipa::path(
     get, path = LIVE, tag = "Health", operation_id = "live",
     summary = "Liveness probe",
-    responses((status = 200, description = "The process serves requests.", body = Live)),
+    responses(
+        (status = 200, description = "The process serves requests and its background tasks run.", body = Live),
+        (status = 503, description = "A background task ended; `checks` names it. The pod is to be restarted.", body = NotReady, content_type = "application/problem+json"),
+    ),
 )]
-pub(super) async fn live() -> impl IntoResponse {
-    axum::Json(Live { status: "live" })
+pub(super) async fn live(State(state): State<AppState>) -> Response {
+    live_answer(&state.liveness)
+}
+
+/// 200 while the instance is whole; 503 naming the tasks that ended.
+pub(super) fn live_answer(liveness: &Liveness) -> Response {
+    let ended = liveness.ended();
+    if ended.is_empty() {
+        return axum::Json(Live { status: "live" }).into_response();
+    }
+    problem_with_checks(
+        "https://altinn.no/events/problems/not-live",
+        "Not live",
+        format!("Background tasks ended: {}. The instance is to be restarted.", ended.join(", ")),
+        ended.iter().map(|task| (*task, "ended")).collect(),
+    )
 }
 
 /// Ready: started (Cosmos DB was reached once; until then the start-up

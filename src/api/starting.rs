@@ -1,7 +1,8 @@
 //! Serving before the service is wired: a pod answers its probes from the
 //! moment it listens, and only becomes ready once Cosmos DB was reached.
 //!
-//! Until then `/health/live` (and `/health`) answer 200, `/health/ready`
+//! Until then `/health/live` (and `/health`) answer as they do after
+//! (200 while every background task runs), `/health/ready`
 //! answers 503 naming what is missing, `/metrics` works, dev mode's local
 //! platform works (it needs nothing), and every other request gets the
 //! service's own 503 problem with `Retry-After`. Once the app is set, every
@@ -18,18 +19,24 @@ use tower::ServiceExt;
 
 use super::error::problem_response;
 use super::routes::{HEALTH, LIVE, METRICS, READY};
+use crate::telemetry::Liveness;
 
 /// Seconds a client is told to wait before it tries again.
 const RETRY_AFTER_SECONDS: u32 = 5;
 
 /// The app, once wired, and what it waits for until then.
-#[derive(Default)]
 pub struct Gate {
     app: OnceLock<Router>,
     waiting: Mutex<Vec<&'static str>>,
+    liveness: Liveness,
 }
 
 impl Gate {
+    /// A closed gate; its liveness probe reads `liveness`.
+    pub fn new(liveness: Liveness) -> Self {
+        Self { app: OnceLock::new(), waiting: Mutex::default(), liveness }
+    }
+
     /// Says that `dependency` is not reached yet (named by `/health/ready`;
     /// why is logged, not shown to whoever asks).
     pub fn waiting_for(&self, dependency: &'static str) {
@@ -54,8 +61,8 @@ impl Gate {
 /// and the probes until the gate opens, the app after.
 pub fn router(gate: Arc<Gate>, early: Router) -> Router {
     let before = Router::new()
-        .route(HEALTH, get(super::health::live))
-        .route(LIVE, get(super::health::live))
+        .route(HEALTH, get(live))
+        .route(LIVE, get(live))
         .route(READY, get(not_ready))
         .route(METRICS, get(super::health::metrics))
         .with_state(gate.clone())
@@ -70,6 +77,10 @@ async fn forward(State((gate, before)): State<(Arc<Gate>, Router)>, request: Req
         Ok(response) => response,
         Err(never) => match never {},
     }
+}
+
+async fn live(State(gate): State<Arc<Gate>>) -> Response {
+    super::health::live_answer(&gate.liveness)
 }
 
 async fn not_ready(State(gate): State<Arc<Gate>>) -> Response {

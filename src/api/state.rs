@@ -11,6 +11,7 @@ use crate::feeds::FeedStore;
 use crate::publish::Publisher;
 use crate::read::FeedReader;
 use crate::subscribe::Subscriptions;
+use crate::telemetry::Liveness;
 
 use super::cursor::Cursors;
 use super::rate_limit::RateLimiter;
@@ -47,4 +48,6 @@ pub struct Services {
     /// For the dependency check: the PDP and the store are reachable.
     pub pdp: Arc<Pdp>,
     pub feeds: FeedStore,
+    /// Whether every background task still runs (the liveness probe).
+    pub liveness: Liveness,
 }

@@ -197,3 +197,55 @@ async fn every_dashboard_metric_is_on_metrics_from_the_start_or_said_to_come_lat
     assert!(missing.is_empty(), "listed for dashboards, not on /metrics at start, not said to come later: {missing:?}");
     app.shutdown().await;
 }
+
+/// A background task that ends unasked (here: one that panics) makes the
+/// instance not live: the probes answer 503 naming it, the exit is counted,
+/// and the instance keeps serving the rest meanwhile. A task that runs on
+/// leaves the probe at 200 (the control: the same probe, before).
+#[tokio::test]
+async fn a_background_task_that_panics_fails_liveness_and_is_counted() {
+    use altinn_events::config::Mode;
+    use std::time::Duration;
+    let config = test_config().finalize(Mode::Dev).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut running = altinn_events::start(config, Mode::Dev, listener, Overrides::default()).await.unwrap();
+    let http = reqwest::Client::new();
+    let get = |path: &str| http.get(format!("{base}{path}")).send();
+    assert_eq!(get("/health/live").await.unwrap().status(), 200, "whole at start");
+
+    let (fail, failed) = tokio::sync::oneshot::channel::<()>();
+    running.spawn_supervised("probe_test_worker", |_stop| async move {
+        let _ = failed.await;
+        if true {
+            panic!("the worker's state is gone");
+        }
+    });
+    assert_eq!(get("/health/live").await.unwrap().status(), 200, "a running task leaves the instance live");
+    fail.send(()).unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let live = loop {
+        let live = get("/health/live").await.unwrap();
+        if live.status() != 200 || tokio::time::Instant::now() > deadline {
+            break live;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body = assert_problem(live, 503).await;
+    assert_eq!(body["checks"]["probe_test_worker"], "ended", "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("probe_test_worker"), "{body}");
+    assert_eq!(get("/health").await.unwrap().status(), 503, "Altinn's probe path says the same");
+    assert_eq!(get("/health/ready").await.unwrap().status(), 200, "it still serves meanwhile");
+    assert_eq!(running.ended_tasks(), vec!["probe_test_worker"]);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("background_task_exits_total")
+            && l.contains("task=\"probe_test_worker\"")
+            && l.contains("how=\"panicked\"")
+            && l.ends_with(" 1")),
+        "counted:\n{}",
+        metrics.lines().filter(|l| l.contains("background_task")).collect::<Vec<_>>().join("\n")
+    );
+    running.shutdown(Duration::from_secs(5)).await;
+}
