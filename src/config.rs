@@ -52,6 +52,44 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// A configuration as the service runs it ([`Config::finalize`]): every
+/// mode-dependent choice made and the key rings parsed, once, at load. The
+/// rest of the configuration's values are read through it (`Deref`).
+#[derive(Clone)]
+pub struct Settings {
+    pub config: Config,
+    pub log_format: LogFormat,
+    /// Whether webhooks may point at private addresses (dev mode's default).
+    pub allow_private_endpoints: bool,
+    /// The cursor key ring (`cursors.*`); empty when none is configured
+    /// (only dev mode and the `deliver` role start so).
+    pub cursor_ring: KeyRing,
+    /// The instance access key ring (`instance_access.*`).
+    pub instance_access_ring: KeyRing,
+}
+
+impl std::fmt::Debug for Settings {
+    /// The rings by their key ids only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids = |ring: &KeyRing| ring.keys.keys().cloned().collect::<Vec<_>>();
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("log_format", &self.log_format)
+            .field("allow_private_endpoints", &self.allow_private_endpoints)
+            .field("cursor_ring", &ids(&self.cursor_ring))
+            .field("instance_access_ring", &ids(&self.instance_access_ring))
+            .finish()
+    }
+}
+
+impl std::ops::Deref for Settings {
+    type Target = Config;
+
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -618,8 +656,10 @@ impl Config {
         )
     }
 
-    /// Fills mode-dependent defaults and checks what must hold before start.
-    pub fn finalize(mut self, mode: Mode) -> Result<Self, ConfigError> {
+    /// Decides mode-dependent defaults and parses what is parsed once (parse,
+    /// don't validate): the settings the service starts with, or the first
+    /// thing that is wrong, named by its setting and variable.
+    pub fn finalize(mut self, mode: Mode) -> Result<Settings, ConfigError> {
         if self.log_format.is_none() {
             self.log_format = Some(match mode {
                 Mode::Serve => LogFormat::Json,
@@ -687,9 +727,9 @@ impl Config {
                 "must not be empty",
             ));
         }
-        self.instance_access_ring()?;
-        let cursors = self.cursor_ring()?;
-        if mode == Mode::Serve && self.role.serves_api() && cursors.keys.is_empty() {
+        let instance_access_ring = self.instance_access_ring()?;
+        let cursor_ring = self.cursor_ring()?;
+        if mode == Mode::Serve && self.role.serves_api() && cursor_ring.keys.is_empty() {
             return Err(invalid(
                 "cursors.key_ring",
                 "EVENTS__CURSORS__KEY_RING (or EVENTS__CURSORS__KEYS__<ID>)",
@@ -751,12 +791,18 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));
         }
-        Ok(self)
+        Ok(Settings {
+            log_format: self.log_format.unwrap_or(LogFormat::Json),
+            allow_private_endpoints: self.webhooks.allow_private_endpoints.unwrap_or(false),
+            cursor_ring,
+            instance_access_ring,
+            config: self,
+        })
     }
 
     /// Checks what `altinn-events import` needs: the store the pods use
     /// (not the in-process emulator, which no other process sees).
-    pub fn finalize_import(mut self) -> Result<Self, ConfigError> {
+    pub fn finalize_import(mut self) -> Result<Settings, ConfigError> {
         self.log_format.get_or_insert(LogFormat::Pretty);
         self.cosmos.auth.get_or_insert(CosmosAuth::WorkloadIdentity);
         self.cosmos.provision.get_or_insert(false);
@@ -784,7 +830,13 @@ impl Config {
                 "at least 1 row and 1 MiB",
             ));
         }
-        Ok(self)
+        Ok(Settings {
+            log_format: self.log_format.unwrap_or(LogFormat::Pretty),
+            allow_private_endpoints: false,
+            cursor_ring: KeyRing::default(),
+            instance_access_ring: KeyRing::default(),
+            config: self,
+        })
     }
 
     /// The platform base URL with a trailing slash, so that `join` appends.

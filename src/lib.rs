@@ -1,6 +1,6 @@
 //! altinn-events: the Altinn 3 Events API on Azure Cosmos DB.
 //!
-//! Wiring: `start` builds the app from a validated [`Config`] and serves it
+//! Wiring: `start` builds the app from [`Settings`] (a [`Config`] finalized) and serves it
 //! on a listener the caller bound, so tests can bind port 0; every
 //! background task runs in one supervised set (`supervise`). The layers,
 //! top to bottom (imports point down only; `docs/architecture.md`):
@@ -45,7 +45,7 @@ use url::Url;
 use crate::api::AppState;
 use crate::auth::{AccessTokenVerifier, OidcKeys, TokenValidator};
 use crate::authz::Pdp;
-pub use crate::config::{Config, Mode};
+pub use crate::config::{Config, Mode, Settings};
 use crate::feeds::{FeedStore, Repairer};
 use crate::platform::PlatformService;
 use crate::publish::Publisher;
@@ -139,7 +139,7 @@ impl Running {
 /// [`Running::shutdown`]: the probes at once (and dev mode's platform),
 /// the API once Cosmos DB is reached.
 pub async fn start(
-    mut config: Config,
+    mut config: Settings,
     mode: Mode,
     listener: TcpListener,
     overrides: Overrides,
@@ -149,10 +149,10 @@ pub async fn start(
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
     let base_url: Url = format!("http://{host}:{}/", addr.port()).parse().context("base URL")?;
     if mode == Mode::Dev && config.platform_url.is_none() {
-        config.platform_url = Some(base_url.clone());
+        config.config.platform_url = Some(base_url.clone());
     }
     let platform = config.platform_base().context("platform_url is not set")?;
-    let dev = (mode == Mode::Dev).then(|| DevPlatform::set_up(&mut config, &platform, addr)).transpose()?;
+    let dev = (mode == Mode::Dev).then(|| DevPlatform::set_up(&mut config.config, &platform, addr)).transpose()?;
     let clients = PlatformClients::new(&config, &platform)?;
 
     // Serve from now on: the probes (live at once, ready once wired) and
@@ -179,8 +179,11 @@ pub async fn start(
     let role = config.role;
     let services = Services::new(&config, &platform, &feeds, &clients, stop.clone())?;
     spawn_workers(&mut tasks, &config, &feeds, &services, &clients);
-    let instance_keys = Arc::new(instance_keys(&config, mode)?);
-    let cursors = Arc::new(cursors(&config, mode)?);
+    let instance_keys = Arc::new(auth::instance_key::InstanceKeys::of(
+        &dev_key_when_empty(config.instance_access_ring.clone(), mode),
+        Duration::from_secs(config.instance_access.ttl_seconds),
+    ));
+    let cursors = Arc::new(api::cursor::Cursors::of(&dev_key_when_empty(config.cursor_ring.clone(), mode)));
     if let Some(dir) = config.secrets_dir.clone() {
         let reload = secrets_reload::Reload {
             dir,
@@ -198,7 +201,7 @@ pub async fn start(
     }
     let (waiters, delivery) = (services.waiters.clone(), services.delivery.clone());
     let state = AppState::new(api::state::Services {
-        config: Arc::new(config),
+        config: Arc::new(config.config),
         tokens: clients.tokens,
         access_tokens: clients.access_tokens,
         reader: services.reader,
@@ -285,7 +288,7 @@ struct Services {
 
 impl Services {
     fn new(
-        config: &Config,
+        config: &Settings,
         platform: &Url,
         feeds: &FeedStore,
         clients: &PlatformClients,
@@ -334,9 +337,9 @@ impl Services {
     }
 }
 
-fn sender_settings(config: &Config) -> webhooks::SenderSettings {
+fn sender_settings(config: &Settings) -> webhooks::SenderSettings {
     webhooks::SenderSettings {
-        allow_private_endpoints: config.webhooks.allow_private_endpoints.unwrap_or(false),
+        allow_private_endpoints: config.allow_private_endpoints,
         allowed_ports: config.webhooks.allowed_ports.clone(),
         timeout: Duration::from_secs(config.webhooks.timeout_seconds),
         max_response_bytes: config.webhooks.max_response_bytes,
@@ -411,7 +414,7 @@ fn spawn_workers(
 /// does what `until` says when caught up (docs/migration.md). `status` is
 /// told how it goes after every batch; `stop` ends it between batches.
 pub async fn import(
-    config: Config,
+    config: Settings,
     source: &str,
     until: import::Until,
     stop: watch::Receiver<bool>,
@@ -479,19 +482,8 @@ async fn connect_cosmos(
     }
 }
 
-/// The configured instance access keys; dev mode makes one up when none is
-/// configured, `serve` then issues and accepts none.
-fn instance_keys(config: &Config, mode: Mode) -> anyhow::Result<auth::instance_key::InstanceKeys> {
-    let ring = dev_key_when_empty(config.instance_access_ring()?, mode);
-    Ok(auth::instance_key::InstanceKeys::of(&ring, Duration::from_secs(config.instance_access.ttl_seconds)))
-}
-
-/// The cursor key ring; dev mode makes a key up when none is configured
-/// (`serve` refuses to start the API without one).
-fn cursors(config: &Config, mode: Mode) -> anyhow::Result<api::cursor::Cursors> {
-    Ok(api::cursor::Cursors::of(&dev_key_when_empty(config.cursor_ring()?, mode)))
-}
-
+/// Dev mode makes a key up when none is configured (`serve` refuses to
+/// start the API without a cursor ring).
 fn dev_key_when_empty(mut ring: secrets::KeyRing, mode: Mode) -> secrets::KeyRing {
     if ring.keys.is_empty() && mode == Mode::Dev {
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());

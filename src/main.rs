@@ -118,11 +118,8 @@ async fn run(file: Option<PathBuf>, mode: Mode, addr: Option<SocketAddr>, role: 
         config.role = role;
     }
     let config = config.finalize(mode)?;
-    let traces = telemetry::init_tracing(
-        config.log_format.expect("finalize sets it"),
-        &config.log_filter,
-        config.telemetry.otlp_endpoint.as_ref(),
-    )?;
+    let traces =
+        telemetry::init_tracing(config.log_format, &config.log_filter, config.telemetry.otlp_endpoint.as_ref())?;
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -167,7 +164,7 @@ async fn import(
         (false, None) => Until::CaughtUp,
     };
     let config = Config::load(file.as_deref())?.finalize_import()?;
-    let _traces = telemetry::init_tracing(config.log_format.expect("finalize sets it"), &config.log_filter, None)?;
+    let _traces = telemetry::init_tracing(config.log_format, &config.log_filter, None)?;
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;

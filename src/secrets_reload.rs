@@ -89,8 +89,7 @@ impl Reload {
         let mut config = Config::load_with_secrets(self.file.as_deref(), Some(&self.dir))?;
         config.role = self.role;
         let config = config.finalize(self.mode)?;
-        let cursors = config.cursor_ring()?;
-        let instance_keys = config.instance_access_ring()?;
+        let (cursors, instance_keys) = (&config.cursor_ring, &config.instance_access_ring);
         let mut changed = Vec::new();
         let involved = |prefix: &str| involves(before, after, prefix);
         if involved("pdp__subscription_key") && self.pdp_key.set(config.pdp.subscription_key.clone()) {
@@ -102,13 +101,13 @@ impl Reload {
         // Dev mode made up a ring when none was configured: keep it.
         if CURSOR_FILES.iter().any(|s| involved(s))
             && !(cursors.keys.is_empty() && self.mode == Mode::Dev)
-            && self.cursors.replace(&cursors)
+            && self.cursors.replace(cursors)
         {
             changed.push("cursors");
         }
         if INSTANCE_ACCESS_FILES.iter().any(|s| involved(s))
             && !(instance_keys.keys.is_empty() && self.mode == Mode::Dev)
-            && self.instance_keys.replace(&instance_keys)
+            && self.instance_keys.replace(instance_keys)
         {
             changed.push("instance_access");
         }
