@@ -34,7 +34,7 @@ use tokio::sync::watch;
 use super::filters::filters_of;
 use super::{Delivery, Signals};
 use crate::authz::{Action, Caller};
-use crate::domain::subscription::{DeliveryState, DeliveryStatus, Subscription, ValidationStatus};
+use crate::domain::subscription::{DeliveryState, DeliveryStatus, Kind, Subscription, ValidationStatus};
 use crate::domain::{FeedId, Filters};
 use crate::read::{FeedQuery, Page, Paging, ReadError, Start};
 
@@ -349,7 +349,8 @@ impl Deliverer {
     fn page_reader(&self, from: u64) -> impl Future<Output = Result<Page, ReadError>> + Send + 'static {
         let reader = self.delivery.reader.clone();
         let (feed, filters, subscription) = (self.feed.clone(), self.filters.clone(), self.subscription.clone());
-        let action = if self.subscription.app { Action::Read } else { Action::Subscribe };
+        let action =
+            if matches!(self.subscription.kind(), Kind::App { .. }) { Action::Read } else { Action::Subscribe };
         let (size, holder) = (self.delivery.settings.page_size, format!("delivery:{}", self.subscription.id));
         async move {
             let query = FeedQuery {

@@ -31,14 +31,14 @@ pub fn filters_of(subscription: &Subscription) -> Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::subscription::{Imported, SubscriptionFilters, Validation, ValidationStatus};
+    use crate::domain::subscription::{Endpoint, Imported, SubscriptionFilters, Validation, ValidationStatus};
 
     const RESOURCE: &str = "urn:altinn:resource:app_ttd_apps-test";
 
     fn subscription(filters: SubscriptionFilters) -> Subscription {
         Subscription {
             id: 1,
-            end_point: "https://example.com/hook".into(),
+            end_point: Endpoint::parse("https://example.com/hook").unwrap(),
             filters,
             consumer: "/org/ttd".into(),
             created_by: "/org/ttd".into(),
@@ -52,7 +52,6 @@ mod tests {
             },
             secrets: Vec::new(),
             caller: None,
-            app: true,
             starts_at: 0,
             imported: None,
         }

@@ -87,7 +87,7 @@ impl std::fmt::Debug for SigningSecret {
 #[derive(Debug, Clone)]
 pub struct Subscription {
     pub id: u64,
-    pub end_point: String,
+    pub end_point: Endpoint,
     pub filters: SubscriptionFilters,
     pub consumer: String,
     pub created_by: String,
@@ -98,8 +98,6 @@ pub struct Subscription {
     /// for a subscription imported from Altinn Events, which has no token:
     /// the PDP decides for its consumer's name, as Altinn does.
     pub caller: Option<Principal>,
-    /// App events (`read`) or a generic resource's (`subscribe`).
-    pub app: bool,
     /// The position in its feed it was created at: events from there on are
     /// pushed (once it is validated).
     pub starts_at: u64,
@@ -123,7 +121,55 @@ pub struct Imported {
     pub row_digest: String,
 }
 
+/// Where a subscription's events are pushed: parsed once, when it is made
+/// or read from the store, and shown back as it was written (an imported
+/// subscription keeps Altinn's text, which URL parsing might normalise).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    text: String,
+    url: url::Url,
+}
+
+impl Endpoint {
+    /// `text` when it is an absolute URL.
+    pub fn parse(text: &str) -> Result<Self, url::ParseError> {
+        Ok(Self { url: url::Url::parse(text)?, text: text.to_owned() })
+    }
+
+    /// The URL pushes go to.
+    pub fn url(&self) -> &url::Url {
+        &self.url
+    }
+
+    /// The text as it was written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+}
+
+impl From<url::Url> for Endpoint {
+    fn from(url: url::Url) -> Self {
+        Self { text: url.to_string(), url }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
 impl Subscription {
+    /// App events (the PDP's `read`) or a generic resource's (`subscribe`):
+    /// Altinn's rule, from the resource it follows (the creation rules give
+    /// every app subscription its app's resource, `urn:altinn:resource:app_{org}_{app}`).
+    pub fn kind(&self) -> Kind {
+        match app_of_resource(&self.filters.resource_filter) {
+            Some((org, app)) => Kind::App { org, app },
+            None => Kind::Generic,
+        }
+    }
+
     /// The feed it follows: its subject's when it has a subject filter,
     /// else its resource's.
     pub fn feed(&self) -> super::FeedId {
@@ -312,5 +358,47 @@ mod tests {
         assert!(in_apps_domain(&src, &["apps.altinn.no".into()]));
         assert!(!in_apps_domain(&src, &["apps.tt02.altinn.no".into()]));
         assert_eq!(app_of_source("https://ttd.apps.altinn.no/ttd/apps-test"), Some(("ttd".into(), "apps-test".into())));
+    }
+
+    #[test]
+    fn an_endpoint_is_shown_as_written_and_pushed_to_as_parsed() {
+        let e = Endpoint::parse("https://Example.COM:443/hook").unwrap();
+        assert_eq!(e.as_str(), "https://Example.COM:443/hook");
+        assert_eq!(e.url().as_str(), "https://example.com/hook");
+        assert!(Endpoint::parse("/relative").is_err());
+    }
+
+    #[test]
+    fn the_kind_follows_the_resource() {
+        let filters = |resource: &str| SubscriptionFilters {
+            source_filter: None,
+            resource_filter: resource.into(),
+            subject_filter: None,
+            alternative_subject_filter: None,
+            type_filter: None,
+            include_subunits: false,
+        };
+        let mut s = Subscription {
+            id: 1,
+            end_point: Endpoint::parse("https://example.com/hook").unwrap(),
+            filters: filters("urn:altinn:resource:app_ttd_apps-test"),
+            consumer: "/org/ttd".into(),
+            created_by: "/org/ttd".into(),
+            created: String::new(),
+            validation: Validation {
+                status: ValidationStatus::Active,
+                attempts: 0,
+                last_error: None,
+                next_attempt_ms: None,
+                claimed_until_ms: None,
+            },
+            secrets: Vec::new(),
+            caller: None,
+            starts_at: 0,
+            imported: None,
+        };
+        assert_eq!(s.kind(), Kind::App { org: "ttd".into(), app: "apps-test".into() });
+        s.filters = filters("urn:altinn:resource:ttd-estate");
+        assert_eq!(s.kind(), Kind::Generic);
     }
 }

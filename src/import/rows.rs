@@ -21,7 +21,7 @@ use super::altinn_db::{EventRow, SubscriptionRow};
 use crate::domain::EventRecord;
 use crate::domain::cloud_event::{MAX_ID_LEN, RESOURCE_PREFIX, format_time};
 use crate::domain::subscription::{
-    DeliveryStatus, Imported, SigningSecret, Subscription, SubscriptionFilters, Validation, ValidationStatus,
+    DeliveryStatus, Endpoint, Imported, SigningSecret, Subscription, SubscriptionFilters, Validation, ValidationStatus,
     app_of_source,
 };
 
@@ -154,9 +154,9 @@ pub fn subscription(
             return Err(format!("'{name}' is too long or has control characters"));
         }
     }
-    if url::Url::parse(&row.endpointurl).is_err() {
+    let Ok(end_point) = Endpoint::parse(&row.endpointurl) else {
         return Err("'endpointurl' is not a URL".into());
-    }
+    };
     let source = clean(&row.sourcefilter);
     let app_source = source.as_deref().and_then(|s| {
         let url = url::Url::parse(s).ok()?;
@@ -170,7 +170,6 @@ pub fn subscription(
         (None, Some((org, app))) => (format!("urn:altinn:resource:app_{org}_{app}"), true),
         (None, None) => return Err("no resource filter, and no app in the source filter".into()),
     };
-    let app = resource.starts_with("urn:altinn:resource:app_");
     let filters = SubscriptionFilters {
         source_filter: source,
         resource_filter: resource,
@@ -204,7 +203,7 @@ pub fn subscription(
     };
     let subscription = Subscription {
         id: row.id,
-        end_point: row.endpointurl.clone(),
+        end_point,
         filters,
         consumer: row.consumer.clone(),
         created_by: row.createdby.clone(),
@@ -212,7 +211,6 @@ pub fn subscription(
         validation,
         secrets: vec![SigningSecret { value: secret, expires_ms: None }],
         caller: None,
-        app,
         starts_at: 0,
         imported: Some(Imported { pushed_through: None, row_digest: digest(row) }),
     };

@@ -40,9 +40,9 @@ use url::Url;
 
 use crate::authz::{Action, Authorizer, Caller, PdpError};
 use crate::domain::subscription::{
-    DeliveryState, DeliveryStatus, Kind, SigningSecret, Subscription, SubscriptionFilters, SubscriptionRequest,
-    Validation, ValidationStatus, absolute_url, app_of_resource, app_of_source, consumer_of, in_apps_domain, is_urn,
-    texts,
+    DeliveryState, DeliveryStatus, Endpoint, Kind, SigningSecret, Subscription, SubscriptionFilters,
+    SubscriptionRequest, Validation, ValidationStatus, absolute_url, app_of_resource, app_of_source, consumer_of,
+    in_apps_domain, is_urn, texts,
 };
 use crate::domain::{EventRecord, Filters, Principal};
 use crate::feeds::Changed;
@@ -243,15 +243,14 @@ impl Subscriptions {
         self.sender.check_endpoint(&end_point).await.map_err(|e| SubscribeError::Invalid(e.to_string()))?;
         // 8. Stored, unless it exists. Events from the feed's current end on
         // are pushed to it.
-        let app = matches!(kind, Kind::App { .. });
         let feed = match &filters.subject_filter {
             Some(subject) => crate::domain::FeedId::Subject(subject.clone()),
             None => crate::domain::FeedId::Resource(filters.resource_filter.clone()),
         };
         let starts_at = self.feeds.len(&feed).await?;
         let secret = signing::new_secret();
-        let end_point = end_point.to_string();
-        let identity = Subscription::identity(&consumer, &end_point, &filters);
+        let end_point = Endpoint::from(end_point);
+        let identity = Subscription::identity(&consumer, end_point.as_str(), &filters);
         let created = crate::domain::server_time();
         let make = |id| Subscription {
             id,
@@ -269,7 +268,6 @@ impl Subscriptions {
             },
             secrets: vec![SigningSecret { value: secret.clone(), expires_ms: None }],
             caller: Some(principal.clone()),
-            app,
             starts_at,
             imported: None,
         };
@@ -489,7 +487,7 @@ impl Subscriptions {
     pub async fn replay(&self, principal: &Principal, id: u64, start: Start) -> Result<Subscription, SubscribeError> {
         let subscription = self.owned(principal, id).await?.subscription;
         let feed = subscription.feed();
-        let action = if subscription.app { Action::Read } else { Action::Subscribe };
+        let action = if matches!(subscription.kind(), Kind::App { .. }) { Action::Read } else { Action::Subscribe };
         let caller = Caller::of_subscription(&subscription);
         let position = crate::read::visible_position(
             &self.feeds,

@@ -25,7 +25,6 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use url::Url;
 
 use super::Subscriptions;
 use crate::domain::subscription::ValidationStatus;
@@ -154,8 +153,8 @@ impl Subscriptions {
         let event = json!({"specversion": "1.0", "id": id, "type": "platform.events.validatesubscription",
             "source": format!("{base}/events/api/v1/subscriptions/{}", s.id)});
         let body = serde_json::to_vec(&event).unwrap_or_default();
-        let Ok(url) = Url::parse(&s.end_point) else { return Ok(None) };
-        let outcome = self.sender.push(&s.consumer, &url, &id, &body, &s.active_secrets(self.now_ms())).await;
+        let outcome =
+            self.sender.push(&s.consumer, s.end_point.url(), &id, &body, &s.active_secrets(self.now_ms())).await;
         let mut next = s.clone();
         next.validation.claimed_until_ms = None;
         next.validation.attempts += 1;

@@ -212,7 +212,7 @@ async fn cosmosdb_server_subscription_store_round_trip() {
         let (consumer, filters, endpoint) = (consumer.clone(), filters.clone(), endpoint.to_owned());
         move |id| Subscription {
             id,
-            end_point: endpoint.clone(),
+            end_point: altinn_events::domain::subscription::Endpoint::parse(&endpoint).unwrap(),
             filters: filters.clone(),
             consumer: consumer.clone(),
             created_by: consumer.clone(),
@@ -230,7 +230,6 @@ async fn cosmosdb_server_subscription_store_round_trip() {
                 auth_level: 3,
                 scopes: vec!["altinn:events.subscribe".into()],
             }),
-            app: false,
             starts_at: 0,
             imported: None,
         }

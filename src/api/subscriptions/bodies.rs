@@ -144,7 +144,7 @@ impl SubscriptionView {
         let validation = &subscription.validation;
         Self {
             id: subscription.id,
-            end_point: subscription.end_point.clone(),
+            end_point: subscription.end_point.to_string(),
             filters: (&subscription.filters).into(),
             consumer: subscription.consumer.clone(),
             created_by: subscription.created_by.clone(),

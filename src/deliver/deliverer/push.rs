@@ -14,16 +14,13 @@
 //! - **Metrics carry no subscription label.**
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use serde_json::Value;
-use url::Url;
 
 use super::{Deliverer, Step};
 use crate::deliver::retry::{self, Next};
 use crate::deliver::{history, message};
 use crate::read::Page;
-use crate::webhooks::PushOutcome;
 
 impl Deliverer {
     /// Pushes the page's events in order until one fails or something
@@ -74,16 +71,9 @@ impl Deliverer {
     async fn push(&mut self, event: &Value, position: u64) -> bool {
         let message = message::message_id(self.subscription.id, self.state.generation, event);
         let secrets = self.subscription.active_secrets(self.delivery.now_ms());
-        let outcome = match Url::parse(&self.subscription.end_point) {
-            Ok(url) => {
-                let body = message::body_for(&url, event);
-                self.delivery.sender.push(&self.subscription.consumer, &url, &message, &body, &secrets).await
-            }
-            // Checked when it was made; counted as a failed push if not.
-            Err(_) => {
-                PushOutcome { status: None, latency: Duration::ZERO, error: Some("the endpoint is not a URL".into()) }
-            }
-        };
+        let url = self.subscription.end_point.url();
+        let body = message::body_for(url, event);
+        let outcome = self.delivery.sender.push(&self.subscription.consumer, url, &message, &body, &secrets).await;
         metrics::histogram!("delivery_push_duration_seconds").record(outcome.latency.as_secs_f64());
         let now = self.delivery.feeds.clock().now_utc();
         self.unsaved = true;

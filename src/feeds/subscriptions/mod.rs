@@ -36,7 +36,9 @@ use super::{Changed, FeedStore, StoreError, charge, observe};
 use crate::domain::Principal;
 pub use delivery::DeliveryStore;
 
-use crate::domain::subscription::{Imported, SigningSecret, Subscription, SubscriptionFilters, Validation};
+use crate::domain::subscription::{
+    Endpoint, Imported, Kind, SigningSecret, Subscription, SubscriptionFilters, Validation,
+};
 
 const PK: &str = "subscriptions";
 
@@ -137,7 +139,7 @@ fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
         pk: PK.to_owned(),
         seq: s.id,
         kind: KIND_SUBSCRIPTION.to_owned(),
-        end_point: Some(s.end_point.clone()),
+        end_point: Some(s.end_point.as_str().to_owned()),
         filters: Some(s.filters.clone()),
         consumer: Some(s.consumer.clone()),
         created_by: Some(s.created_by.clone()),
@@ -150,7 +152,8 @@ fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
             .collect(),
         due_ms: s.validation.next_attempt_ms,
         caller: s.caller.clone(),
-        app: s.app,
+        // Read by older instances during a rolling deploy; derived here.
+        app: matches!(s.kind(), Kind::App { .. }),
         starts_at: s.starts_at,
         imported: s.imported.clone(),
         imported_row: s.imported.as_ref().map(|i| i.row_digest.clone()),
@@ -165,7 +168,9 @@ fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
     }
     let subscription = Subscription {
         id: doc.seq,
-        end_point: doc.end_point?,
+        // Checked when it was made: a stored endpoint that is no URL is no
+        // subscription (as a document without its filters is none).
+        end_point: Endpoint::parse(&doc.end_point?).ok()?,
         filters: doc.filters?,
         consumer: doc.consumer?,
         created_by: doc.created_by?,
@@ -182,7 +187,6 @@ fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
             (None, Some(_)) => None,
             (None, None) => return None,
         },
-        app: doc.app,
         starts_at: doc.starts_at,
         imported: doc.imported,
     };
