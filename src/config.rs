@@ -660,6 +660,29 @@ impl Config {
     /// don't validate): the settings the service starts with, or the first
     /// thing that is wrong, named by its setting and variable.
     pub fn finalize(mut self, mode: Mode) -> Result<Settings, ConfigError> {
+        self.decide_for(mode)?;
+        self.check_store()?;
+        let instance_access_ring = self.instance_access_ring()?;
+        let cursor_ring = self.cursor_ring()?;
+        if mode == Mode::Serve && self.role.serves_api() && cursor_ring.keys.is_empty() {
+            return Err(invalid(
+                "cursors.key_ring",
+                "EVENTS__CURSORS__KEY_RING (or EVENTS__CURSORS__KEYS__<ID>)",
+                "required in serve mode for the API: at least one secret that seals the cursors of next links (the same on every instance)",
+            ));
+        }
+        self.check_limits()?;
+        Ok(Settings {
+            log_format: self.log_format.unwrap_or(LogFormat::Json),
+            allow_private_endpoints: self.webhooks.allow_private_endpoints.unwrap_or(false),
+            cursor_ring,
+            instance_access_ring,
+            config: self,
+        })
+    }
+
+    /// The defaults that depend on the mode, and what serve mode requires.
+    fn decide_for(&mut self, mode: Mode) -> Result<(), ConfigError> {
         if self.log_format.is_none() {
             self.log_format = Some(match mode {
                 Mode::Serve => LogFormat::Json,
@@ -699,6 +722,11 @@ impl Config {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The store: how it is reached, and its names and segment size.
+    fn check_store(&self) -> Result<(), ConfigError> {
         let auth = self.cosmos.auth.unwrap_or(CosmosAuth::Emulator);
         if auth != CosmosAuth::Emulator && self.cosmos.endpoint.is_none() {
             return Err(invalid(
@@ -727,15 +755,11 @@ impl Config {
                 "must not be empty",
             ));
         }
-        let instance_access_ring = self.instance_access_ring()?;
-        let cursor_ring = self.cursor_ring()?;
-        if mode == Mode::Serve && self.role.serves_api() && cursor_ring.keys.is_empty() {
-            return Err(invalid(
-                "cursors.key_ring",
-                "EVENTS__CURSORS__KEY_RING (or EVENTS__CURSORS__KEYS__<ID>)",
-                "required in serve mode for the API: at least one secret that seals the cursors of next links (the same on every instance)",
-            ));
-        }
+        Ok(())
+    }
+
+    /// The bounds: each at least what the service can work with.
+    fn check_limits(&self) -> Result<(), ConfigError> {
         if self.secrets_reload_seconds == 0 {
             return Err(invalid("secrets_reload_seconds", "EVENTS__SECRETS_RELOAD_SECONDS", "must be at least 1"));
         }
@@ -791,13 +815,7 @@ impl Config {
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));
         }
-        Ok(Settings {
-            log_format: self.log_format.unwrap_or(LogFormat::Json),
-            allow_private_endpoints: self.webhooks.allow_private_endpoints.unwrap_or(false),
-            cursor_ring,
-            instance_access_ring,
-            config: self,
-        })
+        Ok(())
     }
 
     /// Checks what `altinn-events import` needs: the store the pods use

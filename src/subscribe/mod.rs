@@ -241,8 +241,20 @@ impl Subscriptions {
         self.authorize(principal, &kind, &filters).await?;
         // Only now: where events would be pushed is safe (public, allowed port).
         self.sender.check_endpoint(&end_point).await.map_err(|e| SubscribeError::Invalid(e.to_string()))?;
-        // 8. Stored, unless it exists. Events from the feed's current end on
-        // are pushed to it.
+        // 8. Stored, unless it exists.
+        self.store_new(principal, consumer, end_point, filters).await
+    }
+
+    /// Stores a subscription that passed the rules, unless the same exists
+    /// (then that one is the answer, without its secret). Events from the
+    /// feed's current end on are pushed to it.
+    async fn store_new(
+        &self,
+        principal: &Principal,
+        consumer: String,
+        end_point: url::Url,
+        filters: SubscriptionFilters,
+    ) -> Result<Created, SubscribeError> {
         let feed = match &filters.subject_filter {
             Some(subject) => crate::domain::FeedId::Subject(subject.clone()),
             None => crate::domain::FeedId::Resource(filters.resource_filter.clone()),

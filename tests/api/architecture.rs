@@ -334,3 +334,65 @@ fn the_files_of_a_module_depend_on_each_other_in_no_circle() {
     }
     assert_eq!(a_circle(&inside), None, "files of a module in a circle");
 }
+
+/// The lines of each function of `text` that is longer than `max` (its
+/// name, first line, length), found by its braces: the body of a `fn` runs
+/// from its first `{` to the `}` that balances it.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        let Some(at) = code.find("fn ").filter(|at| *at == 0 || !is_ident_char(code[..*at].chars().next_back())) else {
+            continue;
+        };
+        let name: String = code[at + 3..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if name.is_empty() {
+            continue;
+        }
+        let (mut depth, mut opened) = (0i64, false);
+        for (j, body) in lines[i..].iter().enumerate() {
+            let body = body.split("//").next().unwrap_or_default();
+            if !opened && body.trim_end().ends_with(';') && !body.contains('{') {
+                break;
+            }
+            for c in body.chars() {
+                match c {
+                    '{' => (depth, opened) = (depth + 1, true),
+                    '}' => depth -= 1,
+                    _ => {}
+                }
+            }
+            if opened && depth <= 0 {
+                if j + 1 > max {
+                    out.push((name.clone(), i + 1, j + 1));
+                }
+                break;
+            }
+        }
+    }
+    out
+}
+
+fn is_ident_char(c: Option<char>) -> bool {
+    c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A function a reader can hold at once: none in `src/` is over 100 lines.
+#[test]
+fn no_function_in_src_is_over_100_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut long = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for (name, line, length) in long_functions(&text, 100) {
+            long.push(format!("{}:{line} fn {name}: {length} lines", file.display()));
+        }
+    }
+    assert!(files.len() > 50, "the scan found the sources ({})", files.len());
+    let sample = "fn a() {\n".to_owned() + &"    x();\n".repeat(100) + "}\nfn b() {}\n";
+    assert_eq!(long_functions(&sample, 100), vec![("a".to_owned(), 1, 102)], "the count itself");
+    assert!(long.is_empty(), "functions over 100 lines:\n{}", long.join("\n"));
+}

@@ -55,94 +55,136 @@ async fn read(
     }
     while page.events.len() < limit && page.next < budget_end {
         let k = page.next / s;
-        let segment_end_if_full = (k + 1) * s;
         let want = limit - page.events.len();
-        if filter_sql.is_empty() {
-            // Nothing filtered: the events are gapless, so the page itself
-            // says how far it got. One round trip.
-            let docs = query(seg, feed.pk(k), page.next, None, "", &[], want, &mut page).await?;
-            let got = docs.len();
-            let sealed = docs.last().is_some_and(|d| d.sealed);
-            if let Some(last) = docs.last() {
-                page.next = last.seq + 1;
-            }
-            page.events.extend(events_of(docs));
-            if sealed {
-                // The seal is a segment's last document: go on at the next.
-                page.next = segment_end_if_full;
-                if page.events.len() == limit {
-                    break;
-                }
-                continue;
-            }
-            if page.events.len() == limit {
-                break;
-            }
-            if got > 0 && page.next == segment_end_if_full {
-                continue;
-            }
-            if got == 0 {
-                // Nothing from here in this segment: the end of the feed, or
-                // events removed by TTL. The segment's length says which (a
-                // sealed segment counts as full, and so does an empty one
-                // older than writers use segments); it is read before the
-                // second look, and the events below it are gapless, so
-                // whatever the second look does not find below it is gone,
-                // not merely late.
-                let head = seg.read_head(feed, k).await?;
-                page.round_trips += 1;
-                if let Some(head) = head {
-                    let end = head.end(s);
-                    if page.next < end {
-                        let docs = query(seg, feed.pk(k), page.next, Some(end), "", &[], want, &mut page).await?;
-                        if let Some(last) = docs.last() {
-                            page.next = last.seq + 1;
-                            page.events.extend(events_of(docs));
-                            continue;
-                        }
-                        // Expired: skip them (within the scan budget).
-                        page.next = end.min(budget_end);
-                        if page.next < end {
-                            break;
-                        }
-                    }
-                    if head.count == s && page.next == segment_end_if_full {
-                        continue;
-                    }
-                }
-            }
-            page.at_end = true;
-            break;
-        }
-        // Filtered: the segment's length says how far a short result has scanned.
-        let head = seg.read_head(feed, k).await?;
-        page.round_trips += 1;
-        let Some(head) = head else {
-            page.at_end = true;
-            break;
+        let step = if filter_sql.is_empty() {
+            unfiltered_step(seg, feed, k, want, limit, budget_end, &mut page).await?
+        } else {
+            filtered_step(seg, feed, k, (&filter_sql, &filter_params), want, budget_end, &mut page).await?
         };
-        let end = head.end(s).min(budget_end);
-        if page.next < end {
-            let docs =
-                query(seg, feed.pk(k), page.next, Some(end), &filter_sql, &filter_params, want, &mut page).await?;
-            let full = docs.len() == want;
-            let last = docs.last().map(|d| d.seq);
-            page.events.extend(events_of(docs));
-            if full {
-                page.next = last.expect("a full page has a last event") + 1;
-                break;
-            }
-            page.next = end;
-        }
-        if head.count < s && page.next >= head.end(s) {
-            page.at_end = true;
+        if let Flow::Done = step {
             break;
-        }
-        if page.next >= head.end(s) {
-            page.next = segment_end_if_full;
         }
     }
     Ok(page)
+}
+
+/// What [`read`] does after a step in one segment: go on, or answer.
+enum Flow {
+    Next,
+    Done,
+}
+
+/// A step of an unfiltered read in segment `k`: the events are gapless, so
+/// the page itself says how far it got (one round trip, unless the segment
+/// looks short).
+async fn unfiltered_step(
+    seg: &Segments,
+    feed: &FeedId,
+    k: u64,
+    want: usize,
+    limit: usize,
+    budget_end: u64,
+    page: &mut ReadPage,
+) -> Result<Flow, StoreError> {
+    let s = seg.size();
+    let segment_end_if_full = (k + 1) * s;
+    // Nothing filtered: the events are gapless, so the page itself
+    // says how far it got. One round trip.
+    let docs = query(seg, feed.pk(k), page.next, None, "", &[], want, page).await?;
+    let got = docs.len();
+    let sealed = docs.last().is_some_and(|d| d.sealed);
+    if let Some(last) = docs.last() {
+        page.next = last.seq + 1;
+    }
+    page.events.extend(events_of(docs));
+    if sealed {
+        // The seal is a segment's last document: go on at the next.
+        page.next = segment_end_if_full;
+        if page.events.len() == limit {
+            return Ok(Flow::Done);
+        }
+        return Ok(Flow::Next);
+    }
+    if page.events.len() == limit {
+        return Ok(Flow::Done);
+    }
+    if got > 0 && page.next == segment_end_if_full {
+        return Ok(Flow::Next);
+    }
+    if got == 0 {
+        // Nothing from here in this segment: the end of the feed, or
+        // events removed by TTL. The segment's length says which (a
+        // sealed segment counts as full, and so does an empty one
+        // older than writers use segments); it is read before the
+        // second look, and the events below it are gapless, so
+        // whatever the second look does not find below it is gone,
+        // not merely late.
+        let head = seg.read_head(feed, k).await?;
+        page.round_trips += 1;
+        if let Some(head) = head {
+            let end = head.end(s);
+            if page.next < end {
+                let docs = query(seg, feed.pk(k), page.next, Some(end), "", &[], want, page).await?;
+                if let Some(last) = docs.last() {
+                    page.next = last.seq + 1;
+                    page.events.extend(events_of(docs));
+                    return Ok(Flow::Next);
+                }
+                // Expired: skip them (within the scan budget).
+                page.next = end.min(budget_end);
+                if page.next < end {
+                    return Ok(Flow::Done);
+                }
+            }
+            if head.count == s && page.next == segment_end_if_full {
+                return Ok(Flow::Next);
+            }
+        }
+    }
+    page.at_end = true;
+    Ok(Flow::Done)
+}
+
+/// A step of a filtered read in segment `k`: the segment's length says how
+/// far a short result has scanned.
+async fn filtered_step(
+    seg: &Segments,
+    feed: &FeedId,
+    k: u64,
+    (filter_sql, filter_params): (&str, &[(String, serde_json::Value)]),
+    want: usize,
+    budget_end: u64,
+    page: &mut ReadPage,
+) -> Result<Flow, StoreError> {
+    let s = seg.size();
+    let segment_end_if_full = (k + 1) * s;
+    // Filtered: the segment's length says how far a short result has scanned.
+    let head = seg.read_head(feed, k).await?;
+    page.round_trips += 1;
+    let Some(head) = head else {
+        page.at_end = true;
+        return Ok(Flow::Done);
+    };
+    let end = head.end(s).min(budget_end);
+    if page.next < end {
+        let docs = query(seg, feed.pk(k), page.next, Some(end), filter_sql, filter_params, want, page).await?;
+        let full = docs.len() == want;
+        let last = docs.last().map(|d| d.seq);
+        page.events.extend(events_of(docs));
+        if full {
+            page.next = last.expect("a full page has a last event") + 1;
+            return Ok(Flow::Done);
+        }
+        page.next = end;
+    }
+    if head.count < s && page.next >= head.end(s) {
+        page.at_end = true;
+        return Ok(Flow::Done);
+    }
+    if page.next >= head.end(s) {
+        page.next = segment_end_if_full;
+    }
+    Ok(Flow::Next)
 }
 
 /// The events among `docs` (a segment's seal is not one).
