@@ -481,7 +481,7 @@ MUTATIONS = {
         "src/feeds/subscriptions/mod.rs",
         "                    if before >= limit {",
         "                    if false {",
-        "test(a_consumer_holds_a_bounded_number_of_subscriptions)",
+        "test(creates_that_pass_the_limit_check_together_still_keep_the_limit)",
     ),
     "enable-retries-a-failing-endpoint-at-once": (
         "src/subscribe/mod.rs",

@@ -398,6 +398,51 @@ async fn a_consumer_holds_a_bounded_number_of_subscriptions() {
     app.shutdown().await;
 }
 
+/// Two creates of one consumer with room for one more: the second starts
+/// half a (slowed) query after the first, so that its count of the
+/// consumer's subscriptions is read before the first is stored and its new
+/// id after. Both pass the first check; the check after the write keeps the
+/// limit (the later id removes itself). Queries are slowed by the emulator's
+/// fault injection so that this order does not depend on the machine's speed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_that_pass_the_limit_check_together_still_keep_the_limit() {
+    use altinn_events::feeds::emulator::EmulatorAccount;
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionConditionBuilder, FaultInjectionResultBuilder, FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    let slow = Duration::from_millis(600);
+    let slow_queries =
+        FaultInjectionRuleBuilder::new("slow-queries", FaultInjectionResultBuilder::new().with_delay(slow).build())
+            .with_condition(
+                FaultInjectionConditionBuilder::new().with_operation_type(FaultOperationType::QueryItem).build(),
+            )
+            .build();
+    let account = EmulatorAccount::new().with_faults(vec![std::sync::Arc::new(slow_queries)]);
+    let mut config = test_config();
+    config.webhooks.max_subscriptions_per_consumer = 3;
+    let app = TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let body =
+        |name: &str| json!({"endPoint": app.url(&format!("/localtest/webhooks/{name}")), "sourceFilter": APP_SOURCE});
+    created(&app, &owner, body("one")).await;
+    created(&app, &owner, body("two")).await;
+    let (a, b) = (body("a"), body("b"));
+    let first = subscribe(&app, &owner, &a);
+    let second = async {
+        tokio::time::sleep(slow / 2).await;
+        subscribe(&app, &owner, &b).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    let mut statuses = [first.status().as_u16(), second.status().as_u16()];
+    // (Normally the first stays; on a machine that ran them closer together
+    // they raced for one id, and the loser found the limit reached.)
+    statuses.sort_unstable();
+    let listed: Value = app.get_bearer(SUBSCRIPTIONS, &owner).await.json().await.unwrap();
+    assert_eq!(listed["count"], 3, "{statuses:?}: {listed}");
+    assert_eq!(statuses, [201, 400], "one stays, the other is refused");
+    app.shutdown().await;
+}
+
 /// 3. `enable`, `replay` and `validate` do not make an endpoint be tried
 /// sooner than its schedule says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
