@@ -5,7 +5,28 @@
 //   node server.js [PORT]     (0 or nothing: any free port)
 //
 // Prints `LISTENING 127.0.0.1:PORT` on stdout once it accepts connections.
-// COSMOSDB_SERVER_TRACE=1 logs each request and its status to stderr.
+//
+// Environment (all optional):
+//
+//   COSMOSDB_SERVER_TRACE=1       log each request and its status to stderr.
+//   COSMOSDB_SERVER_DELAY_MS=D    wait D ms before serving each request.
+//   COSMOSDB_SERVER_PARTITIONS=N  physical partitions to simulate (default 1).
+//                                 Partition key values are hashed (FNV-1a)
+//                                 onto them. Only the accounting is
+//                                 partitioned: the server still stores one
+//                                 container and reports ONE partition key
+//                                 range to the SDK, so the SDK sends one
+//                                 change-feed or cross-partition request
+//                                 where on Azure it would send N.
+//   COSMOSDB_SERVER_RU_PER_PARTITION=R
+//                                 throttle as Cosmos DB does (default 0: never):
+//                                 each physical partition has R RU/s, a token
+//                                 bucket holding at most one second's budget.
+//
+// Every document request is charged an estimate of Azure's RU (section 8
+// below: `x-ms-request-charge` on every response), and counted per
+// physical partition and per operation whether or not throttling is on.
+// `GET /_sim/stats` answers the counters as JSON (section 9).
 //
 // The package's server (lib/index.js) asks `routes.default(req)` for
 // `[params, handler]` on every request and renders whatever the handler
@@ -16,7 +37,13 @@
 
 const lib = "@vercel/cosmosdb-server/lib";
 const routes = require(`${lib}/routes`);
-const json = require(`${lib}/json`).default;
+const jsonModule = require(`${lib}/json`);
+// A body read before its handler ran (section 8) is kept on the request;
+// the package's handlers ask `json.default` for it at each call.
+const BODY = Symbol("body");
+const readJson = jsonModule.default;
+jsonModule.default = req => (req[BODY] !== undefined ? Promise.resolve(JSON.parse(req[BODY].toString())) : readJson(req));
+const json = req => jsonModule.default(req);
 const readItems = require(`${lib}/handler/_read-items`).default;
 const operations = require(`${lib}/handler/_document-operations`);
 const partitionHeader = require(`${lib}/utils/get-partition-from-header`);
@@ -250,6 +277,261 @@ async function readDocuments(original, account, req, res, params) {
   return { _rid: collection.read()._rid, Documents: items, _count: items.length };
 }
 
+// (8) Request units and throttling, as Cosmos DB meters a container with
+// provisioned throughput: the RU/s are split evenly over the physical
+// partitions, each request is charged to the partition of its partition key
+// (a request without one, a cross-partition query or the change feed, to
+// every partition, as the SDK would fan it out on Azure), and a partition
+// whose budget is spent answers 429 with sub-status 3200,
+// `x-ms-retry-after-ms` (the time until its bucket holds the request's
+// estimated charge) and Azure's error body, before the request does
+// anything. The SDK's own throttle retry (azure_data_cosmos_driver's
+// transport pipeline: up to 18 retries of a document request, each after
+// `x-ms-retry-after-ms`, capped at 15 s) then waits and sends it again.
+//
+// Charges, Azure's published orders of magnitude (not its exact model):
+//   write (create, upsert, replace, patch; also when refused, 409/412):
+//     5 RU per started KB of the request body (at least 5), plus 0.2 RU per
+//     top-level property the container's indexing policy indexes;
+//   delete: 5 RU;
+//   point read: 1 RU per started KB of the document (1 RU when missing);
+//   query: 2.5 RU per partition it runs on, plus 0.05 RU per KB returned;
+//   change feed: 2 RU per partition, plus 0.3 RU per document returned;
+//   transactional batch: the sum of its operations (a read 1 RU).
+// Admission takes the estimate (the write charge from the body; 1, 2.5 or
+// 2 RU for reads, queries and the change feed); after the handler the
+// partition is charged the actual amount, which may take it below zero (a
+// large page overdraws, as on Azure, and the next requests wait).
+// Metadata (databases, containers, partition key ranges) is neither charged
+// nor throttled.
+const PARTITIONS = Math.max(1, Number.parseInt(process.env.COSMOSDB_SERVER_PARTITIONS || "1", 10) || 1);
+const RU_PER_PARTITION = Math.max(0, Number(process.env.COSMOSDB_SERVER_RU_PER_PARTITION || "0") || 0);
+const buckets = Array.from({ length: PARTITIONS }, () => ({
+  tokens: RU_PER_PARTITION,
+  at: process.hrtime.bigint(),
+  requests: 0,
+  charge: 0,
+  throttled: 0
+}));
+const byOperation = new Map();
+const byKey = new Map();
+const started = Date.now();
+
+// FNV-1a over the key's JSON text: stable, and spreads similar keys.
+function partitionOf(key) {
+  const text = JSON.stringify(key === undefined ? null : key);
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i += 1) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % PARTITIONS;
+}
+
+function refill(bucket) {
+  const now = process.hrtime.bigint();
+  const seconds = Number(now - bucket.at) / 1e9;
+  bucket.at = now;
+  bucket.tokens = Math.min(RU_PER_PARTITION, bucket.tokens + seconds * RU_PER_PARTITION);
+}
+
+const round = ru => Math.round(ru * 100) / 100;
+const kb = bytes => Math.max(1, Math.ceil(bytes / 1024));
+
+// How many of `doc`'s top-level properties the policy indexes.
+function indexedProperties(doc, policy) {
+  if (!doc || typeof doc !== "object") return 0;
+  const paths = list => ((policy && policy[list]) || []).map(p => p.path);
+  const included = paths("includedPaths");
+  const excluded = paths("excludedPaths");
+  const covers = (list, name) =>
+    list.some(p => p === "/*" || p === `/${name}/?` || p === `/${name}/*` || p.startsWith(`/${name}/`));
+  const everything = !policy || !policy.includedPaths || included.includes("/*");
+  return Object.keys(doc).filter(name => {
+    if (name.startsWith("_")) return false;
+    const exact = excluded.some(p => p === `/${name}/?` || p === `/${name}/*`);
+    if (exact) return false;
+    if (covers(included.filter(p => p !== "/*"), name)) return true;
+    return everything && !excluded.includes("/*");
+  }).length;
+}
+
+function writeCharge(doc, bytes, policy) {
+  return 5 * kb(bytes) + 0.2 * indexedProperties(doc, policy);
+}
+
+function batchCharge(ops, policy) {
+  if (!Array.isArray(ops)) return 5;
+  return ops.reduce((sum, op) => {
+    const type = op && op.operationType;
+    if (type === "Read") return sum + 1;
+    if (type === "Delete") return sum + 5;
+    const doc = op && op.resourceBody;
+    return sum + writeCharge(doc, Buffer.byteLength(JSON.stringify(doc || {})), policy);
+  }, 0);
+}
+
+// Which handlers are document operations, and how each is metered.
+const METERED = new Map([
+  [handler("create-document"), "create"],
+  [handler("upsert-document"), "upsert"],
+  [handler("replace-document"), "replace"],
+  [handler("patch-document"), "patch"],
+  [handler("delete-document"), "delete"],
+  [handler("read-document"), "read"],
+  [handler("read-documents"), "feed"],
+  [handler("query-documents"), "query"],
+  [handler("batch-documents"), "batch"]
+]);
+
+function readBody(req) {
+  return new Promise((resolve, reject) => {
+    const chunks = [];
+    req.on("data", chunk => chunks.push(chunk));
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}
+
+function keyOf(req) {
+  const header = partitionHeader.default(req);
+  if (header === undefined) return undefined;
+  try {
+    return { key: partitionHeader.parsePartitionKey(header) };
+  } catch (_err) {
+    return { key: header };
+  }
+}
+
+const everyPartition = () => buckets.map((_, i) => i);
+
+// The estimate charged at admission, per partition.
+function estimate(kind, req, policy, partitions) {
+  let each;
+  if (kind === "read") each = 1;
+  else if (kind === "delete") each = 5;
+  else if (kind === "query") each = 2.5;
+  else if (kind === "feed") each = 2;
+  else {
+    let body = null;
+    try {
+      body = JSON.parse(req[BODY].toString());
+    } catch (_err) {
+      body = null;
+    }
+    each = kind === "batch" ? batchCharge(body, policy) : writeCharge(body, req[BODY].length, policy);
+  }
+  return new Map(partitions.map(p => [p, each]));
+}
+
+// The actual charge, per partition, once the handler has answered.
+function actual(kind, res, result, admitted) {
+  if (kind === "read") {
+    const found = res.statusCode < 300 && result;
+    return mapEach(admitted, () => (found ? kb(Buffer.byteLength(JSON.stringify(result))) : 1));
+  }
+  if (kind === "query" || kind === "feed") {
+    const items = (result && (result.Documents || result.Items)) || [];
+    const bytes = items.length ? Buffer.byteLength(JSON.stringify(items)) : 0;
+    const share = admitted.size;
+    if (kind === "query") return mapEach(admitted, () => 2.5 + (0.05 * bytes) / 1024 / share);
+    // The change feed: each document to its own partition.
+    const charges = mapEach(admitted, () => 2);
+    for (const item of items) {
+      const doc = item && item.current ? item.current : item;
+      const p = partitionOf(doc && doc.pk !== undefined ? doc.pk : undefined);
+      if (charges.has(p)) charges.set(p, charges.get(p) + 0.3);
+    }
+    return charges;
+  }
+  return admitted;
+}
+
+const mapEach = (m, f) => new Map([...m.keys()].map(k => [k, f(k)]));
+
+function count(operation, field, n) {
+  const entry = byOperation.get(operation) || { requests: 0, charge: 0, throttled: 0 };
+  entry[field] += n;
+  byOperation.set(operation, entry);
+}
+
+// The seconds until every partition of `charges` holds its charge (0: now).
+function waitFor(charges) {
+  if (RU_PER_PARTITION <= 0) return { wait: 0, short: [] };
+  let wait = 0;
+  const short = [];
+  for (const [p, ru] of charges) {
+    const bucket = buckets[p];
+    refill(bucket);
+    // A request costlier than a second's budget waits for a full bucket.
+    const need = Math.min(ru, RU_PER_PARTITION);
+    if (bucket.tokens < need) {
+      short.push(p);
+      wait = Math.max(wait, (need - bucket.tokens) / RU_PER_PARTITION);
+    }
+  }
+  return { wait, short };
+}
+
+function throttle(req, res, kind, short, wait) {
+  for (const p of short) buckets[p].throttled += 1;
+  count(kind, "throttled", 1);
+  const activity = require("crypto").randomUUID();
+  res.statusCode = 429;
+  res.setHeader("x-ms-retry-after-ms", String(Math.max(1, Math.ceil(wait * 1000))));
+  res.setHeader("x-ms-substatus", "3200");
+  res[CHARGE] = "0";
+  return {
+    code: "TooManyRequests",
+    message:
+      'Message: {"Errors":["Request rate is large. More Request Units may be needed, so no changes were made. ' +
+      'Please retry this request later. Learn more: http://aka.ms/cosmosdb-error-429"]}\r\n' +
+      `ActivityId: ${activity}, Request URI: ${req.url}, RequestStats: , SDK: cosmosdb-server (simulated partition ${short.join(",")})`
+  };
+}
+
+const CHARGE = Symbol("charge");
+
+async function metered(kind, run, account, req, res, params) {
+  // The package sets `x-ms-request-charge: 1` after every handler: keep ours.
+  const setHeader = res.setHeader;
+  res.setHeader = function keepCharge(name, value) {
+    const ours = String(name).toLowerCase() === "x-ms-request-charge" && res[CHARGE] !== undefined;
+    return setHeader.call(this, name, ours ? res[CHARGE] : value);
+  };
+  if (req.method === "POST" || req.method === "PUT" || req.method === "PATCH") req[BODY] = await readBody(req);
+  const collection = account.database(params.dbId).collection(params.collId);
+  const policy = (collection.read() || {}).indexingPolicy;
+  const key = keyOf(req);
+  // A change feed or cross-partition query runs on every partition.
+  const partitions = key === undefined ? everyPartition() : [partitionOf(key.key)];
+  const operation = kind === "feed" && req.headers["a-im"] ? "changefeed" : kind;
+  const admitted = estimate(kind, req, policy, partitions);
+  const { wait, short } = waitFor(admitted);
+  if (wait > 0) return throttle(req, res, operation, short, wait);
+  for (const [p, ru] of admitted) buckets[p].tokens -= ru;
+  let result;
+  try {
+    result = await run(account, req, res, params);
+  } finally {
+    const charges = actual(operation === "changefeed" ? "feed" : kind, res, result, admitted);
+    let total = 0;
+    for (const [p, ru] of charges) {
+      const bucket = buckets[p];
+      bucket.tokens -= ru - (admitted.get(p) || 0);
+      bucket.requests += 1;
+      bucket.charge += ru;
+      total += ru;
+    }
+    count(operation, "requests", 1);
+    count(operation, "charge", total);
+    const name = key === undefined ? "(every partition)" : String(key.key);
+    byKey.set(name, (byKey.get(name) || 0) + total);
+    res[CHARGE] = String(round(total));
+  }
+  return result;
+}
+
 const fixes = new Map([
   [handler("read-documents"), readDocuments],
   [handler("read-partition-key-ranges"), readPartitionKeyRanges],
@@ -261,11 +543,49 @@ const fixes = new Map([
 const route = routes.default;
 routes.default = req => {
   const found = route(req);
-  const fix = found && fixes.get(found[1]);
-  if (!fix) return found;
+  if (!found) return found;
   const [params, original] = found;
-  return [params, (account, ...rest) => fix(original, account, ...rest)];
+  const fix = fixes.get(original);
+  const run = fix ? (account, ...rest) => fix(original, account, ...rest) : original;
+  const kind = METERED.get(original);
+  if (!kind) return [params, run];
+  return [params, (account, ...rest) => metered(kind, run, account, ...rest)];
 };
+
+// (9) The counters of section 8, for tests and benchmarks:
+// `GET /_sim/stats` answers
+//   {partitions, ruPerPartition, seconds, requests, charge, throttled,
+//    perPartition: [{partition, requests, charge, throttled}],
+//    byOperation: {create|upsert|replace|patch|delete|read|feed|changefeed|query|batch:
+//                  {requests, charge, throttled}},
+//    hotKeys: [{key, partition, charge}]}  (the ten costliest partition keys)
+// (`charge` in RU, `throttled` the 429s answered; a cross-partition request
+// counts once per partition in perPartition, once in byOperation).
+function stats() {
+  const perPartition = buckets.map((b, partition) => ({
+    partition,
+    requests: b.requests,
+    charge: round(b.charge),
+    throttled: b.throttled
+  }));
+  const operations = {};
+  for (const [name, e] of byOperation) operations[name] = { ...e, charge: round(e.charge) };
+  const sum = field => [...byOperation.values()].reduce((n, e) => n + e[field], 0);
+  return {
+    partitions: PARTITIONS,
+    ruPerPartition: RU_PER_PARTITION,
+    seconds: (Date.now() - started) / 1000,
+    requests: sum("requests"),
+    charge: round(sum("charge")),
+    throttled: sum("throttled"),
+    perPartition,
+    byOperation: operations,
+    hotKeys: [...byKey]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 10)
+      .map(([key, charge]) => ({ key, partition: key === "(every partition)" ? null : partitionOf(key), charge: round(charge) }))
+  };
+}
 
 const port = Number.parseInt(process.argv[2] || "0", 10);
 const server = createHttpServer({ keepAlive: true });
@@ -303,6 +623,18 @@ if (delayMs > 0) {
   server.removeAllListeners("request");
   server.on("request", (req, res) => {
     setTimeout(() => handlers.forEach(h => h.call(server, req, res)), delayMs);
+  });
+}
+{
+  const handlers = server.listeners("request");
+  server.removeAllListeners("request");
+  server.on("request", (req, res) => {
+    if (req.method === "GET" && req.url === "/_sim/stats") {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify(stats()));
+      return;
+    }
+    handlers.forEach(h => h.call(server, req, res));
   });
 }
 server.listen(port, "127.0.0.1", () => {
