@@ -57,6 +57,7 @@ impl Cosmos {
                     _ => AccountReference::with_credential(endpoint.into(), credential(other)?),
                 };
                 CosmosClient::builder()
+                    .with_diagnostics_handler(Arc::new(super::ThrottleCounter))
                     .build(account, RoutingStrategy::PreferredRegions(vec![]))
                     .await
                     .map_err(StoreError::cosmos("build client"))?

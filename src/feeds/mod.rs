@@ -119,3 +119,30 @@ pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>)
     }
     crate::telemetry::cosmos_request(kind, started.elapsed(), charge);
 }
+
+/// Counts the 429s Cosmos DB answered, per SDK operation (`create_item`,
+/// `execute_transactional_batch`, `query_items`, ...), in
+/// `cosmos_throttled_requests_total`: the ones the SDK waited out and sent
+/// again by itself (its throttle retry honours `x-ms-retry-after-ms`), which
+/// no response the store sees reports, as well as the last one of an
+/// operation that gave up (also in `cosmos_request_errors_total{status="429"}`).
+/// The SDK calls it once per operation, with every attempt's status; under
+/// a retry storm it keeps a count per run of equal statuses.
+pub(crate) struct ThrottleCounter;
+
+impl azure_data_cosmos::diagnostics::DiagnosticsHandler for ThrottleCounter {
+    fn handle(
+        &self,
+        diagnostics: &azure_data_cosmos::diagnostics::DiagnosticsContext,
+        _: &azure_core::http::Context<'_>,
+    ) {
+        let throttled = match diagnostics.compaction() {
+            Some(compacted) => compacted.runs.iter().filter(|r| r.status.is_throttled()).map(|r| r.count).sum(),
+            None => diagnostics.requests().iter().filter(|r| r.status().is_throttled()).count(),
+        };
+        if throttled > 0 {
+            let operation = diagnostics.operation_name().unwrap_or("other").to_owned();
+            metrics::counter!("cosmos_throttled_requests_total", "operation" => operation).increment(throttled as u64);
+        }
+    }
+}
