@@ -77,11 +77,18 @@ pub struct Emulator {
 
 impl Emulator {
     pub fn start(port: u16, dir: &Path) -> Self {
+        Self::start_with(port, dir, &[])
+    }
+
+    /// With environment variables for the server (`COSMOSDB_SERVER_*`,
+    /// documented at the top of server.js).
+    pub fn start_with(port: u16, dir: &Path, env: &[(String, String)]) -> Self {
         let server = std::env::var("EVENTS_TEST_COSMOSDB_SERVER")
             .expect("EVENTS_TEST_COSMOSDB_SERVER is not set: run the cluster tests with .ci/cosmosdb-server/run-test");
         let mut child = Command::new("node")
             .arg(server)
             .arg(port.to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(dir.join("cosmosdb-server.log")).unwrap())
             .spawn()
@@ -100,14 +107,24 @@ impl Emulator {
         format!("http://127.0.0.1:{}/", self.port)
     }
 
+    /// The server's request units and 429s so far (`GET /_sim/stats`).
+    pub async fn stats(&self, http: &reqwest::Client) -> Value {
+        http.get(format!("{}_sim/stats", self.endpoint())).send().await.unwrap().json().await.unwrap()
+    }
+
     /// The feed store as the pods see it, for checks below the API.
     pub async fn store(&self) -> FeedStore {
+        self.store_with(SEGMENT_SIZE).await
+    }
+
+    /// The same, for pods that were given another segment size.
+    pub async fn store_with(&self, segment_size: u64) -> FeedStore {
         let config = CosmosConfig {
             auth: Some(CosmosAuth::Key),
             endpoint: Some(self.endpoint().parse().unwrap()),
             key: Some(SecretString::from(COSMOS_KEY)),
             provision: Some(true),
-            segment_size: SEGMENT_SIZE,
+            segment_size,
             ..CosmosConfig::default()
         };
         // The SDK's first request can meet a closed connection (its HTTP/2
@@ -311,8 +328,18 @@ pub struct Tokens {
 
 impl Cluster {
     pub async fn start(name: &str, n: usize, extra_env: Vec<(String, String)>) -> Self {
+        Self::start_with(name, n, extra_env, &[]).await
+    }
+
+    /// With environment variables for the emulator as well.
+    pub async fn start_with(
+        name: &str,
+        n: usize,
+        extra_env: Vec<(String, String)>,
+        emulator_env: &[(String, String)],
+    ) -> Self {
         let scratch = Scratch::new(name);
-        let emulator = Emulator::start(0, &scratch.0);
+        let emulator = Emulator::start_with(0, &scratch.0, emulator_env);
         let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         let mut shared = Shared::new(emulator.endpoint(), &scratch.0);
         shared.extra_env = extra_env;

@@ -10,6 +10,7 @@
 mod harness;
 mod import;
 mod postgres;
+mod throttle;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
