@@ -54,6 +54,14 @@ param deleteLock bool
 @description('Resource id of the Log Analytics workspace that receives the diagnostic logs and metrics.')
 param logAnalyticsWorkspaceId string
 
+@description('Action groups notified by the hot-partition alert (resource ids). Empty: the alert fires in Azure Monitor only.')
+param alertActionGroupIds array = []
+
+@description('Hot-partition alert: the highest normalized RU consumption of one partition key range, percent, over 15 minutes.')
+@minValue(1)
+@maxValue(100)
+param hotPartitionThresholdPercent int = 90
+
 // The write region first; a read region, when given, is where automatic
 // failover moves the writes.
 var readRegions = empty(secondaryLocation) ? [] : [
@@ -357,6 +365,64 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
         enabled: true
       }
     ]
+  }
+}
+
+// A hot physical partition (docs/capacity.md, "One feed's ceiling"): the
+// container's RU/s are split evenly over its physical partitions and every
+// write of one feed goes to one of them, so one partition key range can
+// spend its share (and answer 429) while the account as a whole is far
+// below its maximum. NormalizedRUConsumption is, per minute, the highest
+// share of its RU/s any second used; split by PartitionKeyRangeId, the
+// alert names the range. It corroborates the service's own
+// AltinnEventsCosmosPartitionThrottled (docs/operations.md), which counts
+// the 429s the SDK retried.
+resource hotPartition 'Microsoft.Insights/metricAlerts@2018-03-01' = {
+  name: '${accountName}-cosmos-hot-partition'
+  location: 'global'
+  tags: tags
+  properties: {
+    description: 'One physical partition of ${databaseName}/${containerName} used more than ${hotPartitionThresholdPercent}% of its share of the RU/s: a hot feed (docs/capacity.md, docs/operations.md AltinnEventsCosmosPartitionThrottled).'
+    severity: 2
+    enabled: true
+    scopes: [account.id]
+    evaluationFrequency: 'PT5M'
+    windowSize: 'PT15M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
+      allOf: [
+        {
+          criterionType: 'StaticThresholdCriterion'
+          name: 'NormalizedRUConsumptionPerPartition'
+          metricNamespace: 'Microsoft.DocumentDB/databaseAccounts'
+          metricName: 'NormalizedRUConsumption'
+          operator: 'GreaterThan'
+          threshold: hotPartitionThresholdPercent
+          timeAggregation: 'Maximum'
+          dimensions: [
+            {
+              name: 'DatabaseName'
+              operator: 'Include'
+              values: [databaseName]
+            }
+            {
+              name: 'CollectionName'
+              operator: 'Include'
+              values: [containerName]
+            }
+            {
+              name: 'PartitionKeyRangeId'
+              operator: 'Include'
+              values: ['*']
+            }
+          ]
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: [for id in alertActionGroupIds: {
+      actionGroupId: id
+    }]
   }
 }
 
