@@ -307,6 +307,7 @@ impl Services {
             subscribe::SubscriptionSettings {
                 apps_domains: webhooks.apps_domains.clone(),
                 validation_retry: webhooks.validation_retry_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
+                validation_sweep: Duration::from_secs(webhooks.validation_sweep_seconds),
                 platform_base: platform.clone(),
                 max_per_consumer: webhooks.max_subscriptions_per_consumer,
                 max_concurrent_validations: webhooks.max_concurrent_validations,
