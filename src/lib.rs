@@ -95,6 +95,13 @@ impl Running {
         self.waiters.parked()
     }
 
+    /// How often a long-polling request parked since the start: a test can
+    /// tell from it that a request waited at the head of its feed, or did
+    /// not, without timing it.
+    pub fn parks(&self) -> u64 {
+        self.waiters.parks()
+    }
+
     /// The subscriptions this instance pushes right now.
     pub fn delivering(&self) -> std::collections::HashSet<u64> {
         self.delivery.running()

@@ -113,6 +113,11 @@ impl TestApp {
         self.running.as_ref().map_or(0, Running::parked_waiters)
     }
 
+    /// How often a long-polling request parked since the app started.
+    pub fn parks(&self) -> u64 {
+        self.running.as_ref().map_or(0, Running::parks)
+    }
+
     /// Waits until `n` requests are parked waiting for appends.
     pub async fn until_parked(&self, n: usize) {
         until("long-polling requests parked", || self.parked_waiters() == n).await;

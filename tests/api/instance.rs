@@ -1,4 +1,4 @@
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use altinn_events::Overrides;
 use altinn_events::domain::FeedId;
@@ -178,24 +178,24 @@ async fn a_waiting_request_is_answered_as_soon_as_an_event_is_published() {
     publish(&app, 1337, GUID_A, "before").await;
     let user = app.user_token(1337, 1337, 2).await;
     let cursor = end_cursor(&app, &user).await;
-    let url = app.url(&format!("/events/api/v1/app/party?party=1337&after={cursor}&wait=20"));
+    let url = app.url(&format!("/events/api/v1/app/party?party=1337&after={cursor}&wait=30"));
     let http = app.http.clone();
     let token = user.clone();
     let waiter = tokio::spawn(async move {
         let resp = http.get(url).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap();
-        (Instant::now(), resp.json::<Vec<Value>>().await.unwrap())
+        resp.json::<Vec<Value>>().await.unwrap()
     });
     app.until_parked(1).await;
     assert!(!waiter.is_finished(), "the request waits while there is nothing");
     let id = publish(&app, 1337, GUID_A, "after").await;
-    let published = Instant::now();
-    let (answered, body) = waiter.await.unwrap();
-    assert_eq!(ids(&body), [id.as_str()], "woken by the append, long before its wait or the poll");
-    let delay = answered.saturating_duration_since(published);
-    assert!(delay < Duration::from_secs(10), "woken by the append itself: {delay:?}");
+    // Had the append not woken it, it would answer empty when its wait is
+    // over (the poll comes after that).
+    let body = waiter.await.unwrap();
+    assert_eq!(ids(&body), [id.as_str()], "woken by the append, before its wait or the poll");
 
-    // Nothing arrives: an empty page with next after the wait.
-    let started = Instant::now();
+    // Nothing arrives: an empty page with next after the wait, which it
+    // waited at the head of the feed.
+    let parks = app.parks();
     let resp = app
         .get_bearer(
             &format!("/events/api/v1/app/party?party=1337&after={}&wait=1", end_cursor(&app, &user).await),
@@ -205,7 +205,7 @@ async fn a_waiting_request_is_answered_as_soon_as_an_event_is_published() {
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("next").is_some());
     assert!(resp.json::<Vec<Value>>().await.unwrap().is_empty());
-    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert_eq!(app.parks(), parks + 1, "it waited for an append");
     let body =
         assert_problem(app.get_bearer("/events/api/v1/app/party?party=1337&after=0&wait=31", &user).await, 400).await;
     assert_eq!(body["detail"], "The 'wait' parameter must be a number of seconds from 0 to 30.");
@@ -222,19 +222,18 @@ async fn a_waiter_sees_events_published_through_another_instance_within_the_poll
     publish(&writer, 1337, GUID_A, "before").await;
     let user = reader.user_token(1337, 1337, 2).await;
     let cursor = end_cursor(&reader, &user).await;
-    let url = reader.url(&format!("/events/api/v1/app/party?party=1337&after={cursor}&wait=20"));
+    let url = reader.url(&format!("/events/api/v1/app/party?party=1337&after={cursor}&wait=30"));
     let http = reader.http.clone();
     let waiter = tokio::spawn(async move {
         let resp = http.get(url).header(AUTHORIZATION, format!("Bearer {user}")).send().await.unwrap();
-        (Instant::now(), resp.json::<Vec<Value>>().await.unwrap())
+        resp.json::<Vec<Value>>().await.unwrap()
     });
     reader.until_parked(1).await;
     let id = publish(&writer, 1337, GUID_A, "elsewhere").await;
-    let published = Instant::now();
-    let (answered, body) = waiter.await.unwrap();
+    // Had the reader's poll not seen it, the request would answer empty
+    // when its 30 s wait is over.
+    let body = waiter.await.unwrap();
     assert_eq!(ids(&body), [id.as_str()], "the reader's poll saw the other instance's append");
-    let delay = answered.saturating_duration_since(published);
-    assert!(delay < Duration::from_secs(10), "within a few poll intervals, not the 20 s wait: {delay:?}");
     reader.shutdown().await;
     writer.shutdown().await;
 }
@@ -275,16 +274,13 @@ async fn shutdown_answers_waiting_requests_at_once() {
     let waiter =
         tokio::spawn(async move { http.get(url).header(AUTHORIZATION, format!("Bearer {user}")).send().await });
     app.until_parked(1).await;
-    let started = Instant::now();
+    // The app gives in-flight requests 5 s before it drops them: a long
+    // poll that waited out its 30 s would be dropped, not answered.
     app.shutdown().await;
     let resp = waiter.await.unwrap().expect("the in-flight request is answered, not dropped");
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("next").is_some());
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "shutdown did not wait out the 30 s long poll: {:?}",
-        started.elapsed()
-    );
+    assert!(resp.json::<Vec<Value>>().await.unwrap().is_empty());
 }
 
 /// Cosmos DB requests the instance made so far (from its metrics).
