@@ -314,7 +314,8 @@ pub enum PdpMode {
     Garbage,
 }
 
-/// A PDP on 127.0.0.1 whose answers a test chooses, counting its requests.
+/// A PDP on 127.0.0.1 whose answers a test chooses, counting its decision
+/// requests.
 pub struct FakePdp {
     pub url: url::Url,
     mode: std::sync::Arc<std::sync::Mutex<PdpMode>>,
@@ -339,7 +340,12 @@ impl FakePdp {
             axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let (mode, hits, key) = state.clone();
                 async move {
-                    hits.fetch_add(1, Ordering::SeqCst);
+                    // Decisions are counted; readiness probes (a request
+                    // for no resource, made every 30 s) are not.
+                    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if request["Request"]["Resource"].as_array().is_none_or(|r| !r.is_empty()) {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                    }
                     *key.lock().unwrap() = headers
                         .get("ocp-apim-subscription-key")
                         .and_then(|v| v.to_str().ok())
