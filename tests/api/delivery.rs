@@ -20,7 +20,7 @@ const APP_SOURCE: &str = "https://ttd.apps.altinn.no/ttd/apps-test";
 const ESTATE: &str = "urn:altinn:resource:ttd-estate-of-deceased";
 const VALIDATION: &str = "platform.events.validatesubscription";
 
-fn delivery_config() -> altinn_events::config::Config {
+pub(crate) fn delivery_config() -> altinn_events::config::Config {
     let mut config = test_config();
     config.webhooks.validation_retry_seconds = vec![1, 1];
     config.webhooks.timeout_seconds = 5;
@@ -28,7 +28,7 @@ fn delivery_config() -> altinn_events::config::Config {
 }
 
 /// Creates a subscription and waits until it is validated: its id and secret.
-async fn subscribed(app: &TestApp, token: &str, body: Value) -> (u64, String) {
+pub(crate) async fn subscribed(app: &TestApp, token: &str, body: Value) -> (u64, String) {
     let resp = subscribe(app, token, &body).await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     let created: Value = resp.json().await.unwrap();
@@ -37,7 +37,7 @@ async fn subscribed(app: &TestApp, token: &str, body: Value) -> (u64, String) {
     (id, created["secret"].as_str().unwrap().to_owned())
 }
 
-async fn view(app: &TestApp, token: &str, id: u64) -> Value {
+pub(crate) async fn view(app: &TestApp, token: &str, id: u64) -> Value {
     let resp = app.get_bearer(&format!("/events/api/v1/subscriptions/{id}"), token).await;
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
@@ -63,11 +63,11 @@ pub(crate) async fn until_view(
 }
 
 /// The events a receiver got (not the validation push), in arrival order.
-fn events(receiver: &Receiver) -> Vec<Received> {
+pub(crate) fn events(receiver: &Receiver) -> Vec<Received> {
     receiver.received().into_iter().filter(|r| r.json()["type"] != VALIDATION).collect()
 }
 
-fn ids(received: &[Received]) -> Vec<String> {
+pub(crate) fn ids(received: &[Received]) -> Vec<String> {
     received.iter().map(|r| r.json()["id"].as_str().unwrap().to_owned()).collect()
 }
 
