@@ -174,11 +174,20 @@ pub struct PlatformServiceConfig {
     /// Requests in flight from one instance at most; more wait up to
     /// `timeout_ms` for a slot, then fail closed (503).
     pub max_concurrent_requests: usize,
+    /// The PDP's: how long its circuit breaker stays open after 5 failed
+    /// calls in a row (then the next call is a probe). Register has none.
+    pub circuit_open_seconds: u64,
 }
 
 impl Default for PlatformServiceConfig {
     fn default() -> Self {
-        Self { url: None, subscription_key: None, timeout_ms: 2000, max_concurrent_requests: 64 }
+        Self {
+            url: None,
+            subscription_key: None,
+            timeout_ms: 2000,
+            max_concurrent_requests: 64,
+            circuit_open_seconds: 5,
+        }
     }
 }
 
@@ -752,6 +761,9 @@ impl Config {
         ];
         if let Some((_, name, env)) = at_least_one.into_iter().find(|(v, _, _)| *v == 0) {
             return Err(invalid(name, env, "must be at least 1"));
+        }
+        if self.pdp.circuit_open_seconds == 0 {
+            return Err(invalid("pdp.circuit_open_seconds", "EVENTS__PDP__CIRCUIT_OPEN_SECONDS", "must be at least 1"));
         }
         if self.webhooks.validation_sweep_seconds == 0 {
             return Err(invalid(

@@ -256,6 +256,7 @@ impl PlatformClients {
         let pdp = Arc::new(Pdp::new(
             PlatformService::new(http, &config.pdp, pdp_url).with_key(pdp_key.clone()),
             register.clone(),
+            Duration::from_secs(config.pdp.circuit_open_seconds),
         ));
         Ok(Self {
             tokens: Arc::new(tokens),
@@ -286,6 +287,8 @@ impl Services {
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let (pdp, register) = (&clients.pdp, &clients.register);
+        // The breaker's time is the store's clock (tests move it).
+        pdp.measure_by(feeds.clock().clone());
         let waiters = Arc::new(Waiters::new(config.limits.max_waiters, config.limits.max_waiters_per_caller));
         let limits = ReadLimits { scan_budget_factor: config.limits.scan_budget_factor };
         let reader =
