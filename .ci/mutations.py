@@ -77,6 +77,12 @@ MUTATIONS = {
         "if false && self.breaker.is_open() {",
         "test(every_pdp_failure_is_a_503)",
     ),
+    "circuit-never-closes": (
+        "src/authz/mod.rs",
+        "open.is_some_and(|until| self.now_ms() < until)",
+        "open.is_some()",
+        "test(the_circuit_closes_again_when_the_pdp_recovers)",
+    ),
     "key-refusal-logs-the-key": (
         "src/api/instance.rs",
         'tracing::info!(reason = %e, "instance access key refused");',

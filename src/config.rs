@@ -212,11 +212,20 @@ pub struct PlatformServiceConfig {
     /// Requests in flight from one instance at most; more wait up to
     /// `timeout_ms` for a slot, then fail closed (503).
     pub max_concurrent_requests: usize,
+    /// The PDP's: how long its circuit breaker stays open after 5 failed
+    /// calls in a row (then the next call is a probe). Register has none.
+    pub circuit_open_seconds: u64,
 }
 
 impl Default for PlatformServiceConfig {
     fn default() -> Self {
-        Self { url: None, subscription_key: None, timeout_ms: 2000, max_concurrent_requests: 64 }
+        Self {
+            url: None,
+            subscription_key: None,
+            timeout_ms: 2000,
+            max_concurrent_requests: 64,
+            circuit_open_seconds: 5,
+        }
     }
 }
 
@@ -379,6 +388,10 @@ pub struct WebhookConfig {
     /// Waits between validation attempts of a new subscription; after the
     /// last one it is `failing` until validated again.
     pub validation_retry_seconds: Vec<u64>,
+    /// How often each instance looks for validation attempts that are due
+    /// and that no instance has claimed (an instance that made them died);
+    /// its own attempts it runs when they are due, without waiting for this.
+    pub validation_sweep_seconds: u64,
     /// Ports an endpoint may use (unless `allow_private_endpoints`): the
     /// chart renders the same list into the deliver pods' network policy.
     pub allowed_ports: Vec<u16>,
@@ -398,6 +411,7 @@ impl Default for WebhookConfig {
             max_response_bytes: 64 * 1024,
             apps_domains: vec!["apps.altinn.no".into(), "apps.tt02.altinn.no".into(), "apps.local.altinn.cloud".into()],
             validation_retry_seconds: vec![1, 5, 30, 120, 600],
+            validation_sweep_seconds: 30,
             allowed_ports: vec![443],
             max_subscriptions_per_consumer: 100,
             max_concurrent_validations: 64,
@@ -811,6 +825,16 @@ impl Config {
         ];
         if let Some((_, name, env)) = at_least_one.into_iter().find(|(v, _, _)| *v == 0) {
             return Err(invalid(name, env, "must be at least 1"));
+        }
+        if self.pdp.circuit_open_seconds == 0 {
+            return Err(invalid("pdp.circuit_open_seconds", "EVENTS__PDP__CIRCUIT_OPEN_SECONDS", "must be at least 1"));
+        }
+        if self.webhooks.validation_sweep_seconds == 0 {
+            return Err(invalid(
+                "webhooks.validation_sweep_seconds",
+                "EVENTS__WEBHOOKS__VALIDATION_SWEEP_SECONDS",
+                "must be at least 1",
+            ));
         }
         if self.limits.max_body_bytes < 1024 {
             return Err(invalid("limits.max_body_bytes", "EVENTS__LIMITS__MAX_BODY_BYTES", "must be at least 1024"));

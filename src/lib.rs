@@ -95,6 +95,13 @@ impl Running {
         self.waiters.parked()
     }
 
+    /// How often a long-polling request parked since the start: a test can
+    /// tell from it that a request waited at the head of its feed, or did
+    /// not, without timing it.
+    pub fn parks(&self) -> u64 {
+        self.waiters.parks()
+    }
+
     /// The subscriptions this instance pushes right now.
     pub fn delivering(&self) -> std::collections::HashSet<u64> {
         self.delivery.running()
@@ -265,6 +272,7 @@ impl PlatformClients {
         let pdp = Arc::new(Pdp::new(
             PlatformService::new(http, &config.pdp, pdp_url).with_key(pdp_key.clone()),
             register.clone(),
+            Duration::from_secs(config.pdp.circuit_open_seconds),
         ));
         Ok(Self {
             tokens: Arc::new(tokens),
@@ -295,6 +303,8 @@ impl Services {
         stop: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let (pdp, register) = (&clients.pdp, &clients.register);
+        // The breaker's time is the store's clock (tests move it).
+        pdp.measure_by(feeds.clock().clone());
         let waiters = Arc::new(Waiters::new(config.limits.max_waiters, config.limits.max_waiters_per_caller));
         let limits = ReadLimits { scan_budget_factor: config.limits.scan_budget_factor };
         let reader =
@@ -323,6 +333,7 @@ impl Services {
             subscribe::SubscriptionSettings {
                 apps_domains: webhooks.apps_domains.clone(),
                 validation_retry: webhooks.validation_retry_seconds.iter().map(|s| Duration::from_secs(*s)).collect(),
+                validation_sweep: Duration::from_secs(webhooks.validation_sweep_seconds),
                 platform_base: platform.clone(),
                 max_per_consumer: webhooks.max_subscriptions_per_consumer,
                 max_concurrent_validations: webhooks.max_concurrent_validations,

@@ -7,9 +7,9 @@
 pub mod request;
 pub mod xacml;
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use reqwest::StatusCode;
@@ -17,6 +17,7 @@ use reqwest::StatusCode;
 pub use request::{Action, Caller};
 
 use crate::domain::EventRecord;
+use crate::feeds::Clock;
 use crate::platform::PlatformService;
 use crate::register::PartyRegister;
 use std::sync::Arc;
@@ -49,22 +50,42 @@ impl PdpError {
     }
 }
 
-/// Consecutive failures that open the circuit, and how long it stays open.
+/// Consecutive failures that open the circuit (for `pdp.circuit_open_seconds`).
 const BREAKER_THRESHOLD: u32 = 5;
-const BREAKER_OPEN_FOR: Duration = Duration::from_secs(5);
 /// Retries after the first attempt, for transport errors and 5xx/429.
 const RETRY_DELAYS: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(200)];
 
-#[derive(Default)]
+/// Open for `open_for` after `BREAKER_THRESHOLD` failures in a row; then
+/// the next call is a probe (one failure opens it again, an answer closes
+/// it). Its time is the store's clock once the service has one
+/// ([`Pdp::measure_by`]), so that tests can move it; the system's before.
 struct Breaker {
     failures: AtomicU32,
-    open_until: Mutex<Option<Instant>>,
+    /// Until when it is open, in milliseconds of the clock.
+    open_until: Mutex<Option<u64>>,
+    open_for: Duration,
+    clock: OnceLock<Clock>,
+    system: Clock,
 }
 
 impl Breaker {
+    fn new(open_for: Duration) -> Self {
+        Self {
+            failures: AtomicU32::default(),
+            open_until: Mutex::default(),
+            open_for,
+            clock: OnceLock::new(),
+            system: Clock::default(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.get().unwrap_or(&self.system).now_ms()
+    }
+
     fn is_open(&self) -> bool {
         let open = self.open_until.lock().expect("breaker lock");
-        open.is_some_and(|until| Instant::now() < until)
+        open.is_some_and(|until| self.now_ms() < until)
     }
 
     fn record(&self, ok: bool) {
@@ -74,7 +95,8 @@ impl Breaker {
                 metrics::gauge!("pdp_circuit_open").set(0.0);
             }
         } else if self.failures.fetch_add(1, Ordering::Relaxed) + 1 >= BREAKER_THRESHOLD {
-            *self.open_until.lock().expect("breaker lock") = Some(Instant::now() + BREAKER_OPEN_FOR);
+            let open_for = u64::try_from(self.open_for.as_millis()).unwrap_or(u64::MAX);
+            *self.open_until.lock().expect("breaker lock") = Some(self.now_ms().saturating_add(open_for));
             metrics::counter!("pdp_circuit_opened_total").increment(1);
             // 1 from opening until the next answer from the PDP.
             metrics::gauge!("pdp_circuit_open").set(1.0);
@@ -114,8 +136,16 @@ impl Authorizer for Pdp {
 }
 
 impl Pdp {
-    pub fn new(service: PlatformService, register: Arc<dyn PartyRegister>) -> Self {
-        Self { service, register, breaker: Breaker::default() }
+    /// `circuit_open_for`: how long the circuit stays open after
+    /// `BREAKER_THRESHOLD` failures in a row (`pdp.circuit_open_seconds`).
+    pub fn new(service: PlatformService, register: Arc<dyn PartyRegister>, circuit_open_for: Duration) -> Self {
+        Self { service, register, breaker: Breaker::new(circuit_open_for) }
+    }
+
+    /// Measures the circuit breaker's open time by `clock` (the store's,
+    /// which tests move) from now on; the first call counts.
+    pub fn measure_by(&self, clock: Clock) {
+        let _ = self.breaker.clock.set(clock);
     }
 
     /// One decision per event, in order: one multi-request for the batch

@@ -47,6 +47,8 @@ pub(super) struct Deliverer {
     signals: Arc<Signals>,
     stop: watch::Receiver<bool>,
     appends: watch::Receiver<u64>,
+    /// Moves of the store's clock (tests move it): a retry may be due.
+    clock: watch::Receiver<u64>,
     state: DeliveryState,
     etag: String,
     /// Delivered (or passed over) up to here, possibly not stored yet.
@@ -71,7 +73,7 @@ impl Drop for Deliverer {
 /// Why a deliverer's wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Woke {
-    /// An append to its feed, a signal, or the stop.
+    /// An append to its feed, a signal, a move of the clock, or the stop.
     Event,
     /// The time it waited for passed.
     Timeout,
@@ -146,6 +148,7 @@ impl Deliverer {
         };
         let feed = subscription.feed();
         let appends = delivery.feeds.watch_appends(&feed);
+        let clock = delivery.feeds.clock().moves();
         Some(Self {
             filters: filters_of(&subscription),
             position: state.checkpoint,
@@ -156,6 +159,7 @@ impl Deliverer {
             signals,
             stop,
             appends,
+            clock,
             state,
             etag,
             last_flush: Instant::now(),
@@ -169,13 +173,15 @@ impl Deliverer {
         *self.stop.borrow() || !self.delivery.holds(self.subscription.id)
     }
 
-    /// Waits for an append to the feed, a signal, `until`, or the stop.
+    /// Waits for an append to the feed, a signal, `until`, a move of the
+    /// store's clock (a retry computed from it may be due now), or the stop.
     async fn wait(&mut self, until: Option<Duration>) -> Woke {
         let limit = until.unwrap_or(Duration::from_secs(3600));
         let mut stop = self.stop.clone();
         tokio::select! {
             _ = self.appends.changed() => Woke::Event,
             () = self.signals.wake.notified() => Woke::Event,
+            Ok(()) = self.clock.changed() => Woke::Event,
             () = tokio::time::sleep(limit) => Woke::Timeout,
             _ = stop.wait_for(|s| *s) => Woke::Event,
         }

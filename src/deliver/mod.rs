@@ -50,9 +50,10 @@
 //!   instance (the largest, and how many subscriptions lag).
 //! - **One clock.** The time of day (retries due, leases and presences,
 //!   signing secrets, attempts and how long they are kept) is read only from
-//!   the feed store's [`Clock`](crate::feeds::Clock), which tests move; only
-//!   waits and intervals (flushes, hand-over) are measured with monotonic
-//!   timers.
+//!   the feed store's [`Clock`](crate::feeds::Clock), which tests move (a
+//!   move wakes a deliverer waiting for a retry, so that it is due at
+//!   once); only waits and intervals (flushes, hand-over) are measured with
+//!   monotonic timers.
 
 mod coordinator;
 mod deliverer;

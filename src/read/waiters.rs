@@ -1,10 +1,11 @@
 //! Long-polling requests of one instance: at most `max` hold a slot at a
 //! time, and at most `per_holder` of them for one caller (its fair share:
 //! one caller cannot take every slot). Those that found nothing and wait
-//! for an append are counted as parked.
+//! for an append are counted as parked, now and in all (so that a test can
+//! tell whether a request waited without timing it).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -15,6 +16,7 @@ pub struct Waiters {
     per_holder: usize,
     holders: Arc<Mutex<HashMap<String, usize>>>,
     parked: Arc<AtomicUsize>,
+    parks: AtomicU64,
 }
 
 /// Why a long-poll gets no slot.
@@ -67,6 +69,7 @@ impl Waiters {
             per_holder: per_holder.max(1),
             holders: Arc::default(),
             parked: Arc::default(),
+            parks: AtomicU64::default(),
         }
     }
 
@@ -87,6 +90,7 @@ impl Waiters {
     /// Counts a request as parked until the guard is dropped.
     pub fn park(&self) -> Parked {
         self.parked.fetch_add(1, Ordering::SeqCst);
+        self.parks.fetch_add(1, Ordering::SeqCst);
         Parked { parked: self.parked.clone() }
     }
 
@@ -98,6 +102,12 @@ impl Waiters {
     /// Requests that read the feed, found nothing, and wait for an append.
     pub fn parked(&self) -> usize {
         self.parked.load(Ordering::SeqCst)
+    }
+
+    /// How often a request parked since the start (a request parks again
+    /// each time it is woken by an append it may not see).
+    pub fn parks(&self) -> u64 {
+        self.parks.load(Ordering::SeqCst)
     }
 }
 

@@ -85,6 +85,8 @@ pub struct SubscriptionSettings {
     pub apps_domains: Vec<String>,
     /// Waits between validation attempts; after the last, `failing`.
     pub validation_retry: Vec<Duration>,
+    /// How often the validator looks for due attempts no instance claimed.
+    pub validation_sweep: Duration,
     /// The platform URL (validation events name their subscription under it).
     pub platform_base: Url,
     /// Subscriptions one consumer may hold.

@@ -13,7 +13,7 @@
 //! - **One attempt at a time per subscription, across instances.** An
 //!   attempt is claimed on the subscription (ETag-guarded) for `CLAIM_MS`;
 //!   a claim that runs out (its instance died) is taken by any validator,
-//!   which looks every `SWEEP` for such.
+//!   which looks for such every `webhooks.validation_sweep_seconds` (30).
 //! - **The outcome is stored on the subscription**, ETag-guarded: a
 //!   subscription changed meanwhile (re-validated, rotated, deleted) keeps
 //!   its new state.
@@ -34,8 +34,6 @@ use crate::feeds::subscriptions::Stored;
 
 /// How long an instance has to finish a validation attempt it claimed.
 const CLAIM_MS: u64 = 120_000;
-/// How often validators look for attempts due elsewhere.
-const SWEEP: Duration = Duration::from_secs(30);
 
 /// What an attempt task reports: its consumer, and when the subscription's
 /// next attempt is due (if it failed and the schedule goes on).
@@ -57,8 +55,8 @@ impl Subscriptions {
 
     /// Validates subscriptions until `stop`: at once when one is created or
     /// re-validated here, when a retry is due, when an attempt ends (its
-    /// consumer may have more waiting), and every 30 s for attempts that
-    /// other instances left (a claim that ran out). Attempts still running
+    /// consumer may have more waiting), and every `validation_sweep` (30 s)
+    /// for attempts that other instances left (a claim that ran out). Attempts still running
     /// at the stop are dropped: their claims run out and another instance
     /// makes them.
     pub async fn run_validator(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
@@ -67,12 +65,16 @@ impl Subscriptions {
         // At once at start: what is due (or was left by an instance that
         // stopped) is not left waiting for a sweep.
         let mut next_due: Option<u64> = Some(0);
+        // A move of the store's clock (tests move it) may make an attempt due.
+        let mut clock = self.feeds.clock().moves();
+        let sweep = self.settings.validation_sweep;
         loop {
             let wait =
-                next_due.map_or(SWEEP, |due| Duration::from_millis(due.saturating_sub(self.now_ms())).min(SWEEP));
+                next_due.map_or(sweep, |due| Duration::from_millis(due.saturating_sub(self.now_ms())).min(sweep));
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(wait) => {}
+                Ok(()) = clock.changed() => {}
                 Some(finished) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(finished) = finished {
                         next_due = earliest(next_due, self.finished(&mut running, finished));

@@ -60,6 +60,9 @@ async fn every_pdp_failure_is_a_503_on_every_endpoint_the_pdp_decides() {
     for failure in [PdpMode::Status(500), PdpMode::Status(429), PdpMode::Garbage] {
         let mut config = test_config();
         config.pdp.url = Some(pdp.url.clone());
+        // Open for an hour of the store's clock once opened: "the circuit is
+        // open" below does not depend on how fast the machine gets there.
+        config.pdp.circuit_open_seconds = 3600;
         let app = TestApp::spawn_with(config, Overrides::default()).await;
         // Something in every feed read below, so that a page would not be
         // empty if the PDP were skipped.
@@ -144,4 +147,69 @@ async fn pdp_requests_beyond_the_slots_are_refused_as_overload() {
         }
     }
     assert!(overloaded >= 1, "the reads without a slot are refused as overload");
+}
+
+/// The circuit closes again without a restart: once it has been open for
+/// its time, the next decision is a probe of the PDP; a failed probe opens
+/// it again at once (no five failures needed), a good one closes it and
+/// reads are answered again. The breaker's time is the store's clock: open
+/// for an hour here, and the test moves the clock past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_closes_again_when_the_pdp_recovers() {
+    let pdp = FakePdp::start(PdpMode::PermitAll).await;
+    let mut config = test_config();
+    config.pdp.url = Some(pdp.url.clone());
+    config.pdp.circuit_open_seconds = 3600;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let clock = app.feeds.clock();
+    publish_app_event(&app, "ttd", "apps-test", 1337, "6fb3f738-6800-4f29-9f3e-1c66862656cd", "t").await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let read = || async {
+        let resp = app.get_bearer("/events/api/v1/app/party?party=1337&after=0", &user).await;
+        let status = resp.status().as_u16();
+        (status, resp.text().await.unwrap())
+    };
+    let opened = || metric(&app, "pdp_circuit_opened_total");
+    assert_eq!(read().await.0, 200);
+    assert_eq!(opened().await, 0.0);
+
+    // The PDP fails: five failed reads open the circuit; then reads fail
+    // without asking it.
+    pdp.set(PdpMode::Status(500));
+    for _ in 0..5 {
+        assert_eq!(read().await.0, 503);
+    }
+    assert_eq!(opened().await, 1.0, "five failures in a row open the circuit");
+    pdp.take_hits();
+    assert_eq!(read().await.0, 503);
+    assert_eq!(pdp.take_hits(), 0, "an open circuit does not call the PDP");
+    assert_eq!(metric(&app, "pdp_circuit_open").await, 1.0);
+
+    // Still failing: when the circuit's hour is over, the next read asks
+    // the PDP (the probe); it fails, and that one failure opens the
+    // circuit again.
+    clock.advance(3600);
+    assert_eq!(read().await.0, 503, "nothing is answered while the PDP fails");
+    assert!(pdp.take_hits() > 0, "the probe asked the PDP");
+    assert_eq!(opened().await, 2.0, "a failed probe opens the circuit again");
+    assert_eq!(read().await.0, 503);
+    assert_eq!(pdp.take_hits(), 0, "open again: the PDP is not called");
+
+    // The PDP recovers: still open, reads fail without asking it; once the
+    // hour is over, the probe succeeds, the circuit closes, and reads are
+    // answered, by the PDP, from then on.
+    pdp.set(PdpMode::PermitAll);
+    assert_eq!(read().await.0, 503);
+    assert_eq!(pdp.take_hits(), 0, "still open");
+    clock.advance(3600);
+    for _ in 0..3 {
+        let (status, body) = read().await;
+        assert_eq!(status, 200, "{body}");
+        let page: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap();
+        assert_eq!(page.len(), 1, "the event, decided by the PDP");
+        assert!(pdp.take_hits() > 0, "each read asks the PDP");
+    }
+    assert_eq!(metric(&app, "pdp_circuit_open").await, 0.0, "closed");
+    assert_eq!(opened().await, 2.0);
+    app.shutdown().await;
 }

@@ -113,7 +113,12 @@ impl TestApp {
         self.running.as_ref().map_or(0, Running::parked_waiters)
     }
 
-    /// Waits (up to 10 s) until `n` requests are parked waiting for appends.
+    /// How often a long-polling request parked since the app started.
+    pub fn parks(&self) -> u64 {
+        self.running.as_ref().map_or(0, Running::parks)
+    }
+
+    /// Waits until `n` requests are parked waiting for appends.
     pub async fn until_parked(&self, n: usize) {
         until("long-polling requests parked", || self.parked_waiters() == n).await;
     }
@@ -252,13 +257,46 @@ pub async fn send_app_event(
         .unwrap()
 }
 
-/// Waits until `done` holds, checking every 10 ms; panics after 10 s.
-pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+/// How long a test waits for something that must happen before it calls it
+/// a failure: far beyond what any of them takes, so that a loaded machine
+/// only makes a test slower, never makes it fail.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until `done` holds, checking every 10 ms; panics after [`PATIENCE`].
+pub async fn until(what: &str, done: impl FnMut() -> bool) {
+    until_within(what, PATIENCE, done).await;
+}
+
+/// Waits until `done` holds, checking every 10 ms; panics after `within`
+/// (a bound the test's claim sets, longer than anything that may take).
+pub async fn until_within(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
     while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        assert!(std::time::Instant::now() < deadline, "timed out after {within:?} waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until the async `done` holds, checking every 50 ms; panics after
+/// [`PATIENCE`].
+pub async fn eventually<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !done().await {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The sum of the values of the `/metrics` lines of `series` (a metric
+/// name, or a name and the start of its labels, e.g.
+/// `secrets_reloads_total{outcome="failed"`); 0 when there is none.
+pub async fn metric(app: &TestApp, series: &str) -> f64 {
+    let text = app.get_text("/metrics").await;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.strip_prefix(series).is_some_and(|rest| rest.starts_with([' ', '{', ',', '}'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// How the fake PDP answers.
@@ -276,7 +314,8 @@ pub enum PdpMode {
     Garbage,
 }
 
-/// A PDP on 127.0.0.1 whose answers a test chooses, counting its requests.
+/// A PDP on 127.0.0.1 whose answers a test chooses, counting its decision
+/// requests.
 pub struct FakePdp {
     pub url: url::Url,
     mode: std::sync::Arc<std::sync::Mutex<PdpMode>>,
@@ -301,7 +340,12 @@ impl FakePdp {
             axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let (mode, hits, key) = state.clone();
                 async move {
-                    hits.fetch_add(1, Ordering::SeqCst);
+                    // Decisions are counted; readiness probes (a request
+                    // for no resource, made every 30 s) are not.
+                    let request: Value = serde_json::from_slice(&body).unwrap_or_default();
+                    if request["Request"]["Resource"].as_array().is_none_or(|r| !r.is_empty()) {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                    }
                     *key.lock().unwrap() = headers
                         .get("ocp-apim-subscription-key")
                         .and_then(|v| v.to_str().ok())

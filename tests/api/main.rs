@@ -16,6 +16,7 @@ mod helpers;
 mod instance;
 mod logs;
 mod publish;
+mod push_filters;
 mod query;
 mod read;
 mod secrets;

@@ -104,9 +104,9 @@ async fn get_subscription(app: &TestApp, token: &str, id: u64) -> reqwest::Respo
     app.get_bearer(&format!("/events/api/v1/subscriptions/{id}"), token).await
 }
 
-/// Polls the subscription until `done` holds (10 s at most).
+/// Polls the subscription until `done` holds ([`PATIENCE`] at most).
 async fn until_subscription(app: &TestApp, token: &str, id: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     loop {
         let s: Value = get_subscription(app, token, id).await.json().await.unwrap();
         if done(&s) {
@@ -126,10 +126,13 @@ fn fast_retries() -> altinn_events::config::Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_subscription_is_validated_by_a_signed_push() {
-    let app = TestApp::spawn_with(fast_retries(), Overrides::default()).await;
+    let mut config = fast_retries();
+    // The validator's sweep for attempts it was not told of is an hour away:
+    // a validation within the test is the one made on creation.
+    config.webhooks.validation_sweep_seconds = 3600;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
     let receiver = Receiver::start().await;
     let ttd = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
-    let started = Instant::now();
     let resp = subscribe(&app, &ttd, &json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
     assert_eq!(resp.status(), 201);
     let body: Value = resp.json().await.unwrap();
@@ -143,7 +146,6 @@ async fn a_new_subscription_is_validated_by_a_signed_push() {
     let secret = body["secret"].as_str().expect("the secret, once").to_owned();
     assert!(secret.starts_with("whsec_"));
     let checked = until_subscription(&app, &ttd, id, "validated", |s| s["validated"] == true).await;
-    assert!(started.elapsed() < Duration::from_secs(5), "validated within seconds: {:?}", started.elapsed());
     assert_eq!(checked["status"], "active");
     assert!(checked.get("secret").is_none(), "the secret is never shown again");
     let pushes = receiver.received();

@@ -16,6 +16,7 @@ use std::time::Instant;
 use azure_data_cosmos::options::ItemWriteOptions;
 use azure_data_cosmos::{ContainerClient, FeedScope, Query};
 use futures::StreamExt;
+use tokio::sync::watch;
 
 use super::docs::{FeedId, HEAD_ID, HeadDoc, SegmentKey};
 use crate::feeds::{StoreError, charge, observe};
@@ -54,9 +55,22 @@ impl Head {
 /// Segment ages compare it with the server's `_ts`; the repairer's lease
 /// and delivery (retries, bucket leases, attempts) read it too, so one
 /// clock drives every worker of a store.
-#[derive(Debug, Clone, Default)]
+///
+/// A worker that sleeps until a time of this clock (a retry due, a
+/// validation attempt due) also wakes when the clock is moved
+/// ([`Clock::moves`]), so that moving it makes that time come. Nothing
+/// moves it in production: there the signal never fires.
+#[derive(Debug, Clone)]
 pub struct Clock {
     offset: Arc<AtomicI64>,
+    /// How often the clock was moved: a signal for the workers that wait.
+    moved: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self { offset: Arc::default(), moved: Arc::new(watch::channel(0).0) }
+    }
 }
 
 impl Clock {
@@ -75,9 +89,19 @@ impl Clock {
         time::OffsetDateTime::now_utc() + time::Duration::seconds(self.offset.load(Ordering::Relaxed))
     }
 
-    /// Moves this clock (and every store sharing it) forward.
+    /// Moves this clock (and every store sharing it) forward, and wakes the
+    /// workers waiting for a time of it.
     pub fn advance(&self, seconds: i64) {
         self.offset.fetch_add(seconds, Ordering::Relaxed);
+        self.moved.send_modify(|n| *n += 1);
+    }
+
+    /// Tells of every later move of this clock: `changed()` returns when the
+    /// clock was moved since the receiver was made or last saw a move. A
+    /// worker takes it before it reads the time it computes a wait from,
+    /// and ends the wait when it fires.
+    pub fn moves(&self) -> watch::Receiver<u64> {
+        self.moved.subscribe()
     }
 }
 
@@ -323,5 +347,25 @@ impl Segments {
             }
         }
         Ok(self.read_head(feed, lo).await?.map(|h| Head { opened: Some(lo_opened), ..h }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Clock;
+
+    #[tokio::test]
+    async fn a_move_of_the_clock_wakes_who_waits_for_it_and_nothing_else_does() {
+        let clock = Clock::default();
+        let mut moves = clock.moves();
+        let before = clock.now_ms();
+        assert!(!moves.has_changed().unwrap(), "not moved yet");
+        clock.clone().advance(60);
+        assert!(clock.now_ms() >= before + 60_000, "a clone moves the same clock");
+        tokio::time::timeout(std::time::Duration::from_secs(5), moves.changed())
+            .await
+            .expect("the move wakes the waiter")
+            .unwrap();
+        assert!(!moves.has_changed().unwrap(), "one move, one wake");
     }
 }
