@@ -263,8 +263,10 @@ def check_rendered(label, docs, values, production, deliver_expected):
     p(secrets_dir, "the ConfigMap sets no EVENTS__SECRETS_DIR")
 
     grace = int(config.get("EVENTS__SHUTDOWN_GRACE_SECONDS", "0"))
-    deadline_ms = int(config.get("EVENTS__COSMOS__APPEND_RETRY_DEADLINE_MS", "30000"))
-    p(grace * 1000 > deadline_ms, f"shutdown grace {grace} s does not exceed the append retry deadline {deadline_ms} ms")
+    deadline_ms = int(config.get("EVENTS__COSMOS__PUBLISH_DEADLINE_MS", "15000"))
+    attempt_ms = int(config.get("EVENTS__COSMOS__OPERATION_TIMEOUT_MS", "5000"))
+    p(grace * 1000 > deadline_ms, f"shutdown grace {grace} s does not exceed the publish deadline {deadline_ms} ms")
+    p(attempt_ms < deadline_ms, f"an operation's timeout {attempt_ms} ms does not fit in the publish deadline {deadline_ms} ms")
 
     # --- the two Deployments ---------------------------------------------------
     deployments = by_kind.get("Deployment", [])
@@ -527,7 +529,8 @@ def main():
                                                                  {"objectName": "b", "setting": "pdp__subscription_key"}]}}, "already mapped"),
             "an unknown role": ({"keyVault": {"secrets": [{"objectName": "a", "setting": "a__b", "roles": ["web"]}]}}, "neither api nor deliver"),
             "a replaced value": ({"keyVault": {"cursorKeySecret": "cursor-key"}}, "replaced by the list keyVault.secrets"),
-            "a grace below the retry deadline": ({"config": {"shutdownGraceSeconds": 30}}, "must exceed config.cosmos"),
+            "a grace below the publish deadline": ({"config": {"shutdownGraceSeconds": 30}}, "must exceed config.cosmos.publishDeadlineMs"),
+            "an operation timeout beyond the publish deadline": ({"config": {"cosmos": {"operationTimeoutMs": 30000}}}, "must be below config.cosmos.publishDeadlineMs"),
             "a grace below the webhook timeout": ({"config": {"shutdownGraceSeconds": 40}}, "must exceed config.webhooks"),
         }
         for name, (overlay, message) in refusals.items():

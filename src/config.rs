@@ -269,9 +269,17 @@ pub struct CosmosConfig {
     pub repair_interval_seconds: u64,
     /// Events younger than this are left to their publisher.
     pub repair_grace_seconds: u64,
-    /// How long one append retries transient Cosmos failures (429, 503,
-    /// timeouts) before the publish answers 503.
-    pub append_retry_deadline_ms: u64,
+    /// The one deadline of a publish's storage work: waiting in its feeds'
+    /// queues, both appends, and every retry of a transient Cosmos failure
+    /// (429, 503, timeouts), the SDK's own included. A publish that has not
+    /// stored its event by then answers 503. (Read also under its former
+    /// name, `append_retry_deadline_ms`.)
+    #[serde(alias = "append_retry_deadline_ms")]
+    pub publish_deadline_ms: u64,
+    /// The longest one Cosmos DB operation may take, the SDK's retries of
+    /// 429s included (its end-to-end timeout): a writer starts an attempt
+    /// only when it can end before the publish's deadline.
+    pub operation_timeout_ms: u64,
     /// Appends queued per feed in one instance at most; a publish beyond
     /// it is refused with 503 and `Retry-After` before anything is stored.
     pub max_queued_appends: usize,
@@ -292,9 +300,12 @@ impl Default for CosmosConfig {
             default_ttl_seconds: 90 * 24 * 3600,
             segment_close_seconds: None,
             repair_interval_seconds: 10,
-            // Well above a writer's 30 s retry deadline (twice: two feeds).
+            // Well above a publish's deadline.
             repair_grace_seconds: 120,
-            append_retry_deadline_ms: 30_000,
+            // Below the shutdown grace (20 s): a stopping instance outlasts
+            // every publish it accepted.
+            publish_deadline_ms: 15_000,
+            operation_timeout_ms: 5_000,
             max_queued_appends: 1000,
         }
     }
@@ -762,6 +773,22 @@ impl Config {
         if self.cosmos.segment_size == 0 {
             return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
         }
+        if self.cosmos.operation_timeout_ms < 1000
+            || self.cosmos.operation_timeout_ms >= self.cosmos.publish_deadline_ms
+        {
+            return Err(invalid(
+                "cosmos.operation_timeout_ms",
+                "EVENTS__COSMOS__OPERATION_TIMEOUT_MS",
+                "at least 1000, and below cosmos.publish_deadline_ms (an attempt must fit in a publish)",
+            ));
+        }
+        if self.cosmos.publish_deadline_ms >= self.shutdown_grace_seconds.saturating_mul(1000) {
+            return Err(invalid(
+                "cosmos.publish_deadline_ms",
+                "EVENTS__COSMOS__PUBLISH_DEADLINE_MS",
+                "below shutdown_grace_seconds: a stopping instance must outlast the publishes it accepted",
+            ));
+        }
         if self.cosmos.database.is_empty() || self.cosmos.container.is_empty() {
             return Err(invalid(
                 "cosmos.database / cosmos.container",
@@ -929,6 +956,25 @@ mod tests {
             jail.set_env("EVENTS__COSMOS__SEGMENT_SIZE", "many");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.to_lowercase().contains("cosmos.segment_size"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[expect(clippy::result_large_err, reason = "figment::Jail fixes the closure's error type")]
+    fn the_publish_deadline_is_read_under_its_former_name_and_fits_in_the_grace() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("EVENTS__COSMOS__APPEND_RETRY_DEADLINE_MS", "9000");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.cosmos.publish_deadline_ms, 9000);
+            assert!(c.clone().finalize(Mode::Dev).is_ok());
+            jail.set_env("EVENTS__SHUTDOWN_GRACE_SECONDS", "9");
+            let err = Config::load(None).unwrap().finalize(Mode::Dev).unwrap_err().to_string();
+            assert!(err.contains("EVENTS__COSMOS__PUBLISH_DEADLINE_MS"), "{err}");
+            jail.set_env("EVENTS__SHUTDOWN_GRACE_SECONDS", "20");
+            jail.set_env("EVENTS__COSMOS__OPERATION_TIMEOUT_MS", "9000");
+            let err = Config::load(None).unwrap().finalize(Mode::Dev).unwrap_err().to_string();
+            assert!(err.contains("EVENTS__COSMOS__OPERATION_TIMEOUT_MS"), "{err}");
             Ok(())
         });
     }

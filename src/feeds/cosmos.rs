@@ -29,16 +29,17 @@ impl Cosmos {
     /// use when `cosmos.auth = emulator` (a fresh one when `None`).
     pub async fn connect(config: &CosmosConfig, emulator: Option<super::EmulatorAccount>) -> Result<Self, StoreError> {
         let auth = config.auth.unwrap_or(CosmosAuth::Emulator);
+        let options = operation_options(config);
         let client = match auth {
             CosmosAuth::Emulator => {
                 #[cfg(feature = "dev")]
                 {
                     let account = emulator.unwrap_or_default();
-                    account.client().await.map_err(StoreError::cosmos("connect to emulator"))?
+                    account.client_with(options).await.map_err(StoreError::cosmos("connect to emulator"))?
                 }
                 #[cfg(not(feature = "dev"))]
                 {
-                    let _: Option<super::EmulatorAccount> = emulator;
+                    let _: (Option<super::EmulatorAccount>, _) = (emulator, options);
                     return Err(StoreError::Config("this build has no in-process emulator".into()));
                 }
             }
@@ -58,6 +59,7 @@ impl Cosmos {
                 };
                 CosmosClient::builder()
                     .with_diagnostics_handler(Arc::new(super::ThrottleCounter))
+                    .with_default_operation_options(options)
                     .build(account, RoutingStrategy::PreferredRegions(vec![]))
                     .await
                     .map_err(StoreError::cosmos("build client"))?
@@ -85,6 +87,21 @@ impl Cosmos {
         self.container.read(None).await.map_err(StoreError::cosmos("read container"))?;
         Ok(())
     }
+}
+
+/// Every operation ends within `cosmos.operation_timeout_ms`, the SDK's
+/// retries of 429s included (its own default would wait up to 30 s on
+/// them): a publish's writer can then start an attempt knowing it ends
+/// before the publish's deadline.
+fn operation_options(config: &CosmosConfig) -> azure_data_cosmos::options::OperationOptions {
+    use azure_data_cosmos::options::{
+        EndToEndOperationLatencyPolicy, OperationOptionsBuilder, ThrottlingRetryOptionsBuilder,
+    };
+    let attempt = std::time::Duration::from_millis(config.operation_timeout_ms);
+    OperationOptionsBuilder::new()
+        .with_end_to_end_latency_policy(EndToEndOperationLatencyPolicy::new(attempt))
+        .with_throttling_retry_options(ThrottlingRetryOptionsBuilder::new().with_max_retry_wait_time(attempt).build())
+        .build()
 }
 
 fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, StoreError> {

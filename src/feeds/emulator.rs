@@ -55,6 +55,14 @@ impl EmulatorAccount {
 
     /// A new SDK client on this account.
     pub async fn client(&self) -> azure_data_cosmos::Result<CosmosClient> {
+        self.client_with(azure_data_cosmos::options::OperationOptions::default()).await
+    }
+
+    /// A client of this account whose operations default to `options`.
+    pub async fn client_with(
+        &self,
+        options: azure_data_cosmos::options::OperationOptions,
+    ) -> azure_data_cosmos::Result<CosmosClient> {
         let builder = if self.faults.is_empty() {
             self.http.runtime_builder()
         } else {
@@ -67,6 +75,8 @@ impl EmulatorAccount {
         );
         CosmosClientBuilder::new()
             .with_runtime(runtime)
+            .with_default_operation_options(options)
+            .with_diagnostics_handler(Arc::new(super::ThrottleCounter))
             .build(account, RoutingStrategy::ProximityTo(Region::EAST_US))
             .await
     }

@@ -58,8 +58,6 @@ pub enum StoreError {
     HeadVanished,
     #[error("the feed writer stopped")]
     WriterGone,
-    #[error("retries exhausted")]
-    Exhausted,
     #[error("transient failure: {0}")]
     Transient(String),
     #[error("refused: {0}")]

@@ -199,8 +199,9 @@ async fn generic_publish_is_503_when_the_pdp_is_down() {
     app.shutdown().await;
 }
 
-/// A publish whose Cosmos writes keep failing is retried for
-/// `cosmos.append_retry_deadline_ms` (30 s by default; 500 ms here), then
+/// A publish whose Cosmos writes keep failing is retried until its deadline
+/// (`cosmos.publish_deadline_ms`, 15 s by default; 2.5 s here) leaves no
+/// room for another attempt (`cosmos.operation_timeout_ms`, 1 s here), then
 /// answered 503: the caller knows the event was not stored and retries.
 #[tokio::test]
 async fn a_publish_cosmos_keeps_refusing_is_a_503_after_the_retry_deadline() {
@@ -224,7 +225,8 @@ async fn a_publish_cosmos_keeps_refusing_is_a_503_after_the_retry_deadline() {
         .collect();
     let account = EmulatorAccount::new();
     let mut config = test_config();
-    config.cosmos.append_retry_deadline_ms = 500;
+    config.cosmos.publish_deadline_ms = 2_500;
+    config.cosmos.operation_timeout_ms = 1_000;
     let app = TestApp::spawn_with(config, Overrides { emulator: Some(account.with_faults(rules.clone())) }).await;
     let user = app.user_token(1337, 1337, 2).await;
     let access = app.platform_token("ttd", "apps-test").await;
@@ -235,13 +237,107 @@ async fn a_publish_cosmos_keeps_refusing_is_a_503_after_the_retry_deadline() {
     // That the retries end at all is the answer itself (the client gives
     // up after 30 s).
     let took = started.elapsed();
-    assert!(took >= std::time::Duration::from_millis(500), "retried until the deadline: {took:?}");
+    assert!(took >= std::time::Duration::from_millis(1_500), "retried until no attempt fitted: {took:?}");
     assert!(rules[0].hit_count() > 1, "the create was retried");
     for rule in &rules {
         rule.disable();
     }
     assert_eq!(post_app(&app, Some(&user), Some(&access), &app_event()).await.status(), 201);
     assert_eq!(all_events(&app, FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await.len(), 1);
+    app.shutdown().await;
+}
+
+/// A publish has one deadline for all its storage work
+/// (`cosmos.publish_deadline_ms`, 600 s here), not one per feed. Its
+/// resource feed's create is slow, and while it is under way the store's
+/// clock is moved 300 s; then its subject feed keeps failing, and the clock
+/// is moved another 290 s. With one deadline an attempt of up to 10 s
+/// (`cosmos.operation_timeout_ms`) no longer fits, and the publish answers
+/// 503 at once; a deadline counted from the subject feed's start would be
+/// 300 s of the clock away, and the publish would go on retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_has_one_deadline_for_both_its_feeds() {
+    use altinn_events::feeds::emulator::EmulatorAccount;
+    use azure_data_cosmos::fault_injection::{
+        FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder,
+        FaultInjectionRuleBuilder, FaultOperationType,
+    };
+    use std::sync::Arc;
+    let on = |op| FaultInjectionConditionBuilder::new().with_operation_type(op).build();
+    // The first create after the rules are on is slow and succeeds (the
+    // resource feed's); every create or batch after it fails.
+    let slow = Arc::new(
+        FaultInjectionRuleBuilder::new(
+            "slow-first-create",
+            FaultInjectionResultBuilder::new().with_delay(std::time::Duration::from_secs(5)).build(),
+        )
+        .with_condition(on(FaultOperationType::CreateItem))
+        .with_hit_limit(1)
+        .build(),
+    );
+    let failing: Vec<_> = [FaultOperationType::CreateItem, FaultOperationType::BatchItem]
+        .into_iter()
+        .map(|op| {
+            Arc::new(
+                FaultInjectionRuleBuilder::new(
+                    format!("failing-{op:?}"),
+                    FaultInjectionResultBuilder::new().with_error(FaultInjectionErrorType::InternalServerError).build(),
+                )
+                .with_condition(on(op))
+                .build(),
+            )
+        })
+        .collect();
+    let rules: Vec<_> = std::iter::once(slow.clone()).chain(failing.iter().cloned()).collect();
+    for rule in &rules {
+        rule.disable();
+    }
+    let mut config = test_config();
+    config.cosmos.publish_deadline_ms = 600_000;
+    config.cosmos.operation_timeout_ms = 10_000;
+    config.shutdown_grace_seconds = 700;
+    config.cosmos.repair_interval_seconds = 0;
+    let app =
+        TestApp::spawn_with(config, Overrides { emulator: Some(EmulatorAccount::new().with_faults(rules.clone())) })
+            .await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    // Both feeds exist (their segments' heads are made) before the faults.
+    assert_eq!(post_app(&app, Some(&user), Some(&access), &app_event()).await.status(), 201);
+    for rule in &rules {
+        rule.enable();
+    }
+    let publish = tokio::spawn({
+        let (http, url) = (app.http.clone(), app.url("/events/api/v1/app"));
+        let (user, access) = (user.clone(), access.clone());
+        async move {
+            http.post(url)
+                .bearer_auth(user)
+                .header("PlatformAccessToken", access)
+                .json(&app_event())
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    until("the resource feed's create is under way", || slow.hit_count() == 1).await;
+    app.feeds.clock().advance(300);
+    until("the subject feed's append is failing", || failing[0].hit_count() > 0).await;
+    assert!(!publish.is_finished(), "still retrying");
+    app.feeds.clock().advance(290);
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), publish)
+        .await
+        .expect("answered once past its one deadline")
+        .unwrap();
+    let body = assert_problem(answer, 503).await;
+    assert!(body["detail"].as_str().unwrap().contains("storage"), "{body}");
+    for rule in &rules {
+        rule.disable();
+    }
+    // As the test meant it: the resource feed has the event, the subject
+    // feed does not (the repairer, off here, would complete it).
+    assert_eq!(all_events(&app, FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into())).await.len(), 2);
+    assert_eq!(all_events(&app, FeedId::Subject("/party/1337".into())).await.len(), 1);
     app.shutdown().await;
 }
 
@@ -346,6 +442,10 @@ async fn publishes_beyond_what_an_instance_takes_are_shed_with_retry_after() {
     );
     let mut config = test_config();
     config.limits.max_publishes_in_flight = 2;
+    // Room for those slow creates in one attempt and in a publish.
+    config.cosmos.operation_timeout_ms = 20_000;
+    config.cosmos.publish_deadline_ms = 60_000;
+    config.shutdown_grace_seconds = 70;
     let account = EmulatorAccount::new().with_faults(vec![slow.clone()]);
     let app = Arc::new(TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await);
     let user = app.user_token(1337, 1337, 2).await;

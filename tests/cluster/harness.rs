@@ -213,6 +213,8 @@ impl Pod {
             .env("EVENTS__DELIVERY__CHANGE_FEED_POLL_MS", "100")
             .env("EVENTS__DELIVERY__FLUSH_MS", "200")
             .env("EVENTS__SHUTDOWN_GRACE_SECONDS", "10")
+            // One deadline for a publish, within the grace (checked at start).
+            .env("EVENTS__COSMOS__PUBLISH_DEADLINE_MS", "8000")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&log).unwrap())
             .stderr(std::fs::File::options().append(true).open(&log).unwrap());

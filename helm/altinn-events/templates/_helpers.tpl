@@ -234,8 +234,11 @@ lose a secret).
 {{- fail (printf "keyVault.%s is replaced by the list keyVault.secrets (Key Vault secret -> setting; docs/deploy.md, \"Secrets from Key Vault\")" $old) }}
 {{- end }}
 {{- end }}
-{{- if le (mul (int .Values.config.shutdownGraceSeconds) 1000) (int64 .Values.config.cosmos.appendRetryDeadlineMs) }}
-{{- fail "config.shutdownGraceSeconds must exceed config.cosmos.appendRetryDeadlineMs: a stopping pod must outlast the publishes retrying Cosmos DB" }}
+{{- if le (mul (int .Values.config.shutdownGraceSeconds) 1000) (int64 .Values.config.cosmos.publishDeadlineMs) }}
+{{- fail "config.shutdownGraceSeconds must exceed config.cosmos.publishDeadlineMs: a stopping pod must outlast every publish it accepted (the deadline covers all of a publish's storage work)" }}
+{{- end }}
+{{- if ge (int64 .Values.config.cosmos.operationTimeoutMs) (int64 .Values.config.cosmos.publishDeadlineMs) }}
+{{- fail "config.cosmos.operationTimeoutMs must be below config.cosmos.publishDeadlineMs: an attempt must fit in a publish" }}
 {{- end }}
 {{- if and .Values.config.delivery.enabled (le (int .Values.config.shutdownGraceSeconds) (int .Values.config.webhooks.timeoutSeconds)) }}
 {{- fail "config.shutdownGraceSeconds must exceed config.webhooks.timeoutSeconds: a stopping pod finishes its pushes and stores their checkpoints before it lets its subscriptions go" }}

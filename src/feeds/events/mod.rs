@@ -83,8 +83,11 @@ impl FeedStore {
         let layout = segment::Layout { size: cosmos.config.segment_size, close_after };
         let seg = segment::Segments { container: cosmos.container.clone(), layout, clock, counters: Arc::default() };
         let notifier = Arc::new(notify::Notifier::default());
-        let deadline = std::time::Duration::from_millis(cosmos.config.append_retry_deadline_ms);
-        let writer = writer::Writer::new(seg.clone(), deadline, notifier.clone(), cosmos.config.max_queued_appends);
+        let deadlines = writer::Deadlines {
+            append_ms: cosmos.config.publish_deadline_ms,
+            attempt_ms: cosmos.config.operation_timeout_ms,
+        };
+        let writer = writer::Writer::new(seg.clone(), deadlines, notifier.clone(), cosmos.config.max_queued_appends);
         Self { cosmos, writer, seg, notifier, shared_reads: Arc::default() }
     }
 
@@ -118,15 +121,17 @@ impl FeedStore {
         let record = Arc::new(record);
         let resource = FeedId::Resource(record.resource.clone());
         let subject = FeedId::Subject(record.subject.clone());
+        // One deadline for both appends (`cosmos.publish_deadline_ms`).
+        let deadline = Some(self.seg.clock.now_ms() + self.cosmos.config.publish_deadline_ms);
         // Shed here, before anything is stored; once the first feed has the
         // event, the second waits for room.
         let (resource_seq, mut request_charge) =
-            self.writer.append(&resource, record.clone(), ids, writer::WhenFull::Shed).await?;
+            self.writer.append(&resource, record.clone(), ids, writer::WhenFull::Shed, deadline).await?;
         // An event without a subject has no subject feed.
         let subject_seq = if record.subject.is_empty() {
             None
         } else {
-            let (seq, charge) = self.writer.append(&subject, record, ids, writer::WhenFull::Wait).await?;
+            let (seq, charge) = self.writer.append(&subject, record, ids, writer::WhenFull::Wait, deadline).await?;
             request_charge += charge;
             Some(seq)
         };
@@ -169,7 +174,7 @@ impl FeedStore {
                 if record.origin.is_some_and(|o| stored.get(&feed).is_some_and(|done| done.contains(&o))) {
                     continue;
                 }
-                queued.push(self.writer.enqueue(&feed, record.clone(), ids, writer::WhenFull::Wait).await);
+                queued.push(self.writer.enqueue(&feed, record.clone(), ids, writer::WhenFull::Wait, None).await);
             }
             outcomes.push(Box::pin(async move {
                 for append in queued {
@@ -184,7 +189,7 @@ impl FeedStore {
     /// Appends to one feed only (the repairer, and tests that stop a
     /// publisher between its two appends).
     pub async fn append_to(&self, feed: &FeedId, record: EventRecord, ids: IdSource) -> Result<u64, StoreError> {
-        self.writer.append(feed, Arc::new(record), ids, writer::WhenFull::Wait).await.map(|(seq, _)| seq)
+        self.writer.append(feed, Arc::new(record), ids, writer::WhenFull::Wait, None).await.map(|(seq, _)| seq)
     }
 
     /// A receiver that changes when `feed` gets an event appended through

@@ -31,6 +31,10 @@ const IDLE: Duration = Duration::from_secs(30);
 struct Pending {
     record: Arc<EventRecord>,
     ids: IdSource,
+    /// The time of the store's clock (ms) by which the append is answered:
+    /// its publish's one deadline. `None`: the writer's default from when
+    /// it takes the append up (the importer, the repairer).
+    deadline_ms: Option<u64>,
     /// The sequence number, and this event's share of the batch's RU charge.
     reply: oneshot::Sender<Result<(u64, f64), StoreError>>,
     /// The span of the append (the publish request): the write that stores
@@ -95,13 +99,22 @@ fn chunk_len(queue: &VecDeque<Item>, room: usize) -> usize {
 
 pub struct Writer {
     seg: Segments,
-    /// How long one append keeps retrying transient failures before giving
-    /// up (`cosmos.append_retry_deadline_ms`).
-    retry_deadline: Duration,
+    deadlines: Deadlines,
     notifier: Arc<Notifier>,
     /// Appends queued per feed at most (`cosmos.max_queued_appends`).
     max_queued: usize,
     feeds: Mutex<HashMap<String, mpsc::Sender<Pending>>>,
+}
+
+/// How long an append may take (`cosmos.publish_deadline_ms`), and how long
+/// one attempt can (`cosmos.operation_timeout_ms`: the SDK's end-to-end
+/// timeout, its 429 retries included). An attempt is started only when it
+/// ends before the deadline of every append it could store, so an append is
+/// answered by its deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub append_ms: u64,
+    pub attempt_ms: u64,
 }
 
 /// What an append does when its feed's queue is full.
@@ -116,28 +129,24 @@ pub enum WhenFull {
 }
 
 impl Writer {
-    pub fn new(seg: Segments, retry_deadline: Duration, notifier: Arc<Notifier>, max_queued: usize) -> Arc<Self> {
-        Arc::new(Self {
-            seg,
-            retry_deadline,
-            notifier,
-            max_queued: max_queued.max(1),
-            feeds: Mutex::new(HashMap::new()),
-        })
+    pub fn new(seg: Segments, deadlines: Deadlines, notifier: Arc<Notifier>, max_queued: usize) -> Arc<Self> {
+        Arc::new(Self { seg, deadlines, notifier, max_queued: max_queued.max(1), feeds: Mutex::new(HashMap::new()) })
     }
 
     /// Appends one event to `feed`; returns its sequence number. An event
     /// whose id is already in the feed's current (or, for publisher ids,
     /// previous) segment is not appended again: its existing position is
-    /// returned.
+    /// returned. Answered by `deadline_ms` (of the store's clock) at the
+    /// latest, stored or not.
     pub async fn append(
         self: &Arc<Self>,
         feed: &FeedId,
         record: Arc<EventRecord>,
         ids: IdSource,
         when_full: WhenFull,
+        deadline_ms: Option<u64>,
     ) -> Result<(u64, f64), StoreError> {
-        self.enqueue(feed, record, ids, when_full).await?.await
+        self.enqueue(feed, record, ids, when_full, deadline_ms).await?.await
     }
 
     /// Queues an append behind those already queued for `feed` (waiting
@@ -150,9 +159,10 @@ impl Writer {
         record: Arc<EventRecord>,
         ids: IdSource,
         when_full: WhenFull,
+        deadline_ms: Option<u64>,
     ) -> Result<impl std::future::Future<Output = Result<(u64, f64), StoreError>> + use<>, StoreError> {
         let (reply, rx) = oneshot::channel();
-        let mut pending = Pending { record, ids, reply, span: tracing::Span::current() };
+        let mut pending = Pending { record, ids, deadline_ms, reply, span: tracing::Span::current() };
         loop {
             let full = {
                 let mut feeds = self.feeds.lock().expect("writer map lock");
@@ -178,9 +188,18 @@ impl Writer {
                 }
             };
             let Some((tx, p)) = full else { break };
-            // Wait for room outside the map's lock; if the writer left
-            // meanwhile, start over.
-            match tx.send(p).await {
+            // Wait for room outside the map's lock (until the deadline); if
+            // the writer left meanwhile, start over.
+            let room = match deadline_ms {
+                Some(deadline) => {
+                    let left = deadline.saturating_sub(self.seg.clock.now_ms());
+                    tokio::time::timeout(Duration::from_millis(left), tx.send(p))
+                        .await
+                        .map_err(|_| StoreError::Transient("the publish's deadline passed in a full queue".into()))?
+                }
+                None => tx.send(p).await,
+            };
+            match room {
                 Ok(()) => break,
                 Err(mpsc::error::SendError(p)) => pending = p,
             }
@@ -264,17 +283,28 @@ impl Writer {
                 Item { pending, doc_id, bytes, maybe_in: BTreeSet::new(), previous_checked_for: None }
             })
             .collect();
-        let deadline = Instant::now() + self.retry_deadline;
+        let taken_up = self.seg.clock.now_ms();
         let mut backoff = Duration::from_millis(5);
         let mut last_error: Option<StoreError> = None;
         while !queue.is_empty() {
-            if Instant::now() > deadline {
-                let err = last_error.take().unwrap_or(StoreError::Exhausted);
-                let msg = err.to_string();
-                for item in queue.drain(..) {
-                    let _ = item.pending.reply.send(Err(StoreError::Transient(msg.clone())));
+            // Answer what an attempt started now could not store by its
+            // deadline (it may be stored already, ambiguously: the publish
+            // answers 503 all the same, and the repairer completes its
+            // other feed).
+            let now = self.seg.clock.now_ms();
+            let late = |item: &Item| {
+                let deadline = item.pending.deadline_ms.unwrap_or(taken_up + self.deadlines.append_ms);
+                now + self.deadlines.attempt_ms > deadline
+            };
+            if queue.iter().any(late) {
+                let why = last_error.as_ref().map_or_else(|| "no attempt fitted".to_owned(), ToString::to_string);
+                let (expired, kept): (VecDeque<Item>, VecDeque<Item>) = queue.drain(..).partition(late);
+                for item in expired {
+                    let error = format!("not stored by the publish's deadline ({why})");
+                    let _ = item.pending.reply.send(Err(StoreError::Transient(error)));
                 }
-                return;
+                queue = kept;
+                continue;
             }
             match self.step(feed, tail, &mut queue).await {
                 Ok(()) => backoff = Duration::from_millis(5),
