@@ -773,15 +773,7 @@ impl Config {
         if self.cosmos.segment_size == 0 {
             return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
         }
-        if self.cosmos.operation_timeout_ms < 1000
-            || self.cosmos.operation_timeout_ms >= self.cosmos.publish_deadline_ms
-        {
-            return Err(invalid(
-                "cosmos.operation_timeout_ms",
-                "EVENTS__COSMOS__OPERATION_TIMEOUT_MS",
-                "at least 1000, and below cosmos.publish_deadline_ms (an attempt must fit in a publish)",
-            ));
-        }
+        self.check_attempt_fits()?;
         if self.cosmos.publish_deadline_ms >= self.shutdown_grace_seconds.saturating_mul(1000) {
             return Err(invalid(
                 "cosmos.publish_deadline_ms",
@@ -794,6 +786,21 @@ impl Config {
                 "cosmos.database / cosmos.container",
                 "EVENTS__COSMOS__DATABASE / EVENTS__COSMOS__CONTAINER",
                 "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+
+    /// One Cosmos operation fits in an append's deadline (a writer starts
+    /// an attempt only when it ends before it).
+    fn check_attempt_fits(&self) -> Result<(), ConfigError> {
+        if self.cosmos.operation_timeout_ms < 1000
+            || self.cosmos.operation_timeout_ms >= self.cosmos.publish_deadline_ms
+        {
+            return Err(invalid(
+                "cosmos.operation_timeout_ms",
+                "EVENTS__COSMOS__OPERATION_TIMEOUT_MS",
+                "at least 1000, and below cosmos.publish_deadline_ms (an attempt must fit in an append's deadline)",
             ));
         }
         Ok(())
@@ -892,6 +899,7 @@ impl Config {
         if self.cosmos.segment_size == 0 {
             return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
         }
+        self.check_attempt_fits()?;
         if self.import.batch_rows == 0 || self.import.batch_bytes < 1024 * 1024 {
             return Err(invalid(
                 "import.batch_rows / import.batch_bytes",
