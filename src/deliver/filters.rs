@@ -31,41 +31,16 @@ pub fn filters_of(subscription: &Subscription) -> Filters {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::subscription::{Endpoint, Imported, SubscriptionFilters, Validation, ValidationStatus};
+    use crate::domain::subscription::{Imported, SubscriptionFilters};
 
     const RESOURCE: &str = "urn:altinn:resource:app_ttd_apps-test";
 
     fn subscription(filters: SubscriptionFilters) -> Subscription {
-        Subscription {
-            id: 1,
-            end_point: Endpoint::parse("https://example.com/hook").unwrap(),
-            filters,
-            consumer: "/org/ttd".into(),
-            created_by: "/org/ttd".into(),
-            created: "2026-01-01T00:00:00Z".into(),
-            validation: Validation {
-                status: ValidationStatus::Active,
-                attempts: 1,
-                last_error: None,
-                next_attempt_ms: None,
-                claimed_until_ms: None,
-            },
-            secrets: Vec::new(),
-            caller: None,
-            starts_at: 0,
-            imported: None,
-        }
+        Subscription::example(filters)
     }
 
     fn resource_only() -> SubscriptionFilters {
-        SubscriptionFilters {
-            source_filter: None,
-            resource_filter: RESOURCE.into(),
-            subject_filter: None,
-            alternative_subject_filter: None,
-            type_filter: None,
-            include_subunits: false,
-        }
+        SubscriptionFilters::of_resource(RESOURCE)
     }
 
     #[test]

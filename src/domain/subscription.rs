@@ -40,6 +40,17 @@ pub struct SubscriptionFilters {
     pub include_subunits: bool,
 }
 
+impl SubscriptionFilters {
+    /// The feed these filters follow: the subject's when there is a subject
+    /// filter, else the resource's.
+    pub fn feed(&self) -> super::FeedId {
+        match &self.subject_filter {
+            Some(subject) => super::FeedId::Subject(subject.clone()),
+            None => super::FeedId::Resource(self.resource_filter.clone()),
+        }
+    }
+}
+
 /// How far validation of a subscription's endpoint has come.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -170,13 +181,9 @@ impl Subscription {
         }
     }
 
-    /// The feed it follows: its subject's when it has a subject filter,
-    /// else its resource's.
+    /// The feed it follows (`SubscriptionFilters::feed`).
     pub fn feed(&self) -> super::FeedId {
-        match &self.filters.subject_filter {
-            Some(subject) => super::FeedId::Subject(subject.clone()),
-            None => super::FeedId::Resource(self.filters.resource_filter.clone()),
-        }
+        self.filters.feed()
     }
 
     /// What makes two subscriptions the same (Altinn: the same consumer,
@@ -339,6 +346,48 @@ pub fn app_of_source(source: &str) -> Option<(String, String)> {
 }
 
 #[cfg(test)]
+impl SubscriptionFilters {
+    /// A resource's feed and no other filter (tests).
+    pub fn of_resource(resource: &str) -> Self {
+        Self {
+            source_filter: None,
+            resource_filter: resource.into(),
+            subject_filter: None,
+            alternative_subject_filter: None,
+            type_filter: None,
+            include_subunits: false,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Subscription {
+    /// An active subscription of `/org/ttd` to `https://example.com/hook`
+    /// with these filters (tests).
+    pub fn example(filters: SubscriptionFilters) -> Self {
+        Self {
+            id: 1,
+            end_point: Endpoint::parse("https://example.com/hook").expect("a valid URL"),
+            filters,
+            consumer: "/org/ttd".into(),
+            created_by: "/org/ttd".into(),
+            created: "2026-01-01T00:00:00Z".into(),
+            validation: Validation {
+                status: ValidationStatus::Active,
+                attempts: 1,
+                last_error: None,
+                next_attempt_ms: None,
+                claimed_until_ms: None,
+            },
+            secrets: Vec::new(),
+            caller: None,
+            starts_at: 0,
+            imported: None,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -370,35 +419,9 @@ mod tests {
 
     #[test]
     fn the_kind_follows_the_resource() {
-        let filters = |resource: &str| SubscriptionFilters {
-            source_filter: None,
-            resource_filter: resource.into(),
-            subject_filter: None,
-            alternative_subject_filter: None,
-            type_filter: None,
-            include_subunits: false,
-        };
-        let mut s = Subscription {
-            id: 1,
-            end_point: Endpoint::parse("https://example.com/hook").unwrap(),
-            filters: filters("urn:altinn:resource:app_ttd_apps-test"),
-            consumer: "/org/ttd".into(),
-            created_by: "/org/ttd".into(),
-            created: String::new(),
-            validation: Validation {
-                status: ValidationStatus::Active,
-                attempts: 0,
-                last_error: None,
-                next_attempt_ms: None,
-                claimed_until_ms: None,
-            },
-            secrets: Vec::new(),
-            caller: None,
-            starts_at: 0,
-            imported: None,
-        };
+        let mut s = Subscription::example(SubscriptionFilters::of_resource("urn:altinn:resource:app_ttd_apps-test"));
         assert_eq!(s.kind(), Kind::App { org: "ttd".into(), app: "apps-test".into() });
-        s.filters = filters("urn:altinn:resource:ttd-estate");
+        s.filters = SubscriptionFilters::of_resource("urn:altinn:resource:ttd-estate");
         assert_eq!(s.kind(), Kind::Generic);
     }
 }

@@ -257,11 +257,7 @@ impl Subscriptions {
         end_point: url::Url,
         filters: SubscriptionFilters,
     ) -> Result<Created, SubscribeError> {
-        let feed = match &filters.subject_filter {
-            Some(subject) => crate::domain::FeedId::Subject(subject.clone()),
-            None => crate::domain::FeedId::Resource(filters.resource_filter.clone()),
-        };
-        let starts_at = self.feeds.len(&feed).await?;
+        let starts_at = self.feeds.len(&filters.feed()).await?;
         let secret = signing::new_secret();
         let end_point = Endpoint::from(end_point);
         let identity = Subscription::identity(&consumer, end_point.as_str(), &filters);
