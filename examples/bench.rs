@@ -356,7 +356,7 @@ async fn run() {
     // every transactional batch (its rollback snapshot), so one big
     // partition would make every batch cost O(all events stored). Real
     // Cosmos DB charges a batch by its operations; see docs/performance.md.
-    let config = Config {
+    let mut config = Config {
         cosmos: altinn_events::config::CosmosConfig {
             repair_interval_seconds: 0,
             segment_size: 1000,
@@ -364,6 +364,13 @@ async fn run() {
         },
         ..Config::default()
     };
+    // One consumer (the app owner) holds every subscription of the delivery rows.
+    config.webhooks.max_subscriptions_per_consumer = 2000;
+    // BENCH_CHANGE_FEED_IDLE_POLL_MS=250 (the busy poll): the change feed
+    // without backing off while idle, as before it did (the idle row's "before").
+    if let Some(ms) = std::env::var("BENCH_CHANGE_FEED_IDLE_POLL_MS").ok().and_then(|v| v.parse().ok()) {
+        config.delivery.change_feed_idle_poll_ms = ms;
+    }
     let config = config.finalize(Mode::Dev).expect("config");
     let account = altinn_events::feeds::emulator::EmulatorAccount::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

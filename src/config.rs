@@ -455,8 +455,12 @@ pub struct DeliveryConfig {
     pub max_pushes_per_consumer: usize,
     pub max_pushes_per_host: usize,
     /// How often the change feed is read (appends and changes made by other
-    /// instances).
+    /// instances) while it has changes.
     pub change_feed_poll_ms: u64,
+    /// While it has none, the wait doubles after each empty read up to this
+    /// (at least `change_feed_poll_ms`): the idle cost per pod, and how late
+    /// the first change after a quiet spell may be seen.
+    pub change_feed_idle_poll_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -472,6 +476,7 @@ impl Default for DeliveryConfig {
             max_pushes_per_consumer: 16,
             max_pushes_per_host: 64,
             change_feed_poll_ms: 250,
+            change_feed_idle_poll_ms: 2000,
         }
     }
 }

@@ -411,7 +411,10 @@ fn spawn_workers(
             delivery.on_change(change);
         }
     };
-    let poll = Duration::from_millis(config.delivery.change_feed_poll_ms);
+    let poll = feeds::coordination::changes::Polling {
+        busy: Duration::from_millis(config.delivery.change_feed_poll_ms),
+        idle: Duration::from_millis(config.delivery.change_feed_idle_poll_ms),
+    };
     // Deliverers need it all the time (subscription and lease changes
     // too); long-polls only while there are some.
     let store = feeds.clone();

@@ -327,7 +327,7 @@ async fn cosmosdb_server_delivery_store_round_trip() {
 #[tokio::test]
 #[ignore = "out-of-process: run by .ci/cosmosdb-server/run-test"]
 async fn cosmosdb_server_change_feed_tells_of_appends() {
-    use altinn_events::feeds::coordination::changes::{Change, follow};
+    use altinn_events::feeds::coordination::changes::{Change, Polling, follow};
     use std::sync::{Arc, Mutex};
     use std::time::{Duration, Instant};
     let store = store(S).await;
@@ -342,7 +342,8 @@ async fn cosmosdb_server_change_feed_tells_of_appends() {
         let seen = seen.clone();
         move |c: Change| seen.lock().unwrap().push(c)
     };
-    let follower = tokio::spawn(follow(store.clone(), Duration::from_millis(50), sink, true, stopped));
+    let polling = Polling { busy: Duration::from_millis(50), idle: Duration::from_millis(50) };
+    let follower = tokio::spawn(follow(store.clone(), polling, sink, true, stopped));
     // The follower starts from now: give it a round to take its position.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let res = format!("urn:altinn:resource:app_ttd_after-{run}");

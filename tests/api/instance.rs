@@ -308,6 +308,8 @@ async fn idle_long_polls_cost_per_instance_not_per_feed() {
     let mut config = test_config();
     config.cosmos.repair_interval_seconds = 0;
     config.delivery.enabled = false;
+    // The reader's pace, without its backing off while nothing changes.
+    config.delivery.change_feed_idle_poll_ms = config.delivery.change_feed_poll_ms;
     let poll = Duration::from_millis(config.delivery.change_feed_poll_ms);
     let app = TestApp::spawn_with(config, Overrides::default()).await;
     let mut tokens = Vec::new();

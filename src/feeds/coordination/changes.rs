@@ -1,9 +1,14 @@
 //! The container's change feed, followed once by each instance from the
 //! moment it starts: what other instances appended (to wake long-polls and
 //! push deliverers here), and which subscriptions and delivery states
-//! changed. One reader per instance, polled every `poll` (one request per
-//! physical partition range per poll), whatever the number of feeds,
-//! waiters or subscriptions.
+//! changed. One reader per instance (one request per physical partition
+//! range per round), whatever the number of feeds, waiters or
+//! subscriptions: every `Polling::busy` while rounds find changes, and
+//! backing off (doubling the wait) to `Polling::idle` while they find none,
+//! so that a quiet deployment does not pay pods x partitions x 4 requests a
+//! second. The price: the first change after a quiet spell is seen here up
+//! to `idle` after it was made (changes made through this instance wake its
+//! watchers at once, without the change feed).
 
 use std::time::Duration;
 
@@ -17,6 +22,23 @@ use tokio::sync::watch;
 use crate::domain::FeedId;
 use crate::feeds::cosmos::ChangeRound;
 use crate::feeds::{FeedStore, StoreError};
+
+/// How often the change feed is read: every `busy` after a round that
+/// found changes; after each round that found none the wait doubles, up to
+/// `idle` (at least `busy`).
+#[derive(Debug, Clone, Copy)]
+pub struct Polling {
+    pub busy: Duration,
+    pub idle: Duration,
+}
+
+impl Polling {
+    /// The wait before the next round, after one that `found` changes (or
+    /// not) and a wait of `last`.
+    fn next(&self, last: Duration, found: bool) -> Duration {
+        if found { self.busy } else { (last * 2).clamp(self.busy, self.idle.max(self.busy)) }
+    }
+}
 
 /// One change another instance (or this one) made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,24 +98,27 @@ fn change_of(doc: &Value) -> Option<Change> {
 /// `sink` is told `Missed`.
 pub async fn follow(
     store: FeedStore,
-    poll: Duration,
+    polling: Polling,
     sink: impl Fn(Change) + Send + Sync,
     always: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut continuation: Option<String> = None;
     let mut failures = 0;
+    let mut wait = polling.busy;
     loop {
         if !always && !store.is_watched() {
             // Idle: no position to keep; the next start is from "now".
             continuation = None;
             failures = 0;
+            wait = polling.busy;
         } else {
             let fresh = continuation.is_none();
             match read_round(&store, continuation.clone(), &sink).await {
-                Ok(next) => {
+                Ok((next, found)) => {
                     continuation = Some(next);
                     failures = 0;
+                    wait = polling.next(wait, found);
                     if fresh {
                         store.notify_all_watchers();
                         sink(Change::Missed);
@@ -101,6 +126,7 @@ pub async fn follow(
                 }
                 Err(e) => {
                     failures += 1;
+                    wait = polling.busy;
                     tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), failures, "reading the change feed failed");
                     // A continuation that keeps failing (the container
                     // changed under it) is given up: start again from now
@@ -113,24 +139,29 @@ pub async fn follow(
             }
         }
         tokio::select! {
-            () = tokio::time::sleep(poll) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }
 }
 
-/// Reads what is new since `continuation`; the continuation after it.
+/// Reads what is new since `continuation`; the continuation after it, and
+/// whether it found activity (anything but leases).
 async fn read_round(
     store: &FeedStore,
     continuation: Option<String>,
     sink: &(impl Fn(Change) + Send + Sync),
-) -> Result<String, StoreError> {
+) -> Result<(String, bool), StoreError> {
     let container = &store.cosmos().container;
     let mut round =
         ChangeRound::open(container, ChangeFeedStartFrom::Now, continuation, 500, Some("change_feed")).await?;
+    let mut found = false;
     while let Some(docs) = round.next().await? {
         for doc in &docs {
             if let Some(change) = change_of(doc) {
+                // Activity: appends, subscriptions and delivery states (not
+                // the lease renewals every deployment makes all the time).
+                found |= !matches!(change, Change::Lease { .. });
                 if let Change::Appended(feed) = &change {
                     store.notify_appended(feed);
                 }
@@ -138,13 +169,25 @@ async fn read_round(
             }
         }
     }
-    round.continuation()
+    Ok((round.continuation()?, found))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_wait_doubles_while_nothing_changes_and_is_short_again_on_a_change() {
+        let ms = Duration::from_millis;
+        let polling = Polling { busy: ms(250), idle: ms(2000) };
+        let waits: Vec<_> = std::iter::successors(Some(ms(250)), |w| Some(polling.next(*w, false))).take(6).collect();
+        assert_eq!(waits, [ms(250), ms(500), ms(1000), ms(2000), ms(2000), ms(2000)]);
+        assert_eq!(polling.next(ms(2000), true), ms(250));
+        // An idle wait shorter than the busy one is the busy one.
+        let polling = Polling { busy: ms(60_000), idle: ms(2000) };
+        assert_eq!(polling.next(ms(60_000), false), ms(60_000));
+    }
 
     #[test]
     fn documents_say_what_changed() {
