@@ -589,6 +589,60 @@ async fn the_repairer_passes_over_an_event_it_cannot_repair() {
     assert_eq!((again.checked, again.repaired), (0, 0), "{again:?}");
 }
 
+/// The repairer checks a page of the change feed with one query, however
+/// many subject feeds its events touch (here each event is about a party of
+/// its own): all its Cosmos requests together, the change feed's pages and
+/// the repairs of the three interrupted publishes included, stay under 0.1
+/// per checked event (one or more per event before).
+#[tokio::test]
+async fn the_repairer_checks_a_page_of_events_with_one_query() {
+    const EVENTS: u64 = 600;
+    let metrics = altinn_events::telemetry::prometheus();
+    let requests = |operation: &str| -> f64 {
+        metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("cosmos_requests_total{") && l.contains(&format!("operation=\"{operation}")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let account = EmulatorAccount::new();
+    let config = CosmosConfig { segment_size: 1000, ..cosmos_config() };
+    let store = FeedStore::new(Cosmos::connect(&config, Some(account.clone())).await.expect("connect"));
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let mut interrupted = Vec::new();
+    for i in 0..EVENTS {
+        let (id, subject) = (format!("e{i}"), format!("/party/{}", 10_000 + i));
+        if i % 200 == 7 {
+            interrupted.push(subject.clone());
+            store.append_to(&FeedId::Resource(res.into()), event(&id, res, &subject, "t"), IdSource::Server).await.unwrap();
+        } else {
+            store.append(event(&id, res, &subject, "t"), IdSource::Server).await.unwrap();
+        }
+    }
+    let before = requests("");
+    let (checks_before, pages_before) = (requests("repair_check"), requests("repair_change_feed"));
+    let repairer = Repairer::new(store.clone(), "pod-a", Duration::from_secs(30), Duration::ZERO);
+    let (mut checked, mut repaired) = (0, 0);
+    loop {
+        let report = repairer.run_once().await.unwrap();
+        assert!(!report.behind, "{report:?}");
+        assert_eq!(report.lag_seconds(u64::MAX), 0, "caught up: no lag");
+        (checked, repaired) = (checked + report.checked, repaired + report.repaired);
+        if report.checked == 0 {
+            break;
+        }
+    }
+    let spent = requests("") - before;
+    assert_eq!((checked, repaired), (EVENTS, 3));
+    let (checks, pages) = (requests("repair_check") - checks_before, requests("repair_change_feed") - pages_before);
+    assert!(checks >= 1.0 && checks <= pages, "at most one query per page of the change feed: {checks}, {pages} pages");
+    assert!(spent <= 0.1 * EVENTS as f64, "{spent} Cosmos requests for {checked} checked events");
+    for subject in interrupted {
+        assert_eq!(read_all(&store, &FeedId::Subject(subject), 10).await.len(), 1, "repaired once");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_paging_while_writers_append_sees_each_event_once_in_order() {
     let account = EmulatorAccount::new();

@@ -10,6 +10,7 @@
 mod harness;
 mod import;
 mod postgres;
+mod repair;
 mod throttle;
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -383,6 +383,48 @@ impl FeedStore {
         newest_across(seg, feed, "id", &id, "position_query").await
     }
 
+    /// Which of `events` (an event document id and its subject) their subject
+    /// feeds hold: one query for all of them, whatever the number of feeds
+    /// (the repairer's check of a page of the change feed). Cosmos DB runs
+    /// it on every physical partition, each looking the ids up in its index.
+    pub async fn held_by_subject_feeds(&self, events: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
+        let q = Query::from(
+            "SELECT c.id, c.pk FROM c WHERE ARRAY_CONTAINS(@ids, c.id) AND STARTSWITH(c.pk, 's:') AND IS_DEFINED(c.seq)",
+        )
+        .with_parameter("@ids", ids)
+        .map_err(StoreError::cosmos("bind"))?;
+        let started = Instant::now();
+        let mut pages = self
+            .seg
+            .container
+            .query_items::<serde_json::Value>(q, FeedScope::full_container(), None)
+            .await
+            .map_err(StoreError::cosmos("repair_check"))?
+            .into_pages();
+        // The feed (`s:{subject}`) of every copy found, by document id.
+        let mut found: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+        while let Some(p) = pages.next().await {
+            let p = p.map_err(StoreError::cosmos("repair_check"))?;
+            self.seg.observe("repair_check", started, charge(p.headers()));
+            for row in p.items() {
+                let (Some(id), Some(pk)) = (row["id"].as_str(), row["pk"].as_str()) else { continue };
+                let feed = pk.rsplit_once('|').map_or(pk, |(feed, _segment)| feed);
+                found.entry(id.to_owned()).or_default().push(feed.to_owned());
+            }
+        }
+        Ok(events
+            .iter()
+            .map(|(id, subject)| {
+                let key = FeedId::Subject(subject.clone()).key();
+                found.get(id).is_some_and(|feeds| feeds.contains(&key))
+            })
+            .collect())
+    }
+
     /// The position of the first event registered at or after `time`: a binary
     /// search over the segments by their last event's time, then one query in
     /// the segment found. `O(log k)` queries for a feed of `k` segments.

@@ -13,12 +13,20 @@ use azure_data_cosmos::options::{ChangeFeedStartFrom, ItemWriteOptions, Precondi
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::docs::{EventDoc, FeedId};
+use super::docs::{EventDoc, FeedId, event_doc_id};
 use super::{FeedStore, IdSource};
 use crate::feeds::StoreError;
 use crate::feeds::cosmos::ChangeRound;
 
 const LEASE_PK: &str = "lease|repairer";
+/// Change-feed documents per page.
+const PAGE_SIZE: u32 = 1000;
+/// Events checked with one query (at most; the ids are the query's
+/// parameter, about 70 bytes each).
+const CHECK_BATCH: usize = 2000;
+/// Pages a round reads at most (empty ones included) before it lets the next
+/// round continue; a round that stops there is behind.
+const MAX_PAGES_PER_ROUND: usize = 50;
 const LEASE_ID: &str = "lease";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +53,19 @@ pub struct RepairReport {
     /// Events that cannot be repaired (unreadable, or refused by their
     /// subject feed): logged, counted, and passed over.
     pub skipped: u64,
+    /// The round stopped at its page budget with more to read.
+    pub behind: bool,
+    /// When the newest event it checked was written (`_ts`, seconds).
+    pub last_checked_ts: u64,
+}
+
+impl RepairReport {
+    /// How far behind the repairer is, in seconds, at `now_s`: the age of
+    /// the newest event it checked when it stopped with more to read, 0 when
+    /// it read up to the events younger than the grace period.
+    pub fn lag_seconds(&self, now_s: u64) -> u64 {
+        if self.behind { now_s.saturating_sub(self.last_checked_ts) } else { 0 }
+    }
 }
 
 pub struct Repairer {
@@ -125,84 +146,122 @@ impl Repairer {
             return Ok(RepairReport::default());
         };
         let mut report = RepairReport { leader: true, ..RepairReport::default() };
-        let mut round =
-            ChangeRound::open(self.container(), ChangeFeedStartFrom::Beginning, lease.continuation.clone(), 200, None)
-                .await?;
+        let mut round = ChangeRound::open(
+            self.container(),
+            ChangeFeedStartFrom::Beginning,
+            lease.continuation.clone(),
+            PAGE_SIZE,
+            Some("repair_change_feed"),
+        )
+        .await?;
         let cutoff_s = (self.now_ms().saturating_sub(self.grace.as_millis() as u64)) / 1000;
+        // Events read and not yet checked, and the position after them.
+        let mut due = Vec::new();
+        let mut reached = lease.continuation.clone();
         while let Some(docs) = round.next().await? {
-            let mut young = false;
-            for doc in &docs {
-                // A page can take longer than the lease (each check reads
-                // Cosmos): renew it on the way, at the same continuation, so
-                // that no other instance takes over and starts this page
-                // again (which, the same each time, would never finish).
-                if self.now_ms() + self.lease_for.as_millis() as u64 / 2 > lease.expires_at
-                    && !self.renew(&mut lease, &mut etag).await?
-                {
-                    return Ok(report);
-                }
-                let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
-                    && doc.get("seq").is_some()
-                    && doc.get("sealed").is_none();
-                if !is_resource_event {
-                    continue;
-                }
-                let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
-                if ts > cutoff_s {
-                    young = true;
-                    report.deferred += 1;
-                    continue;
-                }
-                let event: EventDoc = match serde_json::from_value(doc.clone()) {
-                    Ok(event) => event,
-                    Err(e) => {
-                        // One bad document must not stop every later repair.
-                        tracing::error!(error = %e, "skipping an unreadable event document");
-                        metrics::counter!("feed_repair_skipped_total").increment(1);
-                        report.skipped += 1;
-                        continue;
-                    }
-                };
-                report.checked += 1;
-                if event.subject.is_empty() {
-                    continue;
-                }
-                let subject = FeedId::Subject(event.subject.clone());
-                let record = event.into_record();
-                if self.store.position_of(&subject, &record).await?.is_none() {
-                    tracing::warn!(event.id = %record.id, feed = %subject.log_label(), "repairing an event missing from its subject feed");
-                    match self.store.append_to(&subject, record, IdSource::Publisher).await {
-                        Ok(_) => {
-                            report.repaired += 1;
-                            metrics::counter!("feed_repaired_events_total").increment(1);
-                        }
-                        // Refused for what it is (not a store failure): a
-                        // retry cannot succeed, and failing the round would
-                        // stop every later repair behind it.
-                        Err(e) if e.is_client_error() => {
-                            tracing::error!(error = %e, "skipping an event its subject feed refuses");
-                            metrics::counter!("feed_repair_skipped_total").increment(1);
-                            report.skipped += 1;
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            if young {
-                // Keep the continuation before this page: it is read again
-                // next round (checks are idempotent).
-                break;
-            }
-            lease.continuation = Some(round.continuation()?);
-            if !self.renew(&mut lease, &mut etag).await? {
-                // Lost the lease mid-round; the new owner continues.
+            // Renewed (with the position checked so far) once half the lease
+            // is gone, so that no other instance takes over mid-round.
+            if self.now_ms() + self.lease_for.as_millis() as u64 / 2 > lease.expires_at
+                && !self.renew(&mut lease, &mut etag).await?
+            {
                 return Ok(report);
             }
-            if round.read >= 50 {
+            let young = self.take_due(&docs, cutoff_s, &mut due, &mut report);
+            if young {
+                // Keep the position before this page: it is read again next
+                // round (checks are idempotent).
+                break;
+            }
+            reached = Some(round.continuation()?);
+            if due.len() >= CHECK_BATCH {
+                self.repair_due(std::mem::take(&mut due), &mut report).await?;
+                lease.continuation = reached.clone();
+            }
+            if round.read >= MAX_PAGES_PER_ROUND {
+                report.behind = true;
                 break;
             }
         }
+        self.repair_due(due, &mut report).await?;
+        lease.continuation = reached;
+        // Saved once per round (and on the way when the lease needs it): a
+        // save is a change the next round reads, so saving after every page
+        // would keep the change feed from ever running dry. A crash loses
+        // only checks, which the next owner repeats.
+        self.renew(&mut lease, &mut etag).await?;
         Ok(report)
+    }
+
+    /// The resource-feed events of a page older than the grace period, into
+    /// `due`; whether the page has younger ones.
+    fn take_due(&self, docs: &[Value], cutoff_s: u64, due: &mut Vec<EventDoc>, report: &mut RepairReport) -> bool {
+        let mut young = false;
+        for doc in docs {
+            let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
+                && doc.get("seq").is_some()
+                && doc.get("sealed").is_none();
+            if !is_resource_event {
+                continue;
+            }
+            let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
+            if ts > cutoff_s {
+                young = true;
+                report.deferred += 1;
+                continue;
+            }
+            report.last_checked_ts = report.last_checked_ts.max(ts);
+            match serde_json::from_value::<EventDoc>(doc.clone()) {
+                Ok(event) => {
+                    report.checked += 1;
+                    if !event.subject.is_empty() {
+                        due.push(event);
+                    }
+                }
+                Err(e) => {
+                    // One bad document must not stop every later repair.
+                    tracing::error!(error = %e, "skipping an unreadable event document");
+                    metrics::counter!("feed_repair_skipped_total").increment(1);
+                    report.skipped += 1;
+                }
+            }
+        }
+        young
+    }
+
+    /// Makes sure the subject feeds hold these events: one query finds which
+    /// they hold; each one missing (rare: a publisher stopped between its two
+    /// appends) is looked for once more and appended.
+    async fn repair_due(&self, due: Vec<EventDoc>, report: &mut RepairReport) -> Result<(), StoreError> {
+        let keys: Vec<(String, String)> =
+            due.iter().map(|e| (event_doc_id(&e.eid, &e.source), e.subject.clone())).collect();
+        let held = self.store.held_by_subject_feeds(&keys).await?;
+        for (event, held) in due.into_iter().zip(held) {
+            if held {
+                continue;
+            }
+            let subject = FeedId::Subject(event.subject.clone());
+            let record = event.into_record();
+            if self.store.position_of(&subject, &record).await?.is_some() {
+                continue;
+            }
+            tracing::warn!(event.id = %record.id, feed = %subject.log_label(), "repairing an event missing from its subject feed");
+            match self.store.append_to(&subject, record, IdSource::Publisher).await {
+                Ok(_) => {
+                    report.repaired += 1;
+                    metrics::counter!("feed_repaired_events_total").increment(1);
+                }
+                // Refused for what it is (not a store failure): a retry
+                // cannot succeed, and failing the round would stop every
+                // later repair behind it.
+                Err(e) if e.is_client_error() => {
+                    tracing::error!(error = %e, "skipping an event its subject feed refuses");
+                    metrics::counter!("feed_repair_skipped_total").increment(1);
+                    report.skipped += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Extends the lease (and saves `lease.continuation`); `false` when
@@ -224,19 +283,28 @@ impl Repairer {
     pub async fn run(self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
         loop {
             let round = self.run_once().await;
-            if round.as_ref().is_ok_and(|r| r.leader) {
-                // For the "repairer stalled" alert: only the lease holder
-                // sets it, so the newest over all pods is the last round.
-                let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-                metrics::gauge!("feed_repair_last_success_timestamp_seconds").set(now);
+            if let Ok(report) = &round {
+                if report.leader {
+                    // For the "repairer stalled" alert: only the lease holder
+                    // sets it, so the newest over all pods is the last round.
+                    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
+                    metrics::gauge!("feed_repair_last_success_timestamp_seconds").set(now);
+                }
+                // For the "repair lagging" alert: the holder's lag, 0 on the
+                // others (so the largest over all pods is the holder's).
+                let lag = if report.leader { report.lag_seconds(self.now_ms() / 1000) } else { 0 };
+                metrics::gauge!("feed_repair_lag_seconds").set(lag as f64);
             }
+            let behind = round.as_ref().is_ok_and(|r| r.behind);
             match round {
                 Ok(r) if r.repaired > 0 => tracing::info!(repaired = r.repaired, checked = r.checked, "repair round"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "repair round failed"),
             }
+            // Behind: the next round at once.
+            let wait = if behind { Duration::ZERO } else { interval };
             tokio::select! {
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
