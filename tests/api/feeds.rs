@@ -615,7 +615,10 @@ async fn the_repairer_checks_a_page_of_events_with_one_query() {
         let (id, subject) = (format!("e{i}"), format!("/party/{}", 10_000 + i));
         if i % 200 == 7 {
             interrupted.push(subject.clone());
-            store.append_to(&FeedId::Resource(res.into()), event(&id, res, &subject, "t"), IdSource::Server).await.unwrap();
+            store
+                .append_to(&FeedId::Resource(res.into()), event(&id, res, &subject, "t"), IdSource::Server)
+                .await
+                .unwrap();
         } else {
             store.append(event(&id, res, &subject, "t"), IdSource::Server).await.unwrap();
         }
