@@ -492,8 +492,13 @@ async fn enable_replay_and_validate_do_not_retry_sooner_than_the_schedule() {
     let clock = app.feeds.clock();
     clock.advance(30);
     until("the retry", || events(&receiver).len() >= 2).await;
-    let attempts: Value =
-        app.get_bearer(&format!("{SUBSCRIPTIONS}/{id}/deliveries"), &owner).await.json().await.unwrap();
+    // The attempt is listed once the deliverer has stored it (just after
+    // the push's answer).
+    let deliveries = || async {
+        app.get_bearer(&format!("{SUBSCRIPTIONS}/{id}/deliveries"), &owner).await.json::<Value>().await.unwrap()
+    };
+    eventually("the retry is listed", || async { deliveries().await["count"].as_u64() >= Some(2) }).await;
+    let attempts = deliveries().await;
     let times: Vec<time::OffsetDateTime> = attempts["deliveries"]
         .as_array()
         .unwrap()
