@@ -454,6 +454,13 @@ pub async fn import(
     Ok(importer.run(until, stop, status).await?)
 }
 
+/// `altinn-events bump-generation`: starts the store's next generation
+/// (`feeds/events/generation.rs`); the generation it started.
+pub async fn bump_generation(config: &Settings, reason: &str) -> anyhow::Result<u32> {
+    let feeds = connect_cosmos(&config.cosmos, None).await?;
+    Ok(feeds.bump_generation(reason).await.context("bumping the store's generation")?)
+}
+
 /// The wait before the next try to reach Cosmos DB at start, after
 /// `backoff`: doubling from 0.5 s, never more than 4 s.
 fn next_connect_backoff(backoff: Duration) -> Duration {

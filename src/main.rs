@@ -62,6 +62,15 @@ enum Command {
         #[arg(long, value_name = "SEQUENCENO|head")]
         deliver_after: Option<String>,
     },
+    /// After a point-in-time restore, or a failover that lost acknowledged
+    /// writes: starts the store's next generation, so that cursors issued
+    /// before are refused instead of read from positions that now hold other
+    /// events (docs/operations.md, "Recovery point").
+    BumpGeneration {
+        /// Why (kept in the store beside the generation).
+        #[arg(long)]
+        reason: String,
+    },
     /// Exits 0 when the service at `--url` is live (for container probes).
     Healthcheck {
         /// Default: `/health/live` at the configured `listen_addr` (the
@@ -81,6 +90,7 @@ async fn main() -> ExitCode {
         Command::Healthcheck { url, timeout_seconds } => healthcheck(cli.config, url, timeout_seconds).await,
         Command::Serve { role } => run(cli.config, Mode::Serve, None, role).await,
         Command::Import { source, follow, deliver_after } => import(cli.config, &source, follow, deliver_after).await,
+        Command::BumpGeneration { reason } => bump_generation(cli.config, &reason).await,
         #[cfg(feature = "dev")]
         Command::Dev { addr } => run(cli.config, Mode::Dev, addr, None).await,
     };
@@ -175,6 +185,17 @@ async fn import(
     let report = altinn_events::import(config, source, until, stop, &|s| display.show(s)).await?;
     display.finish();
     progress::summary(&report);
+    Ok(())
+}
+
+async fn bump_generation(file: Option<PathBuf>, reason: &str) -> anyhow::Result<()> {
+    let config = Config::load(file.as_deref())?.finalize_import()?;
+    let _traces = telemetry::init_tracing(config.log_format, &config.log_filter, None)?;
+    let generation = altinn_events::bump_generation(&config, reason).await?;
+    println!(
+        "the store is at generation {generation}: cursors of earlier generations are refused once each instance \
+         has read it (within 30 s; restart them to make it at once)"
+    );
     Ok(())
 }
 

@@ -246,6 +246,7 @@ const COUNTERS_AT_START: &[(&str, &[(&str, &str)])] = &[
     ("feed_reads_shared_total", &[]),
     ("feed_repaired_events_total", &[]),
     ("feed_repair_skipped_total", &[]),
+    ("delivery_reanchored_total", &[]),
     ("pdp_circuit_opened_total", &[]),
     ("auth_jwks_fetches_total", &[]),
     ("startup_connect_failures_total", &[("dependency", "cosmos")]),

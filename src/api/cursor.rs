@@ -7,7 +7,10 @@
 //! Poly1305 under a key from the configured ring (`cursors.key_ring` or
 //! `cursors.keys`; one of them seals new cursors, all of them open old
 //! ones: rotation, without a restart when the ring comes from a file), a random 192-bit nonce (the same position twice gives
-//! different bytes), the position as plaintext, and the feed's name as
+//! different bytes), the position and the store's generation as plaintext
+//! (`feeds/events/generation.rs`: a position means something only within
+//! its generation; cursors sealed before generations existed hold the
+//! position alone and are of generation 0), and the feed's name as
 //! associated data (a cursor opens only in the feed it came from).
 
 use std::collections::HashMap;
@@ -99,23 +102,25 @@ impl Cursors {
         value.starts_with(PREFIX)
     }
 
-    /// A cursor for `position` in `feed`.
-    pub fn seal(&self, feed: &FeedId, position: u64) -> Result<String, CursorError> {
+    /// A cursor for `position` in `feed`, in the store's `generation`.
+    pub fn seal(&self, feed: &FeedId, position: u64, generation: u32) -> Result<String, CursorError> {
         let ring = self.current();
         let id = ring.sealing.as_deref().ok_or(CursorError::NotConfigured)?;
         let cipher = ring.keys.get(id).ok_or(CursorError::NotConfigured)?;
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let aad = aad(feed);
-        let sealed = cipher
-            .encrypt(&nonce, Payload { msg: &position.to_be_bytes(), aad: &aad })
-            .map_err(|_| CursorError::NotConfigured)?;
+        let mut plain = position.to_be_bytes().to_vec();
+        plain.extend_from_slice(&generation.to_be_bytes());
+        let sealed =
+            cipher.encrypt(&nonce, Payload { msg: &plain, aad: &aad }).map_err(|_| CursorError::NotConfigured)?;
         let mut bytes = nonce.to_vec();
         bytes.extend_from_slice(&sealed);
         Ok(format!("{PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
-    /// The position a cursor of `feed` stands for.
-    pub fn open(&self, feed: &FeedId, cursor: &str) -> Result<u64, CursorError> {
+    /// The position a cursor of `feed` stands for, and the store generation
+    /// it was sealed in.
+    pub fn open(&self, feed: &FeedId, cursor: &str) -> Result<Opened, CursorError> {
         let rest = cursor.strip_prefix(PREFIX).ok_or(CursorError::Invalid)?;
         let (id, body) = rest.split_once('.').ok_or(CursorError::Invalid)?;
         let ring = self.current();
@@ -130,9 +135,21 @@ impl Cursors {
         let plain = cipher
             .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &aad })
             .map_err(|_| CursorError::Invalid)?;
-        let position: [u8; 8] = plain.try_into().map_err(|_| CursorError::Invalid)?;
-        Ok(u64::from_be_bytes(position))
+        let (position, generation) = match plain.len() {
+            8 => (&plain[..], 0),
+            12 => (&plain[..8], u32::from_be_bytes(plain[8..].try_into().map_err(|_| CursorError::Invalid)?)),
+            _ => return Err(CursorError::Invalid),
+        };
+        let position = u64::from_be_bytes(position.try_into().map_err(|_| CursorError::Invalid)?);
+        Ok(Opened { position, generation })
     }
+}
+
+/// What a cursor holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub position: u64,
+    pub generation: u32,
 }
 
 #[cfg(test)]
@@ -149,15 +166,15 @@ mod tests {
         let c = ring("k1", &[("k1", "first secret")]);
         let party = FeedId::Subject("/party/1337".into());
         let other = FeedId::Subject("/party/1338".into());
-        let a = c.seal(&party, 4).unwrap();
-        let b = c.seal(&party, 4).unwrap();
+        let a = c.seal(&party, 4, 0).unwrap();
+        let b = c.seal(&party, 4, 0).unwrap();
         assert_ne!(a, b, "the same position twice gives different bytes");
         // Neither the position nor its size shows.
-        let far = c.seal(&party, 987_654_321_012).unwrap();
+        let far = c.seal(&party, 987_654_321_012, 0).unwrap();
         assert!(!far.contains("987654321012"), "{far}");
         assert_eq!(far.len(), a.len(), "every position seals to the same length");
-        assert_eq!(c.open(&party, &a), Ok(4));
-        assert_eq!(c.open(&party, &b), Ok(4));
+        assert_eq!(c.open(&party, &a), Ok(Opened { position: 4, generation: 0 }));
+        assert_eq!(c.open(&party, &b), Ok(Opened { position: 4, generation: 0 }));
         assert_eq!(c.open(&other, &a), Err(CursorError::Invalid), "bound to its feed");
         // Every single-character change is refused.
         for i in PREFIX.len()..a.len() {
@@ -171,20 +188,36 @@ mod tests {
         assert_eq!(c.open(&party, "c1.k1."), Err(CursorError::Invalid));
         assert_eq!(c.open(&party, "~p4"), Err(CursorError::Invalid));
         // Another service's key: refused.
-        let foreign = ring("k1", &[("k1", "another secret")]).seal(&party, 4).unwrap();
+        let foreign = ring("k1", &[("k1", "another secret")]).seal(&party, 4, 0).unwrap();
         assert_eq!(c.open(&party, &foreign), Err(CursorError::Invalid));
+    }
+
+    #[test]
+    fn a_cursor_carries_its_generation_and_one_sealed_before_generations_is_of_the_first() {
+        let c = ring("k1", &[("k1", "first secret")]);
+        let feed = FeedId::Subject("/party/1337".into());
+        let third = c.seal(&feed, 42, 3).unwrap();
+        assert_eq!(c.open(&feed, &third), Ok(Opened { position: 42, generation: 3 }));
+        assert_eq!(third.len(), c.seal(&feed, 1, 0).unwrap().len(), "every generation seals to the same length");
+        // As cursors were sealed before: the position alone.
+        let ring = c.current();
+        let cipher = &ring.keys["k1"];
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = cipher.encrypt(&nonce, Payload { msg: &42u64.to_be_bytes(), aad: &aad(&feed) }).unwrap();
+        let old = format!("{PREFIX}k1.{}", URL_SAFE_NO_PAD.encode([nonce.to_vec(), sealed].concat()));
+        assert_eq!(c.open(&feed, &old), Ok(Opened { position: 42, generation: 0 }));
     }
 
     #[test]
     fn rotation_keeps_old_cursors_open() {
         let feed = FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into());
-        let old = ring("k1", &[("k1", "first")]).seal(&feed, 9).unwrap();
+        let old = ring("k1", &[("k1", "first")]).seal(&feed, 9, 0).unwrap();
         let rotated = ring("k2", &[("k1", "first"), ("k2", "second")]);
-        assert_eq!(rotated.open(&feed, &old), Ok(9));
-        assert!(rotated.seal(&feed, 9).unwrap().starts_with("c1.k2."));
+        assert_eq!(rotated.open(&feed, &old).map(|o| o.position), Ok(9));
+        assert!(rotated.seal(&feed, 9, 0).unwrap().starts_with("c1.k2."));
         let retired = ring("k2", &[("k2", "second")]);
         assert_eq!(retired.open(&feed, &old), Err(CursorError::Invalid));
         let none = Cursors::new(None, &HashMap::new());
-        assert_eq!(none.seal(&feed, 1), Err(CursorError::NotConfigured));
+        assert_eq!(none.seal(&feed, 1, 0), Err(CursorError::NotConfigured));
     }
 }

@@ -33,6 +33,11 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 pub enum ApiError {
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// A cursor sealed in another generation of the store (after a restore
+    /// or a failover that lost writes): a 400 of its own kind, whose detail
+    /// says how to go on.
+    #[error("cursor of another store generation: {0}")]
+    StaleCursor(String),
     #[error("unauthorized: {0}")]
     Unauthorized(String),
     #[error("forbidden: {0}")]
@@ -92,7 +97,7 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::StaleCursor(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -109,6 +114,10 @@ impl ApiError {
     fn kind_and_title(&self) -> (&'static str, &'static str) {
         match self {
             Self::BadRequest(_) => ("https://altinn.no/events/problems/bad-request", "Bad request"),
+            Self::StaleCursor(_) => (
+                "https://altinn.no/events/problems/cursor-of-another-store-generation",
+                "Cursor of another store generation",
+            ),
             Self::Unauthorized(_) => ("https://altinn.no/events/problems/unauthorized", "Unauthorized"),
             Self::Forbidden(_) => ("https://altinn.no/events/problems/forbidden", "Forbidden"),
             Self::NotFound(_) => ("https://altinn.no/events/problems/not-found", "Not found"),
@@ -132,6 +141,7 @@ impl ApiError {
     fn detail(&self) -> Option<String> {
         match self {
             Self::BadRequest(d)
+            | Self::StaleCursor(d)
             | Self::Unauthorized(d)
             | Self::Forbidden(d)
             | Self::NotFound(d)

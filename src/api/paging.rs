@@ -39,11 +39,44 @@ pub enum NextQuery {
 }
 
 /// Where a read of `feed` starts: a cursor must be one this service sealed
-/// for this feed (anything else is a 400, not a guess).
+/// for this feed (anything else is a 400, not a guess), in the store's
+/// current generation (one of another names a position that may now hold
+/// other events: a 400 of its own kind saying how to go on).
 pub fn start(state: &AppState, feed: &FeedId, after: Option<After>, from: Option<String>) -> Result<Start, ApiError> {
-    Start::new(after, from, |cursor| state.cursors.open(feed, cursor).ok()).ok_or_else(|| {
+    let mut refused = None;
+    let start = Start::new(after, from, |cursor| {
+        let opened = state.cursors.open(feed, cursor).ok()?;
+        match state.feeds.generation() {
+            Some(current) if current == opened.generation => Some(opened.position),
+            Some(current) => {
+                refused = Some(ApiError::StaleCursor(format!(
+                    "The 'after' cursor is from generation {} of this service's store, which is now at generation                      {current} (restored, or failed over to a copy without the newest events): its position may now                      hold other events. Go on with 'after' set to the id of the last event you processed, or 'from'                      a time.",
+                    opened.generation
+                )));
+                None
+            }
+            None => {
+                refused = Some(generation_unknown());
+                None
+            }
+        }
+    });
+    if let Some(refused) = refused {
+        return Err(refused);
+    }
+    start.ok_or_else(|| {
         ApiError::BadRequest("The 'after' parameter is not a cursor this service issued for this query.".into())
     })
+}
+
+fn generation_unknown() -> ApiError {
+    ApiError::unavailable("cosmos", std::io::Error::other("the store's generation has not been read yet"))
+}
+
+/// A cursor for `position` in `feed`, in the store's current generation.
+pub fn seal(state: &AppState, feed: &FeedId, position: u64) -> Result<String, ApiError> {
+    let generation = state.feeds.generation().ok_or_else(generation_unknown)?;
+    state.cursors.seal(feed, position, generation).map_err(|e| ApiError::unavailable("cursor keys", e))
 }
 
 /// The same request with `after` set to a cursor sealed for `position` in
@@ -58,7 +91,7 @@ pub fn next_link(
     position: u64,
     extra: &[(&str, &str)],
 ) -> Result<String, ApiError> {
-    let cursor = state.cursors.seal(feed, position).map_err(|e| ApiError::unavailable("cursor keys", e))?;
+    let cursor = seal(state, feed, position)?;
     let base = state.config.platform_base().map(String::from).unwrap_or_default();
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     if keep == NextQuery::Same {

@@ -134,7 +134,8 @@ impl Deliverer {
                 Some(_) => Ok(()),
             };
             if let (Ok(()), Some(found)) = (read, &subscription) {
-                match delivery.states.state_or(id, DeliveryState::starting_at(found.starts_at)).await {
+                let new = DeliveryState::starting_in(found.starts_at, delivery.feeds.generation().unwrap_or_default());
+                match delivery.states.state_or(id, new).await {
                     Ok((state, etag)) => break (subscription.take().expect("read above"), state, etag),
                     Err(e) => {
                         tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), "reading a delivery state failed")
@@ -221,6 +222,10 @@ impl Deliverer {
                 Step::Go => {}
                 Step::Again => continue,
                 Step::End => return,
+            }
+            if !self.follow_store_generation().await {
+                self.idle(Some(Duration::from_secs(1))).await;
+                continue;
             }
             if self.held_back().await {
                 continue;

@@ -235,6 +235,11 @@ pub struct DeliveryState {
     /// Bumped by the owner's `enable` and `replay`: a deliverer that sees it
     /// change starts again from the stored checkpoint.
     pub generation: u64,
+    /// The store's generation the checkpoint is a position of
+    /// (`feeds/events/generation.rs`); 0 in states stored before there were
+    /// generations.
+    #[serde(default)]
+    pub store_generation: u32,
     pub status: DeliveryStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -255,10 +260,16 @@ pub struct DeliveryState {
 }
 
 impl DeliveryState {
+    /// At `checkpoint`, a position of the store's `store_generation`.
+    pub fn starting_in(checkpoint: u64, store_generation: u32) -> Self {
+        Self { store_generation, ..Self::starting_at(checkpoint) }
+    }
+
     pub fn starting_at(checkpoint: u64) -> Self {
         Self {
             checkpoint,
             generation: 0,
+            store_generation: 0,
             status: DeliveryStatus::Active,
             last_error: None,
             failures: 0,

@@ -80,13 +80,6 @@ impl Cosmos {
         };
         Ok(Self { container, config: config.clone(), ttl_seconds })
     }
-
-    /// Cheap reachability check for `/health/ready`: reads the container's
-    /// properties.
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        self.container.read(None).await.map_err(StoreError::cosmos("read container"))?;
-        Ok(())
-    }
 }
 
 /// Every operation ends within `cosmos.operation_timeout_ms`, the SDK's

@@ -515,8 +515,10 @@ impl Subscriptions {
             other => SubscribeError::Storage(StoreError::Transient(other.to_string())),
         })?
         .ok_or_else(|| invalid("No event with that id is in the subscription's feed."))?;
+        let store_generation = self.feeds.generation().unwrap_or_default();
         self.change_delivery(principal, id, move |state| {
             state.checkpoint = position;
+            state.store_generation = store_generation;
             state.oldest_pending = None;
             if state.status == DeliveryStatus::Disabled {
                 resume(state);
@@ -537,8 +539,8 @@ impl Subscriptions {
     ) -> Result<Subscription, SubscribeError> {
         let subscription = self.owned(principal, id).await?.subscription;
         for _ in 0..10 {
-            let (mut state, etag) =
-                self.deliveries.state_or(id, DeliveryState::starting_at(subscription.starts_at)).await?;
+            let new = DeliveryState::starting_in(subscription.starts_at, self.feeds.generation().unwrap_or_default());
+            let (mut state, etag) = self.deliveries.state_or(id, new).await?;
             if !edit(&mut state) {
                 return Ok(subscription);
             }

@@ -680,3 +680,85 @@ async fn the_api_and_the_deliver_role_split_the_work() {
     deliver.shutdown().await;
     api.shutdown().await;
 }
+
+/// A restore, simulated as a failover that lost writes leaves the store: the
+/// newest two events are gone from their feeds while the subscription's
+/// delivery state (checkpoint 4, the attempts) survived; the operator starts
+/// the next generation (`bump-generation`) and the pods start again. A
+/// cursor sealed before is refused with a problem that says how to go on;
+/// an event id still places a read; the subscription goes on after the last
+/// event that survived, so the events published now, which take the lost
+/// positions, are pushed (not skipped as below its old checkpoint), each
+/// with a `webhook-id` of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_the_lost_positions() {
+    use altinn_events::domain::FeedId;
+    use altinn_events::feeds::SegmentKey;
+    let account = EmulatorAccount::new();
+    let mut config = delivery_config();
+    config.cosmos.segment_size = 1000;
+    let app = TestApp::spawn_with(config.clone(), Overrides { emulator: Some(account.clone()) }).await;
+    let publisher = Publisher::new(&app).await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let receiver = Receiver::start().await;
+    subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    let mut before = Vec::new();
+    for n in 1..=4 {
+        before.push(publisher.publish(&app, n).await);
+    }
+    assert_eq!(ids(&until_events(&receiver, 4).await), before);
+    let party = "/events/api/v1/app/party?party=1337";
+    let resp = app.get_bearer(&format!("{party}&after=0&size=2"), &publisher.user).await;
+    assert_eq!(resp.status(), 200);
+    let stale_next = resp.headers()["next"].to_str().unwrap().to_owned();
+    let stored: Vec<Value> = app.get_bearer(&format!("{party}&after=0"), &publisher.user).await.json().await.unwrap();
+    app.shutdown().await;
+
+    // The restore: the last two events are gone from both their feeds.
+    let container =
+        account.client().await.unwrap().database_client("events").container_client("events", None).await.unwrap();
+    let resource = FeedId::Resource("urn:altinn:resource:app_ttd_apps-test".into());
+    let subject = FeedId::Subject("/party/1337".into());
+    for event in &stored[2..] {
+        let (eid, source) = (event["id"].as_str().unwrap(), event["source"].as_str().unwrap());
+        let doc = altinn_events::feeds::events::docs::event_doc_id(eid, source);
+        for feed in [&resource, &subject] {
+            container.delete_item(feed.pk(0), &doc, None).await.unwrap();
+        }
+    }
+    let store = altinn_events::feeds::FeedStore::connect(&config.cosmos, Some(account.clone())).await.unwrap();
+    assert_eq!(store.bump_generation("a restore, in a test").await.unwrap(), 1);
+
+    let app = TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await;
+    // Tokens of the new platform stand-in.
+    let publisher = Publisher::new(&app).await;
+    let after = [publisher.publish(&app, 5).await, publisher.publish(&app, 6).await];
+    let got = until_events(&receiver, 6).await;
+    assert_eq!(ids(&got), [&before[..], &after[..]].concat(), "the new events, in the lost positions, pushed");
+    let webhook_ids: HashSet<_> = got.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(webhook_ids.len(), 6, "each push a webhook-id of its own");
+    assert_eq!(metric(&app, "delivery_reanchored_total").await, 1.0);
+
+    // A cursor of before: refused, saying how to go on.
+    let url = reqwest::Url::parse(&stale_next).unwrap();
+    let problem =
+        assert_problem(app.get_bearer(&format!("{}?{}", url.path(), url.query().unwrap()), &publisher.user).await, 400)
+            .await;
+    assert_eq!(problem["type"], "https://altinn.no/events/problems/cursor-of-another-store-generation");
+    assert!(problem["detail"].as_str().unwrap().contains("the id of the last event you processed"), "{problem}");
+    // An event id still places a read; cursors sealed now work.
+    let resp = app.get_bearer(&format!("{party}&after={}", before[1]), &publisher.user).await;
+    let page: Vec<Value> = resp.json().await.unwrap();
+    assert_eq!(page.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), after);
+    let resp = app.get_bearer(&format!("{party}&after=0&size=2"), &publisher.user).await;
+    let next = resp.headers()["next"].to_str().unwrap().to_owned();
+    let url = reqwest::Url::parse(&next).unwrap();
+    let page: Vec<Value> = app
+        .get_bearer(&format!("{}?{}", url.path(), url.query().unwrap()), &publisher.user)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), after);
+    app.shutdown().await;
+}

@@ -115,7 +115,7 @@ async fn cursors_are_opaque_bound_to_their_feed_and_unforgeable() {
     let foreign_key = {
         let keys = [("test".to_owned(), secrecy::SecretString::from("another service's key"))].into_iter().collect();
         altinn_events::api::cursor::Cursors::new(Some("test".into()), &keys)
-            .seal(&FeedId::Subject("/party/1337".into()), 0)
+            .seal(&FeedId::Subject("/party/1337".into()), 0, 0)
             .unwrap()
     };
     for bad in [urlencode(&tampered), foreign_feed, urlencode(&foreign_key), "c1.test.AAAA".into()] {

@@ -46,12 +46,13 @@ fn test_cursors() -> altinn_events::api::cursor::Cursors {
 pub fn cursor_of(next: &str, feed: &altinn_events::domain::FeedId) -> u64 {
     let url: url::Url = next.parse().expect("next is a URL");
     let after = url.query_pairs().find(|(k, _)| k == "after").expect("next has after").1.into_owned();
-    test_cursors().open(feed, &after).unwrap_or_else(|e| panic!("{after} is not a cursor of {feed}: {e}"))
+    test_cursors().open(feed, &after).unwrap_or_else(|e| panic!("{after} is not a cursor of {feed}: {e}")).position
 }
 
-/// A cursor the test apps accept, for `position` in `feed`.
+/// A cursor the test apps accept, for `position` in `feed` (in the store's
+/// first generation).
 pub fn cursor_for(feed: &altinn_events::domain::FeedId, position: u64) -> String {
-    test_cursors().seal(feed, position).unwrap()
+    test_cursors().seal(feed, position, 0).unwrap()
 }
 
 pub struct TestApp {

@@ -126,10 +126,7 @@ pub async fn create(
 /// replay), the oldest event not delivered yet, failures.
 async fn view_of(state: &AppState, subscription: &Subscription) -> Result<SubscriptionView, ApiError> {
     let delivery = state.subscriptions.delivery_of(subscription).await?;
-    let checkpoint = state
-        .cursors
-        .seal(&subscription.feed(), delivery.checkpoint)
-        .map_err(|e| ApiError::unavailable("cursor keys", e))?;
+    let checkpoint = super::paging::seal(state, &subscription.feed(), delivery.checkpoint)?;
     Ok(SubscriptionView::with_delivery(subscription, &delivery, checkpoint))
 }
 

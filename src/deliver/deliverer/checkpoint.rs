@@ -85,6 +85,55 @@ impl Deliverer {
         }
     }
 
+    /// The store started another generation (`feeds/events/generation.rs`):
+    /// positions past what survived a restore or a failover may now hold
+    /// other events. Goes on after the newest event it delivered that the
+    /// feed still holds (by id, among the attempts kept); when none is
+    /// there, from the checkpoint or the feed's end, whichever is earlier
+    /// (what was published since may then be missed: the operator bumps the
+    /// generation before traffic returns, docs/operations.md). `false` when
+    /// the feed could not be read (tried again on the next turn).
+    pub(super) async fn follow_store_generation(&mut self) -> bool {
+        let Some(current) = self.delivery.feeds.generation() else { return true };
+        if current == self.state.store_generation {
+            return true;
+        }
+        let delivered: Vec<String> = self
+            .state
+            .attempts
+            .iter()
+            .filter(|a| a.status.is_some_and(|s| (200..300).contains(&s)))
+            .map(|a| a.event_id.clone())
+            .collect();
+        let found = match self.delivery.feeds.locate_newest_of(&self.feed, &delivered).await {
+            Ok(found) => found,
+            Err(_) => return false,
+        };
+        let position = match found {
+            Some(after) => after,
+            None => match self.delivery.feeds.len(&self.feed).await {
+                Ok(length) => self.position.min(length),
+                Err(_) => return false,
+            },
+        };
+        tracing::warn!(
+            subscription.id = self.subscription.id,
+            from = self.position,
+            to = position,
+            store_generation = current,
+            "the store's generation changed: delivery goes on after the last event delivered"
+        );
+        metrics::counter!("delivery_reanchored_total").increment(1);
+        self.drop_prefetched();
+        self.position = position;
+        self.pending = None;
+        self.state.store_generation = current;
+        self.state.failures = 0;
+        self.state.next_retry_ms = None;
+        self.unsaved = true;
+        true
+    }
+
     /// How many events the subscription is behind its feed, for the
     /// instance's lag gauges (never a gauge of its own).
     pub(super) async fn report_lag(&self) {

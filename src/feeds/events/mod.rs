@@ -12,6 +12,7 @@
 
 pub mod docs;
 mod filter_sql;
+mod generation;
 pub mod notify;
 mod reader;
 mod repairer;
@@ -52,19 +53,24 @@ pub struct FeedStore {
     seg: segment::Segments,
     notifier: Arc<notify::Notifier>,
     shared_reads: Arc<shared_reads::SharedReads>,
+    generation: generation::Known,
 }
 
 impl FeedStore {
     /// Connects to the configured account and container (creating them when
     /// `cosmos.provision` is set). `emulator`: the shared in-process account
-    /// to use when `cosmos.auth = emulator` (a fresh one when `None`).
+    /// to use when `cosmos.auth = emulator` (a fresh one when `None`), and
+    /// reads the store's generation.
     pub async fn connect(config: &CosmosConfig, emulator: Option<EmulatorAccount>) -> Result<Self, StoreError> {
-        Ok(Self::new(Cosmos::connect(config, emulator).await?))
+        let store = Self::new(Cosmos::connect(config, emulator).await?);
+        store.refresh_generation().await?;
+        Ok(store)
     }
 
-    /// Cheap reachability check: reads the container's properties.
+    /// Cheap reachability check (a point read, 1 RU), which also takes the
+    /// store's generation as it is now.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.cosmos.ping().await
+        self.refresh_generation().await.map(|_| ())
     }
 
     pub fn new(cosmos: Cosmos) -> Self {
@@ -88,7 +94,7 @@ impl FeedStore {
             attempt_ms: cosmos.config.operation_timeout_ms,
         };
         let writer = writer::Writer::new(seg.clone(), deadlines, notifier.clone(), cosmos.config.max_queued_appends);
-        Self { cosmos, writer, seg, notifier, shared_reads: Arc::default() }
+        Self { cosmos, writer, seg, notifier, shared_reads: Arc::default(), generation: Default::default() }
     }
 
     pub fn cosmos(&self) -> &Cosmos {

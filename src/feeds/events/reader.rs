@@ -361,6 +361,27 @@ impl FeedStore {
         Ok(newest_across(seg, feed, "eid", event_id, "locate_query").await?.map(|seq| seq + 1))
     }
 
+    /// The position just after the newest event in `feed` whose id is one of
+    /// `event_ids`, looked for in the newest segments (where a deliverer's
+    /// recent pushes are): one query per segment, newest first.
+    pub async fn locate_newest_of(&self, feed: &FeedId, event_ids: &[String]) -> Result<Option<u64>, StoreError> {
+        let seg = &self.seg;
+        let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
+        if event_ids.is_empty() {
+            return Ok(None);
+        }
+        for k in (newest.segment.saturating_sub(LOCATE_SEGMENTS - 1)..=newest.segment).rev() {
+            let q =
+                Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE ARRAY_CONTAINS(@ids, c.eid) ORDER BY c.seq DESC")
+                    .with_parameter("@ids", event_ids)
+                    .map_err(StoreError::cosmos("bind"))?;
+            if let Some(seq) = seg.first_value::<u64>(feed.pk(k), q, "locate_event").await? {
+                return Ok(Some(seq + 1));
+            }
+        }
+        Ok(None)
+    }
+
     /// The position of `record` (its id and source) in `feed`: point reads of
     /// its document in the newest segments (where a copy just appended is),
     /// then one query over the feed's older partitions.
