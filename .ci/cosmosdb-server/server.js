@@ -235,13 +235,42 @@ async function batch(_original, account, req, res, { dbId, collId }) {
 // 2021-09-15 wire format each item is `{current, metadata}`. Deletes are not
 // shown, as in Cosmos DB's LatestVersion mode. A point-in-time start
 // (If-Modified-Since) is refused.
+// Each container keeps its writes in order (`{lsn, rid}`), so that a read
+// from a position finds its start by binary search and looks only at what
+// came after (a version replaced since is passed over: it no longer has
+// that number); copying and sorting every document on each read made a
+// page cost the whole container.
 let lsn = 0;
 const Items = require(`${lib}/account/items`).default;
 const storeItem = Items.prototype._set;
+const writeLogs = new WeakMap();
 Items.prototype._set = function _set(data) {
   lsn += 1;
-  return storeItem.call(this, { ...data, _lsn: lsn });
+  const stored = storeItem.call(this, { ...data, _lsn: lsn });
+  if (!writeLogs.has(this)) writeLogs.set(this, []);
+  writeLogs.get(this).push({ lsn, rid: data._rid });
+  return stored;
 };
+
+// The documents of `items` written after `after`, in write order, at most
+// `max` (all when not positive), each in its current version.
+function changedAfter(items, after, max) {
+  const log = writeLogs.get(items) || [];
+  let lo = 0;
+  let hi = log.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (log[mid].lsn <= after) lo = mid + 1;
+    else hi = mid;
+  }
+  const page = [];
+  for (let i = lo; i < log.length && (max <= 0 || page.length < max); i += 1) {
+    const item = items._data.get(log[i].rid);
+    const doc = item && item.read();
+    if (doc && doc._lsn === log[i].lsn) page.push(doc);
+  }
+  return page;
+}
 
 async function readDocuments(original, account, req, res, params) {
   if (!req.headers["a-im"]) return original(account, req, res, params);
@@ -260,11 +289,7 @@ async function readDocuments(original, account, req, res, params) {
     return { code: "BadRequest", message: `invalid change feed position ${since}` };
   }
   const max = Number.parseInt(req.headers["x-ms-max-item-count"] || "-1", 10);
-  const changed = [...collection.documents._data.values()]
-    .map(item => item.read())
-    .filter(doc => doc._lsn > after)
-    .sort((x, y) => x._lsn - y._lsn);
-  const page = max > 0 ? changed.slice(0, max) : changed;
+  const page = changedAfter(collection.documents, after, max);
   const position = page.length ? page[page.length - 1]._lsn : after;
   res.setHeader("etag", `"${position}"`);
   res.setHeader("x-ms-item-count", String(page.length));
