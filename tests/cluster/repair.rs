@@ -7,10 +7,8 @@
 //! would cost a request per event), one publish in 500 interrupted between
 //! its two appends. Then one repairer (grace 0) checks them all: its rate,
 //! and every request the emulator served while it did, per checked event.
-//! `EVENTS_TEST_REPAIR_EVENTS` sets the number (4 000, the figures in
-//! docs/capacity.md). Not much more: the emulator has no index, so each
-//! check query scans every document (a 40 000-event run outlasts the SDK's
-//! operation timeout there); Azure looks the ids up in its index.
+//! `EVENTS_TEST_REPAIR_EVENTS` sets the number (4 000 by default; the
+//! figures in docs/capacity.md are from 40 000).
 
 use std::time::{Duration, Instant};
 

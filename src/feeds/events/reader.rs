@@ -386,8 +386,13 @@ impl FeedStore {
     /// its document in the newest segments (where a copy just appended is),
     /// then one query over the feed's older partitions.
     pub async fn position_of(&self, feed: &FeedId, record: &EventRecord) -> Result<Option<u64>, StoreError> {
+        self.position_of_doc(feed, &event_doc_id(&record.id, &record.source)).await
+    }
+
+    /// The position of the event document `id` in `feed` (as
+    /// [`Self::position_of`]).
+    pub async fn position_of_doc(&self, feed: &FeedId, id: &str) -> Result<Option<u64>, StoreError> {
         let seg = &self.seg;
-        let id = event_doc_id(&record.id, &record.source);
         let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
         // Where an append just made (or a repair) is: the newest segments.
         let recent = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
@@ -402,48 +407,6 @@ impl FeedStore {
         // Older: the feed took more than those segments since (a hot feed, or
         // a repairer that runs late). One query over the feed's partitions.
         newest_across(seg, feed, "id", &id, "position_query").await
-    }
-
-    /// Which of `events` (an event document id and its subject) their subject
-    /// feeds hold: one query for all of them, whatever the number of feeds
-    /// (the repairer's check of a page of the change feed). Cosmos DB runs
-    /// it on every physical partition, each looking the ids up in its index.
-    pub async fn held_by_subject_feeds(&self, events: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
-        if events.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&str> = events.iter().map(|(id, _)| id.as_str()).collect();
-        let q = Query::from(
-            "SELECT c.id, c.pk FROM c WHERE ARRAY_CONTAINS(@ids, c.id) AND STARTSWITH(c.pk, 's:') AND IS_DEFINED(c.seq)",
-        )
-        .with_parameter("@ids", ids)
-        .map_err(StoreError::cosmos("bind"))?;
-        let started = Instant::now();
-        let mut pages = self
-            .seg
-            .container
-            .query_items::<serde_json::Value>(q, FeedScope::full_container(), None)
-            .await
-            .map_err(StoreError::cosmos("repair_check"))?
-            .into_pages();
-        // The feed (`s:{subject}`) of every copy found, by document id.
-        let mut found: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-        while let Some(p) = pages.next().await {
-            let p = p.map_err(StoreError::cosmos("repair_check"))?;
-            self.seg.observe("repair_check", started, charge(p.headers()));
-            for row in p.items() {
-                let (Some(id), Some(pk)) = (row["id"].as_str(), row["pk"].as_str()) else { continue };
-                let feed = pk.rsplit_once('|').map_or(pk, |(feed, _segment)| feed);
-                found.entry(id.to_owned()).or_default().push(feed.to_owned());
-            }
-        }
-        Ok(events
-            .iter()
-            .map(|(id, subject)| {
-                let key = FeedId::Subject(subject.clone()).key();
-                found.get(id).is_some_and(|feeds| feeds.contains(&key))
-            })
-            .collect())
     }
 
     /// The position of the first event registered at or after `time`: a binary

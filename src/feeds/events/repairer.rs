@@ -6,6 +6,7 @@
 //! which, and carries the change-feed continuation, so a new owner resumes
 //! where the last one stopped.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use azure_data_cosmos::ContainerClient;
@@ -13,7 +14,7 @@ use azure_data_cosmos::options::{ChangeFeedStartFrom, ItemWriteOptions, Precondi
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::docs::{EventDoc, FeedId, event_doc_id};
+use super::docs::{EventDoc, FeedId};
 use super::{FeedStore, IdSource};
 use crate::feeds::StoreError;
 use crate::feeds::cosmos::ChangeRound;
@@ -21,9 +22,6 @@ use crate::feeds::cosmos::ChangeRound;
 const LEASE_PK: &str = "lease|repairer";
 /// Change-feed documents per page.
 const PAGE_SIZE: u32 = 1000;
-/// Events checked with one query (at most; the ids are the query's
-/// parameter, about 70 bytes each).
-const CHECK_BATCH: usize = 2000;
 /// Pages a round reads at most (empty ones included) before it lets the next
 /// round continue; a round that stops there is behind.
 const MAX_PAGES_PER_ROUND: usize = 50;
@@ -73,11 +71,81 @@ pub struct Repairer {
     owner: String,
     lease_for: Duration,
     grace: Duration,
+    /// The subject-feed copies the last round saw (`Due::copy`).
+    seen_before: std::sync::Mutex<HashSet<String>>,
 }
+
+/// A resource-feed event to check: where its copy in its subject feed would
+/// be, and where to read it for a repair. Small: a round holds thousands.
+struct Due {
+    /// The document id (the same in both feeds).
+    id: String,
+    resource_pk: String,
+    subject: String,
+    /// Its copy's key among the copies seen (`copy_key`).
+    copy: String,
+}
+
+/// What a subject-feed event document is known by among the copies seen:
+/// its feed (`s:{subject}`) and its id.
+fn copy_key(feed_key: &str, id: &str) -> String {
+    format!("{feed_key}\n{id}")
+}
+
+/// Takes a page of the change feed: its resource-feed events older than the
+/// grace period into `due`, its subject-feed events into `seen`; whether the
+/// page has younger resource-feed events.
+fn take_page(
+    docs: &[Value],
+    cutoff_s: u64,
+    due: &mut Vec<Due>,
+    seen: &mut HashSet<String>,
+    report: &mut RepairReport,
+) -> bool {
+    let mut young = false;
+    for doc in docs {
+        let (Some(pk), Some(id)) = (doc.get("pk").and_then(Value::as_str), doc.get("id").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        if doc.get("seq").is_none() || doc.get("sealed").is_some() {
+            continue;
+        }
+        if pk.starts_with("s:") {
+            let feed = pk.rsplit_once('|').map_or(pk, |(feed, _segment)| feed);
+            seen.insert(copy_key(feed, id));
+            continue;
+        }
+        if !pk.starts_with("r:") {
+            continue;
+        }
+        let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
+        if ts > cutoff_s {
+            young = true;
+            report.deferred += 1;
+            continue;
+        }
+        report.last_checked_ts = report.last_checked_ts.max(ts);
+        let Some(subject) = doc.get("subject").and_then(Value::as_str) else {
+            // One bad document must not stop every later repair.
+            tracing::error!(doc.id = id, "skipping an event document without a subject");
+            metrics::counter!("feed_repair_skipped_total").increment(1);
+            report.skipped += 1;
+            continue;
+        };
+        report.checked += 1;
+        if !subject.is_empty() {
+            let copy = copy_key(&FeedId::Subject(subject.to_owned()).key(), id);
+            due.push(Due { id: id.to_owned(), resource_pk: pk.to_owned(), subject: subject.to_owned(), copy });
+        }
+    }
+    young
+}
+
 
 impl Repairer {
     pub fn new(store: FeedStore, owner: impl Into<String>, lease_for: Duration, grace: Duration) -> Self {
-        Self { store, owner: owner.into(), lease_for, grace }
+        Self { store, owner: owner.into(), lease_for, grace, seen_before: Default::default() }
     }
 
     fn container(&self) -> &ContainerClient {
@@ -140,7 +208,9 @@ impl Repairer {
     }
 
     /// One round: take the lease, read the change feed from the saved
-    /// continuation, repair what is missing, save the continuation.
+    /// continuation, repair what is missing, save the continuation. An event
+    /// whose copy in its subject feed came through the change feed too (this
+    /// round or the last) costs no request; only the others are looked up.
     pub async fn run_once(&self) -> Result<RepairReport, StoreError> {
         let Some((mut lease, mut etag)) = self.acquire().await? else {
             return Ok(RepairReport::default());
@@ -155,8 +225,11 @@ impl Repairer {
         )
         .await?;
         let cutoff_s = (self.now_ms().saturating_sub(self.grace.as_millis() as u64)) / 1000;
-        // Events read and not yet checked, and the position after them.
+        // The round's resource-feed events old enough to check, the subject
+        // feeds' copies it saw, and the position after the last page whose
+        // events are all among them.
         let mut due = Vec::new();
+        let mut seen = HashSet::new();
         let mut reached = lease.continuation.clone();
         while let Some(docs) = round.next().await? {
             // Renewed (with the position checked so far) once half the lease
@@ -166,23 +239,24 @@ impl Repairer {
             {
                 return Ok(report);
             }
-            let young = self.take_due(&docs, cutoff_s, &mut due, &mut report);
-            if young {
-                // Keep the position before this page: it is read again next
-                // round (checks are idempotent).
+            if take_page(&docs, cutoff_s, &mut due, &mut seen, &mut report) {
+                // Younger events: keep the position before this page, which
+                // is read again next round (checks are idempotent).
                 break;
             }
             reached = Some(round.continuation()?);
-            if due.len() >= CHECK_BATCH {
-                self.repair_due(std::mem::take(&mut due), &mut report).await?;
-                lease.continuation = reached.clone();
-            }
             if round.read >= MAX_PAGES_PER_ROUND {
                 report.behind = true;
                 break;
             }
         }
-        self.repair_due(due, &mut report).await?;
+        // Copies seen in the last round count too: a publish's two documents
+        // can be read in different rounds.
+        let previous = std::mem::take(&mut *self.seen_before.lock().expect("seen lock"));
+        let missing: Vec<Due> =
+            due.into_iter().filter(|d| !seen.contains(&d.copy) && !previous.contains(&d.copy)).collect();
+        *self.seen_before.lock().expect("seen lock") = seen;
+        self.repair_missing(missing, &mut report).await?;
         lease.continuation = reached;
         // Saved once per round (and on the way when the lease needs it): a
         // save is a change the next round reads, so saving after every page
@@ -192,58 +266,32 @@ impl Repairer {
         Ok(report)
     }
 
-    /// The resource-feed events of a page older than the grace period, into
-    /// `due`; whether the page has younger ones.
-    fn take_due(&self, docs: &[Value], cutoff_s: u64, due: &mut Vec<EventDoc>, report: &mut RepairReport) -> bool {
-        let mut young = false;
-        for doc in docs {
-            let is_resource_event = doc.get("pk").and_then(Value::as_str).is_some_and(|pk| pk.starts_with("r:"))
-                && doc.get("seq").is_some()
-                && doc.get("sealed").is_none();
-            if !is_resource_event {
+    /// Makes sure the subject feeds hold these events, whose copies the
+    /// change feed did not bring (rare: a publisher stopped between its two
+    /// appends, or a copy read more than a round apart): each one is looked
+    /// for in its subject feed, and appended when it is not there.
+    async fn repair_missing(&self, missing: Vec<Due>, report: &mut RepairReport) -> Result<(), StoreError> {
+        for due in missing {
+            let subject = FeedId::Subject(due.subject.clone());
+            if self.store.position_of_doc(&subject, &due.id).await?.is_some() {
                 continue;
             }
-            let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
-            if ts > cutoff_s {
-                young = true;
-                report.deferred += 1;
-                continue;
-            }
-            report.last_checked_ts = report.last_checked_ts.max(ts);
-            match serde_json::from_value::<EventDoc>(doc.clone()) {
-                Ok(event) => {
-                    report.checked += 1;
-                    if !event.subject.is_empty() {
-                        due.push(event);
+            let event: EventDoc = match self.container().read_item(&due.resource_pk, &due.id, None).await {
+                Ok(resp) => match resp.into_model() {
+                    Ok(event) => event,
+                    Err(e) => {
+                        // One bad document must not stop every later repair.
+                        tracing::error!(error = %e, "skipping an unreadable event document");
+                        metrics::counter!("feed_repair_skipped_total").increment(1);
+                        report.skipped += 1;
+                        continue;
                     }
-                }
-                Err(e) => {
-                    // One bad document must not stop every later repair.
-                    tracing::error!(error = %e, "skipping an unreadable event document");
-                    metrics::counter!("feed_repair_skipped_total").increment(1);
-                    report.skipped += 1;
-                }
-            }
-        }
-        young
-    }
-
-    /// Makes sure the subject feeds hold these events: one query finds which
-    /// they hold; each one missing (rare: a publisher stopped between its two
-    /// appends) is looked for once more and appended.
-    async fn repair_due(&self, due: Vec<EventDoc>, report: &mut RepairReport) -> Result<(), StoreError> {
-        let keys: Vec<(String, String)> =
-            due.iter().map(|e| (event_doc_id(&e.eid, &e.source), e.subject.clone())).collect();
-        let held = self.store.held_by_subject_feeds(&keys).await?;
-        for (event, held) in due.into_iter().zip(held) {
-            if held {
-                continue;
-            }
-            let subject = FeedId::Subject(event.subject.clone());
+                },
+                // Gone from its resource feed since (expired): nothing to do.
+                Err(e) if e.status().is_not_found() => continue,
+                Err(e) => return Err(StoreError::cosmos("read event")(e)),
+            };
             let record = event.into_record();
-            if self.store.position_of(&subject, &record).await?.is_some() {
-                continue;
-            }
             tracing::warn!(event.id = %record.id, feed = %subject.log_label(), "repairing an event missing from its subject feed");
             match self.store.append_to(&subject, record, IdSource::Publisher).await {
                 Ok(_) => {
