@@ -142,7 +142,6 @@ fn take_page(
     young
 }
 
-
 impl Repairer {
     pub fn new(store: FeedStore, owner: impl Into<String>, lease_for: Duration, grace: Duration) -> Self {
         Self { store, owner: owner.into(), lease_for, grace, seen_before: Default::default() }
