@@ -397,7 +397,7 @@ impl FeedStore {
         // Where an append just made (or a repair) is: the newest segments.
         let recent = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
         for k in (recent..=newest.segment).rev() {
-            if let Some(seq) = seq_in(seg, feed, k, &id).await? {
+            if let Some(seq) = seq_in(seg, feed, k, id).await? {
                 return Ok(Some(seq));
             }
         }
@@ -406,7 +406,7 @@ impl FeedStore {
         }
         // Older: the feed took more than those segments since (a hot feed, or
         // a repairer that runs late). One query over the feed's partitions.
-        newest_across(seg, feed, "id", &id, "position_query").await
+        newest_across(seg, feed, "id", id, "position_query").await
     }
 
     /// The position of the first event registered at or after `time`: a binary
