@@ -91,7 +91,7 @@ MUTATIONS = {
     ),
     "repairer-forgets-its-position": (
         "src/feeds/events/repairer.rs",
-        "lease.continuation = Some(round.continuation()?);",
+        "reached = Some(round.continuation()?);",
         "let _ = round.continuation()?;",
         "test(the_repairer_completes_an_interrupted_publish)",
     ),
@@ -615,6 +615,32 @@ MUTATIONS = {
         "    (backoff * 2).min(Duration::from_secs(4))",
         "    (backoff * 2).min(Duration::from_secs(30))",
         "test(the_wait_between_tries_to_reach_cosmos_stays_short)",
+    ),
+    # Issue 31: what an idle deployment pays, the repairer's requests, store
+    # generations.
+    "change-feed-never-backs-off": (
+        "src/feeds/coordination/changes.rs",
+        "if found { self.busy } else { (last * 2).clamp(self.busy, self.idle.max(self.busy)) }",
+        "self.busy",
+        "test(the_wait_doubles_while_nothing_changes_and_is_short_again_on_a_change)",
+    ),
+    "repairer-looks-up-every-event": (
+        "src/feeds/events/repairer.rs",
+        "due.into_iter().filter(|d| !seen.contains(&d.copy) && !previous.contains(&d.copy)).collect();",
+        "due.into_iter().collect();",
+        "test(the_repairer_looks_up_only_the_events_whose_copy_the_change_feed_did_not_bring)",
+    ),
+    "cursor-of-another-generation-read": (
+        "src/api/paging.rs",
+        "Some(current) if current == opened.generation => Some(opened.position),",
+        "Some(_) => Some(opened.position),",
+        "test(after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_the_lost_positions)",
+    ),
+    "deliverer-ignores-a-new-store-generation": (
+        "src/deliver/deliverer/checkpoint.rs",
+        "if current == self.state.store_generation {",
+        "if current == current {",
+        "test(after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_the_lost_positions)",
     ),
 }
 
