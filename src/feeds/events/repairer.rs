@@ -53,13 +53,14 @@ pub struct RepairReport {
     pub skipped: u64,
     /// The round stopped at its page budget with more to read.
     pub behind: bool,
-    /// When the newest event it checked was written (`_ts`, seconds).
+    /// When the newest document it read (its checked events among them)
+    /// was written (`_ts`, seconds).
     pub last_checked_ts: u64,
 }
 
 impl RepairReport {
     /// How far behind the repairer is, in seconds, at `now_s`: the age of
-    /// the newest event it checked when it stopped with more to read, 0 when
+    /// the newest document it read when it stopped with more to read, 0 when
     /// it read up to the events younger than the grace period.
     pub fn lag_seconds(&self, now_s: u64) -> u64 {
         if self.behind { now_s.saturating_sub(self.last_checked_ts) } else { 0 }
@@ -108,6 +109,10 @@ fn take_page(
         else {
             continue;
         };
+        let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
+        if ts <= cutoff_s {
+            report.last_checked_ts = report.last_checked_ts.max(ts);
+        }
         if doc.get("seq").is_none() || doc.get("sealed").is_some() {
             continue;
         }
@@ -119,13 +124,11 @@ fn take_page(
         if !pk.starts_with("r:") {
             continue;
         }
-        let ts = doc.get("_ts").and_then(Value::as_u64).unwrap_or(0);
         if ts > cutoff_s {
             young = true;
             report.deferred += 1;
             continue;
         }
-        report.last_checked_ts = report.last_checked_ts.max(ts);
         let Some(subject) = doc.get("subject").and_then(Value::as_str) else {
             // One bad document must not stop every later repair.
             tracing::error!(doc.id = id, "skipping an event document without a subject");
@@ -355,5 +358,43 @@ impl Repairer {
                 _ = stop.wait_for(|s| *s) => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_page_gives_the_events_to_check_and_the_copies_it_brings() {
+        let docs = [
+            json!({"pk": "r:urn:x|0", "id": "a", "seq": 0, "subject": "/party/1", "_ts": 100}),
+            json!({"pk": "s:/party/1|0", "id": "a", "seq": 0, "subject": "/party/1", "_ts": 100}),
+            json!({"pk": "r:urn:x|0", "id": "b", "seq": 1, "subject": "/party/2", "_ts": 101}),
+            json!({"pk": "r:urn:x|0", "id": "head", "_ts": 90}),
+            json!({"pk": "r:urn:x|0", "id": "seal", "seq": 2, "sealed": true, "_ts": 102}),
+            json!({"pk": "subscriptions", "id": "7", "seq": 7, "_ts": 103}),
+        ];
+        let (mut due, mut seen, mut report) = (Vec::new(), HashSet::new(), RepairReport::default());
+        assert!(!take_page(&docs, 200, &mut due, &mut seen, &mut report), "nothing younger than the grace");
+        assert_eq!(due.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(report.checked, 2);
+        let held: Vec<bool> = due.iter().map(|d| seen.contains(&d.copy)).collect();
+        assert_eq!(held, [true, false], "a's copy came with the page, b's did not");
+        assert_eq!(report.last_checked_ts, 103);
+        // An event younger than the grace: the page is to be read again.
+        let young = [json!({"pk": "r:urn:x|0", "id": "c", "seq": 3, "subject": "/party/3", "_ts": 300})];
+        assert!(take_page(&young, 200, &mut due, &mut seen, &mut report));
+        assert_eq!((report.checked, report.deferred), (2, 1));
+    }
+
+    #[test]
+    fn lag_is_the_age_of_what_was_read_last_when_a_round_stops_behind() {
+        let report = RepairReport { behind: true, last_checked_ts: 1000, ..RepairReport::default() };
+        assert_eq!(report.lag_seconds(1600), 600);
+        let caught_up = RepairReport { behind: false, ..report };
+        assert_eq!(caught_up.lag_seconds(1600), 0);
     }
 }
