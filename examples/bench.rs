@@ -359,7 +359,8 @@ async fn run() {
     let mut config = Config {
         cosmos: altinn_events::config::CosmosConfig {
             repair_interval_seconds: 0,
-            segment_size: 1000,
+            // BENCH_SEGMENT_SIZE: another layout (docs/capacity.md, one feed's ceiling).
+            segment_size: std::env::var("BENCH_SEGMENT_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(1000),
             ..Default::default()
         },
         ..Config::default()
