@@ -50,7 +50,9 @@ pub fn start(state: &AppState, feed: &FeedId, after: Option<After>, from: Option
             Some(current) if current == opened.generation => Some(opened.position),
             Some(current) => {
                 refused = Some(ApiError::StaleCursor(format!(
-                    "The 'after' cursor is from generation {} of this service's store, which is now at generation                      {current} (restored, or failed over to a copy without the newest events): its position may now                      hold other events. Go on with 'after' set to the id of the last event you processed, or 'from'                      a time.",
+                    "The 'after' cursor is from generation {} of this service's store, which is now at generation {current} \
+                     (restored, or failed over to a copy without the newest events): its position may now hold other \
+                     events. Go on with 'after' set to the id of the last event you processed, or 'from' a time.",
                     opened.generation
                 )));
                 None

@@ -471,7 +471,7 @@ impl Subscriptions {
     pub async fn delivery_of(&self, subscription: &Subscription) -> Result<DeliveryState, SubscribeError> {
         Ok(match self.deliveries.state(subscription.id).await? {
             Some((state, _)) => state,
-            None => DeliveryState::starting_at(subscription.starts_at),
+            None => DeliveryState::starting_in(subscription.starts_at, self.feeds.generation().unwrap_or_default()),
         })
     }
 

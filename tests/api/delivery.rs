@@ -701,7 +701,7 @@ async fn after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_
     let publisher = Publisher::new(&app).await;
     let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
     let receiver = Receiver::start().await;
-    subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    let (id, _) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
     let mut before = Vec::new();
     for n in 1..=4 {
         before.push(publisher.publish(&app, n).await);
@@ -738,14 +738,24 @@ async fn after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_
     let webhook_ids: HashSet<_> = got.iter().map(|r| r.id.clone()).collect();
     assert_eq!(webhook_ids.len(), 6, "each push a webhook-id of its own");
     assert_eq!(metric(&app, "delivery_reanchored_total").await, 1.0);
-
+    // Its checkpoint, shown as a cursor (of the generation it is a position
+    // of), reads on once the deliverer has stored where it went on.
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    eventually("the checkpoint is a cursor of the new generation", || async {
+        let shown = view(&app, &owner, id).await;
+        let checkpoint = urlencode(shown["delivery"]["checkpoint"].as_str().unwrap());
+        app.get_bearer(&format!("/events/api/v1/app/ttd/apps-test?after={checkpoint}"), &owner).await.status() == 200
+    })
+    .await;
     // A cursor of before: refused, saying how to go on.
     let url = reqwest::Url::parse(&stale_next).unwrap();
     let problem =
         assert_problem(app.get_bearer(&format!("{}?{}", url.path(), url.query().unwrap()), &publisher.user).await, 400)
             .await;
     assert_eq!(problem["type"], "https://altinn.no/events/problems/cursor-of-another-store-generation");
-    assert!(problem["detail"].as_str().unwrap().contains("the id of the last event you processed"), "{problem}");
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("Go on with 'after' set to the id of the last event you processed"), "{problem}");
+    assert!(!detail.contains("  "), "one sentence as written: {detail}");
     // An event id still places a read; cursors sealed now work.
     let resp = app.get_bearer(&format!("{party}&after={}", before[1]), &publisher.user).await;
     let page: Vec<Value> = resp.json().await.unwrap();

@@ -126,7 +126,12 @@ pub async fn create(
 /// replay), the oldest event not delivered yet, failures.
 async fn view_of(state: &AppState, subscription: &Subscription) -> Result<SubscriptionView, ApiError> {
     let delivery = state.subscriptions.delivery_of(subscription).await?;
-    let checkpoint = super::paging::seal(state, &subscription.feed(), delivery.checkpoint)?;
+    // In the store generation the checkpoint is a position of (until its
+    // deliverer has gone on in a new one, such a cursor is refused as stale).
+    let checkpoint = state
+        .cursors
+        .seal(&subscription.feed(), delivery.checkpoint, delivery.store_generation)
+        .map_err(|e| ApiError::unavailable("cursor keys", e))?;
     Ok(SubscriptionView::with_delivery(subscription, &delivery, checkpoint))
 }
 
