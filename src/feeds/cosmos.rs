@@ -264,6 +264,59 @@ impl ChangeRound {
     }
 }
 
+/// One document read with its ETag; `None` when there is none. `what`
+/// names the read in errors.
+pub(crate) async fn read_versioned<T: serde::de::DeserializeOwned>(
+    container: &ContainerClient,
+    pk: &str,
+    id: &str,
+    what: &'static str,
+) -> Result<Option<(T, String)>, StoreError> {
+    match container.read_item(pk.to_owned(), id, None).await {
+        Ok(resp) => {
+            let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
+            let doc: T = resp.into_model().map_err(StoreError::cosmos(what))?;
+            Ok(Some((doc, etag)))
+        }
+        Err(e) if e.status().is_not_found() => Ok(None),
+        Err(e) => Err(StoreError::cosmos(what)(e)),
+    }
+}
+
+/// Creates `doc` (`etag` `None`: there was none) or replaces it if it is
+/// still the version `etag` names: its new ETag, or `Stale` when another
+/// writer got there first (a create that conflicts, a replace whose ETag no
+/// longer matches). `what` names the write in errors.
+pub(crate) async fn write_versioned<T: serde::Serialize>(
+    container: &ContainerClient,
+    pk: &str,
+    id: &str,
+    doc: &T,
+    etag: Option<&str>,
+    what: &'static str,
+) -> Result<super::Changed<String>, StoreError> {
+    use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
+    let written = match etag {
+        Some(etag) => {
+            let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.to_owned().into()));
+            container.replace_item(pk.to_owned(), id, doc, Some(options)).await
+        }
+        None => container.create_item(pk.to_owned(), id, doc, None).await,
+    };
+    match written {
+        Ok(resp) => {
+            Ok(super::Changed::Done(resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?))
+        }
+        Err(e)
+            if e.status().is_conflict()
+                || e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed =>
+        {
+            Ok(super::Changed::Stale)
+        }
+        Err(e) => Err(StoreError::cosmos(what)(e)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -17,11 +17,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use azure_data_cosmos::options::{ItemWriteOptions, Precondition};
 use serde::{Deserialize, Serialize};
 
 use super::FeedStore;
-use crate::feeds::StoreError;
+use crate::feeds::cosmos::{read_versioned, write_versioned};
+use crate::feeds::{Changed, StoreError};
 
 const PK: &str = "store";
 const ID: &str = "generation";
@@ -68,15 +68,7 @@ impl FeedStore {
     }
 
     async fn read_generation(&self) -> Result<Option<(GenerationDoc, String)>, StoreError> {
-        match self.cosmos.container.read_item(PK, ID, None).await {
-            Ok(resp) => {
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
-                let doc: GenerationDoc = resp.into_model().map_err(StoreError::cosmos("decode generation"))?;
-                Ok(Some((doc, etag)))
-            }
-            Err(e) if e.status().is_not_found() => Ok(None),
-            Err(e) => Err(StoreError::cosmos("read generation")(e)),
-        }
+        read_versioned(&self.cosmos.container, PK, ID, "read generation").await
     }
 
     /// Starts the next generation (after a restore, or a failover that lost
@@ -94,24 +86,14 @@ impl FeedStore {
                 bumped_at: crate::domain::server_time(),
                 ttl: -1,
             };
-            let written = match &current {
-                Some((_, etag)) => {
-                    let options =
-                        ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
-                    self.cosmos.container.replace_item(PK, ID, &doc, Some(options)).await
-                }
-                None => self.cosmos.container.create_item(PK, ID, &doc, None).await,
-            };
-            match written {
-                Ok(_) => {
+            let etag = current.as_ref().map(|(_, etag)| etag.as_str());
+            match write_versioned(&self.cosmos.container, PK, ID, &doc, etag, "bump generation").await? {
+                Changed::Done(_) => {
                     self.generation.0.store(u64::from(generation), Ordering::Release);
                     return Ok(generation);
                 }
                 // Bumped by someone else meanwhile: once more, from theirs.
-                Err(e)
-                    if e.status().is_conflict()
-                        || e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => {}
-                Err(e) => return Err(StoreError::cosmos("bump generation")(e)),
+                Changed::Stale => {}
             }
         }
     }

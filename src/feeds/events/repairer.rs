@@ -10,14 +10,15 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use azure_data_cosmos::ContainerClient;
-use azure_data_cosmos::options::{ChangeFeedStartFrom, ItemWriteOptions, Precondition};
+use azure_data_cosmos::options::ChangeFeedStartFrom;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::docs::{EventDoc, FeedId};
 use super::{FeedStore, IdSource};
+use crate::feeds::Changed;
 use crate::feeds::StoreError;
-use crate::feeds::cosmos::ChangeRound;
+use crate::feeds::cosmos::{ChangeRound, read_versioned, write_versioned};
 
 const LEASE_PK: &str = "lease|repairer";
 /// Change-feed documents per page.
@@ -163,15 +164,8 @@ impl Repairer {
     /// instance holds it.
     async fn acquire(&self) -> Result<Option<(LeaseDoc, String)>, StoreError> {
         let now = self.now_ms();
-        let current = match self.container().read_item(LEASE_PK, LEASE_ID, None).await {
-            Ok(resp) => {
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
-                let doc: LeaseDoc = resp.into_model().map_err(StoreError::cosmos("decode lease"))?;
-                Some((doc, etag))
-            }
-            Err(e) if e.status().is_not_found() => None,
-            Err(e) => return Err(StoreError::cosmos("read lease")(e)),
-        };
+        let current: Option<(LeaseDoc, String)> =
+            read_versioned(self.container(), LEASE_PK, LEASE_ID, "read lease").await?;
         let mut doc = match &current {
             Some((doc, _)) if doc.owner != self.owner && doc.expires_at > now => return Ok(None),
             Some((doc, _)) => doc.clone(),
@@ -186,27 +180,12 @@ impl Repairer {
         };
         doc.owner = self.owner.clone();
         doc.expires_at = now + self.lease_for.as_millis() as u64;
-        let written = match &current {
-            Some((_, etag)) => {
-                let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
-                self.container().replace_item(LEASE_PK, LEASE_ID, &doc, Some(options)).await
-            }
-            None => self.container().create_item(LEASE_PK, LEASE_ID, &doc, None).await,
-        };
-        match written {
-            Ok(resp) => {
-                let etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
-                Ok(Some((doc, etag)))
-            }
+        let etag = current.as_ref().map(|(_, etag)| etag.as_str());
+        Ok(match write_versioned(self.container(), LEASE_PK, LEASE_ID, &doc, etag, "write lease").await? {
+            Changed::Done(etag) => Some((doc, etag)),
             // Another instance took it first.
-            Err(e)
-                if e.status().is_conflict()
-                    || e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(StoreError::cosmos("write lease")(e)),
-        }
+            Changed::Stale => None,
+        })
     }
 
     /// One round: take the lease, read the change feed from the saved
@@ -318,14 +297,12 @@ impl Repairer {
     /// another instance has taken it.
     async fn renew(&self, lease: &mut LeaseDoc, etag: &mut String) -> Result<bool, StoreError> {
         lease.expires_at = self.now_ms() + self.lease_for.as_millis() as u64;
-        let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(etag.clone().into()));
-        match self.container().replace_item(LEASE_PK, LEASE_ID, &*lease, Some(options)).await {
-            Ok(resp) => {
-                *etag = resp.headers().etag().map(|e| e.to_string()).ok_or(StoreError::MissingEtag)?;
+        match write_versioned(self.container(), LEASE_PK, LEASE_ID, &*lease, Some(etag), "save continuation").await? {
+            Changed::Done(renewed) => {
+                *etag = renewed;
                 Ok(true)
             }
-            Err(e) if e.status().status_code() == azure_core::http::StatusCode::PreconditionFailed => Ok(false),
-            Err(e) => Err(StoreError::cosmos("save continuation")(e)),
+            Changed::Stale => Ok(false),
         }
     }
 
