@@ -77,7 +77,11 @@ fn generation_unknown() -> ApiError {
 
 /// A cursor for `position` in `feed`, in the store's current generation.
 pub fn seal(state: &AppState, feed: &FeedId, position: u64) -> Result<String, ApiError> {
-    let generation = state.feeds.generation().ok_or_else(generation_unknown)?;
+    seal_in(state, feed, position, state.feeds.generation().ok_or_else(generation_unknown)?)
+}
+
+/// A cursor for `position` in `feed`, a position of the store's `generation`.
+pub fn seal_in(state: &AppState, feed: &FeedId, position: u64, generation: u32) -> Result<String, ApiError> {
     state.cursors.seal(feed, position, generation).map_err(|e| ApiError::unavailable("cursor keys", e))
 }
 

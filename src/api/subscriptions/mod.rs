@@ -128,10 +128,8 @@ async fn view_of(state: &AppState, subscription: &Subscription) -> Result<Subscr
     let delivery = state.subscriptions.delivery_of(subscription).await?;
     // In the store generation the checkpoint is a position of (until its
     // deliverer has gone on in a new one, such a cursor is refused as stale).
-    let checkpoint = state
-        .cursors
-        .seal(&subscription.feed(), delivery.checkpoint, delivery.store_generation)
-        .map_err(|e| ApiError::unavailable("cursor keys", e))?;
+    let checkpoint =
+        super::paging::seal_in(state, &subscription.feed(), delivery.checkpoint, delivery.store_generation)?;
     Ok(SubscriptionView::with_delivery(subscription, &delivery, checkpoint))
 }
 
