@@ -288,6 +288,23 @@ async fn newest_across(
     Ok(newest_seq)
 }
 
+/// The position just after the newest event `query` finds in the newest
+/// `LOCATE_SEGMENTS` segments of `feed` (up to segment `newest`): one query
+/// per segment, newest first.
+async fn after_newest_in_recent(
+    seg: &Segments,
+    feed: &FeedId,
+    newest: u64,
+    query: impl Fn() -> Result<Query, StoreError>,
+) -> Result<Option<u64>, StoreError> {
+    for k in (newest.saturating_sub(LOCATE_SEGMENTS - 1)..=newest).rev() {
+        if let Some(seq) = seg.first_value::<u64>(feed.pk(k), query()?, "locate_event").await? {
+            return Ok(Some(seq + 1));
+        }
+    }
+    Ok(None)
+}
+
 /// The position of the event document `id` in segment `k`, if it is there.
 async fn seq_in(seg: &Segments, feed: &FeedId, k: u64, id: &str) -> Result<Option<u64>, StoreError> {
     let started = Instant::now();
@@ -345,16 +362,15 @@ impl FeedStore {
     pub async fn locate(&self, feed: &FeedId, event_id: &str) -> Result<Option<u64>, StoreError> {
         let seg = &self.seg;
         let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
-        let oldest_searched = newest.segment.saturating_sub(LOCATE_SEGMENTS - 1);
-        for k in (oldest_searched..=newest.segment).rev() {
-            let q = Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.eid = @id ORDER BY c.seq DESC")
+        let query = || {
+            Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE c.eid = @id ORDER BY c.seq DESC")
                 .with_parameter("@id", event_id)
-                .map_err(StoreError::cosmos("bind"))?;
-            if let Some(seq) = seg.first_value::<u64>(feed.pk(k), q, "locate_event").await? {
-                return Ok(Some(seq + 1));
-            }
+                .map_err(StoreError::cosmos("bind"))
+        };
+        if let Some(after) = after_newest_in_recent(seg, feed, newest.segment, query).await? {
+            return Ok(Some(after));
         }
-        if oldest_searched == 0 {
+        if newest.segment < LOCATE_SEGMENTS {
             return Ok(None);
         }
         // Older than that: one query over the feed's partitions.
@@ -365,21 +381,17 @@ impl FeedStore {
     /// `event_ids`, looked for in the newest segments (where a deliverer's
     /// recent pushes are): one query per segment, newest first.
     pub async fn locate_newest_of(&self, feed: &FeedId, event_ids: &[String]) -> Result<Option<u64>, StoreError> {
-        let seg = &self.seg;
-        let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
         if event_ids.is_empty() {
             return Ok(None);
         }
-        for k in (newest.segment.saturating_sub(LOCATE_SEGMENTS - 1)..=newest.segment).rev() {
-            let q =
-                Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE ARRAY_CONTAINS(@ids, c.eid) ORDER BY c.seq DESC")
-                    .with_parameter("@ids", event_ids)
-                    .map_err(StoreError::cosmos("bind"))?;
-            if let Some(seq) = seg.first_value::<u64>(feed.pk(k), q, "locate_event").await? {
-                return Ok(Some(seq + 1));
-            }
-        }
-        Ok(None)
+        let seg = &self.seg;
+        let Some(newest) = seg.newest(feed).await? else { return Ok(None) };
+        let query = || {
+            Query::from("SELECT TOP 1 VALUE c.seq FROM c WHERE ARRAY_CONTAINS(@ids, c.eid) ORDER BY c.seq DESC")
+                .with_parameter("@ids", event_ids)
+                .map_err(StoreError::cosmos("bind"))
+        };
+        after_newest_in_recent(seg, feed, newest.segment, query).await
     }
 
     /// The position of `record` (its id and source) in `feed`: point reads of
