@@ -169,8 +169,8 @@ MUTATIONS = {
     ),
     "writer-wakes-no-one": (
         "src/feeds/events/writer.rs",
-        "        self.notifier.notify(feed);\n        Head { count: h.count + n as u64, ..h }",
-        "        Head { count: h.count + n as u64, ..h }",
+        "        self.notifier.notify(feed);\n        Head { count: h.count + n as u64, taken: h.taken + n as u64, ..h }",
+        "        Head { count: h.count + n as u64, taken: h.taken + n as u64, ..h }",
         "test(a_waiting_request_is_answered_as_soon_as_an_event_is_published)",
     ),
     "cancelled-waiter-keeps-its-slot": (
@@ -641,6 +641,24 @@ MUTATIONS = {
         "if current == self.state.store_generation {",
         "if current == current {",
         "test(after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_the_lost_positions)",
+    ),
+    "hot-feed-never-cut": (
+        "src/feeds/events/writer.rs",
+        "if cut.is_some_and(|cut| h.count >= cut) {",
+        "if cut.is_some_and(|cut| h.count >= cut && false) {",
+        "test(a_hot_feeds_segments_are_cut_short_and_read_whole)",
+    ),
+    "seal-tails-spend-the-scan-budget": (
+        "src/feeds/events/reader.rs",
+        "(self.next - from).saturating_sub(self.skipped)",
+        "self.next - from",
+        "test(a_hot_feeds_segments_are_cut_short_and_read_whole)",
+    ),
+    "import-appends-heat-a-feed": (
+        "src/feeds/events/writer.rs",
+        "rate.add(items.iter().filter(|p| p.deadline_ms.is_some()).count() as u64, Instant::now());",
+        "rate.add(items.len() as u64, Instant::now());",
+        "test(a_hot_feeds_segments_are_cut_short_and_read_whole)",
     ),
 }
 

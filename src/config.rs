@@ -259,6 +259,15 @@ pub struct CosmosConfig {
     pub provision: Option<bool>,
     /// Events per feed segment (one logical partition each).
     pub segment_size: u64,
+    /// A feed whose writer in this instance takes at least this many
+    /// publishes per second is hot: its writer cuts its segments after
+    /// `hot_segment_events` events, so that its writes move to a fresh
+    /// logical partition (most likely another physical partition) that
+    /// often instead of staying on one. 0: never.
+    pub hot_feed_events_per_second: u64,
+    /// How many events a hot feed's segment takes before its writer seals
+    /// it and opens the next.
+    pub hot_segment_events: u64,
     /// Container default TTL when provisioning (90 days).
     pub default_ttl_seconds: u32,
     /// Writers seal a segment whose head is older than this, so that no
@@ -297,6 +306,10 @@ impl Default for CosmosConfig {
             // A logical partition holds at most 20 GB: 50 000 events of the
             // largest body accepted (256 KiB) stay well below it.
             segment_size: 50_000,
+            // docs/capacity.md, "One feed's ceiling": well below a feed's
+            // single-partition ceiling at Altinn's partition count.
+            hot_feed_events_per_second: 10,
+            hot_segment_events: 16,
             default_ttl_seconds: 90 * 24 * 3600,
             segment_close_seconds: None,
             repair_interval_seconds: 10,
@@ -777,6 +790,13 @@ impl Config {
         }
         if self.cosmos.segment_size == 0 {
             return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
+        }
+        if self.cosmos.hot_feed_events_per_second > 0 && self.cosmos.hot_segment_events == 0 {
+            return Err(invalid(
+                "cosmos.hot_segment_events",
+                "EVENTS__COSMOS__HOT_SEGMENT_EVENTS",
+                "must be at least 1 (or cosmos.hot_feed_events_per_second 0: never cut)",
+            ));
         }
         self.check_attempt_fits()?;
         if self.cosmos.publish_deadline_ms >= self.shutdown_grace_seconds.saturating_mul(1000) {

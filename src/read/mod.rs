@@ -233,9 +233,12 @@ impl FeedReader {
         // while the PDP denies, each further read asks for twice as many, so a
         // mostly denied feed costs a few PDP requests per page, not one per event.
         let mut batch = size;
+        // Positions scanned so far (the unused numbers of sealed segments
+        // passed over are not: `ReadPage::scanned`).
+        let mut spent = 0;
         loop {
-            let remaining_budget = budget - (pos - start);
-            let page = self.feeds.read(&q.feed, pos, &q.filters, batch, remaining_budget, shared).await?;
+            let page = self.feeds.read(&q.feed, pos, &q.filters, batch, budget - spent, shared).await?;
+            spent += page.scanned(pos).min(budget - spent);
             metrics::histogram!("query_round_trips_per_read").record(f64::from(page.round_trips));
             let mut next = page.next;
             if !page.events.is_empty() {
@@ -268,7 +271,7 @@ impl FeedReader {
             // feed; stop rather than spin.
             let stuck = next <= pos && !page.at_end;
             pos = next;
-            if kept.len() >= size || page.at_end || pos - start >= budget || stuck {
+            if kept.len() >= size || page.at_end || spent >= budget || stuck {
                 return Ok((kept, pos, page.at_end));
             }
         }

@@ -1037,3 +1037,106 @@ async fn a_full_append_queue_refuses_publishes_before_storing_anything() {
     let subject = read_all(&store, &FeedId::Subject("/party/1337".into()), 100).await;
     assert_eq!((resource.len(), subject.len()), (stored, stored), "what was accepted, in both feeds");
 }
+
+/// A store whose writers cut a hot feed's segments: a feed that takes 10
+/// publishes a second in one writer is cut every 8 events (segments of
+/// 1000 otherwise).
+async fn cutting_hot_feeds(account: &EmulatorAccount) -> FeedStore {
+    let config =
+        CosmosConfig { segment_size: 1000, hot_feed_events_per_second: 10, hot_segment_events: 8, ..cosmos_config() };
+    FeedStore::new(Cosmos::connect(&config, Some(account.clone())).await.expect("connect"))
+}
+
+/// Positions that only move on, by one, or to the start of a later segment
+/// (where a cut segment's seal sent the writers): the numbers in between
+/// were never used.
+fn assert_gapless_but_for_cuts(feed: &FeedId, events: &[(u64, String)], size: u64) {
+    for pair in events.windows(2) {
+        let (a, b) = (pair[0].0, pair[1].0);
+        assert!(b == a + 1 || (b > a && b % size == 0), "{feed}: {a} then {b}: a gap inside a segment");
+    }
+}
+
+/// Issue 31, §1: a hot feed's writes move from logical partition to
+/// logical partition. Two instances publish to one app and one party as
+/// fast as they can: their writers cut the segments every 8 events (seals
+/// that the other instance's writer meets and follows), every acknowledged
+/// event is in both feeds once, in acknowledgement order, and readers page
+/// through the cut segments without spending their scan budget on the
+/// numbers a seal closed. A feed below the threshold, and appends that
+/// are not publishes (the importer's, the repairer's), are never cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_feeds_segments_are_cut_short_and_read_whole() {
+    let account = EmulatorAccount::new();
+    let (one, two) = (cutting_hot_feeds(&account).await, cutting_hot_feeds(&account).await);
+    let res = "urn:altinn:resource:app_ttd_apps-test";
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = if t % 2 == 0 { one.clone() } else { two.clone() };
+        tasks.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            for i in 0..25 {
+                let id = format!("h{t}-{i}");
+                let sent = Instant::now();
+                let a = store.append(event(&id, res, "/party/1337", "t"), IdSource::Server).await.expect("append");
+                acks.push((id, sent, Instant::now(), a));
+            }
+            acks
+        }));
+    }
+    let mut acks = Vec::new();
+    for t in tasks {
+        acks.extend(t.await.unwrap());
+    }
+    let cut = one.stats().segments_cut + two.stats().segments_cut;
+    // 200 events in each of two feeds, 8 to a segment.
+    assert!(cut >= 2 * (200 / 8 - 1), "hot feeds were cut: {cut} segments");
+    for feed in [FeedId::Resource(res.into()), FeedId::Subject("/party/1337".into())] {
+        for limit in [7, 50, 1000] {
+            let all = read_all(&one, &feed, limit).await;
+            assert_eq!(all.len(), 200, "{feed}: every acknowledged event, in pages of {limit}");
+            assert_gapless_but_for_cuts(&feed, &all, 1000);
+            let at: HashMap<&str, u64> = all.iter().map(|(seq, id)| (id.as_str(), *seq)).collect();
+            assert_eq!(at.len(), 200, "{feed}: each event once");
+            for (id, _, acked, a) in &acks {
+                let seq = if matches!(feed, FeedId::Resource(_)) { a.resource_seq } else { a.subject_seq.unwrap() };
+                assert_eq!(at[id.as_str()], seq, "{feed}: {id} is where its publish was told");
+                for (later, sent, _, _) in &acks {
+                    if acked < sent {
+                        assert!(at[id.as_str()] < at[later.as_str()], "{feed}: {id} acknowledged before {later}");
+                    }
+                }
+            }
+        }
+        // A page of 50 spans 7 cut segments (about 7 000 numbers): the
+        // budget of 100 scanned positions is not spent on the closed ones.
+        let page = one.read(&feed, 0, &Filters::default(), 50, 100, false).await.unwrap();
+        assert_eq!(page.events.len(), 50, "{feed}: a whole page within the budget");
+        assert!(page.next > 5000 && page.scanned(0) <= 60, "{feed}: next {} scanned {}", page.next, page.scanned(0));
+        let typed = Filters { types: vec!["t".into()], ..Filters::default() };
+        let page = one.read(&feed, 0, &typed, 50, 100, false).await.unwrap();
+        assert_eq!(page.events.len(), 50, "{feed}: a whole filtered page within the budget");
+        // The newest event is found by its id.
+        let (last_seq, last_id) = read_all(&one, &feed, 1000).await.pop().unwrap();
+        assert_eq!(one.locate(&feed, &last_id).await.unwrap(), Some(last_seq + 1));
+    }
+
+    // Below the threshold: never cut.
+    let before = one.stats().segments_cut;
+    let quiet = "urn:altinn:resource:app_ttd_quiet";
+    for i in 0..5 {
+        one.append(event(&format!("q{i}"), quiet, "/party/1338", "t"), IdSource::Server).await.unwrap();
+    }
+    // The importer's and the repairer's appends are not publishes: a burst
+    // of them leaves history in whole segments.
+    let imported = FeedId::Resource("urn:altinn:resource:app_ttd_history".into());
+    let records: Vec<EventRecord> =
+        (0..100).map(|i| event(&format!("i{i}"), "urn:altinn:resource:app_ttd_history", "", "t")).collect();
+    for outcome in one.enqueue_in_order(records, IdSource::Publisher, &Default::default()).await {
+        outcome.await.unwrap();
+    }
+    assert_eq!(one.stats().segments_cut, before, "neither a quiet feed nor an import is cut");
+    let history = read_all(&one, &imported, 1000).await;
+    assert_dense_and_unique(&imported, &history);
+    assert_eq!(history.len(), 100);
+}

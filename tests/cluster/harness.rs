@@ -524,14 +524,21 @@ pub fn on(base: &str, link: &str) -> String {
 pub const RESOURCE_FEED: &str = "/events/api/v1/app/ttd/apps-test?after=0&size=1000";
 pub const PARTY_FEED: &str = "/events/api/v1/app/party?party=1337&after=0&size=1000";
 
-/// Every feed position of `feed` in the store, from 0; asserts them dense.
+/// Every event of `feed` in the store, from position 0; asserts the
+/// positions dense but for the numbers a seal closed.
 pub async fn stored(store: &FeedStore, feed: &FeedId) -> Vec<String> {
     let mut out = Vec::new();
     let mut pos = 0;
+    let mut last: Option<u64> = None;
     loop {
         let page = store.read(feed, pos, &Filters::default(), 1000, u64::MAX, false).await.expect("read");
         for e in &page.events {
-            assert_eq!(e.seq, out.len() as u64, "{feed}: a gap or disorder at {}", e.seq);
+            // Dense but for the numbers after a seal, never used: a hot
+            // feed's writers cut its segments short.
+            let dense = e.seq == last.map_or(0, |l| l + 1);
+            let cut = last.is_some_and(|l| e.seq > l) && e.seq % store.segment_size() == 0;
+            assert!(dense || cut, "{feed}: a gap or disorder at {} after {last:?}", e.seq);
+            last = Some(e.seq);
             out.push(e.record.id.clone());
         }
         pos = page.next;

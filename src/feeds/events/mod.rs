@@ -86,7 +86,13 @@ impl FeedStore {
             Some(s) => Some(i64::try_from(s).unwrap_or(i64::MAX)),
             None => cosmos.ttl_seconds.map(|t| i64::from(t) / 2),
         };
-        let layout = segment::Layout { size: cosmos.config.segment_size, close_after };
+        let hot = (cosmos.config.hot_feed_events_per_second > 0 && cosmos.config.hot_segment_events > 0).then_some(
+            segment::HotCut {
+                events_per_second: cosmos.config.hot_feed_events_per_second,
+                segment_events: cosmos.config.hot_segment_events,
+            },
+        );
+        let layout = segment::Layout { size: cosmos.config.segment_size, close_after, hot };
         let seg = segment::Segments { container: cosmos.container.clone(), layout, clock, counters: Arc::default() };
         let notifier = Arc::new(notify::Notifier::default());
         let deadlines = writer::Deadlines {

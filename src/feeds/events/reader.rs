@@ -32,6 +32,9 @@ pub struct ReadPage {
     pub next: u64,
     /// The scan reached the end of the feed as it was when read.
     pub at_end: bool,
+    /// Positions the scan passed that a seal closed (a segment's numbers
+    /// after its seal, never used): not counted in the scan budget.
+    pub skipped: u64,
     pub round_trips: u32,
     pub request_charge: f64,
 }
@@ -46,15 +49,19 @@ async fn read(
 ) -> Result<ReadPage, StoreError> {
     let s = seg.size();
     let (filter_sql, filter_params) = filter_sql(filters);
-    let mut page = ReadPage { events: Vec::new(), next: from, at_end: false, round_trips: 0, request_charge: 0.0 };
-    let budget_end = from.saturating_add(scan_budget.max(1));
-    if budget_end == from || from / s >= u64::MAX / s - 1 {
+    let mut page =
+        ReadPage { events: Vec::new(), next: from, at_end: false, skipped: 0, round_trips: 0, request_charge: 0.0 };
+    let scan_budget = scan_budget.max(1);
+    if from / s >= u64::MAX / s - 1 {
         // A position at the end of the number range: nothing is there.
         page.at_end = true;
         return Ok(page);
     }
-    while page.events.len() < limit && page.next < budget_end {
+    while page.events.len() < limit && page.scanned(from) < scan_budget {
         let k = page.next / s;
+        // Where this step's scan must stop: the budget counts positions
+        // scanned, not the unused numbers of sealed segments.
+        let budget_end = page.next.saturating_add(scan_budget - page.scanned(from));
         let want = limit - page.events.len();
         let step = if filter_sql.is_empty() {
             unfiltered_step(seg, feed, k, want, limit, budget_end, &mut page).await?
@@ -66,6 +73,20 @@ async fn read(
         }
     }
     Ok(page)
+}
+
+impl ReadPage {
+    /// The positions from `from` to `next` that the scan covered: those
+    /// a seal closed are not counted.
+    pub fn scanned(&self, from: u64) -> u64 {
+        (self.next - from).saturating_sub(self.skipped)
+    }
+
+    /// Moves the scan to `to`, past numbers a seal closed.
+    fn skip_to(&mut self, to: u64) {
+        self.skipped += to.saturating_sub(self.next);
+        self.next = self.next.max(to);
+    }
 }
 
 /// What [`read`] does after a step in one segment: go on, or answer.
@@ -99,7 +120,7 @@ async fn unfiltered_step(
     page.events.extend(events_of(docs));
     if sealed {
         // The seal is a segment's last document: go on at the next.
-        page.next = segment_end_if_full;
+        page.skip_to(segment_end_if_full);
         if page.events.len() == limit {
             return Ok(Flow::Done);
         }
@@ -122,7 +143,7 @@ async fn unfiltered_step(
         let head = seg.read_head(feed, k).await?;
         page.round_trips += 1;
         if let Some(head) = head {
-            let end = head.end(s);
+            let end = head.docs_end(s);
             if page.next < end {
                 let docs = query(seg, feed.pk(k), page.next, Some(end), "", &[], want, page).await?;
                 if let Some(last) = docs.last() {
@@ -136,7 +157,8 @@ async fn unfiltered_step(
                     return Ok(Flow::Done);
                 }
             }
-            if head.count == s && page.next == segment_end_if_full {
+            if head.count == s && page.next >= end {
+                page.skip_to(segment_end_if_full);
                 return Ok(Flow::Next);
             }
         }
@@ -165,7 +187,8 @@ async fn filtered_step(
         page.at_end = true;
         return Ok(Flow::Done);
     };
-    let end = head.end(s).min(budget_end);
+    let docs_end = head.docs_end(s);
+    let end = docs_end.min(budget_end);
     if page.next < end {
         let docs = query(seg, feed.pk(k), page.next, Some(end), filter_sql, filter_params, want, page).await?;
         let full = docs.len() == want;
@@ -177,12 +200,12 @@ async fn filtered_step(
         }
         page.next = end;
     }
-    if head.count < s && page.next >= head.end(s) {
+    if head.count < s && page.next >= docs_end {
         page.at_end = true;
         return Ok(Flow::Done);
     }
-    if page.next >= head.end(s) {
-        page.next = segment_end_if_full;
+    if page.next >= docs_end {
+        page.skip_to(segment_end_if_full);
     }
     Ok(Flow::Next)
 }

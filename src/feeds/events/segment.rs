@@ -27,6 +27,10 @@ use crate::feeds::{StoreError, charge, observe};
 pub struct Head {
     pub segment: u64,
     pub count: u64,
+    /// Positions that hold a document (its events, and its seal): `count`,
+    /// except in a sealed segment, whose positions after its seal are
+    /// never used, and in an empty one that counts as full.
+    pub taken: u64,
     /// Unix seconds.
     pub opened: Option<i64>,
 }
@@ -37,12 +41,34 @@ pub struct Head {
 pub struct Layout {
     pub size: u64,
     pub close_after: Option<i64>,
+    /// When a feed's writer cuts its segments short: see [`HotCut`].
+    pub hot: Option<HotCut>,
+}
+
+/// A hot feed's segments are cut short: a writer that took at least
+/// `events_per_second` publishes of its feed in the last second seals the
+/// feed's segment once it holds `segment_events` events, and goes on in the
+/// next one, another logical partition. Its writes then move from partition
+/// to partition instead of meeting one physical partition's share of the
+/// container's RU/s (`docs/capacity.md`, "One feed's ceiling"). Readers
+/// need not know: a seal already tells them a segment is complete.
+#[derive(Debug, Clone, Copy)]
+pub struct HotCut {
+    pub events_per_second: u64,
+    pub segment_events: u64,
 }
 
 impl Head {
     /// The position after the segment's used numbers.
     pub fn end(&self, size: u64) -> u64 {
         self.segment * size + self.count
+    }
+
+    /// The position after the segment's last document: [`Self::end`],
+    /// except for a sealed segment, whose numbers after its seal are never
+    /// used (a reader skips them without scanning them).
+    pub fn docs_end(&self, size: u64) -> u64 {
+        if self.count == size && self.taken > 0 { self.segment * size + self.taken } else { self.end(size) }
     }
 
     pub fn with_opened(self, opened: i64) -> Self {
@@ -113,6 +139,7 @@ pub struct Counters {
     pub(crate) maybe_stored_lookups: AtomicU64,
     pub(crate) maybe_stored_found: AtomicU64,
     pub(crate) segments_sealed: AtomicU64,
+    pub(crate) segments_cut: AtomicU64,
     pub(crate) request_charge_milli: AtomicU64,
     pub(crate) requests: AtomicU64,
 }
@@ -128,6 +155,8 @@ pub struct FeedStats {
     /// Of those, how many found the event stored.
     pub maybe_stored_found: u64,
     pub segments_sealed: u64,
+    /// Of those, the ones a hot feed's writer cut short.
+    pub segments_cut: u64,
     /// Request units charged to this store's Cosmos requests.
     pub request_charge: f64,
     /// Cosmos requests this store made (answered or not).
@@ -146,6 +175,7 @@ impl Counters {
             maybe_stored_lookups: get(&self.maybe_stored_lookups),
             maybe_stored_found: get(&self.maybe_stored_found),
             segments_sealed: get(&self.segments_sealed),
+            segments_cut: get(&self.segments_cut),
             request_charge: get(&self.request_charge_milli) as f64 / 1000.0,
             requests: get(&self.requests),
         }
@@ -287,12 +317,13 @@ impl Segments {
     pub async fn read_head(&self, feed: &FeedId, k: u64) -> Result<Option<Head>, StoreError> {
         let s = self.layout.size;
         if let Some(last) = self.last_seq(feed, k).await? {
-            let count = if last.sealed { s } else { (last.seq + 1 - k * s).min(s) };
-            return Ok(Some(Head { segment: k, count, opened: None }));
+            let taken = (last.seq + 1 - k * s).min(s);
+            let count = if last.sealed { s } else { taken };
+            return Ok(Some(Head { segment: k, count, taken, opened: None }));
         }
         let Some(marker) = self.read_marker(feed, k).await? else { return Ok(None) };
         let count = if self.closed_for_readers(marker.opened) { s } else { 0 };
-        Ok(Some(Head { segment: k, count, opened: Some(marker.opened) }))
+        Ok(Some(Head { segment: k, count, taken: 0, opened: Some(marker.opened) }))
     }
 
     /// When segment `k` opened (its head's `_ts`); `None` when it does not exist.
@@ -307,7 +338,7 @@ impl Segments {
         match self.container.create_item(feed.pk(k), HEAD_ID, &doc, None::<ItemWriteOptions>).await {
             Ok(resp) => {
                 self.observe("create_head", started, charge(resp.headers()));
-                Ok(Head { segment: k, count: 0, opened: Some(self.clock.now()) })
+                Ok(Head { segment: k, count: 0, taken: 0, opened: Some(self.clock.now()) })
             }
             Err(e) if e.status().is_conflict() => {
                 self.observe("create_head", started, None);

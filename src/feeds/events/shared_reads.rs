@@ -105,7 +105,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn page(next: u64) -> ReadPage {
-        ReadPage { events: Vec::new(), next, at_end: true, round_trips: 1, request_charge: 0.0 }
+        ReadPage { events: Vec::new(), next, at_end: true, skipped: 0, round_trips: 1, request_charge: 0.0 }
     }
 
     fn key() -> ReadKey {

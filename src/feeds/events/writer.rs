@@ -60,6 +60,15 @@ enum Room {
     Moved(Head),
 }
 
+/// Why a writer seals a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sealing {
+    /// Open for `close_after`: its first events expire before long.
+    Old,
+    /// Its feed is hot, and the segment holds the events a hot feed's does.
+    Hot,
+}
+
 /// What one write of a chunk did.
 enum Written {
     /// Every event of the chunk is stored; the RU charge.
@@ -80,6 +89,36 @@ pub enum IdSource {
     /// The publisher (`POST /events`): a repeat can come later, so the
     /// previous segment is searched too.
     Publisher,
+}
+
+/// Publishes a feed's writer took per second: counted in windows of one
+/// second, the current one and the one before.
+struct Rate {
+    window: Instant,
+    this: u64,
+    last: u64,
+}
+
+impl Rate {
+    fn new(now: Instant) -> Self {
+        Self { window: now, this: 0, last: 0 }
+    }
+
+    fn add(&mut self, n: u64, now: Instant) {
+        let second = Duration::from_secs(1);
+        let elapsed = now.saturating_duration_since(self.window);
+        if elapsed >= second * 2 {
+            (self.window, self.this, self.last) = (now, 0, 0);
+        } else if elapsed >= second {
+            (self.window, self.last, self.this) = (self.window + second, self.this, 0);
+        }
+        self.this += n;
+    }
+
+    /// The higher of the last full second's and the current second's count.
+    fn per_second(&self) -> u64 {
+        self.this.max(self.last)
+    }
 }
 
 /// How many of the queued events the next write takes: up to `room`, a
@@ -223,6 +262,7 @@ impl Writer {
 
     async fn run(self: Arc<Self>, feed: FeedId, mut rx: mpsc::Receiver<Pending>) {
         let mut tail: Option<Head> = None;
+        let mut rate = Rate::new(Instant::now());
         loop {
             let first = match tokio::time::timeout(IDLE, rx.recv()).await {
                 Ok(Some(p)) => p,
@@ -260,11 +300,23 @@ impl Writer {
             for item in &items[1..] {
                 span.follows_from(&item.span);
             }
-            self.commit(&feed, &mut tail, items).instrument(span).await;
+            // Publishes count towards a feed's heat; the importer's and the
+            // repairer's appends (no deadline) do not: history stays in
+            // full segments, cheap to read.
+            rate.add(items.iter().filter(|p| p.deadline_ms.is_some()).count() as u64, Instant::now());
+            let cut = self
+                .seg
+                .layout
+                .hot
+                .filter(|hot| rate.per_second() >= hot.events_per_second && hot.segment_events < self.seg.size())
+                .map(|hot| hot.segment_events);
+            self.commit(&feed, &mut tail, items, cut).instrument(span).await;
         }
     }
 
-    async fn commit(&self, feed: &FeedId, tail: &mut Option<Head>, pendings: Vec<Pending>) {
+    /// Stores `pendings` in order; `cut`: the feed is hot, its segments
+    /// are sealed once they hold this many events.
+    async fn commit(&self, feed: &FeedId, tail: &mut Option<Head>, pendings: Vec<Pending>, cut: Option<u64>) {
         let mut queue: VecDeque<Item> = pendings
             .into_iter()
             .map(|pending| {
@@ -306,7 +358,7 @@ impl Writer {
                 queue = kept;
                 continue;
             }
-            match self.step(feed, tail, &mut queue).await {
+            match self.step(feed, tail, &mut queue, cut).await {
                 Ok(()) => backoff = Duration::from_millis(5),
                 Err(e) => {
                     tracing::debug!(feed = %feed.log_label(), error = %e, "append step failed; retrying");
@@ -322,8 +374,14 @@ impl Writer {
     /// One attempt: find a segment with room, settle items that may already
     /// be stored, then store the next chunk at the next sequence numbers
     /// (one create, or one batch of creates) and settle what that did.
-    async fn step(&self, feed: &FeedId, tail: &mut Option<Head>, queue: &mut VecDeque<Item>) -> Result<(), StoreError> {
-        let h = match self.segment_with_room(feed, tail.take()).await? {
+    async fn step(
+        &self,
+        feed: &FeedId,
+        tail: &mut Option<Head>,
+        queue: &mut VecDeque<Item>,
+        cut: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let h = match self.segment_with_room(feed, tail.take(), cut).await? {
             Room::Here(h) => h,
             Room::Moved(next) => {
                 *tail = Some(next);
@@ -335,7 +393,8 @@ impl Writer {
             *tail = Some(h);
             return Ok(());
         }
-        let n = chunk_len(queue, usize::try_from(self.seg.size() - h.count).unwrap_or(usize::MAX));
+        let end = cut.unwrap_or(u64::MAX).min(self.seg.size());
+        let n = chunk_len(queue, usize::try_from(end - h.count).unwrap_or(usize::MAX));
         // From the moment a write is sent it may commit, even when its answer
         // is lost: a retry must look for these events before writing them.
         for item in queue.iter_mut().take(n) {
@@ -358,8 +417,9 @@ impl Writer {
     /// The segment the next events go to: the known tail, or the feed's
     /// newest segment (opening the first). A full segment moves on to the
     /// next; one open for `close_after` is sealed first, so that none is
-    /// still written when its first events expire.
-    async fn segment_with_room(&self, feed: &FeedId, tail: Option<Head>) -> Result<Room, StoreError> {
+    /// still written when its first events expire; and so is one that holds
+    /// `cut` events of a hot feed.
+    async fn segment_with_room(&self, feed: &FeedId, tail: Option<Head>, cut: Option<u64>) -> Result<Room, StoreError> {
         let h = match tail {
             Some(h) => h,
             None => match self.seg.newest(feed).await? {
@@ -370,6 +430,9 @@ impl Writer {
         if h.count >= self.seg.size() {
             return Ok(Room::Moved(self.seg.open(feed, h.segment + 1).await?));
         }
+        if cut.is_some_and(|cut| h.count >= cut) {
+            return Ok(Room::Moved(self.seal(feed, h, Sealing::Hot).await?));
+        }
         let h = match h.opened {
             None if self.seg.layout.close_after.is_some() => {
                 let opened = self.seg.opened(feed, h.segment).await?.ok_or(StoreError::HeadVanished)?;
@@ -378,7 +441,7 @@ impl Writer {
             _ => h,
         };
         if h.opened.is_some_and(|o| self.seg.closed_for_writers(o)) {
-            return Ok(Room::Moved(self.seal(feed, h).await?));
+            return Ok(Room::Moved(self.seal(feed, h, Sealing::Old).await?));
         }
         Ok(Room::Here(h))
     }
@@ -497,7 +560,7 @@ impl Writer {
             let _ = item.pending.reply.send(Ok((base + i as u64, share)));
         }
         self.notifier.notify(feed);
-        Head { count: h.count + n as u64, ..h }
+        Head { count: h.count + n as u64, taken: h.taken + n as u64, ..h }
     }
 
     /// The chunk's operation `op` answered 409, nothing of it is stored.
@@ -520,7 +583,7 @@ impl Writer {
                 let item = queue.remove(op).expect("op index maps to a queued item");
                 // Its position is taken by itself when it is `base + op`.
                 let tail = if doc.seq == base + op as u64 && op == 0 {
-                    Some(Head { count: h.count + 1, ..h })
+                    Some(Head { count: h.count + 1, taken: h.taken + 1, ..h })
                 } else if doc.seq >= base {
                     None
                 } else {
@@ -544,7 +607,7 @@ impl Writer {
     /// count it as full. An empty segment is sealed too (at its first
     /// number), so that a writer that still thinks it young cannot start it
     /// behind the back of readers that have moved on.
-    async fn seal(&self, feed: &FeedId, h: Head) -> Result<Head, StoreError> {
+    async fn seal(&self, feed: &FeedId, h: Head, why: Sealing) -> Result<Head, StoreError> {
         let s = self.seg.size();
         let pk = feed.pk(h.segment);
         let doc = EventDoc::seal(pk.clone(), h.end(s), crate::domain::server_time());
@@ -554,7 +617,11 @@ impl Writer {
                 self.seg.observe("seal", started, charge(resp.headers()));
                 metrics::counter!("feed_segments_sealed_total").increment(1);
                 Counters::bump(&self.seg.counters.segments_sealed);
-                Ok(Head { count: s, ..h })
+                if why == Sealing::Hot {
+                    metrics::counter!("feed_hot_segments_cut_total").increment(1);
+                    Counters::bump(&self.seg.counters.segments_cut);
+                }
+                Ok(Head { count: s, taken: h.taken + 1, ..h })
             }
             Err(e) if e.status().is_conflict() => {
                 // Sealed by another writer, or an event took the number:
