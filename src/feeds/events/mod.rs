@@ -137,17 +137,31 @@ impl FeedStore {
         let deadline = Some(self.seg.clock.now_ms() + self.cosmos.config.publish_deadline_ms);
         // Shed here, before anything is stored; once the first feed has the
         // event, the second waits for room.
-        let (resource_seq, mut request_charge) =
-            self.writer.append(&resource, record.clone(), ids, writer::WhenFull::Shed, deadline).await?;
+        let first = self.writer.append(&resource, record.clone(), ids, writer::WhenFull::Shed, deadline).await?;
+        let mut request_charge = first.charge;
         // An event without a subject has no subject feed.
         let subject_seq = if record.subject.is_empty() {
             None
         } else {
-            let (seq, charge) = self.writer.append(&subject, record, ids, writer::WhenFull::Wait, deadline).await?;
-            request_charge += charge;
-            Some(seq)
+            // A publisher's retry of an event stored before: its subject
+            // feed may have moved on by more than the writer looks back
+            // (a hot feed's segments are cut short), so look for the copy
+            // there first (the repairer completes a missing one anyway).
+            let copy = if first.repeat && ids == IdSource::Publisher {
+                self.position_of(&subject, &record).await?
+            } else {
+                None
+            };
+            match copy {
+                Some(seq) => Some(seq),
+                None => {
+                    let second = self.writer.append(&subject, record, ids, writer::WhenFull::Wait, deadline).await?;
+                    request_charge += second.charge;
+                    Some(second.seq)
+                }
+            }
         };
-        Ok(Appended { resource_seq, subject_seq, request_charge })
+        Ok(Appended { resource_seq: first.seq, subject_seq, request_charge })
     }
 
     /// Appends several events, in order, to both their feeds. Like any
@@ -201,7 +215,7 @@ impl FeedStore {
     /// Appends to one feed only (the repairer, and tests that stop a
     /// publisher between its two appends).
     pub async fn append_to(&self, feed: &FeedId, record: EventRecord, ids: IdSource) -> Result<u64, StoreError> {
-        self.writer.append(feed, Arc::new(record), ids, writer::WhenFull::Wait, None).await.map(|(seq, _)| seq)
+        self.writer.append(feed, Arc::new(record), ids, writer::WhenFull::Wait, None).await.map(|s| s.seq)
     }
 
     /// A receiver that changes when `feed` gets an event appended through

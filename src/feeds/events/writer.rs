@@ -35,8 +35,7 @@ struct Pending {
     /// its publish's one deadline. `None`: the writer's default from when
     /// it takes the append up (the importer, the repairer).
     deadline_ms: Option<u64>,
-    /// The sequence number, and this event's share of the batch's RU charge.
-    reply: oneshot::Sender<Result<(u64, f64), StoreError>>,
+    reply: oneshot::Sender<Result<Stored, StoreError>>,
     /// The span of the append (the publish request): the write that stores
     /// the event is part of its trace.
     span: tracing::Span,
@@ -78,6 +77,16 @@ enum Written {
     /// Cosmos refused the document of the operation at this index (400 or
     /// 413); nothing is stored.
     Refused { op: usize, status: u16 },
+}
+
+/// Where an append's event is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stored {
+    pub seq: u64,
+    /// This event's share of the RU charge of the write that stored it.
+    pub charge: f64,
+    /// It was in the feed already: stored by an earlier append of it.
+    pub repeat: bool,
 }
 
 /// Who chose an event's id, which says where a repeat of it can be.
@@ -184,7 +193,7 @@ impl Writer {
         ids: IdSource,
         when_full: WhenFull,
         deadline_ms: Option<u64>,
-    ) -> Result<(u64, f64), StoreError> {
+    ) -> Result<Stored, StoreError> {
         self.enqueue(feed, record, ids, when_full, deadline_ms).await?.await
     }
 
@@ -199,7 +208,7 @@ impl Writer {
         ids: IdSource,
         when_full: WhenFull,
         deadline_ms: Option<u64>,
-    ) -> Result<impl std::future::Future<Output = Result<(u64, f64), StoreError>> + use<>, StoreError> {
+    ) -> Result<impl std::future::Future<Output = Result<Stored, StoreError>> + use<>, StoreError> {
         let (reply, rx) = oneshot::channel();
         let mut pending = Pending { record, ids, deadline_ms, reply, span: tracing::Span::current() };
         loop {
@@ -304,11 +313,16 @@ impl Writer {
             // repairer's appends (no deadline) do not: history stays in
             // full segments, cheap to read.
             rate.add(items.iter().filter(|p| p.deadline_ms.is_some()).count() as u64, Instant::now());
+            // Publisher-chosen ids are found again by a retry in the segment
+            // written and the one before: a write that stores one is never
+            // cut short (`FeedStore::append` looks further for a retry's
+            // second feed).
             let cut = self
                 .seg
                 .layout
                 .hot
                 .filter(|hot| rate.per_second() >= hot.events_per_second && hot.segment_events < self.seg.size())
+                .filter(|_| items.iter().all(|p| p.ids == IdSource::Server))
                 .map(|hot| hot.segment_events);
             self.commit(&feed, &mut tail, items, cut).instrument(span).await;
         }
@@ -557,7 +571,7 @@ impl Writer {
         let share = charge / n as f64;
         metrics::histogram!("feed_batch_events").record(n as f64);
         for (i, item) in queue.drain(..n).enumerate() {
-            let _ = item.pending.reply.send(Ok((base + i as u64, share)));
+            let _ = item.pending.reply.send(Ok(Stored { seq: base + i as u64, charge: share, repeat: false }));
         }
         self.notifier.notify(feed);
         Head { count: h.count + n as u64, taken: h.taken + n as u64, ..h }
@@ -688,7 +702,7 @@ fn json_len(value: &serde_json::Value) -> usize {
 
 fn settle_existing(item: Item, doc: &EventDoc) {
     let result = if doc.source == item.pending.record.source {
-        Ok((doc.seq, 0.0))
+        Ok(Stored { seq: doc.seq, charge: 0.0, repeat: true })
     } else {
         Err(StoreError::IdTaken { id: item.pending.record.id.clone() })
     };
