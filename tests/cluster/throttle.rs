@@ -254,7 +254,19 @@ async fn measure(name: &str, cut: bool, spread: bool) -> Run {
         let phase = publish_for(&cluster, n).await;
         let end = cluster.emulator.stats(http).await;
         let (_, ru, throttled, per) = delta(&start, &end);
-        assert_answered(&format!("{name}, spread"), &phase);
+        // The spread is the container's limit, measured as a reference:
+        // feeds that hash together overload their partition, and a
+        // publish held there past its deadline is refused (503, nothing
+        // acknowledged) as it should be. Nothing else may go wrong.
+        let refused = phase.statuses.get(&503).copied().unwrap_or(0);
+        assert!(
+            phase.statuses.len() == usize::from(refused > 0)
+                && phase.transport_failures == 0
+                && !phase.acked.is_empty(),
+            "{name}, spread: acknowledged, or refused at the publish deadline ({:?}, {} without an answer)",
+            phase.statuses,
+            phase.transport_failures
+        );
         check(&cluster, &phase, n).await;
         let distinct: HashSet<&String> = hot.acked.iter().chain(&phase.acked).map(|a| &a.id).collect();
         assert_eq!(distinct.len(), hot.acked.len() + phase.acked.len(), "every acknowledged id is new");
@@ -299,8 +311,8 @@ async fn cluster_a_hot_feed_is_not_capped_by_one_physical_partition() {
     println!(
         "cluster throttle ({} partitions x {RU_PER_PARTITION} RU/s, segments of {SEGMENT}, {PUBLISHERS} publishers, {} s each): \
          one hot feed, never cut (before): {}; one hot feed, cut every {} events while hot (after): {}; \
-         after / before = {:.2}; spread over {} feeds {:.1} events/s ({} in {:.1} s; {spread_429} 429s {spread_per:?}; \
-         {:.1} RU per event); spread / before = {:.2}",
+         after / before = {:.2}; spread over {} feeds {:.1} events/s ({} in {:.1} s, {} refused at the deadline; \
+         {spread_429} 429s {spread_per:?}; {:.1} RU per event); spread / before = {:.2}",
         partitions(),
         phase_length().as_secs(),
         hot_line(&before),
@@ -311,6 +323,7 @@ async fn cluster_a_hot_feed_is_not_capped_by_one_physical_partition() {
         spread.rate(),
         spread.acked.len(),
         spread.elapsed.as_secs_f64(),
+        spread.statuses.get(&503).copied().unwrap_or(0),
         spread_ru / spread.acked.len().max(1) as f64,
         spread.rate() / before.hot.rate(),
     );
