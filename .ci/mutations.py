@@ -642,6 +642,13 @@ MUTATIONS = {
         "if current == current {",
         "test(after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_the_lost_positions)",
     ),
+    # Issue 32: the lag gauges count delivery's own lag only.
+    "failing-endpoint-lags-as-delivery": (
+        "src/deliver/deliverer/push.rs",
+        "                self.clear_lag();\n",
+        "",
+        "test(the_lag_gauges_show_a_subscription_behind_while_its_endpoint_answers)",
+    ),
     "hot-feed-never-cut": (
         "src/feeds/events/writer.rs",
         "if cut.is_some_and(|cut| h.count >= cut) {",

@@ -347,7 +347,7 @@ impl Deliverer {
             return None;
         }
         // At the end of the feed.
-        self.delivery.lags.lock().expect("lags lock").insert(id, 0);
+        self.delivery.lags.lock().expect("lags lock").insert(id, crate::deliver::Lag::default());
         if self.pending.take().is_some() {
             self.unsaved = true;
         }

@@ -108,6 +108,19 @@ struct Signals {
 }
 
 /// One running deliverer, as the coordinator sees it.
+/// How far behind its feed a subscription whose endpoint answers is, as
+/// seen after its last full page (zero at the feed's end, and while its
+/// endpoint fails: that is the endpoint's lag, not delivery's).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Lag {
+    /// Feed positions between its position and the feed's end (an upper
+    /// bound of the events: a hot feed's cut segments leave numbers unused).
+    pub events: u64,
+    /// The age of the newest event it was pushed (the oldest it is yet to
+    /// get is younger, but not by much while it is behind).
+    pub seconds: u64,
+}
+
 struct Running {
     signals: Arc<Signals>,
     stop: watch::Sender<bool>,
@@ -139,7 +152,7 @@ pub struct Delivery {
     running: Mutex<HashMap<u64, Running>>,
     /// Events each running deliverer's subscription was last seen behind
     /// its feed (reported as per-instance gauges, never per subscription).
-    lags: Mutex<HashMap<u64, u64>>,
+    lags: Mutex<HashMap<u64, Lag>>,
     /// Buckets this instance holds a live lease on, and until when.
     held: Mutex<HashMap<u64, u64>>,
     /// The ETag of each state this instance wrote last (its own change-feed
@@ -208,8 +221,11 @@ impl Delivery {
     /// delivers is behind its feed, and how many are behind at all.
     fn report_lags(&self) {
         let lags = self.lags.lock().expect("lags lock");
-        metrics::gauge!("delivery_lag_events_max").set(lags.values().copied().max().unwrap_or(0) as f64);
-        metrics::gauge!("delivery_subscriptions_lagging").set(lags.values().filter(|l| **l > 0).count() as f64);
+        let max_events = lags.values().map(|l| l.events).max().unwrap_or(0);
+        let max_seconds = lags.values().map(|l| l.seconds).max().unwrap_or(0);
+        metrics::gauge!("delivery_lag_events_max").set(max_events as f64);
+        metrics::gauge!("delivery_lag_seconds_max").set(max_seconds as f64);
+        metrics::gauge!("delivery_subscriptions_lagging").set(lags.values().filter(|l| l.events > 0).count() as f64);
     }
 
     /// The running deliverers' ids (for tests and the coordinator's metrics).

@@ -772,3 +772,51 @@ async fn after_a_restore_old_cursors_are_refused_and_subscribers_get_what_takes_
     assert_eq!(page.iter().map(|e| e["id"].as_str().unwrap()).collect::<Vec<_>>(), after);
     app.shutdown().await;
 }
+
+/// The lag gauges (issue 32): no series per subscription, and only delivery's
+/// own lag. A subscription behind its feed while its endpoint answers shows
+/// in `delivery_lag_seconds_max` (the age of the newest event pushed) and
+/// `delivery_subscriptions_lagging`; caught up, both are 0; an endpoint
+/// that fails takes its subscription out of them (that lag is the
+/// endpoint's, and `AltinnEventsDeliveriesFailing` tells of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lag_gauges_show_a_subscription_behind_while_its_endpoint_answers() {
+    let mut config = delivery_config();
+    config.delivery.page_size = 2;
+    config.delivery.retry_schedule_seconds = vec![1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    receiver.delay(Duration::from_millis(400));
+    let publisher = Publisher::new(&app).await;
+    for n in 0..40 {
+        publisher.publish(&app, n).await;
+    }
+    // 40 events at 0.4 s each: behind for 16 s; the gauges are set every 5 s.
+    eventually("a lagging subscription in the gauges", || async {
+        metric(&app, "delivery_subscriptions_lagging").await == 1.0
+            && metric(&app, "delivery_lag_seconds_max").await >= 1.0
+    })
+    .await;
+    assert!(metric(&app, "delivery_lag_events_max").await > 0.0);
+    assert!(metric(&app, "delivery_lag_events_max").await <= 40.0, "positions behind, at most the feed");
+    // Failing while behind: still behind, but not delivery's lag.
+    receiver.answer(500);
+    let before = events(&receiver).len();
+    until("a failed attempt", || events(&receiver).len() > before + 1).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(metric(&app, "delivery_subscriptions_lagging").await, 0.0, "a failing endpoint's lag is its own");
+    assert_eq!(metric(&app, "delivery_lag_seconds_max").await, 0.0);
+    // Answering again, it catches up; caught up, nothing lags.
+    receiver.delay(Duration::ZERO);
+    receiver.answer(200);
+    eventually("caught up", || async {
+        let got: HashSet<String> = ids(&events(&receiver)).into_iter().collect();
+        got.len() == 40
+            && metric(&app, "delivery_subscriptions_lagging").await == 0.0
+            && metric(&app, "delivery_lag_seconds_max").await == 0.0
+    })
+    .await;
+    app.shutdown().await;
+}

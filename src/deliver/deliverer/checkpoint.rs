@@ -19,6 +19,8 @@
 
 use std::time::Instant;
 
+use crate::deliver::Lag;
+
 use super::Deliverer;
 use crate::deliver::history;
 use crate::feeds::Changed;
@@ -134,12 +136,24 @@ impl Deliverer {
         true
     }
 
-    /// How many events the subscription is behind its feed, for the
-    /// instance's lag gauges (never a gauge of its own).
+    /// How far the subscription is behind its feed, for the instance's lag
+    /// gauges (never a gauge of its own): called after a full page was
+    /// pushed, so `pending` is the time of the newest event pushed.
     pub(super) async fn report_lag(&self) {
         if let Ok(length) = self.delivery.feeds.len(&self.feed).await {
-            let lag = length.saturating_sub(self.position);
+            let events = length.saturating_sub(self.position);
+            let seconds = self
+                .pending
+                .as_deref()
+                .and_then(|t| time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok())
+                .map_or(0, |t| u64::try_from((self.delivery.feeds.clock().now_utc() - t).whole_seconds()).unwrap_or(0));
+            let lag = if events > 0 { Lag { events, seconds } } else { Lag::default() };
             self.delivery.lags.lock().expect("lags lock").insert(self.subscription.id, lag);
         }
+    }
+
+    /// Takes the subscription out of the lag gauges while its endpoint fails.
+    pub(super) fn clear_lag(&self) {
+        self.delivery.lags.lock().expect("lags lock").insert(self.subscription.id, Lag::default());
     }
 }

@@ -46,6 +46,7 @@ impl Deliverer {
             self.pending = event.get("time").and_then(Value::as_str).map(str::to_owned);
             if !self.push(event, *position).await {
                 all_delivered = false;
+                self.clear_lag();
                 break;
             }
         }
