@@ -467,7 +467,7 @@ MUTATIONS = {
     ),
     "metrics-lag-series-per-subscription": (
         "src/deliver/deliverer.rs",
-        '        self.delivery.lags.lock().expect("lags lock").insert(id, 0);',
+        '        self.delivery.lags.lock().expect("lags lock").insert(id, crate::deliver::Lag::default());',
         '        metrics::gauge!("delivery_lag_events", "subscription" => id.to_string()).set(0.0);',
         "test(metrics_series_do_not_grow_with_odd_requests_or_subscriptions)",
     ),
@@ -672,6 +672,18 @@ MUTATIONS = {
         "let copy = if first.repeat && ids == IdSource::Publisher {",
         "let copy = if false {",
         "test(a_hot_feeds_segments_are_cut_short_and_read_whole)",
+    ),
+    "cut-segments-cost-a-read-nothing": (
+        "src/feeds/events/reader.rs",
+        "self.skipped += tail - tail.min(SEGMENT_CHARGE);",
+        "self.skipped += tail;",
+        "test(a_hot_feeds_segments_are_cut_short_and_read_whole)",
+    ),
+    "restarted-import-looks-two-segments-back": (
+        "src/feeds/events/reader.rs",
+        "let oldest = newest.segment.saturating_sub(STORED_ORIGIN_SEGMENTS - 1);",
+        "let oldest = newest.segment.saturating_sub(1);",
+        "test(a_restarted_import_finds_its_events_behind_cut_segments)",
     ),
     "import-appends-heat-a-feed": (
         "src/feeds/events/writer.rs",

@@ -243,6 +243,7 @@ const COUNTERS_AT_START: &[(&str, &[(&str, &str)])] = &[
     ("http_connections_timed_out_total", &[]),
     ("feed_seq_conflicts_total", &[]),
     ("feed_segments_sealed_total", &[]),
+    ("feed_hot_segments_cut_total", &[]),
     ("feed_reads_shared_total", &[]),
     ("feed_repaired_events_total", &[]),
     ("feed_repair_skipped_total", &[]),

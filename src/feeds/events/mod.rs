@@ -1,8 +1,11 @@
 //! The event feeds: every event appended to two feeds, its resource feed
-//! and its subject feed, each a dense, gapless sequence cut into segments
-//! of at most `segment_size` events; segment `k` of feed `F` is the logical
-//! partition `"{F}|{k}"`, holding a head document (the segment's marker) and
-//! the event documents, whose `seq` is unique in the partition.
+//! and its subject feed, each an ordered, gapless sequence (nothing is ever
+//! missing between two positions) cut into segments of `segment_size`
+//! numbers; segment `k` of feed `F` is the logical partition `"{F}|{k}"`,
+//! holding a head document (the segment's marker) and the event documents,
+//! whose `seq` is unique in the partition and dense within it. A seal
+//! closes a segment early (an old one, or a hot feed's: `writer.rs`); the
+//! numbers after it are never used.
 //!
 //! Here: [`FeedStore`] (append, read, locate), its writer (one queue and one
 //! writing task per feed, `writer.rs`), the reads (`reader.rs`), the shared
@@ -240,7 +243,9 @@ impl FeedStore {
         self.notifier.notify_all();
     }
 
-    /// The number of events in `feed` (the position after its newest event).
+    /// The position after the newest event of `feed`: its number of events
+    /// when no segment of it was sealed early (the numbers after a seal are
+    /// never used, so otherwise it is more).
     pub async fn len(&self, feed: &FeedId) -> Result<u64, StoreError> {
         let s = self.seg.size();
         Ok(self.seg.newest(feed).await?.map_or(0, |h| h.end(s)))

@@ -18,6 +18,16 @@ use crate::feeds::{StoreError, charge};
 /// Newest segments that `locate` searches one by one before it falls back
 /// to one query over all of them.
 const LOCATE_SEGMENTS: u64 = 8;
+/// Newest segments where a deliverer looks for the newest event it pushed
+/// (after a restore, once per subscription): a hot feed's cut segments
+/// hold 16 events each, so 64 of them are about a thousand events.
+const RECENT_PUSH_SEGMENTS: u64 = 64;
+/// Segments a restarted import searches back for what it stored before
+/// (`FeedStore::stored_origins`).
+const STORED_ORIGIN_SEGMENTS: u64 = 1024;
+/// What passing the unused numbers after a seal costs a read's scan budget,
+/// in positions (see `ReadPage::skip_to`).
+const SEGMENT_CHARGE: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {
@@ -82,9 +92,14 @@ impl ReadPage {
         (self.next - from).saturating_sub(self.skipped)
     }
 
-    /// Moves the scan to `to`, past numbers a seal closed.
+    /// Moves the scan to `to`, past numbers a seal closed. The numbers are
+    /// not scanned, but each segment passed costs its round trips: the
+    /// budget is charged [`SEGMENT_CHARGE`] for the skip, so that a
+    /// filtered read through a hot feed's cut segments visits about
+    /// `budget / (16 + SEGMENT_CHARGE)` of them, not `budget / 17`.
     fn skip_to(&mut self, to: u64) {
-        self.skipped += to.saturating_sub(self.next);
+        let tail = to.saturating_sub(self.next);
+        self.skipped += tail - tail.min(SEGMENT_CHARGE);
         self.next = self.next.max(to);
     }
 }
@@ -312,15 +327,16 @@ async fn newest_across(
 }
 
 /// The position just after the newest event `query` finds in the newest
-/// `LOCATE_SEGMENTS` segments of `feed` (up to segment `newest`): one query
-/// per segment, newest first.
+/// `segments` segments of `feed` (up to segment `newest`): one query per
+/// segment, newest first.
 async fn after_newest_in_recent(
     seg: &Segments,
     feed: &FeedId,
     newest: u64,
+    segments: u64,
     query: impl Fn() -> Result<Query, StoreError>,
 ) -> Result<Option<u64>, StoreError> {
-    for k in (newest.saturating_sub(LOCATE_SEGMENTS - 1)..=newest).rev() {
+    for k in (newest.saturating_sub(segments - 1)..=newest).rev() {
         if let Some(seq) = seg.first_value::<u64>(feed.pk(k), query()?, "locate_event").await? {
             return Ok(Some(seq + 1));
         }
@@ -390,7 +406,7 @@ impl FeedStore {
                 .with_parameter("@id", event_id)
                 .map_err(StoreError::cosmos("bind"))
         };
-        if let Some(after) = after_newest_in_recent(seg, feed, newest.segment, query).await? {
+        if let Some(after) = after_newest_in_recent(seg, feed, newest.segment, LOCATE_SEGMENTS, query).await? {
             return Ok(Some(after));
         }
         if newest.segment < LOCATE_SEGMENTS {
@@ -401,8 +417,9 @@ impl FeedStore {
     }
 
     /// The position just after the newest event in `feed` whose id is one of
-    /// `event_ids`, looked for in the newest segments (where a deliverer's
-    /// recent pushes are): one query per segment, newest first.
+    /// `event_ids`, looked for in the newest `RECENT_PUSH_SEGMENTS` segments
+    /// (where a deliverer's recent pushes are): one query per segment,
+    /// newest first.
     pub async fn locate_newest_of(&self, feed: &FeedId, event_ids: &[String]) -> Result<Option<u64>, StoreError> {
         if event_ids.is_empty() {
             return Ok(None);
@@ -414,7 +431,7 @@ impl FeedStore {
                 .with_parameter("@ids", event_ids)
                 .map_err(StoreError::cosmos("bind"))
         };
-        after_newest_in_recent(seg, feed, newest.segment, query).await
+        after_newest_in_recent(seg, feed, newest.segment, RECENT_PUSH_SEGMENTS, query).await
     }
 
     /// The position of `record` (its id and source) in `feed`: point reads of
@@ -492,8 +509,13 @@ impl FeedStore {
         Ok(newest.end(seg.size()))
     }
 
-    /// The Altinn numbers in `from..=to` of the events the two newest
-    /// segments of `feed` hold.
+    /// The Altinn numbers in `from..=to` of the events `feed` holds, looked
+    /// for from its newest segment back, until a segment whose newest
+    /// imported event is older than `from` (the importer appends in Altinn's
+    /// order, so the segments before it hold older ones only). Live
+    /// publishes into the same feed during an import may have cut it into
+    /// many small segments since; at most `STORED_ORIGIN_SEGMENTS` are
+    /// searched (two queries each).
     pub async fn stored_origins(
         &self,
         feed: &FeedId,
@@ -503,13 +525,18 @@ impl FeedStore {
         let seg = &self.seg;
         let mut found = std::collections::HashSet::new();
         let Some(newest) = seg.newest(feed).await? else { return Ok(found) };
-        for k in newest.segment.saturating_sub(1)..=newest.segment {
+        let oldest = newest.segment.saturating_sub(STORED_ORIGIN_SEGMENTS - 1);
+        for k in (oldest..=newest.segment).rev() {
             let q = Query::from("SELECT VALUE c.aseq FROM c WHERE c.aseq >= @from AND c.aseq <= @to")
                 .with_parameter("@from", from)
                 .map_err(StoreError::cosmos("bind"))?
                 .with_parameter("@to", to)
                 .map_err(StoreError::cosmos("bind"))?;
             found.extend(seg.all_values::<u64>(feed.pk(k), q, "stored_origins").await?);
+            let q = Query::from("SELECT TOP 1 VALUE c.aseq FROM c WHERE IS_DEFINED(c.aseq) ORDER BY c.seq DESC");
+            if seg.first_value::<u64>(feed.pk(k), q, "stored_origins").await?.is_some_and(|newest| newest < from) {
+                break;
+            }
         }
         Ok(found)
     }

@@ -6,6 +6,9 @@
 //! processes, the writer whose create lands first owns it, the other one
 //! gets 409, re-reads the segment's length and retries. A writer only ever
 //! creates `seq` n + 1 after it has seen n stored, so feeds stay gapless.
+//! A seal takes a segment's next number the same way and closes it: a hot
+//! feed's writer seals its segment every `cosmos.hot_segment_events`
+//! events, so that its writes move from partition to partition.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
