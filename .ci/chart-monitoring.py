@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Monitoring and autoscaling objects of the chart, checked offline by
 .ci/deploy-checks (issue 20):
-  - by default no PodMonitor, PrometheusRule or KEDA object renders (they
-    need CRDs), and the HPA scales on CPU alone (no custom metrics adapter);
+  - by default (monitoring as deployed on AKS) the PodMonitor renders in
+    Azure Monitor managed Prometheus' group (azmonitoring.coreos.com), the
+    pods carry no scrape annotations besides, and each Deployment's
+    NetworkPolicy admits the ama-metrics scraping pods on 8080 and no other
+    pod of kube-system; no PrometheusRule or KEDA object renders (their CRDs
+    may not exist), and the HPA scales on CPU alone (no custom metrics
+    adapter);
   - the PodMonitor selects every Deployment's pods (API and deliver) in the
     release's namespace and scrapes port `http` (8080) at `/metrics`; its API
     group is the value (monitoring.coreos.com or azmonitoring.coreos.com);
@@ -115,8 +120,18 @@ def pod_regexes(query):
 
 
 def check_defaults(objs, fullname):
-    for kind in ("PodMonitor", "PrometheusRule", "ScaledObject", "TriggerAuthentication"):
+    # Monitoring as deployed: Azure Monitor managed Prometheus scrapes through
+    # its own PodMonitor group; its rules are in infra/, not a PrometheusRule.
+    pms = objs.get("PodMonitor", [])
+    if check(len(pms) == 1, f"defaults: {len(pms)} PodMonitors: monitoring must be on as deployed"):
+        check(pms[0]["apiVersion"] == "azmonitoring.coreos.com/v1", f"defaults: PodMonitor {pms[0]['apiVersion']}, not Azure Monitor managed Prometheus'")
+    for kind in ("PrometheusRule", "ScaledObject", "TriggerAuthentication"):
         check(kind not in objs, f"defaults: a {kind} renders, but its CRD may not exist")
+    for dep in objs.get("Deployment", []):
+        pod = dep["spec"]["template"]["metadata"]
+        check("prometheus.io/scrape" not in (pod.get("annotations") or {}),
+              f"defaults: {dep['metadata']['name']} has scrape annotations besides the PodMonitor: scraped twice")
+    check_scraper_admitted(objs)
     hpas = objs.get("HorizontalPodAutoscaler", [])
     if check(len(hpas) == 1, f"defaults: {len(hpas)} HorizontalPodAutoscalers, expected 1"):
         hpa = hpas[0]["spec"]
@@ -126,8 +141,40 @@ def check_defaults(objs, fullname):
         check(types == ["Resource"], f"defaults: HPA metrics {types}: anything but CPU needs a custom metrics adapter")
 
 
+# Azure Monitor managed Prometheus' scraping pods: the ama-metrics add-on's
+# replica in kube-system, which runs the PodMonitor scrapes.
+AMA_METRICS = ({"kubernetes.io/metadata.name": "kube-system"}, {"rsName": "ama-metrics"})
+
+
+def check_scraper_admitted(objs):
+    """Every pod of the release is reachable on 8080 by ama-metrics, and by no
+    other pod of kube-system."""
+    policies = objs.get("NetworkPolicy", [])
+    for dep in objs.get("Deployment", []):
+        name = dep["metadata"]["name"]
+        labels = dep["spec"]["template"]["metadata"].get("labels") or {}
+        mine = [p for p in policies if all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())]
+        if not check(mine, f"defaults: no NetworkPolicy selects the pods of {name}"):
+            continue
+        admitted, wide = False, []
+        for pol in mine:
+            for rule in pol["spec"].get("ingress") or []:
+                ports = {p.get("port") for p in rule.get("ports") or [{"port": 8080}]}
+                if not ports & {8080, "http"}:
+                    continue
+                for peer in rule.get("from") or []:
+                    ns = (peer.get("namespaceSelector") or {}).get("matchLabels") or {}
+                    pods = (peer.get("podSelector") or {}).get("matchLabels") or {}
+                    if (ns, pods) == AMA_METRICS:
+                        admitted = True
+                    elif ns.get("kubernetes.io/metadata.name") == "kube-system" and not pods:
+                        wide.append(peer)
+        check(admitted, f"defaults: the NetworkPolicy of {name} does not admit ama-metrics (rsName: ama-metrics in kube-system) on 8080")
+        check(not wide, f"defaults: the NetworkPolicy of {name} admits all of kube-system on 8080, not the scraper alone")
+
+
 def check_podmonitor(chart, namespace):
-    objs = chart.render("metrics.podMonitor.enabled=true")
+    objs = chart.render("metrics.podMonitor.enabled=true", "metrics.podMonitor.apiVersion=monitoring.coreos.com/v1")
     pms = objs.get("PodMonitor", [])
     if not check(len(pms) == 1, f"podMonitor.enabled: {len(pms)} PodMonitors rendered"):
         return

@@ -12,6 +12,11 @@ apiVersion - pass unchecked. This script therefore:
   Azure provider's parameter names and `objects` syntax, and the wiring to the
   Deployment (CSI volumes name an existing class; secretKeyRefs name a synced
   Secret and key);
+- validates the PodMonitor (monitoring.coreos.com/v1 or Azure Monitor managed
+  Prometheus' copy, azmonitoring.coreos.com/v1) against the fields of the
+  Prometheus Operator's PodMonitorSpec that the chart uses, unknown fields
+  rejected, and checks that its selector matches every Deployment's pods
+  and its port is a named container port of them;
 - writes every other document to stdout for `kubernetes-validate --strict`,
   where the caller treats any output, warnings included, as a failure.
 
@@ -75,6 +80,60 @@ SPC_SCHEMA = {
                                     },
                                 },
                             },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+PODMONITOR_API = {"monitoring.coreos.com/v1", "azmonitoring.coreos.com/v1"}
+DURATION = {"type": "string", "pattern": "^(0|([0-9]+(ms|s|m|h))+)$"}
+# The fields of the Prometheus Operator's PodMonitor (v1) the chart writes.
+PODMONITOR_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"enum": sorted(PODMONITOR_API)},
+        "kind": {"const": "PodMonitor"},
+        "metadata": {
+            "type": "object",
+            "required": ["name"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "namespace": {"type": "string"}, "labels": STRING_MAP},
+        },
+        "spec": {
+            "type": "object",
+            "required": ["selector", "podMetricsEndpoints"],
+            "additionalProperties": False,
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["matchLabels"],
+                    "properties": {"matchLabels": STRING_MAP},
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchNames": {"type": "array", "items": {"type": "string"}}, "any": {"type": "boolean"}},
+                },
+                "podTargetLabels": {"type": "array", "items": {"type": "string"}},
+                "podMetricsEndpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": DURATION,
+                            "scrapeTimeout": DURATION,
                         },
                     },
                 },
@@ -175,9 +234,30 @@ def main():
                         "which no mounted SecretProviderClass syncs"
                     )
 
+    # PodMonitors: the schema, and the wiring to the Deployments' pods.
+    deployments = [d for d in docs if d.get("kind") == "Deployment"]
+    for doc in docs:
+        if doc.get("kind") != "PodMonitor":
+            continue
+        name = doc.get("metadata", {}).get("name", "?")
+        for err in jsonschema.Draft202012Validator(PODMONITOR_SCHEMA).iter_errors(doc):
+            path = "/".join(str(p) for p in err.absolute_path)
+            errors.append(f"PodMonitor {name}: {path}: {err.message}")
+        spec = doc.get("spec") or {}
+        selector = (spec.get("selector") or {}).get("matchLabels") or {}
+        for dep in deployments:
+            template = dep["spec"]["template"]
+            labels = template["metadata"].get("labels") or {}
+            if any(labels.get(k) != v for k, v in selector.items()):
+                errors.append(f"PodMonitor {name}: selector {selector} misses the pods of {dep['metadata']['name']}")
+            ports = {p.get("name") for c in template["spec"]["containers"] for p in c.get("ports") or []}
+            for ep in spec.get("podMetricsEndpoints") or []:
+                if ep.get("port") not in ports:
+                    errors.append(f"PodMonitor {name}: port {ep.get('port')!r} is not a named port of {dep['metadata']['name']}")
+
     for err in errors:
         print(f"ERROR: {err}", file=sys.stderr)
-    builtin = [d for d in docs if (d.get("apiVersion"), d.get("kind")) != SPC]
+    builtin = [d for d in docs if (d.get("apiVersion"), d.get("kind")) != SPC and d.get("kind") != "PodMonitor"]
     yaml.safe_dump_all(builtin, sys.stdout, sort_keys=False)
     sys.exit(1 if errors else 0)
 
