@@ -13,7 +13,10 @@
 // - diagnostic settings of both into a Log Analytics workspace (an existing
 //   one, or one created here),
 // - optionally, private endpoints for Cosmos DB and Key Vault in the
-//   cluster's virtual network.
+//   cluster's virtual network,
+// - the service's alerts: a Prometheus rule group on the cluster's Azure
+//   Monitor workspace (managed Prometheus) and a metric alert on Cosmos DB's
+//   normalized RU per partition key range.
 //
 // Deploy: az deployment group create -g <rg> --parameters infra/main.bicepparam
 // (docs/deploy.md). The outputs are the chart's required values.
@@ -120,6 +123,18 @@ param importServiceAccountName string = '${serviceAccountName}-import'
 @description('Object ids of users or groups that manage Key Vault secrets and certificates (az ad signed-in-user show --query id -o tsv).')
 param keyVaultAdminPrincipalIds array = []
 
+@description('Resource id of the Azure Monitor workspace the AKS cluster\'s managed Prometheus (the ama-metrics add-on) writes to: the service\'s alerts are a Prometheus rule group on it (modules/prometheus-rules.bicep). docs/deploy.md, "Monitoring".')
+param azureMonitorWorkspaceId string
+
+@description('Name of the AKS cluster the service runs on: the alert rules see its series only.')
+param aksClusterName string
+
+@description('Action groups notified by the alerts (the Prometheus rule group and the hot-partition metric alert), as resource ids. Empty: they show in Azure Monitor only.')
+param alertActionGroupIds array = []
+
+@description('Where docs/operations.md is browsed (e.g. https://github.com/<org>/<repo>/blob/main/docs/operations.md): each alert\'s runbook_url is this plus the alert\'s anchor.')
+param runbookBaseUrl string = 'docs/operations.md'
+
 var cosmosName = empty(cosmosAccountName) ? 'cosmos-events-${uniqueString(resourceGroup().id)}' : cosmosAccountName
 
 module identity 'modules/identity.bicep' = {
@@ -197,6 +212,22 @@ module cosmos 'modules/cosmos.bicep' = {
     importEnabled: importEnabled
     deleteLock: enableDeleteLocks
     logAnalyticsWorkspaceId: workspaceId
+    alertActionGroupIds: alertActionGroupIds
+  }
+}
+
+// The alerts of docs/operations.md, evaluated by Azure Monitor on the series
+// managed Prometheus scrapes from the chart's PodMonitor.
+module prometheusRules 'modules/prometheus-rules.bicep' = {
+  name: 'prometheus-rules'
+  params: {
+    name: 'altinn-events-alerts'
+    location: location
+    tags: tags
+    azureMonitorWorkspaceId: azureMonitorWorkspaceId
+    clusterName: aksClusterName
+    actionGroupIds: alertActionGroupIds
+    runbookBaseUrl: runbookBaseUrl
   }
 }
 

@@ -13,6 +13,11 @@
 //   LOG_ANALYTICS_WORKSPACE_ID  an existing workspace (empty: one is created)
 //   COSMOS_ACCOUNT_NAME  only after a restore: the restored account (empty: the default name)
 //   IMPORT               true: the import Job's identity gets its roles (docs/migration.md); default false
+//   AKS                  the AKS cluster's name (the alert rules see its series only)
+//   AZURE_MONITOR_WORKSPACE_ID  the Azure Monitor workspace of the cluster's managed Prometheus
+//                        (az aks create --enable-azure-monitor-metrics ... : docs/deploy.md, "Monitoring")
+//   ALERT_ACTION_GROUP_ID  an action group the alerts notify (empty: none)
+//   RUNBOOK_BASE_URL     where docs/operations.md is browsed (alerts link their runbooks there)
 //
 // Deploy: az deployment group create -g $RG --parameters infra/main.bicepparam
 using 'main.bicep'
@@ -46,6 +51,12 @@ param cosmosPublicNetworkAccess = 'Disabled'
 
 param enableDeleteLocks = readEnvironmentVariable('DELETE_LOCKS', 'true') != 'false'
 param logAnalyticsWorkspaceId = readEnvironmentVariable('LOG_ANALYTICS_WORKSPACE_ID', '')
+
+param aksClusterName = readEnvironmentVariable('AKS')
+param azureMonitorWorkspaceId = readEnvironmentVariable('AZURE_MONITOR_WORKSPACE_ID')
+var actionGroupId = readEnvironmentVariable('ALERT_ACTION_GROUP_ID', '')
+param alertActionGroupIds = empty(actionGroupId) ? [] : [actionGroupId]
+param runbookBaseUrl = readEnvironmentVariable('RUNBOOK_BASE_URL', 'docs/operations.md')
 
 param tags = {
   service: 'altinn-events'
