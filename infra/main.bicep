@@ -281,5 +281,8 @@ output keyVaultName string = keyVault.outputs.name
 @description('Cosmos DB account name.')
 output cosmosAccountName string = cosmosName
 
+@description('Chart value networkPolicy.privateEndpointCidrs: the addresses of Cosmos DB\'s private endpoint (empty without private endpoints). Not the subnet: the pods must not reach Key Vault\'s endpoint beside it.')
+output cosmosPrivateEndpointCidrs array = empty(privateEndpointSubnetId) ? [] : privateEndpoints!.outputs.cosmosCidrs
+
 @description('Log Analytics workspace holding the diagnostic logs of Cosmos DB and Key Vault.')
 output logAnalyticsWorkspaceId string = workspaceId
