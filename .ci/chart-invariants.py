@@ -197,8 +197,12 @@ def check_import_job(tag, job, values, accounts, identity, secrets_dir, by_kind)
         spc_name = volume.get("csi", {}).get("volumeAttributes", {}).get("secretProviderClass")
         spc = next((x for x in by_kind.get("SecretProviderClass", []) if x["metadata"]["name"] == spc_name), None)
         if check(spc, f"{name}: SecretProviderClass {spc_name} is not rendered"):
-            check(spc_objects(spc) == [(imp["passwordSecret"], "import__source_password")],
-                  f"{name}: its SecretProviderClass maps {spc_objects(spc)}, not only the password")
+            # The password, and the ring that seals imported subscriptions'
+            # webhook secrets (the pods' own mapping of it), nothing else.
+            ring = [(o["objectName"], "subscription_secrets__key_ring") for o in values["keyVault"]["secrets"]
+                    if o["setting"] == "subscription_secrets__key_ring"]
+            check(spc_objects(spc) == [(imp["passwordSecret"], "import__source_password")] + ring,
+                  f"{name}: its SecretProviderClass maps {spc_objects(spc)}, not only the password and the subscription secret ring")
             check(spc["spec"]["parameters"].get("clientID") == imp["workloadIdentity"]["clientId"],
                   f"{name}: its SecretProviderClass fetches with another identity")
 

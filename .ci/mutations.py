@@ -649,6 +649,18 @@ MUTATIONS = {
         "",
         "test(the_lag_gauges_show_a_subscription_behind_while_its_endpoint_answers)",
     ),
+    "webhook-secrets-at-rest-in-plain-text": (
+        "src/feeds/subscriptions/mod.rs",
+        "Ok(StoredSecret { value: seal_secret(sealer, s.id, &x.value)?, expires_ms: x.expires_ms })",
+        "Ok(StoredSecret { value: x.value.expose_secret().to_owned(), expires_ms: x.expires_ms })",
+        "test(webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation)",
+    ),
+    "webhook-secret-ring-not-reloaded": (
+        "src/secrets_reload.rs",
+        "&& self.webhook_secrets.replace(webhook_ring)",
+        "&& false",
+        "test(webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation)",
+    ),
     "hot-feed-never-cut": (
         "src/feeds/events/writer.rs",
         "if cut.is_some_and(|cut| h.count >= cut) {",

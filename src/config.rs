@@ -66,6 +66,10 @@ pub struct Settings {
     pub cursor_ring: KeyRing,
     /// The instance access key ring (`instance_access.*`).
     pub instance_access_ring: KeyRing,
+    /// The ring that seals the webhook signing secrets stored with the
+    /// subscriptions (`subscription_secrets.*`); required wherever
+    /// subscriptions are stored or pushed (dev mode makes one up).
+    pub subscription_secret_ring: KeyRing,
 }
 
 impl std::fmt::Debug for Settings {
@@ -78,6 +82,7 @@ impl std::fmt::Debug for Settings {
             .field("allow_private_endpoints", &self.allow_private_endpoints)
             .field("cursor_ring", &ids(&self.cursor_ring))
             .field("instance_access_ring", &ids(&self.instance_access_ring))
+            .field("subscription_secret_ring", &ids(&self.subscription_secret_ring))
             .finish()
     }
 }
@@ -126,6 +131,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub instance_access: InstanceAccessConfig,
     pub cursors: CursorConfig,
+    pub subscription_secrets: SubscriptionSecretsConfig,
     pub server: ServerConfig,
     pub webhooks: WebhookConfig,
     pub delivery: DeliveryConfig,
@@ -165,6 +171,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             instance_access: InstanceAccessConfig::default(),
             cursors: CursorConfig::default(),
+            subscription_secrets: SubscriptionSecretsConfig::default(),
             server: ServerConfig::default(),
             webhooks: WebhookConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -574,6 +581,23 @@ pub struct CursorConfig {
     pub key_ring: Option<SecretString>,
 }
 
+/// The keys that seal each subscription's webhook signing secrets in the
+/// store (encrypted and bound to their subscription, never in plain text).
+/// Every instance, and the import, needs the same ring; rotate it like the
+/// cursors' (a new first key seals, the old ones still open).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriptionSecretsConfig {
+    /// Key id → secret (`EVENTS__SUBSCRIPTION_SECRETS__KEYS__W1=...`);
+    /// `signing_key` seals new ones. Dev mode makes one up when empty;
+    /// `serve` and the import require one.
+    pub keys: std::collections::HashMap<String, SecretString>,
+    pub signing_key: Option<String>,
+    /// The ring in one setting instead (a Key Vault secret): `id:secret`
+    /// entries separated by white space, the first seals. Not with `keys`.
+    pub key_ring: Option<SecretString>,
+}
+
 /// Settings of the dev-mode stand-ins (ignored by `serve`).
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -610,6 +634,13 @@ const CURSOR_RING: RingNames = RingNames {
     section: "cursors",
     key_ring: ("cursors.key_ring", "EVENTS__CURSORS__KEY_RING"),
     signing_key: ("cursors.signing_key", "EVENTS__CURSORS__SIGNING_KEY"),
+    verify_only: false,
+};
+
+const SUBSCRIPTION_SECRET_RING: RingNames = RingNames {
+    section: "subscription_secrets",
+    key_ring: ("subscription_secrets.key_ring", "EVENTS__SUBSCRIPTION_SECRETS__KEY_RING"),
+    signing_key: ("subscription_secrets.signing_key", "EVENTS__SUBSCRIPTION_SECRETS__SIGNING_KEY"),
     verify_only: false,
 };
 
@@ -688,6 +719,33 @@ impl Config {
         ring(&self.cursors.keys, self.cursors.signing_key.as_ref(), self.cursors.key_ring.as_ref(), &CURSOR_RING)
     }
 
+    /// The ring that seals stored webhook secrets, from
+    /// `subscription_secrets.key_ring` or `subscription_secrets.keys`.
+    pub fn subscription_secret_ring(&self) -> Result<KeyRing, ConfigError> {
+        ring(
+            &self.subscription_secrets.keys,
+            self.subscription_secrets.signing_key.as_ref(),
+            self.subscription_secrets.key_ring.as_ref(),
+            &SUBSCRIPTION_SECRET_RING,
+        )
+    }
+
+    /// The subscription secret ring, which storing or pushing subscriptions
+    /// (every role of `serve`, and the import) cannot do without.
+    fn required_subscription_secret_ring(&self, what: &str) -> Result<KeyRing, ConfigError> {
+        let ring = self.subscription_secret_ring()?;
+        if ring.keys.is_empty() {
+            return Err(invalid(
+                "subscription_secrets.key_ring",
+                "EVENTS__SUBSCRIPTION_SECRETS__KEY_RING (or EVENTS__SUBSCRIPTION_SECRETS__KEYS__<ID>)",
+                format!(
+                    "required {what}: at least one secret that seals the subscriptions' webhook signing secrets (the same on every instance and for the import)"
+                ),
+            ));
+        }
+        Ok(ring)
+    }
+
     /// The instance access key ring, from `instance_access.key_ring` or
     /// `instance_access.keys`.
     pub fn instance_access_ring(&self) -> Result<KeyRing, ConfigError> {
@@ -714,12 +772,17 @@ impl Config {
                 "required in serve mode for the API: at least one secret that seals the cursors of next links (the same on every instance)",
             ));
         }
+        let subscription_secret_ring = match mode {
+            Mode::Serve => self.required_subscription_secret_ring("in serve mode")?,
+            _ => self.subscription_secret_ring()?,
+        };
         self.check_limits()?;
         Ok(Settings {
             log_format: self.log_format.unwrap_or(LogFormat::Json),
             allow_private_endpoints: self.webhooks.allow_private_endpoints.unwrap_or(false),
             cursor_ring,
             instance_access_ring,
+            subscription_secret_ring,
             config: self,
         })
     }
@@ -932,11 +995,13 @@ impl Config {
                 "at least 1 row and 1 MiB",
             ));
         }
+        let subscription_secret_ring = self.required_subscription_secret_ring("for the import")?;
         Ok(Settings {
             log_format: self.log_format.unwrap_or(LogFormat::Pretty),
             allow_private_endpoints: false,
             cursor_ring: KeyRing::default(),
             instance_access_ring: KeyRing::default(),
+            subscription_secret_ring,
             config: self,
         })
     }
@@ -972,6 +1037,35 @@ mod tests {
         };
         let err = c.finalize(Mode::Serve).unwrap_err().to_string();
         assert!(err.contains("cosmos.auth"), "{err}");
+    }
+
+    #[test]
+    fn every_role_and_the_import_need_the_ring_that_seals_webhook_secrets() {
+        let serving = |role: Role| Config {
+            platform_url: Some("https://platform.altinn.no".parse().unwrap()),
+            cosmos: CosmosConfig {
+                endpoint: Some("https://x.documents.azure.com/".parse().unwrap()),
+                ..CosmosConfig::default()
+            },
+            cursors: CursorConfig {
+                key_ring: Some(SecretString::from("c1:cursor-secret-0123456789")),
+                ..CursorConfig::default()
+            },
+            auth: AuthConfig { access_token_certs_dir: Some(std::env::temp_dir()), ..AuthConfig::default() },
+            role,
+            ..Config::default()
+        };
+        for role in [Role::All, Role::Api, Role::Deliver] {
+            let err = serving(role).finalize(Mode::Serve).unwrap_err().to_string();
+            assert!(err.contains("subscription_secrets.key_ring"), "{role:?}: {err}");
+            let mut c = serving(role);
+            c.subscription_secrets.key_ring = Some(SecretString::from("w1:webhook-secret-0123456789"));
+            let settings = c.finalize(Mode::Serve).unwrap();
+            assert_eq!(settings.subscription_secret_ring.signing.as_deref(), Some("w1"));
+        }
+        let import = Config { cosmos: serving(Role::All).cosmos, ..Config::default() };
+        let err = import.finalize_import().unwrap_err().to_string();
+        assert!(err.contains("subscription_secrets.key_ring") && err.contains("import"), "{err}");
     }
 
     #[test]

@@ -183,6 +183,8 @@ pub async fn start(
         }
     };
 
+    // Before anything reads or stores a subscription.
+    feeds.webhook_secrets().replace(&dev_key_when_empty(config.subscription_secret_ring.clone(), mode));
     let role = config.role;
     let services = Services::new(&config, &platform, &feeds, &clients, stop.clone())?;
     spawn_workers(&mut tasks, &config, &feeds, &services, &clients);
@@ -201,6 +203,7 @@ pub async fn start(
             register_key: clients.register_key.clone(),
             cursors: cursors.clone(),
             instance_keys: instance_keys.clone(),
+            webhook_secrets: feeds.webhook_secrets().clone(),
         };
         let seen = reload.apply_current().context("secrets_dir")?;
         let every = Duration::from_secs(config.secrets_reload_seconds);
@@ -438,6 +441,7 @@ pub async fn import(
         .await
         .context("connecting to Altinn Events' database")?;
     let feeds = connect_cosmos(&config.cosmos, None).await?;
+    feeds.webhook_secrets().replace(&config.subscription_secret_ring);
     let settings = import::ImportSettings {
         bounds: import::ReadBounds {
             limit: config.import.batch_rows,
@@ -504,7 +508,8 @@ async fn connect_cosmos(
 }
 
 /// Dev mode makes a key up when none is configured (`serve` refuses to
-/// start the API without a cursor ring).
+/// start the API without a cursor ring, and any role without a
+/// subscription secret ring).
 fn dev_key_when_empty(mut ring: secrets::KeyRing, mode: Mode) -> secrets::KeyRing {
     if ring.keys.is_empty() && mode == Mode::Dev {
         let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());

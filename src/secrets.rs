@@ -144,6 +144,112 @@ impl KeyRing {
     }
 }
 
+/// Authenticated encryption under a key ring (XChaCha20-Poly1305, a key
+/// derived from each secret and a domain of its own), replaced whole when
+/// the ring changes: the ring's signing key seals, every key opens. What
+/// the cursors of `next` links and the stored webhook signing secrets are
+/// sealed with.
+pub struct Sealer {
+    domain: &'static str,
+    ring: RwLock<Arc<SealingRing>>,
+}
+
+struct SealingRing {
+    sealing: Option<String>,
+    keys: HashMap<String, chacha20poly1305::XChaCha20Poly1305>,
+    fingerprint: String,
+}
+
+/// The random nonce before each sealed text.
+pub const NONCE_LEN: usize = 24;
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ring = self.current();
+        f.debug_struct("Sealer")
+            .field("domain", &self.domain)
+            .field("sealing", &ring.sealing)
+            .field("keys", &ring.keys.len())
+            .finish()
+    }
+}
+
+impl Sealer {
+    /// `domain` keeps the keys of one use apart from another's made from the
+    /// same secret.
+    pub fn new(domain: &'static str, ring: &KeyRing) -> Self {
+        Self { domain, ring: RwLock::new(Arc::new(Self::derive(domain, ring))) }
+    }
+
+    fn derive(domain: &'static str, ring: &KeyRing) -> SealingRing {
+        use chacha20poly1305::KeyInit;
+        use sha2::{Digest, Sha256};
+        let keys = ring
+            .keys
+            .iter()
+            .map(|(id, secret)| {
+                let key = Sha256::new_with_prefix(domain.as_bytes())
+                    .chain_update(b"|")
+                    .chain_update(secret.expose_secret().trim())
+                    .finalize();
+                (id.to_ascii_lowercase(), chacha20poly1305::XChaCha20Poly1305::new(&key))
+            })
+            .collect();
+        SealingRing {
+            sealing: ring.signing.as_ref().map(|s| s.to_ascii_lowercase()),
+            keys,
+            fingerprint: ring.fingerprint(),
+        }
+    }
+
+    /// Takes `ring` from now on; whether it differs from the one before.
+    pub fn replace(&self, ring: &KeyRing) -> bool {
+        let next = Self::derive(self.domain, ring);
+        let mut current = self.ring.write().expect("sealing ring lock");
+        let changed = current.fingerprint != next.fingerprint;
+        *current = Arc::new(next);
+        changed
+    }
+
+    fn current(&self) -> Arc<SealingRing> {
+        self.ring.read().expect("sealing ring lock").clone()
+    }
+
+    /// Whether a key seals.
+    pub fn can_seal(&self) -> bool {
+        let ring = self.current();
+        ring.sealing.as_ref().is_some_and(|id| ring.keys.contains_key(id))
+    }
+
+    /// `plain` sealed with `aad` bound to it: the sealing key's id, and a
+    /// fresh nonce followed by the ciphertext. `None` without a sealing key.
+    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Option<(String, Vec<u8>)> {
+        use chacha20poly1305::aead::{Aead, AeadCore, OsRng, Payload};
+        let ring = self.current();
+        let id = ring.sealing.clone()?;
+        let cipher = ring.keys.get(&id)?;
+        let nonce = chacha20poly1305::XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let sealed = cipher.encrypt(&nonce, Payload { msg: plain, aad }).ok()?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        Some((id, bytes))
+    }
+
+    /// What [`Sealer::seal`] sealed under key `id` with `aad`; `None` when
+    /// the ring has no such key or the bytes were not sealed so.
+    pub fn open(&self, id: &str, bytes: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        use chacha20poly1305::aead::{Aead, Payload};
+        let ring = self.current();
+        let cipher = ring.keys.get(&id.to_ascii_lowercase())?;
+        if bytes.len() <= NONCE_LEN {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+        cipher.decrypt(&chacha20poly1305::XNonce::from(nonce), Payload { msg: sealed, aad }).ok()
+    }
+}
+
 /// A secret read on every use, replaced when its file changes.
 #[derive(Clone, Default)]
 pub struct SharedSecret(Arc<RwLock<Option<SecretString>>>);

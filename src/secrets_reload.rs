@@ -1,7 +1,7 @@
 //! Wiring: reads `secrets_dir` again every `secrets_reload_seconds` and
 //! hands new values of the settings that can change while the service runs
-//! (the PDP and Register subscription keys, the cursor and instance access
-//! key rings) to what uses them. Other settings changed in a file are logged:
+//! (the PDP and Register subscription keys, the cursor, instance access
+//! and subscription secret key rings) to what uses them. Other settings changed in a file are logged:
 //! they take effect at the next start.
 
 use std::collections::BTreeMap;
@@ -22,9 +22,15 @@ const RELOADED: &[&str] = &["pdp__subscription_key", "register__subscription_key
 const CURSOR_FILES: &[&str] = &["cursors__"];
 const INSTANCE_ACCESS_FILES: &[&str] =
     &["instance_access__keys__", "instance_access__key_ring", "instance_access__signing_key"];
+const SUBSCRIPTION_SECRET_FILES: &[&str] = &["subscription_secrets__"];
 
 fn reloaded(name: &str) -> bool {
-    RELOADED.contains(&name) || CURSOR_FILES.iter().chain(INSTANCE_ACCESS_FILES).any(|s| name.starts_with(s))
+    RELOADED.contains(&name)
+        || CURSOR_FILES
+            .iter()
+            .chain(INSTANCE_ACCESS_FILES)
+            .chain(SUBSCRIPTION_SECRET_FILES)
+            .any(|s| name.starts_with(s))
 }
 
 /// Whether a file starting with `prefix` is in either listing.
@@ -42,6 +48,8 @@ pub struct Reload {
     pub register_key: SharedSecret,
     pub cursors: Arc<Cursors>,
     pub instance_keys: Arc<InstanceKeys>,
+    /// The ring sealing the stored webhook secrets (`FeedStore::webhook_secrets`).
+    pub webhook_secrets: Arc<crate::secrets::Sealer>,
 }
 
 impl Reload {
@@ -110,6 +118,13 @@ impl Reload {
             && self.instance_keys.replace(instance_keys)
         {
             changed.push("instance_access");
+        }
+        let webhook_ring = &config.subscription_secret_ring;
+        if SUBSCRIPTION_SECRET_FILES.iter().any(|s| involved(s))
+            && !(webhook_ring.keys.is_empty() && self.mode == Mode::Dev)
+            && self.webhook_secrets.replace(webhook_ring)
+        {
+            changed.push("subscription_secrets");
         }
         let restart: std::collections::BTreeSet<&str> = before
             .keys()

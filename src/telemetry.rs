@@ -257,6 +257,7 @@ const COUNTERS_AT_START: &[(&str, &[(&str, &str)])] = &[
     ("subscriptions_created_total", &[]),
     ("subscriptions_deleted_total", &[]),
     ("subscriptions_disabled_total", &[]),
+    ("subscription_secrets_unreadable_total", &[]),
     ("subscription_validations_total", &[("outcome", "validated")]),
     ("subscription_validations_total", &[("outcome", "failed")]),
     ("secrets_reloads_total", &[("outcome", "applied")]),

@@ -14,20 +14,17 @@
 //! associated data (a cursor opens only in the feed it came from).
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
+use secrecy::SecretString;
 
 use crate::domain::FeedId;
-use crate::secrets::KeyRing;
+use crate::secrets::{KeyRing, Sealer};
 
 const PREFIX: &str = "c1.";
-const NONCE_LEN: usize = 24;
+/// The keys derived from the ring's secrets are the cursors' own.
+const DOMAIN: &str = "altinn-events/cursor-key/v1";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CursorError {
@@ -39,34 +36,9 @@ pub enum CursorError {
 
 /// The key ring, replaced whole when its secret changes (see
 /// [`Cursors::replace`]).
+#[derive(Debug)]
 pub struct Cursors {
-    ring: RwLock<Arc<Ring>>,
-}
-
-struct Ring {
-    sealing: Option<String>,
-    keys: HashMap<String, XChaCha20Poly1305>,
-    fingerprint: String,
-}
-
-impl std::fmt::Debug for Cursors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ring = self.current();
-        f.debug_struct("Cursors").field("sealing", &ring.sealing).field("keys", &ring.keys.len()).finish()
-    }
-}
-
-impl Ring {
-    fn of(ring: &KeyRing) -> Self {
-        let keys = ring.keys.iter().map(|(id, secret)| (id.to_ascii_lowercase(), cipher(secret))).collect();
-        Self { sealing: ring.signing.as_ref().map(|s| s.to_ascii_lowercase()), keys, fingerprint: ring.fingerprint() }
-    }
-}
-
-fn cipher(secret: &SecretString) -> XChaCha20Poly1305 {
-    let key =
-        Sha256::new_with_prefix(b"altinn-events/cursor-key/v1|").chain_update(secret.expose_secret().trim()).finalize();
-    XChaCha20Poly1305::new(&key)
+    sealer: Sealer,
 }
 
 fn aad(feed: &FeedId) -> Vec<u8> {
@@ -80,21 +52,13 @@ impl Cursors {
     }
 
     pub fn of(ring: &KeyRing) -> Self {
-        Self { ring: RwLock::new(Arc::new(Ring::of(ring))) }
+        Self { sealer: Sealer::new(DOMAIN, ring) }
     }
 
     /// Takes `ring` from now on (cursors sealed under a key it no longer
     /// holds stop opening); whether it differs from the one before.
     pub fn replace(&self, ring: &KeyRing) -> bool {
-        let next = Ring::of(ring);
-        let mut current = self.ring.write().expect("cursor ring lock");
-        let changed = current.fingerprint != next.fingerprint;
-        *current = Arc::new(next);
-        changed
-    }
-
-    fn current(&self) -> Arc<Ring> {
-        self.ring.read().expect("cursor ring lock").clone()
+        self.sealer.replace(ring)
     }
 
     /// Whether `value` is meant as a cursor (and must open as one).
@@ -104,17 +68,9 @@ impl Cursors {
 
     /// A cursor for `position` in `feed`, in the store's `generation`.
     pub fn seal(&self, feed: &FeedId, position: u64, generation: u32) -> Result<String, CursorError> {
-        let ring = self.current();
-        let id = ring.sealing.as_deref().ok_or(CursorError::NotConfigured)?;
-        let cipher = ring.keys.get(id).ok_or(CursorError::NotConfigured)?;
-        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = aad(feed);
         let mut plain = position.to_be_bytes().to_vec();
         plain.extend_from_slice(&generation.to_be_bytes());
-        let sealed =
-            cipher.encrypt(&nonce, Payload { msg: &plain, aad: &aad }).map_err(|_| CursorError::NotConfigured)?;
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&sealed);
+        let (id, bytes) = self.sealer.seal(&plain, &aad(feed)).ok_or(CursorError::NotConfigured)?;
         Ok(format!("{PREFIX}{id}.{}", URL_SAFE_NO_PAD.encode(bytes)))
     }
 
@@ -123,18 +79,8 @@ impl Cursors {
     pub fn open(&self, feed: &FeedId, cursor: &str) -> Result<Opened, CursorError> {
         let rest = cursor.strip_prefix(PREFIX).ok_or(CursorError::Invalid)?;
         let (id, body) = rest.split_once('.').ok_or(CursorError::Invalid)?;
-        let ring = self.current();
-        let cipher = ring.keys.get(&id.to_ascii_lowercase()).ok_or(CursorError::Invalid)?;
         let bytes = URL_SAFE_NO_PAD.decode(body).map_err(|_| CursorError::Invalid)?;
-        if bytes.len() <= NONCE_LEN {
-            return Err(CursorError::Invalid);
-        }
-        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CursorError::Invalid)?;
-        let aad = aad(feed);
-        let plain = cipher
-            .decrypt(&XNonce::from(nonce), Payload { msg: sealed, aad: &aad })
-            .map_err(|_| CursorError::Invalid)?;
+        let plain = self.sealer.open(id, &bytes, &aad(feed)).ok_or(CursorError::Invalid)?;
         let (position, generation) = match plain.len() {
             8 => (&plain[..], 0),
             12 => (&plain[..8], u32::from_be_bytes(plain[8..].try_into().map_err(|_| CursorError::Invalid)?)),
@@ -199,9 +145,13 @@ mod tests {
         let third = c.seal(&feed, 42, 3).unwrap();
         assert_eq!(c.open(&feed, &third), Ok(Opened { position: 42, generation: 3 }));
         assert_eq!(third.len(), c.seal(&feed, 1, 0).unwrap().len(), "every generation seals to the same length");
-        // As cursors were sealed before: the position alone.
-        let ring = c.current();
-        let cipher = &ring.keys["k1"];
+        // As cursors were sealed before: the position alone, under the key
+        // derived as it always was (so cursors issued before still open).
+        use chacha20poly1305::XChaCha20Poly1305;
+        use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+        use sha2::{Digest, Sha256};
+        let key = Sha256::new_with_prefix(b"altinn-events/cursor-key/v1|").chain_update("first secret").finalize();
+        let cipher = XChaCha20Poly1305::new(&key);
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = cipher.encrypt(&nonce, Payload { msg: &42u64.to_be_bytes(), aad: &aad(&feed) }).unwrap();
         let old = format!("{PREFIX}k1.{}", URL_SAFE_NO_PAD.encode([nonce.to_vec(), sealed].concat()));

@@ -197,7 +197,11 @@ async fn cosmosdb_server_subscription_store_round_trip() {
     use altinn_events::domain::subscription::{Subscription, SubscriptionFilters, Validation, ValidationStatus};
     use altinn_events::feeds::Changed;
     use altinn_events::feeds::subscriptions::{Creation, SubscriptionStore};
-    let store = SubscriptionStore::new(&store(S).await);
+    let feeds = store(S).await;
+    feeds
+        .webhook_secrets()
+        .replace(&altinn_events::secrets::KeyRing::parse("w1:cosmosdb-server-webhook-key-0123").unwrap());
+    let store = SubscriptionStore::new(&feeds);
     let run = uuid::Uuid::new_v4().simple().to_string();
     let consumer = format!("/organisation/{run}");
     let filters = SubscriptionFilters {

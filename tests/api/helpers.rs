@@ -34,8 +34,13 @@ pub fn test_config() -> Config {
     config.localtest.key_file = Some(key_file().clone());
     config.cosmos.segment_size = 4;
     config.cursors.keys.insert("test".into(), secrecy::SecretString::from(TEST_CURSOR_KEY));
+    config.subscription_secrets.keys.insert("test".into(), secrecy::SecretString::from(TEST_WEBHOOK_SECRET_KEY));
     config
 }
+
+/// The ring that seals the test apps' stored webhook secrets: the same for
+/// every app of a test, so that one app delivers what another stored.
+pub const TEST_WEBHOOK_SECRET_KEY: &str = "test-webhook-secret-key-0123456789";
 
 fn test_cursors() -> altinn_events::api::cursor::Cursors {
     let keys = [("test".to_owned(), secrecy::SecretString::from(TEST_CURSOR_KEY))].into_iter().collect();

@@ -158,3 +158,80 @@ fn bad_secret_files_are_errors_at_start() {
         Ok(())
     });
 }
+
+/// Issue 32: webhook signing secrets are sealed at rest with the
+/// `subscription_secrets` ring, bound to their subscription, and stay
+/// usable through a rotation of the ring done in files: a new key first
+/// (old secrets still open), then the new key alone once the subscriptions
+/// were written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation() {
+    const W1: &str = "w1:webhook-ring-secret-one-0123456789";
+    const W2: &str = "w2:webhook-ring-secret-two-0123456789";
+    let dir = Dir::new();
+    dir.write("subscription_secrets__key_ring", W1);
+    let mut config = crate::delivery::delivery_config();
+    config.subscription_secrets.keys.clear();
+    config.secrets_dir = Some(dir.path().to_owned());
+    config.secrets_reload_seconds = 1;
+    let app = TestApp::spawn_with(config, Overrides::default()).await;
+    let receiver = crate::subscriptions::Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let body =
+        serde_json::json!({"endPoint": receiver.url, "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test"});
+    let (id, secret) = crate::delivery::subscribed(&app, &owner, body).await;
+
+    // At rest: sealed under w1, the secret nowhere in the document.
+    let at_rest = |docs: Vec<Value>| -> Vec<String> {
+        let doc = docs.into_iter().find(|d| d["seq"] == id && d["kind"] == "subscription").expect("the document");
+        let text = doc.to_string();
+        assert!(!text.contains(&secret), "the secret in plain text at rest: {text}");
+        doc["secrets"].as_array().unwrap().iter().map(|s| s["value"].as_str().unwrap().to_owned()).collect()
+    };
+    let stored = at_rest(app.feeds.documents_at_rest("subscriptions").await.unwrap());
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].starts_with("w1.w1."), "sealed with the ring's first key: {}", stored[0]);
+
+    // Step 1: w2 seals from now on, w1 still opens: an event pushed now is
+    // signed with the subscription's secret as before.
+    dir.write("subscription_secrets__key_ring", &format!("{W2} {W1}"));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let user = app.user_token(1337, 1337, 2).await;
+    let access = app.platform_token("ttd", "apps-test").await;
+    post_app_event(&app, &user, &access, ("ttd", "apps-test"), 1337, GUID, "app.instance.created").await;
+    let pushed = crate::delivery::until_events(&receiver, 1).await;
+    assert!(pushed[0].verifies(&secret), "a push after the new key came signs with the secret sealed under the old");
+
+    // A change of the subscription (its secret rotated) seals it again, under w2.
+    let rotated: Value = app
+        .http
+        .post(app.url(&format!("/events/api/v1/subscriptions/{id}/secret/rotate")))
+        .header(AUTHORIZATION, format!("Bearer {owner}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new = rotated["secret"].as_str().unwrap().to_owned();
+    let stored = at_rest(app.feeds.documents_at_rest("subscriptions").await.unwrap());
+    assert!(stored.iter().all(|v| v.starts_with("w1.w2.")), "both secrets sealed again under w2: {stored:?}");
+    assert!(!stored.iter().any(|v| v.contains(&new)), "the new secret in plain text at rest");
+
+    // Step 2: w1 is gone; the subscription still opens and signs.
+    dir.write("subscription_secrets__key_ring", W2);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    post_app_event(
+        &app,
+        &user,
+        &access,
+        ("ttd", "apps-test"),
+        1337,
+        "7fb3f738-6800-4f29-9f3e-1c66862656cd",
+        "app.instance.created",
+    )
+    .await;
+    let pushed = crate::delivery::until_events(&receiver, 2).await;
+    assert!(pushed[1].verifies(&new) && pushed[1].verifies(&secret), "signed with both secrets during the overlap");
+    app.shutdown().await;
+}

@@ -42,6 +42,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / per_second as f64
 }
 
+/// The ring that seals the pods' stored webhook secrets (and the import's).
+pub const WEBHOOK_SECRET_KEY: &str = "cluster-webhook-secret-key-0123456789abcdef";
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -209,6 +212,7 @@ impl Pod {
             .env("EVENTS__COSMOS__REPAIR_GRACE_SECONDS", "3")
             .env("EVENTS__LOCALTEST__KEY_FILE", &shared.key_file)
             .env("EVENTS__CURSORS__KEYS__CLUSTER", "cluster-cursor-key-0123456789abcdef0123456789")
+            .env("EVENTS__SUBSCRIPTION_SECRETS__KEYS__CLUSTER", WEBHOOK_SECRET_KEY)
             .env("EVENTS__DELIVERY__LEASE_SECONDS", "6")
             .env("EVENTS__DELIVERY__CHANGE_FEED_POLL_MS", "100")
             .env("EVENTS__DELIVERY__FLUSH_MS", "200")

@@ -133,6 +133,8 @@ fn spawn_import(cluster_endpoint: &str, log: &std::path::Path, args: &[&str]) ->
         .env("EVENTS__COSMOS__ENDPOINT", cluster_endpoint)
         .env("EVENTS__COSMOS__KEY", COSMOS_KEY)
         .env("EVENTS__COSMOS__SEGMENT_SIZE", SEGMENT)
+        // The pods' ring (harness.rs): they push what the import stored.
+        .env("EVENTS__SUBSCRIPTION_SECRETS__KEYS__CLUSTER", crate::harness::WEBHOOK_SECRET_KEY)
         .env("EVENTS__IMPORT__SETTLE_SECONDS", "2")
         .env("EVENTS__IMPORT__POLL_MS", "200")
         .env("EVENTS__IMPORT__SUBSCRIPTION_SYNC_SECONDS", "1")

@@ -57,6 +57,9 @@ pub struct FeedStore {
     notifier: Arc<notify::Notifier>,
     shared_reads: Arc<shared_reads::SharedReads>,
     generation: generation::Known,
+    /// The ring that seals the webhook secrets stored with subscriptions
+    /// (empty until the service sets it: nothing is sealed without a key).
+    webhook_secrets: Arc<crate::secrets::Sealer>,
 }
 
 impl FeedStore {
@@ -103,11 +106,25 @@ impl FeedStore {
             attempt_ms: cosmos.config.operation_timeout_ms,
         };
         let writer = writer::Writer::new(seg.clone(), deadlines, notifier.clone(), cosmos.config.max_queued_appends);
-        Self { cosmos, writer, seg, notifier, shared_reads: Arc::default(), generation: Default::default() }
+        Self {
+            cosmos,
+            writer,
+            seg,
+            notifier,
+            shared_reads: Arc::default(),
+            generation: Default::default(),
+            webhook_secrets: Arc::new(crate::feeds::subscriptions::secret_sealer()),
+        }
     }
 
     pub fn cosmos(&self) -> &Cosmos {
         &self.cosmos
+    }
+
+    /// The ring that seals the webhook secrets of the subscriptions in this
+    /// store (shared by its clones; `replace` it with the configured ring).
+    pub fn webhook_secrets(&self) -> &Arc<crate::secrets::Sealer> {
+        &self.webhook_secrets
     }
 
     pub fn segment_size(&self) -> u64 {
@@ -150,8 +167,14 @@ impl FeedStore {
             // feed may have moved on by more than the writer looks back
             // (a hot feed's segments are cut short), so look for the copy
             // there first (the repairer completes a missing one anyway).
+            // A failed look (a transient error) leaves it to the writer,
+            // which looks in the segment written and the one before, and
+            // retries until the publish's deadline.
             let copy = if first.repeat && ids == IdSource::Publisher {
-                self.position_of(&subject, &record).await?
+                self.position_of(&subject, &record).await.unwrap_or_else(|e| {
+                    tracing::debug!(error = %e, "looking for a retried event's subject copy failed; appending through the writer");
+                    None
+                })
             } else {
                 None
             };
@@ -254,6 +277,28 @@ impl FeedStore {
 
 #[cfg(feature = "dev")]
 impl FeedStore {
+    /// Every document of logical partition `pk` as it is stored (tests look
+    /// at what is at rest: sealed secrets, nothing in plain text).
+    pub async fn documents_at_rest(&self, pk: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        use futures::StreamExt;
+        let mut pages = self
+            .cosmos
+            .container
+            .query_items::<serde_json::Value>(
+                azure_data_cosmos::Query::from("SELECT * FROM c"),
+                azure_data_cosmos::FeedScope::partition(pk.to_owned()),
+                None,
+            )
+            .await
+            .map_err(StoreError::cosmos("query documents"))?
+            .into_pages();
+        let mut docs = Vec::new();
+        while let Some(page) = pages.next().await {
+            docs.extend(page.map_err(StoreError::cosmos("query documents"))?.into_items());
+        }
+        Ok(docs)
+    }
+
     /// Stores `cloud_event` (a CloudEvent as published) as one plain
     /// document with the raw SDK, the way a store without feeds would: the
     /// event's own fields plus `id`, `pk` (`baseline|{partition}`) and the

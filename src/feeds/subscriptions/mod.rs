@@ -18,6 +18,12 @@
 //! - **At most `limit` per consumer** (`create`): counted before a create,
 //!   and again after it by rank, so racing creates cannot pass it.
 //! - Subscription documents never expire (`ttl: -1`).
+//! - **No webhook signing secret in plain text**: each is sealed with the
+//!   `subscription_secrets` ring (XChaCha20-Poly1305, bound to its
+//!   subscription's id) as `w1.{key id}.{nonce | ciphertext}`; a
+//!   subscription whose secrets this ring cannot open is not read (no push
+//!   goes out unsigned or signed wrongly). Documents written before sealing
+//!   existed hold the secret itself and are sealed at their next change.
 //!
 //! Their delivery states are in `delivery.rs`.
 
@@ -41,6 +47,42 @@ use crate::domain::subscription::{
 };
 
 const PK: &str = "subscriptions";
+/// A sealed secret's prefix; the keys derived from the ring are this use's own.
+const SEALED: &str = "w1.";
+const SEALING_DOMAIN: &str = "altinn-events/webhook-secret-key/v1";
+
+/// The ring that seals the webhook secrets (`subscription_secrets.*`), shared
+/// by every clone of a store and replaced when the ring's secret changes.
+pub fn secret_sealer() -> crate::secrets::Sealer {
+    crate::secrets::Sealer::new(SEALING_DOMAIN, &crate::secrets::KeyRing::default())
+}
+
+fn secret_aad(subscription: u64) -> Vec<u8> {
+    format!("altinn-events/webhook-secret/v1|{subscription}").into_bytes()
+}
+
+fn seal_secret(
+    sealer: &crate::secrets::Sealer,
+    subscription: u64,
+    secret: &SecretString,
+) -> Result<String, StoreError> {
+    use base64::Engine;
+    let (id, bytes) = sealer
+        .seal(secret.expose_secret().as_bytes(), &secret_aad(subscription))
+        .ok_or_else(|| StoreError::Config("no subscription_secrets key to seal a webhook secret with".into()))?;
+    Ok(format!("{SEALED}{id}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// The secret a stored value holds: opened when sealed, as it is when it
+/// predates sealing; `None` when this ring cannot open it.
+fn open_secret(sealer: &crate::secrets::Sealer, subscription: u64, stored: String) -> Option<SecretString> {
+    use base64::Engine;
+    let Some(rest) = stored.strip_prefix(SEALED) else { return Some(SecretString::from(stored)) };
+    let (id, body) = rest.split_once('.')?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).ok()?;
+    let plain = sealer.open(id, &bytes, &secret_aad(subscription))?;
+    String::from_utf8(plain).ok().map(SecretString::from)
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -133,8 +175,13 @@ fn doc_id_for(identity: &str) -> String {
     format!("s-{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>())
 }
 
-fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
-    SubscriptionDoc {
+fn to_doc(doc_id: &str, s: &Subscription, sealer: &crate::secrets::Sealer) -> Result<SubscriptionDoc, StoreError> {
+    let secrets = s
+        .secrets
+        .iter()
+        .map(|x| Ok(StoredSecret { value: seal_secret(sealer, s.id, &x.value)?, expires_ms: x.expires_ms }))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(SubscriptionDoc {
         id: doc_id.to_owned(),
         pk: PK.to_owned(),
         seq: s.id,
@@ -145,11 +192,7 @@ fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
         created_by: Some(s.created_by.clone()),
         created: Some(s.created.clone()),
         validation: Some(s.validation.clone()),
-        secrets: s
-            .secrets
-            .iter()
-            .map(|x| StoredSecret { value: x.value.expose_secret().to_owned(), expires_ms: x.expires_ms })
-            .collect(),
+        secrets,
         due_ms: s.validation.next_attempt_ms,
         caller: s.caller.clone(),
         // Read by older instances during a rolling deploy; derived here.
@@ -159,12 +202,24 @@ fn to_doc(doc_id: &str, s: &Subscription) -> SubscriptionDoc {
         imported_row: s.imported.as_ref().map(|i| i.row_digest.clone()),
         ttl: -1,
         etag: None,
-    }
+    })
 }
 
-fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
+fn from_doc(doc: SubscriptionDoc, sealer: &crate::secrets::Sealer) -> Option<Stored> {
     if doc.kind != KIND_SUBSCRIPTION {
         return None;
+    }
+    let mut secrets = Vec::with_capacity(doc.secrets.len());
+    for x in doc.secrets {
+        let Some(value) = open_secret(sealer, doc.seq, x.value) else {
+            tracing::error!(
+                subscription = doc.seq,
+                "a webhook secret of the subscription does not open with the subscription_secrets ring (a key was removed too soon?): the subscription is left out"
+            );
+            metrics::counter!("subscription_secrets_unreadable_total").increment(1);
+            return None;
+        };
+        secrets.push(SigningSecret { value, expires_ms: x.expires_ms });
     }
     let subscription = Subscription {
         id: doc.seq,
@@ -176,11 +231,7 @@ fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
         created_by: doc.created_by?,
         created: doc.created?,
         validation: doc.validation?,
-        secrets: doc
-            .secrets
-            .into_iter()
-            .map(|x| SigningSecret { value: SecretString::from(x.value), expires_ms: x.expires_ms })
-            .collect(),
+        secrets,
         // Only an imported subscription has no token to decide for.
         caller: match (doc.caller, &doc.imported) {
             (Some(caller), _) => Some(caller),
@@ -197,11 +248,22 @@ fn from_doc(doc: SubscriptionDoc) -> Option<Stored> {
 #[derive(Clone)]
 pub struct SubscriptionStore {
     container: ContainerClient,
+    sealer: std::sync::Arc<crate::secrets::Sealer>,
 }
 
 impl SubscriptionStore {
+    /// The subscriptions in `store`'s container, their webhook secrets
+    /// sealed with `store`'s ring (`FeedStore::webhook_secrets`).
     pub fn new(store: &FeedStore) -> Self {
-        Self { container: store.cosmos().container.clone() }
+        Self { container: store.cosmos().container.clone(), sealer: store.webhook_secrets().clone() }
+    }
+
+    fn read_doc_of(&self, doc: SubscriptionDoc) -> Option<Stored> {
+        from_doc(doc, &self.sealer)
+    }
+
+    fn doc_of(&self, doc_id: &str, s: &Subscription) -> Result<SubscriptionDoc, StoreError> {
+        to_doc(doc_id, s, &self.sealer)
     }
 
     async fn query(&self, q: Query, operation: &'static str) -> Result<Vec<SubscriptionDoc>, StoreError> {
@@ -254,7 +316,7 @@ impl SubscriptionStore {
     ) -> Result<Creation, StoreError> {
         let doc_id = doc_id_for(identity);
         for _ in 0..50 {
-            if let Some(existing) = self.read_doc(&doc_id).await?.and_then(from_doc) {
+            if let Some(existing) = self.read_doc(&doc_id).await?.and_then(|d| self.read_doc_of(d)) {
                 return Ok(Creation::Existing(existing.subscription));
             }
             if self.ids_of(consumer).await?.len() >= limit {
@@ -264,7 +326,7 @@ impl SubscriptionStore {
             let started = Instant::now();
             match self
                 .container
-                .create_item(PK, &doc_id, &to_doc(&doc_id, &subscription), None::<ItemWriteOptions>)
+                .create_item(PK, &doc_id, &self.doc_of(&doc_id, &subscription)?, None::<ItemWriteOptions>)
                 .await
             {
                 Ok(resp) => {
@@ -308,7 +370,7 @@ impl SubscriptionStore {
     ) -> Result<PutImported, StoreError> {
         let doc_id = format!("imported-{}", subscription.id);
         for _ in 0..10 {
-            match self.read_doc(&doc_id).await?.and_then(from_doc) {
+            match self.read_doc(&doc_id).await?.and_then(|d| self.read_doc_of(d)) {
                 Some(stored) => {
                     let digest = |s: &Subscription| s.imported.as_ref().map(|i| i.row_digest.clone());
                     if digest(&stored.subscription) == digest(subscription) {
@@ -323,7 +385,7 @@ impl SubscriptionStore {
                     let started = Instant::now();
                     match self
                         .container
-                        .create_item(PK, &doc_id, &to_doc(&doc_id, subscription), None::<ItemWriteOptions>)
+                        .create_item(PK, &doc_id, &self.doc_of(&doc_id, subscription)?, None::<ItemWriteOptions>)
                         .await
                     {
                         Ok(resp) => {
@@ -358,7 +420,7 @@ impl SubscriptionStore {
         let q = Query::from("SELECT * FROM c WHERE c.seq = @id")
             .with_parameter("@id", id)
             .map_err(StoreError::cosmos("bind"))?;
-        Ok(self.query(q, "subscription_get").await?.into_iter().find_map(from_doc))
+        Ok(self.query(q, "subscription_get").await?.into_iter().find_map(|d| self.read_doc_of(d)))
     }
 
     /// The ids of every subscription (not their documents: 8 bytes each).
@@ -393,7 +455,13 @@ impl SubscriptionStore {
             .map_err(StoreError::cosmos("bind"))?
             .with_parameter("@kind", KIND_SUBSCRIPTION)
             .map_err(StoreError::cosmos("bind"))?;
-        Ok(self.query(q, "subscription_list").await?.into_iter().filter_map(from_doc).map(|s| s.subscription).collect())
+        Ok(self
+            .query(q, "subscription_list")
+            .await?
+            .into_iter()
+            .filter_map(|d| self.read_doc_of(d))
+            .map(|s| s.subscription)
+            .collect())
     }
 
     /// Subscriptions whose validation attempt is due at `now_ms` and that no
@@ -403,14 +471,20 @@ impl SubscriptionStore {
             .with_parameter("@now", now_ms)
             .map_err(StoreError::cosmos("bind"))?;
         let unclaimed = |s: &Stored| s.subscription.validation.claimed_until_ms.is_none_or(|until| until <= now_ms);
-        Ok(self.query(q, "subscription_due").await?.into_iter().filter_map(from_doc).filter(unclaimed).collect())
+        Ok(self
+            .query(q, "subscription_due")
+            .await?
+            .into_iter()
+            .filter_map(|d| self.read_doc_of(d))
+            .filter(unclaimed)
+            .collect())
     }
 
     /// Replaces `stored` with `subscription`, unless it changed meanwhile.
     pub async fn replace(&self, stored: &Stored, subscription: Subscription) -> Result<Changed<Stored>, StoreError> {
         let options = ItemWriteOptions::default().with_precondition(Precondition::IfMatch(stored.etag.clone().into()));
         let started = Instant::now();
-        let doc = to_doc(&stored.doc_id, &subscription);
+        let doc = self.doc_of(&stored.doc_id, &subscription)?;
         match self.container.replace_item(PK, &stored.doc_id, &doc, Some(options)).await {
             Ok(resp) => {
                 observe("subscription_replace", started, charge(resp.headers()));
@@ -472,5 +546,31 @@ impl SubscriptionStore {
             Some(status) => Err(StoreError::Transient(format!("deleting a subscription answered {status}"))),
             None => Err(StoreError::Transient("a batch failed without a failing operation".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::{ExposeSecret, SecretString};
+
+    use super::{open_secret, seal_secret, secret_sealer};
+    use crate::secrets::KeyRing;
+
+    #[test]
+    fn a_sealed_secret_opens_for_its_subscription_only_and_a_secret_from_before_sealing_is_read_as_it_is() {
+        let sealer = secret_sealer();
+        let secret = SecretString::from("whsec_0123456789abcdef".to_owned());
+        assert!(seal_secret(&sealer, 7, &secret).is_err(), "nothing is sealed (or stored in plain text) without a key");
+        sealer.replace(&KeyRing::parse("w1:ring-secret-0123456789").unwrap());
+        let sealed = seal_secret(&sealer, 7, &secret).unwrap();
+        assert!(sealed.starts_with("w1.w1.") && !sealed.contains("whsec"), "{sealed}");
+        assert_ne!(sealed, seal_secret(&sealer, 7, &secret).unwrap(), "a fresh nonce each time");
+        let opened = open_secret(&sealer, 7, sealed.clone()).expect("opens");
+        assert_eq!(opened.expose_secret(), "whsec_0123456789abcdef");
+        assert!(open_secret(&sealer, 8, sealed.clone()).is_none(), "bound to its subscription");
+        let legacy = open_secret(&sealer, 7, "whsec_plain".to_owned()).expect("a secret stored before sealing");
+        assert_eq!(legacy.expose_secret(), "whsec_plain");
+        sealer.replace(&KeyRing::parse("w2:another-secret-0123456789").unwrap());
+        assert!(open_secret(&sealer, 7, sealed).is_none(), "a key that left the ring opens nothing");
     }
 }
