@@ -123,6 +123,25 @@ param importServiceAccountName string = '${serviceAccountName}-import'
 @description('Object ids of users or groups that manage Key Vault secrets and certificates (az ad signed-in-user show --query id -o tsv).')
 param keyVaultAdminPrincipalIds array = []
 
+@description('Whether the secrets are in Key Vault (docs/deploy.md step 5): the deployment after that grants each identity its secrets, one by one.')
+param keyVaultSecretsReady bool = false
+
+@description('Key Vault secrets holding the access token issuers\' public certificates (the chart\'s keyVault.accessTokenCerts.issuers[*].objectName): the API reads them.')
+param accessTokenCertSecrets array = []
+
+@description('The Key Vault secret holding the source database\'s password (the chart\'s import.passwordSecret): the import Job reads it.')
+param importPasswordSecret string = 'altinn-events-source-password'
+
+@description('The secrets each role reads, as the chart maps them by default (keyVault.secrets; a secret mapped to a role the chart does not give it stays unreadable there).')
+param keyVaultSecretGrants array = [
+  { secret: 'pdp-subscription-key', reader: 'api' }
+  { secret: 'pdp-subscription-key', reader: 'deliver' }
+  { secret: 'cursor-keys', reader: 'api' }
+  { secret: 'subscription-secret-keys', reader: 'api' }
+  { secret: 'subscription-secret-keys', reader: 'deliver' }
+  { secret: 'subscription-secret-keys', reader: 'import' }
+]
+
 @description('Resource id of the Azure Monitor workspace the AKS cluster\'s managed Prometheus (the ama-metrics add-on) writes to: the service\'s alerts are a Prometheus rule group on it (modules/prometheus-rules.bicep). docs/deploy.md, "Monitoring".')
 param azureMonitorWorkspaceId string
 
@@ -231,6 +250,11 @@ module prometheusRules 'modules/prometheus-rules.bicep' = {
   }
 }
 
+var accessTokenCertGrants = [for n in accessTokenCertSecrets: {
+  secret: n
+  reader: 'api'
+}]
+
 module keyVault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
@@ -243,6 +267,13 @@ module keyVault 'modules/keyvault.bicep' = {
     deliverPrincipalId: deliverIdentity.outputs.principalId
     importPrincipalId: importIdentity.outputs.principalId
     importEnabled: importEnabled
+    secretsReady: keyVaultSecretsReady
+    secretGrants: concat(keyVaultSecretGrants, accessTokenCertGrants, [
+      {
+        secret: importPasswordSecret
+        reader: 'import'
+      }
+    ])
     adminPrincipalIds: keyVaultAdminPrincipalIds
     deleteLock: enableDeleteLocks
     logAnalyticsWorkspaceId: workspaceId

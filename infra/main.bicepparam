@@ -18,6 +18,9 @@
 //                        (az aks create --enable-azure-monitor-metrics ... : docs/deploy.md, "Monitoring")
 //   ALERT_ACTION_GROUP_ID  an action group the alerts notify (empty: none)
 //   RUNBOOK_BASE_URL     where docs/operations.md is browsed (alerts link their runbooks there)
+//   KV_SECRETS_READY     true after the secrets are uploaded: each identity is granted its own
+//   ACCESS_TOKEN_CERT_SECRETS  the access token certificate secrets, comma-separated
+//                        (platform-access-token-ttd,...): the API reads them
 //
 // Deploy: az deployment group create -g $RG --parameters infra/main.bicepparam
 using 'main.bicep'
@@ -57,6 +60,12 @@ param azureMonitorWorkspaceId = readEnvironmentVariable('AZURE_MONITOR_WORKSPACE
 var actionGroupId = readEnvironmentVariable('ALERT_ACTION_GROUP_ID', '')
 param alertActionGroupIds = empty(actionGroupId) ? [] : [actionGroupId]
 param runbookBaseUrl = readEnvironmentVariable('RUNBOOK_BASE_URL', 'docs/operations.md')
+
+// KV_SECRETS_READY=true once the secrets are uploaded (docs/deploy.md step 5):
+// the deployment then grants each identity its own secrets.
+param keyVaultSecretsReady = readEnvironmentVariable('KV_SECRETS_READY', 'false') == 'true'
+var certSecrets = readEnvironmentVariable('ACCESS_TOKEN_CERT_SECRETS', '')
+param accessTokenCertSecrets = empty(certSecrets) ? [] : split(certSecrets, ',')
 
 param tags = {
   service: 'altinn-events'

@@ -1,8 +1,9 @@
-// Key Vault for the service's secrets (the PDP subscription key) and the
-// public certificates that verify platform access tokens. RBAC authorization:
-// the service's identity may read secrets and certificates, the deliver pods'
-// identity secrets only, nothing else; the operators named in
-// adminPrincipalIds may manage them. A delete lock and diagnostic settings.
+// Key Vault for the service's secrets (the PDP subscription key, the key
+// rings) and the public certificates that verify platform access tokens
+// (secrets holding PEM text). RBAC authorization: each identity may read
+// the secrets it uses, one role assignment per secret (secretGrants);
+// the operators named in adminPrincipalIds may manage them. A delete lock
+// and diagnostic settings.
 
 param name string
 param location string
@@ -67,43 +68,40 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   }
 }
 
-// The secrets store CSI driver reads secrets (objectType secret) and
-// certificates (objectType cert) with the pod's workload identity.
-resource readerRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in [roles.secretsUser, roles.certificateUser]: {
-  scope: vault
-  name: guid(vault.id, readerPrincipalId, role)
+// Access per secret: each identity may read exactly the secrets its pods
+// (or the import Job) mount, no other (Key Vault Secrets User scoped to the
+// secret, not the vault): the deliver pods, which connect to hosts anywhere,
+// cannot read the cursor or instance access key rings, nor the access token
+// certificates. A role scoped to a secret needs the secret to exist, and the
+// secrets are uploaded after the vault is made (docs/deploy.md, step 5), so
+// the grants are made by the deployment that follows (secretsReady); until
+// then the identities read nothing, and no pod runs yet.
+@description('The secrets each identity reads: {secret, reader} with reader `api`, `deliver` or `import` (docs/deploy.md: the chart\'s keyVault.secrets and accessTokenCerts, and the import\'s password).')
+param secretGrants array
+
+@description('Whether the secrets of secretGrants exist in the vault (after docs/deploy.md step 5): only then are the grants made.')
+param secretsReady bool
+
+var readers = {
+  api: readerPrincipalId
+  deliver: deliverPrincipalId
+  import: importPrincipalId
+}
+
+resource grantedSecrets 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for g in secretGrants: {
+  parent: vault
+  name: g.secret
+}]
+
+resource secretReaders 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (g, i) in secretGrants: if (secretsReady && (g.reader != 'import' || importEnabled)) {
+  scope: grantedSecrets[i]
+  name: guid(vault.id, g.secret, readers[g.reader], roles.secretsUser)
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
-    principalId: readerPrincipalId
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsUser)
+    principalId: readers[g.reader]
     principalType: 'ServicePrincipal'
   }
 }]
-
-// The deliver pods read secrets only (among them the PDP subscription key):
-// they serve no API and verify no platform access tokens, so no certificates. Key Vault
-// roles can be scoped to one secret, but the secrets are created after this
-// deployment (docs/deploy.md, step 5), so the role is on the vault.
-resource deliverSecretsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  scope: vault
-  name: guid(vault.id, deliverPrincipalId, roles.secretsUser)
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsUser)
-    principalId: deliverPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
-// The import Job reads one secret, the source database's password; on the
-// vault, for the same reason as the deliver pods' role.
-resource importSecretsRole 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (importEnabled) {
-  scope: vault
-  name: guid(vault.id, importPrincipalId, roles.secretsUser)
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.secretsUser)
-    principalId: importPrincipalId
-    principalType: 'ServicePrincipal'
-  }
-}
 
 resource adminSecretsRoles 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for id in adminPrincipalIds: {
   scope: vault
