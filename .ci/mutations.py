@@ -661,6 +661,12 @@ MUTATIONS = {
         "&& false",
         "test(webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation)",
     ),
+    "unreadable-subscription-looks-deleted": (
+        "src/feeds/subscriptions/mod.rs",
+        "            return Err(StoreError::Config(format!(",
+        "            return Ok(None); #[allow(unreachable_code)] return Err(StoreError::Config(format!(",
+        "test(webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation)",
+    ),
     "hot-feed-never-cut": (
         "src/feeds/events/writer.rs",
         "if cut.is_some_and(|cut| h.count >= cut) {",

@@ -85,11 +85,12 @@ resource dnsGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2024
 }]
 
 // The addresses of Cosmos DB's private endpoint (one per host name of the
-// account, each with one address: the global one and one per region), as
-// /32 CIDRs: the chart's
+// account: the global one and one per region), read from the endpoint's
+// network interface (its customDnsConfigs stay empty with a DNS zone
+// group), as /32 CIDRs: the chart's
 // networkPolicy.privateEndpointCidrs. The pods reach these and nothing else
 // of the subnet: Key Vault's endpoint beside them is reached by the CSI
 // driver on the node, never by a pod, so the deliver pods (which connect to
 // arbitrary webhook hosts) cannot reach the vault.
 @description('Chart value networkPolicy.privateEndpointCidrs: Cosmos DB\'s private endpoint addresses.')
-output cosmosCidrs array = [for c in privateEndpoints[0].properties.customDnsConfigs: '${c.ipAddresses[0]}/32']
+output cosmosCidrs array = [for c in reference(privateEndpoints[0].properties.networkInterfaces[0].id, '2023-11-01').ipConfigurations: '${c.properties.privateIPAddress}/32']

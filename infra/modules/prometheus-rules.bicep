@@ -30,6 +30,12 @@ param runbookBaseUrl string = 'docs/operations.md'
 
 var source = loadJsonContent('prometheus-rules.json')
 
+// Bicep allows no loop inside a function call or a loop's property: the
+// actions are made once, here.
+var actions = [for id in actionGroupIds: {
+  actionGroupId: id
+}]
+
 resource rules 'Microsoft.AlertsManagement/prometheusRuleGroups@2023-03-01' = {
   name: name
   location: location
@@ -55,9 +61,7 @@ resource rules 'Microsoft.AlertsManagement/prometheusRuleGroups@2023-03-01' = {
         autoResolved: true
         timeToResolve: 'PT10M'
       }
-      actions: [for id in actionGroupIds: {
-        actionGroupId: id
-      }]
+      actions: actions
     }, contains(rule, 'for') ? {
       'for': rule['for']
     } : {})]

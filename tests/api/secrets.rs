@@ -180,6 +180,10 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
     let body =
         serde_json::json!({"endPoint": receiver.url, "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test"});
     let (id, secret) = crate::delivery::subscribed(&app, &owner, body).await;
+    // A second one, never written again after the rotation below.
+    let other = crate::subscriptions::Receiver::start().await;
+    let body = serde_json::json!({"endPoint": other.url, "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test"});
+    let (untouched, _) = crate::delivery::subscribed(&app, &owner, body).await;
 
     // At rest: sealed under w1, the secret nowhere in the document.
     let at_rest = |docs: Vec<Value>| -> Vec<String> {
@@ -192,8 +196,9 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
     assert_eq!(stored.len(), 1);
     assert!(stored[0].starts_with("w1.w1."), "sealed with the ring's first key: {}", stored[0]);
 
-    // Step 1: w2 seals from now on, w1 still opens: an event pushed now is
-    // signed with the subscription's secret as before.
+    // Step 1: w2 seals from now on, w1 still opens (the rotation below reads
+    // the subscription afresh, its secret sealed under w1); an event pushed
+    // now is signed with the subscription's secret as before.
     dir.write("subscription_secrets__key_ring", &format!("{W2} {W1}"));
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let user = app.user_token(1337, 1337, 2).await;
@@ -218,9 +223,16 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
     assert!(stored.iter().all(|v| v.starts_with("w1.w2.")), "both secrets sealed again under w2: {stored:?}");
     assert!(!stored.iter().any(|v| v.contains(&new)), "the new secret in plain text at rest");
 
-    // Step 2: w1 is gone; the subscription still opens and signs.
+    // Step 2: w1 is gone; the rewritten subscription still opens and signs.
     dir.write("subscription_secrets__key_ring", W2);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // The one still sealed under w1 is an error to read, never "deleted"
+    // (its delivery state stays), and left out of the owner's list.
+    let view = app.get_bearer(&format!("/events/api/v1/subscriptions/{untouched}"), &owner).await;
+    assert_eq!(view.status(), 503, "unreadable is not absent");
+    let listed: Value = app.get_bearer("/events/api/v1/subscriptions", &owner).await.json().await.unwrap();
+    assert!(listed.to_string().contains(&format!("\"id\":{id},")), "the readable one is listed: {listed}");
+    assert!(!listed.to_string().contains(&format!("\"id\":{untouched},")), "{listed}");
     post_app_event(
         &app,
         &user,
@@ -233,5 +245,11 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
     .await;
     let pushed = crate::delivery::until_events(&receiver, 2).await;
     assert!(pushed[1].verifies(&new) && pushed[1].verifies(&secret), "signed with both secrets during the overlap");
+    // w1 back: the untouched one reads again, as it was.
+    dir.write("subscription_secrets__key_ring", &format!("{W2} {W1}"));
+    eventually("the untouched subscription reads again", || async {
+        app.get_bearer(&format!("/events/api/v1/subscriptions/{untouched}"), &owner).await.status() == 200
+    })
+    .await;
     app.shutdown().await;
 }

@@ -21,8 +21,9 @@
 //! - **No webhook signing secret in plain text**: each is sealed with the
 //!   `subscription_secrets` ring (XChaCha20-Poly1305, bound to its
 //!   subscription's id) as `w1.{key id}.{nonce | ciphertext}`; a
-//!   subscription whose secrets this ring cannot open is not read (no push
-//!   goes out unsigned or signed wrongly). Documents written before sealing
+//!   subscription whose secrets this ring cannot open is an error to read
+//!   (never an absence: its delivery state stays, and no push goes out
+//!   unsigned or signed wrongly) and is left out of lists. Documents written before sealing
 //!   existed hold the secret itself and are sealed at their next change.
 //!
 //! Their delivery states are in `delivery.rs`.
@@ -205,22 +206,35 @@ fn to_doc(doc_id: &str, s: &Subscription, sealer: &crate::secrets::Sealer) -> Re
     })
 }
 
-fn from_doc(doc: SubscriptionDoc, sealer: &crate::secrets::Sealer) -> Option<Stored> {
+/// The subscription a document holds (`None`: a tombstone, or a document
+/// that is no subscription). A subscription whose secrets the ring cannot
+/// open is an error, not an absence: it must not look deleted (its
+/// delivery state would be dropped) nor be pushed unsigned.
+fn from_doc(mut doc: SubscriptionDoc, sealer: &crate::secrets::Sealer) -> Result<Option<Stored>, StoreError> {
     if doc.kind != KIND_SUBSCRIPTION {
-        return None;
+        return Ok(None);
     }
     let mut secrets = Vec::with_capacity(doc.secrets.len());
-    for x in doc.secrets {
+    for x in std::mem::take(&mut doc.secrets) {
         let Some(value) = open_secret(sealer, doc.seq, x.value) else {
             tracing::error!(
                 subscription = doc.seq,
-                "a webhook secret of the subscription does not open with the subscription_secrets ring (a key was removed too soon?): the subscription is left out"
+                "a webhook secret of the subscription does not open with the subscription_secrets ring (a key was removed too soon?)"
             );
             metrics::counter!("subscription_secrets_unreadable_total").increment(1);
-            return None;
+            return Err(StoreError::Config(format!(
+                "the webhook secret of subscription {} does not open with the subscription_secrets ring",
+                doc.seq
+            )));
         };
         secrets.push(SigningSecret { value, expires_ms: x.expires_ms });
     }
+    Ok(assemble(doc, secrets))
+}
+
+/// The subscription of a document whose secrets are open; `None` when a
+/// member a subscription needs is missing.
+fn assemble(doc: SubscriptionDoc, secrets: Vec<SigningSecret>) -> Option<Stored> {
     let subscription = Subscription {
         id: doc.seq,
         // Checked when it was made: a stored endpoint that is no URL is no
@@ -258,7 +272,7 @@ impl SubscriptionStore {
         Self { container: store.cosmos().container.clone(), sealer: store.webhook_secrets().clone() }
     }
 
-    fn read_doc_of(&self, doc: SubscriptionDoc) -> Option<Stored> {
+    fn read_doc_of(&self, doc: SubscriptionDoc) -> Result<Option<Stored>, StoreError> {
         from_doc(doc, &self.sealer)
     }
 
@@ -316,7 +330,7 @@ impl SubscriptionStore {
     ) -> Result<Creation, StoreError> {
         let doc_id = doc_id_for(identity);
         for _ in 0..50 {
-            if let Some(existing) = self.read_doc(&doc_id).await?.and_then(|d| self.read_doc_of(d)) {
+            if let Some(existing) = self.read_doc(&doc_id).await?.map(|d| self.read_doc_of(d)).transpose()?.flatten() {
                 return Ok(Creation::Existing(existing.subscription));
             }
             if self.ids_of(consumer).await?.len() >= limit {
@@ -370,7 +384,7 @@ impl SubscriptionStore {
     ) -> Result<PutImported, StoreError> {
         let doc_id = format!("imported-{}", subscription.id);
         for _ in 0..10 {
-            match self.read_doc(&doc_id).await?.and_then(|d| self.read_doc_of(d)) {
+            match self.read_doc(&doc_id).await?.map(|d| self.read_doc_of(d)).transpose()?.flatten() {
                 Some(stored) => {
                     let digest = |s: &Subscription| s.imported.as_ref().map(|i| i.row_digest.clone());
                     if digest(&stored.subscription) == digest(subscription) {
@@ -420,7 +434,12 @@ impl SubscriptionStore {
         let q = Query::from("SELECT * FROM c WHERE c.seq = @id")
             .with_parameter("@id", id)
             .map_err(StoreError::cosmos("bind"))?;
-        Ok(self.query(q, "subscription_get").await?.into_iter().find_map(|d| self.read_doc_of(d)))
+        for doc in self.query(q, "subscription_get").await? {
+            if let Some(stored) = self.read_doc_of(doc)? {
+                return Ok(Some(stored));
+            }
+        }
+        Ok(None)
     }
 
     /// The ids of every subscription (not their documents: 8 bytes each).
@@ -459,7 +478,9 @@ impl SubscriptionStore {
             .query(q, "subscription_list")
             .await?
             .into_iter()
-            .filter_map(|d| self.read_doc_of(d))
+            // One whose secrets do not open is left out of the list (and
+            // logged); reading it alone is an error.
+            .filter_map(|d| self.read_doc_of(d).ok().flatten())
             .map(|s| s.subscription)
             .collect())
     }
@@ -475,7 +496,9 @@ impl SubscriptionStore {
             .query(q, "subscription_due")
             .await?
             .into_iter()
-            .filter_map(|d| self.read_doc_of(d))
+            // One whose secrets do not open cannot be validated: left out
+            // (and logged), the others go on.
+            .filter_map(|d| self.read_doc_of(d).ok().flatten())
             .filter(unclaimed)
             .collect())
     }
