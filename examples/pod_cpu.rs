@@ -109,6 +109,17 @@ fn listening(mut child: Child, what: &str) -> (Killed, String) {
 /// platform) or, with `platform`, the service calling the stand-ins of
 /// another process there, as a pod calls Altinn's PDP, Register and OIDC.
 fn start_service(bin: &str, endpoint: &str, key_file: &std::path::Path, platform: Option<&str>) -> (Killed, String) {
+    start_service_with(bin, endpoint, key_file, platform, &[])
+}
+
+/// As [`start_service`], with more environment (set after the defaults).
+fn start_service_with(
+    bin: &str,
+    endpoint: &str,
+    key_file: &std::path::Path,
+    platform: Option<&str>,
+    env: &[(&str, &str)],
+) -> (Killed, String) {
     let port = free_port();
     let mut command = Command::new(bin);
     if let Some(platform) = platform {
@@ -136,6 +147,10 @@ fn start_service(bin: &str, endpoint: &str, key_file: &std::path::Path, platform
         // feed whatever the load (docs/performance.md).
         .env("EVENTS__COSMOS__REPAIR_INTERVAL_SECONDS", "0")
         .env("EVENTS__DELIVERY__ENABLED", "false")
+        // The ring that seals stored webhook secrets: the same in every
+        // process that stores or pushes subscriptions.
+        .env("EVENTS__SUBSCRIPTION_SECRETS__KEYS__BENCH", "pod-cpu-webhook-secret-key-0123456789")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -472,10 +487,91 @@ fn print(rows: &[Row], delay_ms: u64) {
     println!("| work | count | rate | service CPU | emulator CPU | platform CPU | note |");
     println!("|---|---:|---:|---:|---:|---:|---|");
     for r in rows {
+        let plural = if r.unit.ends_with("sh") { "es" } else { "s" };
         println!(
-            "| {} | {} {}s | {:.0}/s | {:.1} µs per {} | {:.0} µs per {} | {:.0} µs per {} | {} |",
+            "| {} | {} {}{plural} | {:.0}/s | {:.1} µs per {} | {:.0} µs per {} | {:.0} µs per {} | {} |",
             r.work, r.count, r.unit, r.rate, r.service_us, r.unit, r.emulator_us, r.unit, r.platform_us, r.unit, r.note
         );
+    }
+}
+
+/// A webhook endpoint on 127.0.0.1 that answers 200 and counts the pushes
+/// (the validation push included).
+async fn receiver() -> (String, Arc<AtomicUsize>) {
+    let got = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let counter = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::Relaxed);
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// Push delivery, measured on a deliver pod of its own (`role = deliver`,
+/// the chart's deliver Deployment): one subscription to the app's events,
+/// `count` events published through the API pod, the deliver pod's CPU
+/// from the first publish until the endpoint has them all (reading its
+/// feed, asking the PDP, signing, pushing, storing its checkpoint and
+/// attempts).
+async fn deliveries(pod: &Arc<Pod>, deliver_pid: u32, owner: &str, user: &str, access: &str, count: usize) -> Row {
+    let (url, got) = receiver().await;
+    let resp = pod
+        .http
+        .post(format!("{}/events/api/v1/subscriptions", pod.base))
+        .bearer_auth(owner)
+        .json(&json!({"endPoint": url, "sourceFilter": "https://ttd.apps.altinn.no/ttd/apps-test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "subscribe: {}", resp.text().await.unwrap_or_default());
+    let waited = Instant::now();
+    while got.load(Ordering::Relaxed) == 0 {
+        assert!(waited.elapsed() < Duration::from_secs(60), "no validation push");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The validation's answer stored, the deliverer started.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let validated = got.load(Ordering::Relaxed);
+    let (deliver0, emu0) = (cpu(deliver_pid), cpu(pod.emulator));
+    let started = Instant::now();
+    for n in 0..count {
+        let body = json!({"specversion": "1.0", "type": "app.instance.created", "subject": "/party/1337",
+            "source": format!("https://ttd.apps.altinn.no/ttd/apps-test/instances/1337/00000000-0000-4000-9000-{n:012}")});
+        let resp = pod
+            .http
+            .post(format!("{}/events/api/v1/app", pod.base))
+            .bearer_auth(user)
+            .header("PlatformAccessToken", access)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+    }
+    while got.load(Ordering::Relaxed) < validated + count {
+        assert!(started.elapsed() < Duration::from_secs(300), "pushes missing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let elapsed = started.elapsed();
+    let (deliver1, emu1) = (cpu(deliver_pid), cpu(pod.emulator));
+    Row {
+        work: "push delivery, one subscription (the deliver pod)".into(),
+        count,
+        unit: "push",
+        rate: count as f64 / elapsed.as_secs_f64(),
+        service_us: per(deliver1 - deliver0, count),
+        emulator_us: per(emu1 - emu0, count),
+        platform_us: 0.0,
+        note: "events published one at a time through the API pod; the deliver pod's CPU from the first publish to the last push".into(),
     }
 }
 
@@ -544,6 +640,23 @@ async fn main() {
         .await,
     );
     drop(bare);
+    // A deliver pod of its own, as the chart runs them.
+    let (deliver, deliver_base) = start_service_with(
+        &a.bin,
+        &endpoint,
+        &key_file,
+        Some(&format!("{}/", pod.platform)),
+        &[("EVENTS__DELIVERY__ENABLED", "true"), ("EVENTS__ROLE", "deliver")],
+    );
+    let ready = Instant::now();
+    while !pod.http.get(format!("{deliver_base}/health/ready")).send().await.is_ok_and(|r| r.status() == 200) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the deliver pod did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rows.push(
+        with_platform(&pod, deliveries(&pod, deliver.0.id(), &owner, &user, &access, (a.events / 4).max(100))).await,
+    );
+    drop(deliver);
     print(&rows, a.delay_ms);
     drop(service);
     drop(platform);
