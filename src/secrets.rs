@@ -160,6 +160,10 @@ struct SealingRing {
     fingerprint: String,
 }
 
+/// The domain of the keys that seal the subscriptions' webhook signing
+/// secrets in the store (`subscription_secrets.*`).
+pub const WEBHOOK_SECRET_DOMAIN: &str = "altinn-events/webhook-secret-key/v1";
+
 /// The random nonce before each sealed text.
 pub const NONCE_LEN: usize = 24;
 

@@ -113,7 +113,12 @@ impl FeedStore {
             notifier,
             shared_reads: Arc::default(),
             generation: Default::default(),
-            webhook_secrets: Arc::new(crate::feeds::subscriptions::secret_sealer()),
+            // Empty until the service sets the ring: nothing is sealed
+            // without a key (`SubscriptionStore` refuses to store then).
+            webhook_secrets: Arc::new(crate::secrets::Sealer::new(
+                crate::secrets::WEBHOOK_SECRET_DOMAIN,
+                &crate::secrets::KeyRing::default(),
+            )),
         }
     }
 

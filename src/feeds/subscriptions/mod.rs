@@ -48,14 +48,12 @@ use crate::domain::subscription::{
 };
 
 const PK: &str = "subscriptions";
-/// A sealed secret's prefix; the keys derived from the ring are this use's own.
+/// A sealed secret's prefix.
 const SEALED: &str = "w1.";
-const SEALING_DOMAIN: &str = "altinn-events/webhook-secret-key/v1";
 
-/// The ring that seals the webhook secrets (`subscription_secrets.*`), shared
-/// by every clone of a store and replaced when the ring's secret changes.
-pub fn secret_sealer() -> crate::secrets::Sealer {
-    crate::secrets::Sealer::new(SEALING_DOMAIN, &crate::secrets::KeyRing::default())
+#[cfg(test)]
+fn secret_sealer() -> crate::secrets::Sealer {
+    crate::secrets::Sealer::new(crate::secrets::WEBHOOK_SECRET_DOMAIN, &crate::secrets::KeyRing::default())
 }
 
 fn secret_aad(subscription: u64) -> Vec<u8> {
