@@ -239,6 +239,24 @@ impl Sealer {
         Some((id, bytes))
     }
 
+    /// `plain` sealed as text: `{prefix}{key id}.{base64url(nonce | ciphertext)}`.
+    /// `None` without a sealing key.
+    pub fn seal_text(&self, prefix: &str, plain: &[u8], aad: &[u8]) -> Option<String> {
+        use base64::Engine;
+        let (id, bytes) = self.seal(plain, aad)?;
+        Some(format!("{prefix}{id}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// What [`Sealer::seal_text`] sealed with `prefix` and `aad`; `None` for
+    /// a text of another form, a key the ring does not hold, or bytes not
+    /// sealed so.
+    pub fn open_text(&self, prefix: &str, text: &str, aad: &[u8]) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let (id, body) = text.strip_prefix(prefix)?.split_once('.')?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).ok()?;
+        self.open(id, &bytes, aad)
+    }
+
     /// What [`Sealer::seal`] sealed under key `id` with `aad`; `None` when
     /// the ring has no such key or the bytes were not sealed so.
     pub fn open(&self, id: &str, bytes: &[u8], aad: &[u8]) -> Option<Vec<u8>> {

@@ -285,23 +285,8 @@ impl FeedStore {
     /// Every document of logical partition `pk` as it is stored (tests look
     /// at what is at rest: sealed secrets, nothing in plain text).
     pub async fn documents_at_rest(&self, pk: &str) -> Result<Vec<serde_json::Value>, StoreError> {
-        use futures::StreamExt;
-        let mut pages = self
-            .cosmos
-            .container
-            .query_items::<serde_json::Value>(
-                azure_data_cosmos::Query::from("SELECT * FROM c"),
-                azure_data_cosmos::FeedScope::partition(pk.to_owned()),
-                None,
-            )
-            .await
-            .map_err(StoreError::cosmos("query documents"))?
-            .into_pages();
-        let mut docs = Vec::new();
-        while let Some(page) = pages.next().await {
-            docs.extend(page.map_err(StoreError::cosmos("query documents"))?.into_items());
-        }
-        Ok(docs)
+        let q = azure_data_cosmos::Query::from("SELECT * FROM c");
+        self.seg.all_values(pk.to_owned(), q, "documents_at_rest").await
     }
 
     /// Stores `cloud_event` (a CloudEvent as published) as one plain

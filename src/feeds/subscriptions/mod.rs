@@ -65,21 +65,18 @@ fn seal_secret(
     subscription: u64,
     secret: &SecretString,
 ) -> Result<String, StoreError> {
-    use base64::Engine;
-    let (id, bytes) = sealer
-        .seal(secret.expose_secret().as_bytes(), &secret_aad(subscription))
-        .ok_or_else(|| StoreError::Config("no subscription_secrets key to seal a webhook secret with".into()))?;
-    Ok(format!("{SEALED}{id}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)))
+    sealer
+        .seal_text(SEALED, secret.expose_secret().as_bytes(), &secret_aad(subscription))
+        .ok_or_else(|| StoreError::Config("no subscription_secrets key to seal a webhook secret with".into()))
 }
 
 /// The secret a stored value holds: opened when sealed, as it is when it
 /// predates sealing; `None` when this ring cannot open it.
 fn open_secret(sealer: &crate::secrets::Sealer, subscription: u64, stored: String) -> Option<SecretString> {
-    use base64::Engine;
-    let Some(rest) = stored.strip_prefix(SEALED) else { return Some(SecretString::from(stored)) };
-    let (id, body) = rest.split_once('.')?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(body).ok()?;
-    let plain = sealer.open(id, &bytes, &secret_aad(subscription))?;
+    if !stored.starts_with(SEALED) {
+        return Some(SecretString::from(stored));
+    }
+    let plain = sealer.open_text(SEALED, &stored, &secret_aad(subscription))?;
     String::from_utf8(plain).ok().map(SecretString::from)
 }
 
