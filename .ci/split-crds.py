@@ -180,6 +180,15 @@ def azure_files(name, params, errors):
     return files
 
 
+def schema_errors(kind, schema, doc, errors):
+    """Adds to `errors` where `doc` breaks `schema`; returns its name."""
+    name = doc.get("metadata", {}).get("name", "?")
+    for err in jsonschema.Draft202012Validator(schema).iter_errors(doc):
+        path = "/".join(str(p) for p in err.absolute_path)
+        errors.append(f"{kind} {name}: {path}: {err.message}")
+    return name
+
+
 def main():
     docs = [d for d in yaml.safe_load_all(sys.stdin) if d]
     errors = []
@@ -187,10 +196,7 @@ def main():
     for doc in docs:
         if (doc.get("apiVersion"), doc.get("kind")) != SPC:
             continue
-        name = doc.get("metadata", {}).get("name", "?")
-        for err in jsonschema.Draft202012Validator(SPC_SCHEMA).iter_errors(doc):
-            path = "/".join(str(p) for p in err.absolute_path)
-            errors.append(f"SecretProviderClass {name}: {path}: {err.message}")
+        name = schema_errors("SecretProviderClass", SPC_SCHEMA, doc, errors)
         spec = doc.get("spec") or {}
         if spec.get("provider") != "azure":
             errors.append(f"SecretProviderClass {name}: provider must be azure")
@@ -239,10 +245,7 @@ def main():
     for doc in docs:
         if doc.get("kind") != "PodMonitor":
             continue
-        name = doc.get("metadata", {}).get("name", "?")
-        for err in jsonschema.Draft202012Validator(PODMONITOR_SCHEMA).iter_errors(doc):
-            path = "/".join(str(p) for p in err.absolute_path)
-            errors.append(f"PodMonitor {name}: {path}: {err.message}")
+        name = schema_errors("PodMonitor", PODMONITOR_SCHEMA, doc, errors)
         spec = doc.get("spec") or {}
         selector = (spec.get("selector") or {}).get("matchLabels") or {}
         for dep in deployments:

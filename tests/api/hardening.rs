@@ -335,12 +335,8 @@ async fn anonymous_rate_limits_follow_the_proxys_address_and_verified_keys() {
     publish_app_event(&app, "ttd", "apps-test", 1337, GUID, "t").await;
     let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
     let key: Value = app
-        .http
-        .post(app.url(&format!("/events/api/v1/app/ttd/apps-test/instances/1337/{GUID}/accesskey")))
-        .header(AUTHORIZATION, format!("Bearer {owner}"))
-        .send()
+        .post_bearer(&format!("/events/api/v1/app/ttd/apps-test/instances/1337/{GUID}/accesskey"), &owner)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -109,6 +109,11 @@ impl TestApp {
         self.http.get(self.url(path)).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap()
     }
 
+    /// A POST without a body (an action: rotate, validate, issue a key).
+    pub async fn post_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http.post(self.url(path)).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap()
+    }
+
     /// Long-polling requests this app holds a slot for.
     pub fn holding_waiters(&self) -> usize {
         self.running.as_ref().map_or(0, Running::holding_waiters)

@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use altinn_events::Overrides;
-use reqwest::header::AUTHORIZATION;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -80,13 +79,8 @@ async fn key_rings_and_the_pdp_key_are_rotated_in_files_without_a_restart() {
     assert_eq!(pdp.last_subscription_key().as_deref(), Some("pdp-key-1"), "the PDP got the file's key");
     let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
     let issue = || async {
-        let resp = app
-            .http
-            .post(app.url(&format!("/events/api/v1/app/ttd/apps-test/instances/1337/{GUID}/accesskey")))
-            .header(AUTHORIZATION, format!("Bearer {owner}"))
-            .send()
-            .await
-            .unwrap();
+        let resp =
+            app.post_bearer(&format!("/events/api/v1/app/ttd/apps-test/instances/1337/{GUID}/accesskey"), &owner).await;
         assert_eq!(resp.status(), 201);
         resp.json::<Value>().await.unwrap()["key"].as_str().unwrap().to_owned()
     };
@@ -209,12 +203,8 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
 
     // A change of the subscription (its secret rotated) seals it again, under w2.
     let rotated: Value = app
-        .http
-        .post(app.url(&format!("/events/api/v1/subscriptions/{id}/secret/rotate")))
-        .header(AUTHORIZATION, format!("Bearer {owner}"))
-        .send()
+        .post_bearer(&format!("/events/api/v1/subscriptions/{id}/secret/rotate"), &owner)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

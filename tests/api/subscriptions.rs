@@ -445,16 +445,8 @@ async fn a_rotated_secret_signs_beside_the_new_one() {
         .unwrap();
     let (id, old) = (created["id"].as_u64().unwrap(), created["secret"].as_str().unwrap().to_owned());
     until_subscription(&app, &ttd, id, "validated", |s| s["validated"] == true).await;
-    let rotated: Value = app
-        .http
-        .post(app.url(&format!("/events/api/v1/subscriptions/{id}/secret/rotate")))
-        .header(AUTHORIZATION, format!("Bearer {ttd}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated: Value =
+        app.post_bearer(&format!("/events/api/v1/subscriptions/{id}/secret/rotate"), &ttd).await.json().await.unwrap();
     let new = rotated["secret"].as_str().unwrap().to_owned();
     assert_ne!(new, old);
     // The next push (a re-validation) verifies with either secret.
