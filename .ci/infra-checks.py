@@ -13,7 +13,12 @@ checkov's virtualenv, whose Bicep parser, pycep, it uses):
     roles that mount it; the import reads the subscription secret ring and
     its password): the deliver identity reads only what the deliver pods
     mount;
-  - the Prometheus rule group module is deployed (the alerts as deployed).
+  - the Prometheus rule group module is deployed (the alerts as deployed);
+  - Cosmos DB: the deliver identity writes only the subscriptions
+    container. Its roles are the built-in Data Reader on the events
+    container, a role whose only action is readMetadata on the account, and
+    the deliver role on the subscriptions container (assignable there
+    only); no other assignment names it.
 
     infra-checks.py REPO
 """
@@ -78,12 +83,61 @@ def main():
     modules = (parsed.get("infra/main.bicep", {}).get("modules") or {})
     check("prometheusRules" in modules, "infra/main.bicep does not deploy the Prometheus rule group")
 
+    deliver_roles = check_cosmos(parsed.get("infra/modules/cosmos.bicep", {}))
+
     for p in problems:
         print(p)
     deliver = sorted(s for s, r in grants if r == "deliver")
     print(f"summary: {len(parsed)} Bicep files parse; Key Vault: {per_secret} per-secret grant resource(s), none vault-wide; "
-          f"the deliver identity reads {deliver}; {len(problems)} problems")
+          f"the deliver identity reads {deliver}; Cosmos DB: the deliver identity holds {deliver_roles}; "
+          f"{len(problems)} problems")
     sys.exit(1 if problems else 0)
+
+
+READER = "00000000-0000-0000-0000-000000000001"
+
+
+def check_cosmos(cosmos):
+    """The deliver identity's Cosmos DB roles and scopes (see the docstring);
+    what it holds, for the summary."""
+    resources = cosmos.get("resources") or {}
+    variables = cosmos.get("variables") or {}
+
+    def var(name):
+        return json.dumps((variables.get(name) or {}).get("value"))
+
+    check("colls/${container.name}" in var("containerScope"), "cosmos.bicep containerScope is not the events container")
+    check("colls/${subscriptionsContainer.name}" in var("subscriptionsScope"),
+          "cosmos.bicep subscriptionsScope is not the subscriptions container")
+    custom = {}
+    for name, res in resources.items():
+        if res.get("type", "").endswith("/sqlRoleDefinitions"):
+            props = inner(res).get("properties") or {}
+            actions = [a for p in props.get("permissions") or [] for a in p.get("dataActions") or []]
+            custom[name] = (props.get("assignableScopes"), actions)
+    held = []
+    for name, res in resources.items():
+        if not res.get("type", "").endswith("/sqlRoleAssignments"):
+            continue
+        props = inner(res).get("properties") or {}
+        if "deliverPrincipalId" not in json.dumps(props.get("principalId")):
+            continue
+        role, scope = json.dumps(props.get("roleDefinitionId")), json.dumps(props.get("scope"))
+        defined = next((d for d in custom if f'"operand_1": "{d}"' in role), None)
+        if READER in role:
+            check(scope == '"containerScope"', f"cosmos.bicep {name}: the deliver identity reads with scope {scope}, not the events container")
+            held.append("Data Reader on the events container")
+        elif defined and custom[defined][1] == ["Microsoft.DocumentDB/databaseAccounts/readMetadata"]:
+            held.append("readMetadata on the account")
+        elif defined == "deliverRole":
+            check(scope == '"subscriptionsScope"', f"cosmos.bicep {name}: the deliver role is assigned at {scope}, not the subscriptions container")
+            check(custom[defined][0] == ["subscriptionsScope"],
+                  f"cosmos.bicep deliverRole is assignable at {custom[defined][0]}, not only the subscriptions container")
+            held.append("the deliver role on the subscriptions container")
+        else:
+            check(False, f"cosmos.bicep {name}: the deliver identity holds {role} at {scope}")
+    check(len(held) == 3 and len(set(held)) == 3, f"cosmos.bicep: the deliver identity's assignments are {held}")
+    return held
 
 
 if __name__ == "__main__":

@@ -56,6 +56,13 @@ param databaseName string = 'events'
 @description('Container name (chart value config.cosmos.container).')
 param containerName string = 'events'
 
+@description('Subscriptions container name (chart value config.cosmos.subscriptionsContainer): subscriptions, delivery states, bucket leases, presences; the deliver pods write only there.')
+param subscriptionsContainerName string = 'subscriptions'
+
+@description('Autoscale maximum RU/s of the subscriptions container. 4000: the planned peak\'s checkpoints (2000 RU/s) and change feed at half of it (docs/capacity.md).')
+@minValue(1000)
+param subscriptionsAutoscaleMaxThroughput int = 4000
+
 @description('Autoscale maximum RU/s of the container; it scales between 10% of this and this. 15000: the planned peak of 1M events/hour uses about 70% of it (docs/capacity.md). Raise it to 10 RU/s per GB stored as the container fills.')
 @minValue(1000)
 param autoscaleMaxThroughput int = 15000
@@ -217,7 +224,9 @@ module cosmos 'modules/cosmos.bicep' = {
     tags: tags
     databaseName: databaseName
     containerName: containerName
+    subscriptionsContainerName: subscriptionsContainerName
     autoscaleMaxThroughput: autoscaleMaxThroughput
+    subscriptionsAutoscaleMaxThroughput: subscriptionsAutoscaleMaxThroughput
     defaultTtlSeconds: defaultTtlSeconds
     zoneRedundant: zoneRedundant
     secondaryLocation: secondaryLocation

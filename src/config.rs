@@ -260,8 +260,15 @@ pub struct CosmosConfig {
     pub endpoint: Option<Url>,
     pub key: Option<SecretString>,
     pub database: String,
+    /// The events container: the feeds, the repairer's lease, the store's
+    /// generation, the import's progress.
     pub container: String,
-    /// Create the database and container at start (dev, tests). Production
+    /// The subscriptions container: subscriptions, their delivery states,
+    /// the delivery buckets' leases and the instances' presences. Its own
+    /// container so that the deliver pods' identity can write there and
+    /// only read the events (`infra/modules/cosmos.bicep`).
+    pub subscriptions_container: String,
+    /// Create the database and containers at start (dev, tests). Production
     /// containers come from `infra/`.
     pub provision: Option<bool>,
     /// Events per feed segment (one logical partition each).
@@ -309,6 +316,7 @@ impl Default for CosmosConfig {
             key: None,
             database: "events".to_owned(),
             container: "events".to_owned(),
+            subscriptions_container: "subscriptions".to_owned(),
             provision: None,
             // A logical partition holds at most 20 GB: 50 000 events of the
             // largest body accepted (256 KiB) stay well below it.
@@ -869,11 +877,21 @@ impl Config {
                 "below shutdown_grace_seconds: a stopping instance must outlast the publishes it accepted",
             ));
         }
-        if self.cosmos.database.is_empty() || self.cosmos.container.is_empty() {
+        if self.cosmos.database.is_empty()
+            || self.cosmos.container.is_empty()
+            || self.cosmos.subscriptions_container.is_empty()
+        {
             return Err(invalid(
-                "cosmos.database / cosmos.container",
-                "EVENTS__COSMOS__DATABASE / EVENTS__COSMOS__CONTAINER",
+                "cosmos.database / cosmos.container / cosmos.subscriptions_container",
+                "EVENTS__COSMOS__DATABASE / EVENTS__COSMOS__CONTAINER / EVENTS__COSMOS__SUBSCRIPTIONS_CONTAINER",
                 "must not be empty",
+            ));
+        }
+        if self.cosmos.subscriptions_container == self.cosmos.container {
+            return Err(invalid(
+                "cosmos.subscriptions_container",
+                "EVENTS__COSMOS__SUBSCRIPTIONS_CONTAINER",
+                "must name another container than cosmos.container (the deliver pods write only there)",
             ));
         }
         Ok(())

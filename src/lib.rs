@@ -465,6 +465,14 @@ pub async fn bump_generation(config: &Settings, reason: &str) -> anyhow::Result<
     feeds.bump_generation(reason).await.context("bumping the store's generation")
 }
 
+/// `altinn-events move-subscriptions`: moves the subscriptions of a store
+/// from before the subscriptions container into it
+/// (`feeds/subscriptions/moved.rs`).
+pub async fn move_subscriptions(config: &Settings) -> anyhow::Result<feeds::subscriptions::MoveReport> {
+    let feeds = FeedStore::connect_to_move(&config.cosmos, None).await.context("connecting to Cosmos DB")?;
+    feeds::subscriptions::move_from_events_container(&feeds).await.context("moving the subscriptions")
+}
+
 /// The wait before the next try to reach Cosmos DB at start, after
 /// `backoff`: doubling from 0.5 s, never more than 4 s.
 fn next_connect_backoff(backoff: Duration) -> Duration {

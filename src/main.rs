@@ -71,6 +71,12 @@ enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Upgrading a store from before the subscriptions container: moves
+    /// the subscriptions and their delivery states out of the events
+    /// container into it, with every instance stopped; resumable (the
+    /// service refuses to start until it has finished; docs/deploy.md,
+    /// "Upgrading").
+    MoveSubscriptions,
     /// Exits 0 when the service at `--url` is live (for container probes).
     Healthcheck {
         /// Default: `/health/live` at the configured `listen_addr` (the
@@ -91,6 +97,7 @@ async fn main() -> ExitCode {
         Command::Serve { role } => run(cli.config, Mode::Serve, None, role).await,
         Command::Import { source, follow, deliver_after } => import(cli.config, &source, follow, deliver_after).await,
         Command::BumpGeneration { reason } => bump_generation(cli.config, &reason).await,
+        Command::MoveSubscriptions => move_subscriptions(cli.config).await,
         #[cfg(feature = "dev")]
         Command::Dev { addr } => run(cli.config, Mode::Dev, addr, None).await,
     };
@@ -195,6 +202,23 @@ async fn bump_generation(file: Option<PathBuf>, reason: &str) -> anyhow::Result<
     println!(
         "the store is at generation {generation}: cursors of earlier generations are refused once each instance \
          has read it (within 30 s; restart them to make it at once)"
+    );
+    Ok(())
+}
+
+async fn move_subscriptions(file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(file.as_deref())?.finalize_import()?;
+    let _traces = telemetry::init_tracing(config.log_format, &config.log_filter, None)?;
+    let moved = altinn_events::move_subscriptions(&config).await?;
+    println!(
+        "moved to {}: {} subscription documents (tombstones included) and {} delivery states; {} found there \
+         already; {} documents deleted from {}. The service can start.",
+        config.cosmos.subscriptions_container,
+        moved.subscriptions,
+        moved.delivery_states,
+        moved.copied_before,
+        moved.deleted,
+        config.cosmos.container
     );
     Ok(())
 }

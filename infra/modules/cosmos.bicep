@@ -1,5 +1,6 @@
 // Cosmos DB for NoSQL: the account (one write region, optionally a read region
-// it fails over to), the `events` database and container, the data-plane roles
+// it fails over to), the `events` database with its events and subscriptions
+// containers, the data-plane roles
 // of the API's and the deliver pods' identities, a delete lock and diagnostic
 // settings. Key auth is disabled: the service authenticates with Entra ID only
 // (workload identity).
@@ -10,10 +11,15 @@ param tags object
 
 param databaseName string
 param containerName string
+param subscriptionsContainerName string
 
 @description('Autoscale maximum RU/s of the container; it scales between 10% of this and this.')
 @minValue(1000)
 param autoscaleMaxThroughput int
+
+@description('Autoscale maximum RU/s of the subscriptions container.')
+@minValue(1000)
+param subscriptionsAutoscaleMaxThroughput int
 
 @description('Container default TTL in seconds; events expire after it.')
 param defaultTtlSeconds int
@@ -161,10 +167,6 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
           { path: '/sealed/?' }
           { path: '/eid/?' }
           { path: '/aseq/?' }
-          { path: '/consumer/?' }
-          { path: '/kind/?' }
-          { path: '/dueMs/?' }
-          { path: '/importedRow/?' }
         ]
         excludedPaths: [
           { path: '/*' }
@@ -187,9 +189,60 @@ resource container 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/container
   }
 }
 
+// Subscriptions, their delivery states, the delivery buckets' leases and the
+// instances' presences (src/feeds/subscriptions, src/feeds/coordination):
+// everything the deliver pods write, apart from the events, so that their
+// identity can only read those. Small (about 1 KB a subscription), written
+// at every checkpoint.
+resource subscriptionsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-11-15' = {
+  parent: database
+  name: subscriptionsContainerName
+  properties: {
+    resource: {
+      id: subscriptionsContainerName
+      partitionKey: {
+        paths: ['/pk']
+        kind: 'Hash'
+        version: 2
+      }
+      // On, without a default: subscriptions and delivery states never
+      // expire; a presence does, by its own ttl, a day after its pod died.
+      defaultTtl: -1
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          { path: '/seq/?' }
+          { path: '/consumer/?' }
+          { path: '/kind/?' }
+          { path: '/dueMs/?' }
+          { path: '/importedRow/?' }
+        ]
+        excludedPaths: [
+          { path: '/*' }
+        ]
+      }
+      // Subscription ids are `seq`, taken once (src/feeds/subscriptions).
+      uniqueKeyPolicy: {
+        uniqueKeys: [
+          { paths: [ '/seq' ] }
+        ]
+      }
+    }
+    options: {
+      autoscaleSettings: {
+        maxThroughput: subscriptionsAutoscaleMaxThroughput
+      }
+    }
+  }
+  dependsOn: [
+    container
+  ]
+}
+
 // Data-plane roles. Cosmos DB refuses a change to an account while another
 // one is in progress, so each of these waits for the one before it
-// (dependsOn), starting after the container exists.
+// (dependsOn), starting after the containers exist.
 
 // Cosmos DB Built-in Data Contributor: read and write items, read metadata.
 // Assigned on the account, which holds only this service's data: the SDK
@@ -203,7 +256,7 @@ resource dataContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
     scope: account.id
   }
   dependsOn: [
-    container
+    subscriptionsContainer
   ]
 }
 
@@ -223,31 +276,32 @@ resource importContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignm
   ]
 }
 
-// The deliver pods (`serve --role deliver`) get a role of their own, with
-// only the data actions delivery uses, on the events container only:
-// - read the feeds and the subscriptions: items/read, executeQuery and
-//   readChangeFeed (the SDK needs both of the last two for queries);
-// - store checkpoints, bucket leases, their presence and validation results:
-//   items/create, upsert and replace;
-// - items/delete: a stopping pod deletes its presence document (without it,
-//   the others count the stopped pod for up to a lease and leave its buckets
-//   waiting that long), and a deliverer deletes the delivery state of a
-//   subscription that was deleted.
-// No stored procedures, no conflict feed. Databases and containers change
-// through Azure Resource Manager only (disableKeyBasedMetadataWriteAccess),
-// where this identity has no role.
-//
-// What this does NOT restrict: Cosmos DB data-plane roles scope to an
-// account, a database or a container, never to documents or partition keys.
-// Events, subscriptions and delivery state share this one container, so the
-// deliver identity can create, replace or delete an event document as well
-// (and replace can set any document's ttl). What it gains over the Built-in
-// Data Contributor is little: no stored procedures, no conflict feed, and
-// nothing in any other container of the account. Keeping the deliver
-// identity away from the feeds needs subscriptions and delivery state in a
-// container of their own, with this role scoped to it and a read-only role
-// on the events container; that split is not made yet.
+// The deliver pods (`serve --role deliver`) call arbitrary webhook hosts, so
+// they are the first thing an attacker reaches: their identity reads the
+// events and writes nothing but the subscriptions container.
+// - On the events container: the built-in Data Reader (items/read,
+//   executeQuery, readChangeFeed, readMetadata), nothing else: a deliver
+//   identity cannot create, replace or delete an event, a segment head or
+//   the store's generation.
+// - On the subscriptions container, a role of their own with only the data
+//   actions delivery uses:
+//   - read subscriptions and states: items/read, executeQuery and
+//     readChangeFeed (the SDK needs both of the last two for queries);
+//   - store checkpoints, bucket leases, their presence and validation
+//     results: items/create, upsert and replace;
+//   - items/delete: a stopping pod deletes its presence document (without
+//     it, the others count the stopped pod for up to a lease and leave its
+//     buckets waiting that long), and a deliverer deletes the delivery state
+//     of a subscription that was deleted.
+//   No stored procedures, no conflict feed.
+// - On the account: readMetadata only (the SDK reads the account's regions
+//   and the database's metadata when it starts).
+// Databases and containers change through Azure Resource Manager only
+// (disableKeyBasedMetadataWriteAccess), where this identity has no role.
+// Data-plane roles scope to an account, a database or a container (never to
+// documents), hence the two containers.
 var containerScope = '${account.id}/dbs/${database.name}/colls/${container.name}'
+var subscriptionsScope = '${account.id}/dbs/${database.name}/colls/${subscriptionsContainer.name}'
 
 resource deliverRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-11-15' = {
   parent: account
@@ -256,7 +310,7 @@ resource deliverRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2
     roleName: 'altinn-events deliver'
     type: 'CustomRole'
     assignableScopes: [
-      containerScope
+      subscriptionsScope
     ]
     permissions: [
       {
@@ -274,7 +328,7 @@ resource deliverRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2
     ]
   }
   dependsOn: [
-    dataContributor
+    importContributor
   ]
 }
 
@@ -313,16 +367,30 @@ resource deliverMetadata 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignmen
   }
 }
 
+// Cosmos DB Built-in Data Reader on the events container only.
+resource deliverEventsReader 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
+  parent: account
+  name: guid(account.id, deliverPrincipalId, '00000000-0000-0000-0000-000000000001', containerScope)
+  properties: {
+    roleDefinitionId: '${account.id}/sqlRoleDefinitions/00000000-0000-0000-0000-000000000001'
+    principalId: deliverPrincipalId
+    scope: containerScope
+  }
+  dependsOn: [
+    deliverMetadata
+  ]
+}
+
 resource deliverData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
   parent: account
   name: guid(account.id, deliverPrincipalId, deliverRole.id)
   properties: {
     roleDefinitionId: deliverRole.id
     principalId: deliverPrincipalId
-    scope: containerScope
+    scope: subscriptionsScope
   }
   dependsOn: [
-    deliverMetadata
+    deliverEventsReader
   ]
 }
 

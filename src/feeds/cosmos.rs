@@ -14,10 +14,15 @@ use secrecy::ExposeSecret;
 use super::StoreError;
 use crate::config::{CosmosAuth, CosmosConfig};
 
-/// A connected container.
+/// The connected containers.
 #[derive(Clone)]
 pub struct Cosmos {
+    /// The events container (`cosmos.container`): feeds and what the API
+    /// and the import alone write.
     pub(crate) container: ContainerClient,
+    /// The subscriptions container (`cosmos.subscriptions_container`):
+    /// everything the deliver pods write.
+    pub(crate) subscriptions: ContainerClient,
     pub(crate) config: CosmosConfig,
     /// The container's default TTL in seconds, as read at start (`None`:
     /// items do not expire by default).
@@ -68,17 +73,49 @@ impl Cosmos {
         if config.provision.unwrap_or(false) {
             provision(&client, config).await?;
         }
-        let container = client
-            .database_client(config.database.as_str())
+        let database = client.database_client(config.database.as_str());
+        let container = database
             .container_client(config.container.as_str(), None)
             .await
             .map_err(StoreError::cosmos("resolve container"))?;
+        let subscriptions = database
+            .container_client(config.subscriptions_container.as_str(), None)
+            .await
+            .map_err(StoreError::cosmos("resolve subscriptions container"))?;
         let props = check_unique_key(&container).await?;
+        check_unique_key(&subscriptions).await?;
         let ttl_seconds = match props.default_ttl {
             azure_data_cosmos::models::TimeToLive::Seconds(s) => Some(s),
             _ => None,
         };
-        Ok(Self { container, config: config.clone(), ttl_seconds })
+        Ok(Self { container, subscriptions, config: config.clone(), ttl_seconds })
+    }
+}
+
+/// The partition that held the subscriptions when they lived in the events
+/// container (and holds them in the subscriptions container).
+pub(crate) const SUBSCRIPTIONS_PK: &str = "subscriptions";
+
+impl Cosmos {
+    /// Whether the events container still holds subscriptions: they lived
+    /// there before the subscriptions container existed, and
+    /// `altinn-events move-subscriptions` moves them (removing them there
+    /// last). One single-partition query.
+    pub(crate) async fn subscriptions_left_in_events(&self) -> Result<bool, StoreError> {
+        use futures::StreamExt;
+        let q = azure_data_cosmos::Query::from("SELECT TOP 1 VALUE c.id FROM c");
+        let mut pages = self
+            .container
+            .query_items::<serde_json::Value>(q, azure_data_cosmos::FeedScope::partition(SUBSCRIPTIONS_PK), None)
+            .await
+            .map_err(StoreError::cosmos("look for subscriptions"))?
+            .into_pages();
+        while let Some(page) = pages.next().await {
+            if !page.map_err(StoreError::cosmos("look for subscriptions"))?.items().is_empty() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -114,10 +151,11 @@ fn credential(auth: CosmosAuth) -> Result<Arc<dyn TokenCredential>, StoreError> 
     })
 }
 
-/// Every document field a query of the store filters or orders on
-/// (`c.<field>` in `reader.rs`, `segment.rs` and `subscriptions.rs`), and so every field the
-/// container indexes; everything else (`/*`, the event's data) is not.
-/// `infra/modules/cosmos.bicep` lists the same paths: a test compares them.
+/// Every document field a query of the events container filters or orders
+/// on (`c.<field>` in `events/reader.rs`, `filter_sql.rs` and `segment.rs`),
+/// and so every field it indexes; everything else (`/*`, the event's data)
+/// is not. `infra/modules/cosmos.bicep` lists the same paths: a test
+/// compares them.
 pub const QUERIED_FIELDS: &[&str] = &[
     "seq",
     "type",
@@ -131,18 +169,17 @@ pub const QUERIED_FIELDS: &[&str] = &[
     "eid",
     // Imported from Altinn Events (`altinn-events import`).
     "aseq",
-    // Subscriptions (`subscriptions.rs`).
-    "consumer",
-    "kind",
-    "dueMs",
-    "importedRow",
 ];
 
+/// The same for the subscriptions container (`subscriptions/mod.rs`; the
+/// leases' queries filter on `seq` only).
+pub const SUBSCRIPTIONS_QUERIED_FIELDS: &[&str] = &["seq", "consumer", "kind", "dueMs", "importedRow"];
+
 /// The indexing policy of the design: only what queries filter or order on.
-pub(crate) fn indexing_policy() -> IndexingPolicy {
+pub(crate) fn indexing_policy(fields: &[&str]) -> IndexingPolicy {
     let mut policy = IndexingPolicy::default().with_indexing_mode(IndexingMode::Consistent);
     policy.automatic = true;
-    for field in QUERIED_FIELDS {
+    for field in fields {
         policy = policy.with_included_path(PropertyPath::default().with_path(format!("/{field}/?")));
     }
     policy.with_excluded_path(PropertyPath::default().with_path("/*"))
@@ -185,14 +222,22 @@ async fn provision(client: &CosmosClient, config: &CosmosConfig) -> Result<(), S
         Err(e) if e.status().is_conflict() => {}
         Err(e) => return Err(StoreError::Cosmos { operation: "create database", source: e }),
     }
-    let props = ContainerProperties::new(config.container.clone(), "/pk".into())
-        .with_indexing_policy(indexing_policy())
+    let events = ContainerProperties::new(config.container.clone(), "/pk".into())
+        .with_indexing_policy(indexing_policy(QUERIED_FIELDS))
         .with_unique_key_policy(unique_key_policy())
         .with_default_ttl(config.default_ttl_seconds);
-    match client.database_client(config.database.as_str()).create_container(props, None).await {
-        Ok(_) => {}
-        Err(e) if e.status().is_conflict() => {}
-        Err(e) => return Err(StoreError::Cosmos { operation: "create container", source: e }),
+    // Subscriptions and delivery states never expire; presences do, by
+    // their own `ttl`.
+    let subscriptions = ContainerProperties::new(config.subscriptions_container.clone(), "/pk".into())
+        .with_indexing_policy(indexing_policy(SUBSCRIPTIONS_QUERIED_FIELDS))
+        .with_unique_key_policy(unique_key_policy())
+        .with_default_ttl(azure_data_cosmos::models::TimeToLive::NoDefault);
+    for props in [events, subscriptions] {
+        match client.database_client(config.database.as_str()).create_container(props, None).await {
+            Ok(_) => {}
+            Err(e) if e.status().is_conflict() => {}
+            Err(e) => return Err(StoreError::Cosmos { operation: "create container", source: e }),
+        }
     }
     Ok(())
 }
@@ -321,7 +366,7 @@ pub(crate) async fn write_versioned<T: serde::Serialize>(
 mod tests {
     use std::collections::BTreeSet;
 
-    use super::QUERIED_FIELDS;
+    use super::{QUERIED_FIELDS, SUBSCRIPTIONS_QUERIED_FIELDS};
 
     /// `c.<field>` references inside the string literals (the query texts)
     /// of a source file.
@@ -344,33 +389,47 @@ mod tests {
         out
     }
 
-    /// The queries, the indexing policy and `infra/` must not drift: every
-    /// field a query uses is indexed (but `id` and the partition key, which
-    /// the point reads and the cross-partition lookup use), and the Bicep
-    /// container indexes exactly the fields the code does.
+    /// The included paths of the container `name` in `cosmos.bicep`.
+    fn indexed_in_infra(bicep: &str, name: &str) -> BTreeSet<String> {
+        let container = &bicep[bicep.find(&format!("resource {name} ")).expect("the container in cosmos.bicep")..];
+        let included = &container[container.find("includedPaths").expect("includedPaths in cosmos.bicep")..];
+        let included = &included[..included.find(']').expect("end of includedPaths")];
+        included
+            .match_indices("path: '/")
+            .map(|(i, m)| included[i + m.len()..].split('/').next().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    fn queried_in(sources: &[&str]) -> BTreeSet<String> {
+        sources.iter().flat_map(|s| fields_in(s)).filter(|f| f != "id" && f != "pk").collect()
+    }
+
+    /// The queries, the indexing policies and `infra/` must not drift: every
+    /// field a query of a container uses is indexed there (but `id` and the
+    /// partition key, which the point reads and the cross-partition lookup
+    /// use), and each Bicep container indexes exactly the fields the code
+    /// does.
     #[test]
     fn queried_fields_are_indexed_here_and_in_infra() {
-        let queried: BTreeSet<String> = [
+        let bicep = include_str!("../../infra/modules/cosmos.bicep");
+        let queried = queried_in(&[
             include_str!("events/reader.rs"),
             include_str!("events/filter_sql.rs"),
             include_str!("events/segment.rs"),
-            include_str!("subscriptions/mod.rs"),
-        ]
-        .iter()
-        .flat_map(|s| fields_in(s))
-        .filter(|f| f != "id" && f != "pk")
-        .collect();
+        ]);
         let indexed: BTreeSet<String> = QUERIED_FIELDS.iter().map(|s| s.to_string()).collect();
         assert!(queried.contains("seq") && queried.contains("sealed"), "the scan found the queries: {queried:?}");
-        assert_eq!(queried, indexed, "fields the queries use vs QUERIED_FIELDS");
+        assert_eq!(queried, indexed, "fields the events queries use vs QUERIED_FIELDS");
+        assert_eq!(indexed_in_infra(bicep, "container"), indexed, "cosmos.bicep events container vs QUERIED_FIELDS");
 
-        let bicep = include_str!("../../infra/modules/cosmos.bicep");
-        let included = &bicep[bicep.find("includedPaths").expect("includedPaths in cosmos.bicep")..];
-        let included = &included[..included.find(']').expect("end of includedPaths")];
-        let in_infra: BTreeSet<String> = included
-            .match_indices("path: '/")
-            .map(|(i, m)| included[i + m.len()..].split('/').next().unwrap_or_default().to_owned())
-            .collect();
-        assert_eq!(in_infra, indexed, "infra/modules/cosmos.bicep includedPaths vs QUERIED_FIELDS");
+        let queried = queried_in(&[include_str!("subscriptions/mod.rs")]);
+        let indexed: BTreeSet<String> = SUBSCRIPTIONS_QUERIED_FIELDS.iter().map(|s| s.to_string()).collect();
+        assert!(queried.contains("consumer"), "the scan found the queries: {queried:?}");
+        assert_eq!(queried, indexed, "fields the subscriptions queries use vs SUBSCRIPTIONS_QUERIED_FIELDS");
+        assert_eq!(
+            indexed_in_infra(bicep, "subscriptionsContainer"),
+            indexed,
+            "cosmos.bicep subscriptions container vs SUBSCRIPTIONS_QUERIED_FIELDS"
+        );
     }
 }

@@ -1,5 +1,6 @@
-//! The store on Cosmos DB (design: `docs/storage.md`): one container,
-//! three aggregates, each in its own module:
+//! The store on Cosmos DB (design: `docs/storage.md`): two containers
+//! (events; subscriptions with what delivery writes), three aggregates,
+//! each in its own module:
 //!
 //! - [`events`]: the event feeds ([`FeedStore`]): appends, reads, the
 //!   repairer;
@@ -30,6 +31,14 @@ pub use events::{
     Appended, Clock, FeedStats, FeedStore, IdSource, ReadPage, RepairReport, Repairer, SegmentKey, StoredEvent,
     StoredOrigins,
 };
+
+/// Which container (tests look at what is stored where).
+#[cfg(feature = "dev")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredIn {
+    Events,
+    Subscriptions,
+}
 
 /// A build without feature `dev` has no in-process emulator: there is no
 /// account to pass, and `cosmos.auth = emulator` is refused.
@@ -108,12 +117,24 @@ pub(crate) fn charge(headers: &azure_data_cosmos::models::ResponseHeaders) -> Op
     headers.request_charge().map(|c| f64::from(*c))
 }
 
-/// Records one Cosmos round trip: latency and request charge per kind.
+/// The container an operation of the store works on, by its name: the
+/// subscriptions container's are named for what they touch (a test keeps
+/// every name of the store to its container). The RU alert compares each
+/// container's spending with its own autoscale maximum.
+pub(crate) fn container_of(operation: &str) -> &'static str {
+    const SUBSCRIPTIONS: [&str; 5] = ["subscription", "delivery_", "bucket_", "instance", "change_feed_subscriptions"];
+    if SUBSCRIPTIONS.iter().any(|p| operation.starts_with(p)) { "subscriptions" } else { "events" }
+}
+
+/// Records one Cosmos round trip: latency and request charge per kind
+/// (and its container).
 pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>) {
-    metrics::histogram!("cosmos_request_duration_seconds", "operation" => kind).record(started.elapsed().as_secs_f64());
-    metrics::counter!("cosmos_requests_total", "operation" => kind).increment(1);
+    let container = container_of(kind);
+    metrics::histogram!("cosmos_request_duration_seconds", "operation" => kind, "container" => container)
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("cosmos_requests_total", "operation" => kind, "container" => container).increment(1);
     if let Some(ru) = charge {
-        metrics::histogram!("cosmos_request_charge_ru", "operation" => kind).record(ru);
+        metrics::histogram!("cosmos_request_charge_ru", "operation" => kind, "container" => container).record(ru);
     }
     crate::telemetry::cosmos_request(kind, started.elapsed(), charge);
 }
@@ -142,5 +163,56 @@ impl azure_data_cosmos::diagnostics::DiagnosticsHandler for ThrottleCounter {
             let operation = diagnostics.operation_name().unwrap_or("other").to_owned();
             metrics::counter!("cosmos_throttled_requests_total", "operation" => operation).increment(throttled as u64);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The snake_case string literals of a source file's code (not its
+    /// tests or comments): the operation names it records, among others.
+    fn names_in(source: &str) -> Vec<String> {
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        let mut names = Vec::new();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for part in line.split('"').skip(1).step_by(2) {
+                let snake = part.contains('_')
+                    && !part.starts_with('_')
+                    && part.chars().all(|c| c.is_ascii_lowercase() || c == '_');
+                if snake {
+                    names.push(part.to_owned());
+                }
+            }
+        }
+        names
+    }
+
+    /// Every operation name recorded by the code of one container's store
+    /// is counted under that container (`container_of`): the RU alert of
+    /// each container counts its own.
+    #[test]
+    fn each_operation_is_counted_under_its_container() {
+        let subscriptions = [
+            include_str!("subscriptions/mod.rs"),
+            include_str!("subscriptions/delivery.rs"),
+            include_str!("coordination/leases.rs"),
+        ];
+        let events = [
+            include_str!("events/reader.rs"),
+            include_str!("events/segment.rs"),
+            include_str!("events/writer.rs"),
+            include_str!("events/repairer.rs"),
+            include_str!("events/generation.rs"),
+            include_str!("import.rs"),
+        ];
+        for (sources, container) in [(&subscriptions[..], "subscriptions"), (&events[..], "events")] {
+            let names: Vec<String> = sources.iter().flat_map(|s| names_in(s)).collect();
+            assert!(names.len() > 5, "the scan found the names: {names:?}");
+            for name in names {
+                assert_eq!(super::container_of(&name), container, "{name}");
+            }
+        }
+        assert_eq!(super::container_of("change_feed"), "events");
+        assert_eq!(super::container_of("change_feed_subscriptions"), "subscriptions");
+        assert_eq!(super::container_of("instances"), "subscriptions");
     }
 }

@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use altinn_events::Overrides;
 use altinn_events::feeds::emulator::EmulatorAccount;
+use azure_data_cosmos::fault_injection::{
+    CustomResponseBuilder, FaultInjectionConditionBuilder, FaultInjectionResultBuilder, FaultInjectionRule,
+    FaultInjectionRuleBuilder, FaultOperationType,
+};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Value, json};
 
@@ -619,14 +623,54 @@ async fn a_stopping_instance_finishes_its_push_and_stores_the_checkpoint_before_
     second.shutdown().await;
 }
 
+/// What Cosmos DB answers an identity that lacks a data action (RBAC):
+/// 403, substatus 5301.
+fn forbidden(id: &str, container: &str, op: FaultOperationType) -> Arc<FaultInjectionRule> {
+    let denied = CustomResponseBuilder::new(azure_core::http::StatusCode::Forbidden).with_sub_status(5301).build();
+    let result = FaultInjectionResultBuilder::new().with_custom_response(denied).build();
+    let condition = FaultInjectionConditionBuilder::new().with_operation_type(op).with_container_id(container).build();
+    Arc::new(FaultInjectionRuleBuilder::new(id, result).with_condition(condition).build())
+}
+
+/// A rule that changes nothing and counts the requests it matches.
+fn counted(id: &str, container: &str, op: FaultOperationType) -> Arc<FaultInjectionRule> {
+    let result = FaultInjectionResultBuilder::new().build();
+    let condition = FaultInjectionConditionBuilder::new().with_operation_type(op).with_container_id(container).build();
+    Arc::new(FaultInjectionRuleBuilder::new(id, result).with_condition(condition).build())
+}
+
+/// The deliver identity's rights as `infra/` grants them: every write to
+/// the events container is refused as Cosmos DB refuses a missing data
+/// action; and rules that count its writes to the subscriptions container
+/// (to show that rules of this kind match where they should). The SDK
+/// matches a rule's container by a substring of the request's URL
+/// (`dbs/events/colls/{container}/...`), and the database is `events` too:
+/// hence `colls/`.
+fn deliver_identity() -> (Vec<Arc<FaultInjectionRule>>, Vec<Arc<FaultInjectionRule>>) {
+    use FaultOperationType::*;
+    let writes = [CreateItem, UpsertItem, ReplaceItem, DeleteItem, PatchItem, BatchItem];
+    let denied: Vec<_> =
+        writes.iter().map(|op| forbidden(&format!("events-{}", op.as_str()), "colls/events/", *op)).collect();
+    let allowed: Vec<_> = writes
+        .iter()
+        .map(|op| counted(&format!("subscriptions-{}", op.as_str()), "colls/subscriptions/", *op))
+        .collect();
+    (denied, allowed)
+}
+
 /// The API and push delivery as separate roles on one store (the chart's
 /// two Deployments): the API instance serves subscriptions but never
 /// validates or pushes; the deliver instance validates and pushes what the
-/// API stored, and serves only probes and metrics.
+/// API stored, and serves only probes and metrics. Subscriptions and their
+/// delivery state are in their own container, and the deliver instance
+/// works with the rights `infra/` gives its identity: any write of its to
+/// the events container would be refused (403), and none is tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_and_the_deliver_role_split_the_work() {
     use altinn_events::config::Role;
+    use altinn_events::feeds::StoredIn;
     let account = EmulatorAccount::new();
+    let (denied, allowed) = deliver_identity();
     let mut config = cluster_config();
     // No validator looks for due attempts on its own within the test: what
     // is validated here is validated because the validator was told.
@@ -642,7 +686,8 @@ async fn the_api_and_the_deliver_role_split_the_work() {
     let first = publisher.publish(&api, 1).await;
 
     config.role = Role::Deliver;
-    let deliver = TestApp::spawn_with(config, Overrides { emulator: Some(account) }).await;
+    let rules = denied.iter().chain(&allowed).cloned().collect();
+    let deliver = TestApp::spawn_with(config, Overrides { emulator: Some(account.with_faults(rules)) }).await;
     until_view(&api, &owner, id, "validated by the deliver instance", |s| s["validated"] == true).await;
     let second = publisher.publish(&api, 2).await;
     let got = until_events(&receiver, 2).await;
@@ -677,8 +722,29 @@ async fn the_api_and_the_deliver_role_split_the_work() {
     }
     let resp = deliver.get_bearer("/events/api/v1/app/party?party=1337&after=0", &owner).await;
     assert_problem(resp, 404).await;
+
+    // Where it is all stored: the subscriptions and their delivery states in
+    // the subscriptions container, nothing of them among the events.
+    let stored = api.feeds.documents_at_rest(StoredIn::Subscriptions, "subscriptions").await.unwrap();
+    let seqs: HashSet<u64> = stored.iter().filter_map(|d| d["seq"].as_u64()).collect();
+    assert!(seqs.contains(&id) && seqs.contains(&id2), "{seqs:?}");
+    let state = api.feeds.documents_at_rest(StoredIn::Subscriptions, &format!("delivery|{id}")).await.unwrap();
+    assert_eq!(state.len(), 1, "the delivery state, beside its subscription");
+    for pk in ["subscriptions".to_owned(), format!("delivery|{id}"), "delivery-buckets".into()] {
+        let among_events = api.feeds.documents_at_rest(StoredIn::Events, &pk).await.unwrap();
+        assert!(among_events.is_empty(), "{pk} in the events container: {among_events:?}");
+    }
     deliver.shutdown().await;
     api.shutdown().await;
+    // The deliver instance wrote to the subscriptions container (checkpoints,
+    // leases, its presence) and never tried to write an event document.
+    let hits = |rules: &[Arc<FaultInjectionRule>]| -> Vec<(String, u32)> {
+        rules.iter().map(|r| (r.id().to_owned(), r.hit_count())).filter(|(_, n)| *n > 0).collect()
+    };
+    assert_eq!(hits(&denied), [], "writes of the deliver instance refused in the events container");
+    let written = hits(&allowed);
+    assert!(written.iter().any(|(id, _)| id == "subscriptions-ReplaceItem"), "{written:?}");
+    assert!(written.iter().any(|(id, _)| id == "subscriptions-UpsertItem"), "{written:?}");
 }
 
 /// A restore, simulated as a failover that lost writes leaves the store: the
@@ -818,5 +884,80 @@ async fn the_lag_gauges_show_a_subscription_behind_while_its_endpoint_answers() 
             && metric(&app, "delivery_lag_seconds_max").await == 0.0
     })
     .await;
+    app.shutdown().await;
+}
+
+/// An upgrade from before the subscriptions container: a store whose
+/// subscriptions and delivery states are still in the events container (as
+/// that version kept them) is refused at start with what to do; the move
+/// (`altinn-events move-subscriptions`) takes them over as they were, and
+/// again is a no-op; the service then serves the same subscription (its id,
+/// its secret) and goes on pushing after its checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_the_subscriptions_container_is_moved_with_ids_secrets_and_checkpoints() {
+    use altinn_events::feeds::{FeedStore, StoredIn, subscriptions::move_from_events_container};
+    let account = EmulatorAccount::new();
+    let config = delivery_config();
+    let on = || Overrides { emulator: Some(account.clone()) };
+    let app = TestApp::spawn_with(config.clone(), on()).await;
+    let receiver = Receiver::start().await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let (id, secret) = subscribed(&app, &owner, json!({"endPoint": receiver.url, "sourceFilter": APP_SOURCE})).await;
+    let (gone, _) =
+        subscribed(&app, &owner, json!({"endPoint": format!("{}?gone", receiver.url), "sourceFilter": APP_SOURCE}))
+            .await;
+    assert_eq!(app.delete_bearer(&format!("/events/api/v1/subscriptions/{gone}"), &owner).await.status(), 200);
+    let publisher = Publisher::new(&app).await;
+    let first = publisher.publish(&app, 1).await;
+    until_events(&receiver, 1).await;
+    until_view(&app, &owner, id, "the checkpoint stored", |s| s["delivery"]["oldestPending"].is_null()).await;
+    let feeds = app.feeds.clone();
+    app.shutdown().await;
+
+    // The older version's layout: the same documents, in the events container.
+    let mut partitions = vec!["subscriptions".to_owned()];
+    partitions.extend([id, gone].map(|s| format!("delivery|{s}")));
+    let mut moved_docs = 0;
+    for pk in &partitions {
+        for mut doc in feeds.documents_at_rest(StoredIn::Subscriptions, pk).await.unwrap() {
+            doc.as_object_mut().unwrap().retain(|k, _| !k.starts_with('_'));
+            let doc_id = doc["id"].as_str().unwrap().to_owned();
+            feeds.put_at_rest(StoredIn::Events, pk, &doc_id, Some(&doc)).await.unwrap();
+            feeds.put_at_rest(StoredIn::Subscriptions, pk, &doc_id, None).await.unwrap();
+            moved_docs += 1;
+        }
+    }
+    assert!(moved_docs >= 3, "two subscriptions (or a tombstone) and a delivery state: {moved_docs}");
+
+    let refused = FeedStore::connect(&config.cosmos, Some(account.clone())).await.err().expect("refused");
+    assert!(refused.to_string().contains("move-subscriptions"), "{refused}");
+
+    let store = FeedStore::connect_to_move(&config.cosmos, Some(account.clone())).await.unwrap();
+    let report = move_from_events_container(&store).await.unwrap();
+    assert_eq!(report.delivery_states, 1, "{report:?}");
+    assert_eq!(report.subscriptions + report.delivery_states, moved_docs, "{report:?}");
+    assert_eq!(report.copied_before, 0);
+    for pk in &partitions {
+        assert_eq!(store.documents_at_rest(StoredIn::Events, pk).await.unwrap(), Vec::<Value>::new(), "{pk}");
+    }
+    let again = move_from_events_container(&store).await.unwrap();
+    assert_eq!(again, Default::default(), "nothing left to move");
+
+    // The upgraded service: the same subscription, its secret, its checkpoint.
+    let app = TestApp::spawn_with(config, on()).await;
+    let owner = app.org_token("ttd", "altinn:events/ttd/apps-test").await;
+    let view = view(&app, &owner, id).await;
+    assert_eq!(view["endPoint"], json!(receiver.url));
+    assert_eq!(app.get_bearer(&format!("/events/api/v1/subscriptions/{gone}"), &owner).await.status(), 404);
+    let publisher = Publisher::new(&app).await;
+    let second = publisher.publish(&app, 2).await;
+    let got = until_events(&receiver, 2).await;
+    assert_eq!(ids(&got), [first, second], "after its checkpoint, nothing again");
+    assert!(got[1].verifies(&secret), "signed with the secret it had");
+    // Ids are never reused: the next one is above the deleted one's.
+    let (next, _) =
+        subscribed(&app, &owner, json!({"endPoint": format!("{}?next", receiver.url), "sourceFilter": APP_SOURCE}))
+            .await;
+    assert!(next > gone, "{next} after {gone}");
     app.shutdown().await;
 }

@@ -114,6 +114,10 @@ impl TestApp {
         self.http.post(self.url(path)).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap()
     }
 
+    pub async fn delete_bearer(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http.delete(self.url(path)).header(AUTHORIZATION, format!("Bearer {token}")).send().await.unwrap()
+    }
+
     /// Long-polling requests this app holds a slot for.
     pub fn holding_waiters(&self) -> usize {
         self.running.as_ref().map_or(0, Running::holding_waiters)

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use altinn_events::Overrides;
+use altinn_events::feeds::StoredIn;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -186,7 +187,7 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
         assert!(!text.contains(&secret), "the secret in plain text at rest: {text}");
         doc["secrets"].as_array().unwrap().iter().map(|s| s["value"].as_str().unwrap().to_owned()).collect()
     };
-    let stored = at_rest(app.feeds.documents_at_rest("subscriptions").await.unwrap());
+    let stored = at_rest(app.feeds.documents_at_rest(StoredIn::Subscriptions, "subscriptions").await.unwrap());
     assert_eq!(stored.len(), 1);
     assert!(stored[0].starts_with("w1.w1."), "sealed with the ring's first key: {}", stored[0]);
 
@@ -209,7 +210,7 @@ async fn webhook_secrets_are_sealed_at_rest_and_still_sign_after_a_ring_rotation
         .await
         .unwrap();
     let new = rotated["secret"].as_str().unwrap().to_owned();
-    let stored = at_rest(app.feeds.documents_at_rest("subscriptions").await.unwrap());
+    let stored = at_rest(app.feeds.documents_at_rest(StoredIn::Subscriptions, "subscriptions").await.unwrap());
     assert!(stored.iter().all(|v| v.starts_with("w1.w2.")), "both secrets sealed again under w2: {stored:?}");
     assert!(!stored.iter().any(|v| v.contains(&new)), "the new secret in plain text at rest");
 

@@ -1,4 +1,4 @@
-//! The container's change feed, followed once by each instance from the
+//! The containers' change feeds, followed once by each instance from the
 //! moment it starts: what other instances appended (to wake long-polls and
 //! push deliverers here), and which subscriptions and delivery states
 //! changed. One reader per instance (one request per physical partition
@@ -83,19 +83,76 @@ fn change_of(doc: &Value) -> Option<Change> {
     }
 }
 
-/// Follows the change feed until `stop`, handing every change to `sink`
-/// (appends also wake this store's watchers). A failed read is retried from
+/// What one read of a change feed found.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    /// Activity (anything but leases).
+    found: bool,
+    /// It started from now.
+    fresh: bool,
+}
+
+/// One container's change feed as followed: where the next read starts.
+struct Followed {
+    container: azure_data_cosmos::ContainerClient,
+    /// What its reads are counted as.
+    operation: &'static str,
+    continuation: Option<String>,
+    failures: u32,
+}
+
+impl Followed {
+    fn new(container: &azure_data_cosmos::ContainerClient, operation: &'static str) -> Self {
+        Self { container: container.clone(), operation, continuation: None, failures: 0 }
+    }
+
+    /// Forgets the position: the next read starts from now.
+    fn reset(&mut self) {
+        self.continuation = None;
+        self.failures = 0;
+    }
+
+    /// Reads what is new: whether it found activity, and whether it read
+    /// from now (the first read, or after giving up a continuation: what
+    /// changed before may have been missed); `None` when the read failed.
+    async fn read(&mut self, store: &FeedStore, sink: &(impl Fn(Change) + Send + Sync)) -> Option<Round> {
+        let fresh = self.continuation.is_none();
+        match read_round(store, &self.container, self.operation, self.continuation.clone(), sink).await {
+            Ok((next, found)) => {
+                self.continuation = Some(next);
+                self.failures = 0;
+                Some(Round { found, fresh })
+            }
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), failures = self.failures, "reading the change feed failed");
+                // A continuation that keeps failing (the container changed
+                // under it) is given up: start again from now (which wakes
+                // everyone once it works).
+                if self.failures >= RESTART_AFTER_FAILURES && self.continuation.is_some() {
+                    self.reset();
+                }
+                None
+            }
+        }
+    }
+}
+
+/// Follows the change feeds until `stop`, handing every change to `sink`
+/// (appends also wake this store's watchers): the events container's, for
+/// appends, and with `always` the subscriptions container's as well, for
+/// subscriptions, delivery states and leases. A failed read is retried from
 /// the same place; nothing read is handed over twice.
 ///
-/// With `always` false (no deliverers here) it reads only while something
-/// in this instance watches a feed (a long-poll), so that an instance nobody
-/// waits on makes no request for it.
+/// With `always` false (no deliverers here) it reads only the events
+/// container, and only while something in this instance watches a feed (a
+/// long-poll), so that an instance nobody waits on makes no request for it.
 ///
-/// Whenever it starts from "now" (at start, after it was idle, or after
-/// giving up a continuation), appends made before that point and after a
-/// watcher's last read would never be reported: so once the first read from
-/// the new point has succeeded, every watcher is woken to read again, and
-/// `sink` is told `Missed`.
+/// Whenever a feed is read from "now" (at start, after it was idle, or
+/// after giving up a continuation), changes made before that point and
+/// after a watcher's last read would never be reported: so once the first
+/// read from the new point has succeeded, every watcher is woken to read
+/// again, and `sink` is told `Missed`.
 pub async fn follow(
     store: FeedStore,
     polling: Polling,
@@ -103,40 +160,30 @@ pub async fn follow(
     always: bool,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut continuation: Option<String> = None;
-    let mut failures = 0;
+    let mut events = Followed::new(&store.cosmos().container, "change_feed");
+    let mut subscriptions = always.then(|| Followed::new(&store.cosmos().subscriptions, "change_feed_subscriptions"));
     let mut wait = polling.busy;
     loop {
         if !always && !store.is_watched() {
             // Idle: no position to keep; the next start is from "now".
-            continuation = None;
-            failures = 0;
+            events.reset();
             wait = polling.busy;
         } else {
-            let fresh = continuation.is_none();
-            match read_round(&store, continuation.clone(), &sink).await {
-                Ok((next, found)) => {
-                    continuation = Some(next);
-                    failures = 0;
-                    wait = polling.next(wait, found);
-                    if fresh {
-                        store.notify_all_watchers();
-                        sink(Change::Missed);
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    wait = polling.busy;
-                    tracing::warn!(error.chain = %crate::telemetry::error_chain(&e), failures, "reading the change feed failed");
-                    // A continuation that keeps failing (the container
-                    // changed under it) is given up: start again from now
-                    // (which wakes everyone once it works).
-                    if failures >= RESTART_AFTER_FAILURES && continuation.is_some() {
-                        continuation = None;
-                        failures = 0;
-                    }
-                }
+            let mut rounds = vec![events.read(&store, &sink).await];
+            if let Some(subscriptions) = &mut subscriptions {
+                rounds.push(subscriptions.read(&store, &sink).await);
             }
+            // Once, whichever feed started from now: every watcher reads
+            // again, and the sink hears that changes may have been missed.
+            if rounds.iter().flatten().any(|r| r.fresh) {
+                store.notify_all_watchers();
+                sink(Change::Missed);
+            }
+            wait = if rounds.iter().all(Option::is_some) {
+                polling.next(wait, rounds.iter().flatten().any(|r| r.found))
+            } else {
+                polling.busy
+            };
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
@@ -145,16 +192,16 @@ pub async fn follow(
     }
 }
 
-/// Reads what is new since `continuation`; the continuation after it, and
-/// whether it found activity (anything but leases).
+/// Reads what is new in `container` since `continuation`; the continuation
+/// after it, and whether it found activity (anything but leases).
 async fn read_round(
     store: &FeedStore,
+    container: &azure_data_cosmos::ContainerClient,
+    operation: &'static str,
     continuation: Option<String>,
     sink: &(impl Fn(Change) + Send + Sync),
 ) -> Result<(String, bool), StoreError> {
-    let container = &store.cosmos().container;
-    let mut round =
-        ChangeRound::open(container, ChangeFeedStartFrom::Now, continuation, 500, Some("change_feed")).await?;
+    let mut round = ChangeRound::open(container, ChangeFeedStartFrom::Now, continuation, 500, Some(operation)).await?;
     let mut found = false;
     while let Some(docs) = round.next().await? {
         for doc in &docs {

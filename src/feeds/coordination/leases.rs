@@ -70,7 +70,7 @@ pub struct LeaseStore {
 
 impl LeaseStore {
     pub fn new(store: &FeedStore) -> Self {
-        Self { container: store.cosmos().container.clone() }
+        Self { container: store.cosmos().subscriptions.clone() }
     }
 
     /// Every bucket lease that exists.

@@ -67,7 +67,25 @@ impl FeedStore {
     /// `cosmos.provision` is set). `emulator`: the shared in-process account
     /// to use when `cosmos.auth = emulator` (a fresh one when `None`), and
     /// reads the store's generation.
+    ///
+    /// Refuses a store whose events container still holds subscriptions
+    /// (from before the subscriptions container): serving it would show no
+    /// subscription and push nothing. `altinn-events move-subscriptions`
+    /// moves them ([`Self::connect_to_move`]).
     pub async fn connect(config: &CosmosConfig, emulator: Option<EmulatorAccount>) -> Result<Self, StoreError> {
+        let store = Self::connect_to_move(config, emulator).await?;
+        if store.cosmos.subscriptions_left_in_events().await? {
+            return Err(StoreError::Config(format!(
+                "the events container {} still holds subscriptions: move them to {} first (`altinn-events \
+                 move-subscriptions`, docs/deploy.md \"Upgrading\")",
+                config.container, config.subscriptions_container
+            )));
+        }
+        Ok(store)
+    }
+
+    /// Connects whatever the events container holds (for the move).
+    pub async fn connect_to_move(config: &CosmosConfig, emulator: Option<EmulatorAccount>) -> Result<Self, StoreError> {
         let store = Self::new(Cosmos::connect(config, emulator).await?);
         store.refresh_generation().await?;
         Ok(store)
@@ -282,11 +300,56 @@ impl FeedStore {
 
 #[cfg(feature = "dev")]
 impl FeedStore {
-    /// Every document of logical partition `pk` as it is stored (tests look
-    /// at what is at rest: sealed secrets, nothing in plain text).
-    pub async fn documents_at_rest(&self, pk: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+    fn container_of(&self, at: crate::feeds::StoredIn) -> &azure_data_cosmos::ContainerClient {
+        match at {
+            crate::feeds::StoredIn::Events => &self.cosmos.container,
+            crate::feeds::StoredIn::Subscriptions => &self.cosmos.subscriptions,
+        }
+    }
+
+    /// Every document of logical partition `pk` of a container as it is
+    /// stored (tests look at what is at rest: sealed secrets, nothing in
+    /// plain text, what is where).
+    pub async fn documents_at_rest(
+        &self,
+        at: crate::feeds::StoredIn,
+        pk: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        use futures::StreamExt;
         let q = azure_data_cosmos::Query::from("SELECT * FROM c");
-        self.seg.all_values(pk.to_owned(), q, "documents_at_rest").await
+        let mut pages = self
+            .container_of(at)
+            .query_items::<serde_json::Value>(q, azure_data_cosmos::FeedScope::partition(pk.to_owned()), None)
+            .await
+            .map_err(StoreError::cosmos("documents at rest"))?
+            .into_pages();
+        let mut docs = Vec::new();
+        while let Some(page) = pages.next().await {
+            docs.extend(page.map_err(StoreError::cosmos("documents at rest"))?.into_items());
+        }
+        Ok(docs)
+    }
+
+    /// Writes a document as it is (its `pk` and `id` in it) where an
+    /// earlier version would have, or removes one (`doc` `None`): tests
+    /// make the store of an older version this way.
+    pub async fn put_at_rest(
+        &self,
+        at: crate::feeds::StoredIn,
+        pk: &str,
+        id: &str,
+        doc: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        let container = self.container_of(at);
+        match doc {
+            Some(doc) => {
+                container.upsert_item(pk.to_owned(), id, doc, None).await.map_err(StoreError::cosmos("put at rest"))?;
+            }
+            None => {
+                container.delete_item(pk.to_owned(), id, None).await.map_err(StoreError::cosmos("remove at rest"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores `cloud_event` (a CloudEvent as published) as one plain

@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::domain::subscription::DeliveryState;
 use crate::feeds::{Changed, FeedStore, StoreError, charge, observe};
 
-const STATE_ID: &str = "delivery";
+pub(super) const STATE_ID: &str = "delivery";
 
-fn state_pk(subscription: u64) -> String {
+pub(super) fn state_pk(subscription: u64) -> String {
     format!("delivery|{subscription}")
 }
 
@@ -42,7 +42,7 @@ pub struct DeliveryStore {
 
 impl DeliveryStore {
     pub fn new(store: &FeedStore) -> Self {
-        Self { container: store.cosmos().container.clone() }
+        Self { container: store.cosmos().subscriptions.clone() }
     }
 
     /// A subscription's delivery state and its ETag.

@@ -1,4 +1,5 @@
-//! Subscriptions in Cosmos DB, in the events container, in one logical
+//! Subscriptions in Cosmos DB, in the subscriptions container (not the
+//! events': the deliver pods write here and only read events), in one logical
 //! partition (`pk = "subscriptions"`; a subscription is about 1 KB, so
 //! millions fit in a partition's 20 GB).
 //!
@@ -29,6 +30,7 @@
 //! Their delivery states are in `delivery.rs`.
 
 mod delivery;
+mod moved;
 
 use std::time::Instant;
 
@@ -42,12 +44,13 @@ use sha2::{Digest, Sha256};
 use super::{Changed, FeedStore, StoreError, charge, observe};
 use crate::domain::Principal;
 pub use delivery::DeliveryStore;
+pub use moved::{MoveReport, move_from_events_container};
 
 use crate::domain::subscription::{
     Endpoint, Imported, Kind, SigningSecret, Subscription, SubscriptionFilters, Validation,
 };
 
-const PK: &str = "subscriptions";
+const PK: &str = crate::feeds::cosmos::SUBSCRIPTIONS_PK;
 /// A sealed secret's prefix.
 const SEALED: &str = "w1.";
 
@@ -264,7 +267,7 @@ impl SubscriptionStore {
     /// The subscriptions in `store`'s container, their webhook secrets
     /// sealed with `store`'s ring (`FeedStore::webhook_secrets`).
     pub fn new(store: &FeedStore) -> Self {
-        Self { container: store.cosmos().container.clone(), sealer: store.webhook_secrets().clone() }
+        Self { container: store.cosmos().subscriptions.clone(), sealer: store.webhook_secrets().clone() }
     }
 
     fn read_doc_of(&self, doc: SubscriptionDoc) -> Result<Option<Stored>, StoreError> {
