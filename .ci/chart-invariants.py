@@ -19,7 +19,8 @@ On every rendering:
     deadline, the preStop sleep is at least 10 s, and
     terminationGracePeriodSeconds covers both;
   - the CPU limit leaves the runtime more than one worker; images pinned by
-    digest are pulled IfNotPresent, tags Always;
+    digest are pulled IfNotPresent, tags Always; values.yaml refuses to
+    render without a well-formed image digest (image.requireDigest);
   - egress, per role: DNS only to the cluster resolver (kube-dns), HTTPS
     only, to public addresses (every private, shared, link-local, loopback
     range and 168.63.129.16 excluded, IPv4 and IPv6) and to the
@@ -456,8 +457,15 @@ def load(path):
     return [d for d in yaml.safe_load_all(open(path)) if d]
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
 def helm_template(helm, chart, overlay):
-    """Render the chart with an overlay of values; returns (returncode, stdout, stderr)."""
+    """Render the chart with an overlay of values (and an image digest, which
+    values.yaml requires, unless the overlay says something of the image);
+    returns (returncode, stdout, stderr)."""
+    if "image" not in overlay:
+        overlay = merge(overlay, {"image": {"digest": DIGEST}})
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         yaml.safe_dump(overlay, f)
         f.flush()
@@ -522,7 +530,7 @@ def main():
         for name, overlay in variants.items():
             code, out, err = helm_template(args.helm, str(chart), overlay)
             if check(code == 0, f"[{name}] helm template failed: {err.strip()}"):
-                values = merge(base, overlay)
+                values = merge(base, merge({"image": {"digest": DIGEST}}, overlay))
                 objects += check_rendered(name, [d for d in yaml.safe_load_all(out) if d], values,
                                           production=True, deliver_expected=values["deliver"]["enabled"])
                 renderings += 1
@@ -536,6 +544,8 @@ def main():
             "a grace below the publish deadline": ({"config": {"shutdownGraceSeconds": 30}}, "must exceed config.cosmos.publishDeadlineMs"),
             "an operation timeout beyond the publish deadline": ({"config": {"cosmos": {"operationTimeoutMs": 30000}}}, "must be below config.cosmos.publishDeadlineMs"),
             "a grace below the webhook timeout": ({"config": {"shutdownGraceSeconds": 40}}, "must exceed config.webhooks"),
+            "an image without a digest": ({"image": {"tag": "1.0.0"}}, "image.digest is required"),
+            "a malformed digest": ({"image": {"digest": "sha256:abc"}}, "must be sha256: and 64 lowercase hex digits"),
         }
         for name, (overlay, message) in refusals.items():
             code, _, err = helm_template(args.helm, str(chart), overlay)

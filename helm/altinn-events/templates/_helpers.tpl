@@ -77,9 +77,15 @@ app.kubernetes.io/part-of: altinn-events
 {{- if .Values.deliver.enabled }}true{{ end }}
 {{- end }}
 
-{{/* repository:tag, or repository:tag@digest when a digest is given. */}}
+{{/* repository:tag@digest; repository:tag only where image.requireDigest is off. */}}
 {{- define "altinn-events.image" -}}
 {{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if and .Values.image.requireDigest (not .Values.image.digest) }}
+{{- fail "image.digest is required: the sha256 digest of the pushed image (docs/deploy.md, step 7); set image.requireDigest=false to run a tag" }}
+{{- end }}
+{{- if and .Values.image.digest (not (regexMatch "^sha256:[0-9a-f]{64}$" .Values.image.digest)) }}
+{{- fail (printf "image.digest %q must be sha256: and 64 lowercase hex digits" .Values.image.digest) }}
+{{- end }}
 {{- if .Values.image.digest }}
 {{- printf "%s:%s@%s" .Values.image.repository $tag .Values.image.digest }}
 {{- else }}
