@@ -715,7 +715,8 @@ async fn wait_for(limit: Duration, done: impl Fn() -> bool) -> bool {
 /// Operations of the instance's background work, whatever the number of
 /// subscriptions and events: following the change feed, bucket leases,
 /// presence.
-const BACKGROUND: [&str; 5] = ["change_feed", "bucket_lease", "bucket_leases", "instance_presence", "instances"];
+const BACKGROUND: [&str; 6] =
+    ["change_feed", "change_feed_subscriptions", "bucket_lease", "bucket_leases", "instance_presence", "instances"];
 
 /// Cosmos requests of the deliverers: every operation but a publish's own
 /// writes and the background work (so their reads, checkpoints, subscription

@@ -877,6 +877,13 @@ impl Config {
                 "below shutdown_grace_seconds: a stopping instance must outlast the publishes it accepted",
             ));
         }
+        self.check_container_names()
+    }
+
+    /// The database and both containers are named, and the containers
+    /// differ (the deliver pods write only the subscriptions container;
+    /// `move-subscriptions` would delete what it copied onto itself).
+    fn check_container_names(&self) -> Result<(), ConfigError> {
         if self.cosmos.database.is_empty()
             || self.cosmos.container.is_empty()
             || self.cosmos.subscriptions_container.is_empty()
@@ -1006,6 +1013,7 @@ impl Config {
             return Err(invalid("cosmos.segment_size", "EVENTS__COSMOS__SEGMENT_SIZE", "must be at least 1"));
         }
         self.check_attempt_fits()?;
+        self.check_container_names()?;
         if self.import.batch_rows == 0 || self.import.batch_bytes < 1024 * 1024 {
             return Err(invalid(
                 "import.batch_rows / import.batch_bytes",

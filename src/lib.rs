@@ -418,10 +418,15 @@ fn spawn_workers(
         busy: Duration::from_millis(config.delivery.change_feed_poll_ms),
         idle: Duration::from_millis(config.delivery.change_feed_idle_poll_ms),
     };
-    // Deliverers need it all the time (subscription and lease changes
-    // too); long-polls only while there are some.
+    // Deliverers need the events all the time, long-polls only while
+    // there are some; subscription, state and lease changes go to the
+    // deliverers and the validator of an instance that delivers (with
+    // delivery off, its validator relies on its sweep: an instance that
+    // makes no request while idle).
     let store = feeds.clone();
-    tasks.spawn("change_feed", |stop| feeds::coordination::changes::follow(store, poll, sink, delivering, stop));
+    tasks.spawn("change_feed", move |stop| {
+        feeds::coordination::changes::follow(store, poll, sink, delivering, delivering, stop)
+    });
     let (store, pdp) = (feeds.clone(), clients.pdp.clone());
     tasks.spawn("dependency_watch", |stop| watch_dependencies(store, pdp, stop));
 }
@@ -461,7 +466,9 @@ pub async fn import(
 /// `altinn-events bump-generation`: starts the store's next generation
 /// (`feeds/events/generation.rs`); the generation it started.
 pub async fn bump_generation(config: &Settings, reason: &str) -> anyhow::Result<u32> {
-    let feeds = connect_cosmos(&config.cosmos, None).await?;
+    // The generation is in the events container: whether the subscriptions
+    // were moved yet (after a restore to before that) does not matter here.
+    let feeds = FeedStore::connect_to_move(&config.cosmos, None).await.context("connecting to Cosmos DB")?;
     feeds.bump_generation(reason).await.context("bumping the store's generation")
 }
 

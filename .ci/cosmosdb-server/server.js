@@ -328,7 +328,12 @@ async function readDocuments(original, account, req, res, params) {
 // partition is charged the actual amount, which may take it below zero (a
 // large page overdraws, as on Azure, and the next requests wait).
 // Metadata (databases, containers, partition key ranges) is neither charged
-// nor throttled.
+// nor throttled. The budgets are one container's,
+// COSMOSDB_SERVER_METERED_CONTAINER (default `events`): on Azure every
+// container has its own throughput and partitions, so requests to the
+// others (the subscriptions container) pass here unmetered instead of
+// spending the events container's partitions.
+const METERED_CONTAINER = process.env.COSMOSDB_SERVER_METERED_CONTAINER || "events";
 const PARTITIONS = Math.max(1, Number.parseInt(process.env.COSMOSDB_SERVER_PARTITIONS || "1", 10) || 1);
 const RU_PER_PARTITION = Math.max(0, Number(process.env.COSMOSDB_SERVER_RU_PER_PARTITION || "0") || 0);
 const buckets = Array.from({ length: PARTITIONS }, () => ({
@@ -525,6 +530,8 @@ async function metered(kind, run, account, req, res, params) {
     return setHeader.call(this, name, ours ? res[CHARGE] : value);
   };
   if (req.method === "POST" || req.method === "PUT" || req.method === "PATCH") req[BODY] = await readBody(req);
+  // (The handlers parse the body read here, req[BODY], through json.default.)
+  if (params.collId !== METERED_CONTAINER) return run(account, req, res, params);
   const collection = account.database(params.dbId).collection(params.collId);
   const policy = (collection.read() || {}).indexingPolicy;
   const key = keyOf(req);

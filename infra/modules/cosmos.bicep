@@ -303,11 +303,17 @@ resource importContributor 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignm
 var containerScope = '${account.id}/dbs/${database.name}/colls/${container.name}'
 var subscriptionsScope = '${account.id}/dbs/${database.name}/colls/${subscriptionsContainer.name}'
 
+// Named anew (role and assignment) when it moved from the events container
+// to the subscriptions container: a role definition's scopes and an
+// assignment's scope are not changed in place while assignments use them.
+// The earlier role ('altinn-events deliver', on the events container) and
+// its assignment are not removed by an incremental deployment: delete them
+// (docs/deploy.md, "Upgrading to the subscriptions container").
 resource deliverRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2024-11-15' = {
   parent: account
-  name: guid(account.id, 'altinn-events-deliver')
+  name: guid(account.id, 'altinn-events-deliver', subscriptionsScope)
   properties: {
-    roleName: 'altinn-events deliver'
+    roleName: 'altinn-events deliver (subscriptions)'
     type: 'CustomRole'
     assignableScopes: [
       subscriptionsScope
@@ -327,7 +333,10 @@ resource deliverRole 'Microsoft.DocumentDB/databaseAccounts/sqlRoleDefinitions@2
       }
     ]
   }
+  // importContributor is conditional: when it is not deployed, ARM drops
+  // it from here, and dataContributor still orders this after it.
   dependsOn: [
+    dataContributor
     importContributor
   ]
 }
@@ -383,7 +392,7 @@ resource deliverEventsReader 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssig
 
 resource deliverData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-11-15' = {
   parent: account
-  name: guid(account.id, deliverPrincipalId, deliverRole.id)
+  name: guid(account.id, deliverPrincipalId, deliverRole.id, subscriptionsScope)
   properties: {
     roleDefinitionId: deliverRole.id
     principalId: deliverPrincipalId
@@ -445,6 +454,8 @@ resource diagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' 
 // alert names the range. It corroborates the service's own
 // AltinnEventsCosmosPartitionThrottled (docs/operations.md), which counts
 // the 429s the SDK retried.
+// The events container only: the subscriptions container is one physical
+// partition, which AltinnEventsCosmosRuNearMax watches by its own maximum.
 resource hotPartition 'Microsoft.Insights/metricAlerts@2018-03-01' = {
   name: '${accountName}-cosmos-hot-partition'
   location: 'global'

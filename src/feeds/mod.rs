@@ -120,7 +120,9 @@ pub(crate) fn charge(headers: &azure_data_cosmos::models::ResponseHeaders) -> Op
 /// The container an operation of the store works on, by its name: the
 /// subscriptions container's are named for what they touch (a test keeps
 /// every name of the store to its container). The RU alert compares each
-/// container's spending with its own autoscale maximum.
+/// container's spending with its own autoscale maximum. (The label is
+/// `cosmos_container`: a PodMonitor's scrape sets `container` to the
+/// Kubernetes container's name and would rename ours.)
 pub(crate) fn container_of(operation: &str) -> &'static str {
     const SUBSCRIPTIONS: [&str; 5] = ["subscription", "delivery_", "bucket_", "instance", "change_feed_subscriptions"];
     if SUBSCRIPTIONS.iter().any(|p| operation.starts_with(p)) { "subscriptions" } else { "events" }
@@ -130,11 +132,12 @@ pub(crate) fn container_of(operation: &str) -> &'static str {
 /// (and its container).
 pub(crate) fn observe(kind: &'static str, started: Instant, charge: Option<f64>) {
     let container = container_of(kind);
-    metrics::histogram!("cosmos_request_duration_seconds", "operation" => kind, "container" => container)
+    metrics::histogram!("cosmos_request_duration_seconds", "operation" => kind, "cosmos_container" => container)
         .record(started.elapsed().as_secs_f64());
-    metrics::counter!("cosmos_requests_total", "operation" => kind, "container" => container).increment(1);
+    metrics::counter!("cosmos_requests_total", "operation" => kind, "cosmos_container" => container).increment(1);
     if let Some(ru) = charge {
-        metrics::histogram!("cosmos_request_charge_ru", "operation" => kind, "container" => container).record(ru);
+        metrics::histogram!("cosmos_request_charge_ru", "operation" => kind, "cosmos_container" => container)
+            .record(ru);
     }
     crate::telemetry::cosmos_request(kind, started.elapsed(), charge);
 }

@@ -347,7 +347,7 @@ async fn cosmosdb_server_change_feed_tells_of_appends() {
         move |c: Change| seen.lock().unwrap().push(c)
     };
     let polling = Polling { busy: Duration::from_millis(50), idle: Duration::from_millis(50) };
-    let follower = tokio::spawn(follow(store.clone(), polling, sink, true, stopped));
+    let follower = tokio::spawn(follow(store.clone(), polling, sink, true, true, stopped));
     // The follower starts from now: give it a round to take its position.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let res = format!("urn:altinn:resource:app_ttd_after-{run}");

@@ -140,13 +140,14 @@ impl Followed {
 
 /// Follows the change feeds until `stop`, handing every change to `sink`
 /// (appends also wake this store's watchers): the events container's, for
-/// appends, and with `always` the subscriptions container's as well, for
-/// subscriptions, delivery states and leases. A failed read is retried from
-/// the same place; nothing read is handed over twice.
+/// appends, and with `subscriptions` the subscriptions container's as well,
+/// for subscriptions, delivery states and leases (an instance that pushes:
+/// its deliverers and validator). A failed read is retried from the same
+/// place; nothing read is handed over twice.
 ///
-/// With `always` false (no deliverers here) it reads only the events
-/// container, and only while something in this instance watches a feed (a
-/// long-poll), so that an instance nobody waits on makes no request for it.
+/// With `always` false (no deliverers here) it reads the events container
+/// only while something in this instance watches a feed (a long-poll), so
+/// that an instance nobody waits on makes no request for it.
 ///
 /// Whenever a feed is read from "now" (at start, after it was idle, or
 /// after giving up a continuation), changes made before that point and
@@ -158,18 +159,26 @@ pub async fn follow(
     polling: Polling,
     sink: impl Fn(Change) + Send + Sync,
     always: bool,
+    subscriptions: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut events = Followed::new(&store.cosmos().container, "change_feed");
-    let mut subscriptions = always.then(|| Followed::new(&store.cosmos().subscriptions, "change_feed_subscriptions"));
+    let mut subscriptions =
+        subscriptions.then(|| Followed::new(&store.cosmos().subscriptions, "change_feed_subscriptions"));
     let mut wait = polling.busy;
     loop {
-        if !always && !store.is_watched() {
-            // Idle: no position to keep; the next start is from "now".
+        let events_idle = !always && !store.is_watched();
+        if events_idle {
+            // No position to keep; the next start is from "now".
             events.reset();
+        }
+        if events_idle && subscriptions.is_none() {
             wait = polling.busy;
         } else {
-            let mut rounds = vec![events.read(&store, &sink).await];
+            let mut rounds = Vec::with_capacity(2);
+            if !events_idle {
+                rounds.push(events.read(&store, &sink).await);
+            }
             if let Some(subscriptions) = &mut subscriptions {
                 rounds.push(subscriptions.read(&store, &sink).await);
             }

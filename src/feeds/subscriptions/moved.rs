@@ -40,6 +40,11 @@ const COORDINATION_PKS: [&str; 2] = ["delivery-buckets", "delivery-instances"];
 
 /// Moves them (module docs).
 pub async fn move_from_events_container(store: &FeedStore) -> Result<MoveReport, StoreError> {
+    let config = &store.cosmos().config;
+    if config.container == config.subscriptions_container {
+        // Every copy would meet itself, and the deletes would remove them.
+        return Err(StoreError::Config("cosmos.subscriptions_container must differ from cosmos.container".into()));
+    }
     let (events, subscriptions) = (&store.cosmos().container, &store.cosmos().subscriptions);
     let mut report = MoveReport::default();
     let docs = all_in(events, PK).await?;
