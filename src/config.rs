@@ -139,6 +139,23 @@ pub struct Config {
     pub import: ImportConfig,
     pub telemetry: TelemetryConfig,
     pub localtest: LocalTestConfig,
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the webhook console at `/events/console`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve it (on API instances). It calls the public API only, with a
+    /// token the user gives it, so it grants nothing by itself; switch it
+    /// off where no one should be offered a page.
+    pub enabled: bool,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
 }
 
 /// `[telemetry]`: OpenTelemetry traces.
@@ -178,6 +195,7 @@ impl Default for Config {
             import: ImportConfig::default(),
             telemetry: TelemetryConfig::default(),
             localtest: LocalTestConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

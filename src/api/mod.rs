@@ -3,6 +3,7 @@
 //! (`read`, `publish`), map the outcome to HTTP. Nothing below this module
 //! sees an HTTP type.
 
+mod console;
 pub mod cursor;
 pub mod error;
 pub mod extract;
@@ -48,7 +49,8 @@ pub fn router(state: AppState, extra: Router, mode: Mode) -> Router {
     if dev {
         routes = routes.merge(whoami::router());
     }
-    layered(routes.with_state(state).merge(openapi::swagger_ui(doc, dev)).merge(extra), max_body)
+    let console = if state.config.console.enabled { console::router(dev) } else { Router::new() };
+    layered(routes.with_state(state).merge(openapi::swagger_ui(doc, dev)).merge(console).merge(extra), max_body)
 }
 
 /// What an instance of the `deliver` role serves: the probes, the

@@ -17,11 +17,14 @@ use crate::webhooks::PushOutcome;
 pub const KEPT_ATTEMPTS: usize = 100;
 pub const KEEP_ATTEMPTS_MS: u64 = 7 * 24 * 3600 * 1000;
 
-/// The attempt to push `event` at `time` that ended with `outcome`.
-pub fn attempt(time: String, event: &Value, outcome: &PushOutcome) -> DeliveryAttempt {
+/// Attempt number `attempt` to push `event`, at `time`, that ended with
+/// `outcome`.
+pub fn attempt(time: String, event: &Value, attempt: u32, outcome: &PushOutcome) -> DeliveryAttempt {
     DeliveryAttempt {
         time,
         event_id: event.get("id").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        event_type: event.get("type").and_then(Value::as_str).map(str::to_owned),
+        attempt,
         status: outcome.status,
         latency_ms: u64::try_from(outcome.latency.as_millis()).unwrap_or(u64::MAX),
         error: outcome.error.clone(),
@@ -53,7 +56,15 @@ mod tests {
     use super::*;
 
     fn at(time: &str, n: usize) -> DeliveryAttempt {
-        DeliveryAttempt { time: time.into(), event_id: format!("e{n}"), status: Some(200), latency_ms: 1, error: None }
+        DeliveryAttempt {
+            time: time.into(),
+            event_id: format!("e{n}"),
+            event_type: None,
+            attempt: 1,
+            status: Some(200),
+            latency_ms: 1,
+            error: None,
+        }
     }
 
     #[test]
@@ -89,12 +100,15 @@ mod tests {
             latency: Duration::from_micros(1_500_900),
             error: Some("the endpoint answered 503: busy".into()),
         };
-        let a = attempt("2026-01-01T00:00:00Z".into(), &serde_json::json!({"id": "e9"}), &outcome);
+        let event = serde_json::json!({"id": "e9", "type": "app.instance.created"});
+        let a = attempt("2026-01-01T00:00:00Z".into(), &event, 3, &outcome);
         assert_eq!(
             a,
             DeliveryAttempt {
                 time: "2026-01-01T00:00:00Z".into(),
                 event_id: "e9".into(),
+                event_type: Some("app.instance.created".into()),
+                attempt: 3,
                 status: Some(503),
                 latency_ms: 1500,
                 error: Some("the endpoint answered 503: busy".into()),

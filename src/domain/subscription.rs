@@ -212,12 +212,27 @@ pub enum DeliveryStatus {
     Disabled,
 }
 
+fn first_attempt() -> u32 {
+    1
+}
+
+fn is_first_attempt(n: &u32) -> bool {
+    *n <= 1
+}
+
 /// One push attempt, for the owner to see.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryAttempt {
     pub time: String,
     pub event_id: String,
+    /// The event's type (absent in attempts stored before it was kept).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// Which attempt at this event it was (1: the first; stored only from
+    /// the second on, to keep delivery states small).
+    #[serde(default = "first_attempt", skip_serializing_if = "is_first_attempt")]
+    pub attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     pub latency_ms: u64,

@@ -477,6 +477,8 @@ async fn receive(
         "webhookTimestamp": header("webhook-timestamp"),
         "webhookSignature": header("webhook-signature"),
         "contentType": header("content-type"),
+        // The bytes as pushed (what a signature covers), beside the parsed body.
+        "rawBody": String::from_utf8_lossy(&body),
         "body": serde_json::from_slice::<Value>(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned())),
     });
     let mut received = p.received.lock().expect("receiver lock");

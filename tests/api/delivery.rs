@@ -176,6 +176,7 @@ async fn events_from_concurrent_publishers_arrive_in_feed_order_once_and_signed(
     assert_eq!(newest["eventId"], feed[200].as_str(), "newest first: {attempts}");
     assert_eq!(newest["status"], 200);
     assert!(newest["latencyMs"].is_u64());
+    assert_eq!((&newest["type"], &newest["attempt"]), (&json!("app.instance.created"), &json!(1)), "{newest}");
     app.shutdown().await;
 }
 
@@ -220,6 +221,30 @@ async fn a_failing_endpoint_holds_later_events_back_and_gets_everything_when_it_
     assert_eq!(attempts[0].id, attempts[2].id, "a retry has the same webhook-id");
     let back = until_view(&app, &owner, id, "active again", |s| s["status"] == "active").await;
     assert!(back.get("lastError").is_none(), "{back}");
+    // The attempts at the first event, numbered: failed ones, then the one
+    // that went through; the next event's first attempt after it (once the
+    // deliverer has stored them: it flushes its state now and then).
+    let deliveries = || async {
+        let path = format!("/events/api/v1/subscriptions/{id}/deliveries");
+        app.get_bearer(&path, &owner).await.json::<Value>().await.unwrap()
+    };
+    let stored = |shown: &Value| shown.to_string().contains(published[4].as_str());
+    eventually("every attempt stored", || async { stored(&deliveries().await) }).await;
+    let shown = deliveries().await;
+    let first: Vec<(u64, Value)> = shown["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|a| a["eventId"] == published[0].as_str())
+        .map(|a| (a["attempt"].as_u64().unwrap(), a["status"].clone()))
+        .collect();
+    let n = first.len();
+    assert!(n >= 3, "{shown}");
+    assert_eq!(first.iter().map(|(a, _)| *a).collect::<Vec<_>>(), (1..=n as u64).collect::<Vec<_>>(), "{shown}");
+    assert!(first[..n - 1].iter().all(|(_, s)| *s == 500) && first[n - 1].1 == 200, "{first:?}");
+    let second = shown["deliveries"].as_array().unwrap().iter().find(|a| a["eventId"] == published[1].as_str());
+    assert_eq!(second.unwrap()["attempt"], 1, "{shown}");
     app.shutdown().await;
 }
 

@@ -4,6 +4,7 @@
 mod architecture;
 mod auth;
 mod compat;
+mod console;
 mod contract;
 mod cosmosdb_server;
 mod delivery;

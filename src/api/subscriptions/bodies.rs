@@ -229,6 +229,12 @@ pub(super) struct SubscriptionList {
 pub(super) struct DeliveryAttempt {
     pub(super) time: String,
     pub(super) event_id: String,
+    /// The event's type (absent in attempts recorded before it was kept).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub(super) event_type: Option<String>,
+    /// Which attempt at this event it was: 1 the first push, 2 the first
+    /// retry, ...
+    pub(super) attempt: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) status: Option<u16>,
     pub(super) latency_ms: u64,
@@ -241,6 +247,8 @@ impl From<&domain::DeliveryAttempt> for DeliveryAttempt {
         Self {
             time: a.time.clone(),
             event_id: a.event_id.clone(),
+            event_type: a.event_type.clone(),
+            attempt: a.attempt,
             status: a.status,
             latency_ms: a.latency_ms,
             error: a.error.clone(),

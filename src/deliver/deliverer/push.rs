@@ -78,9 +78,12 @@ impl Deliverer {
         metrics::histogram!("delivery_push_duration_seconds").record(outcome.latency.as_secs_f64());
         let now = self.delivery.feeds.clock().now_utc();
         self.unsaved = true;
+        // The failures so far are the event's at the checkpoint: this one's
+        // (later events wait behind it).
+        let attempt = self.state.failures.saturating_add(1);
         history::record(
             &mut self.state.attempts,
-            history::attempt(crate::domain::cloud_event::format_time(now), event, &outcome),
+            history::attempt(crate::domain::cloud_event::format_time(now), event, attempt, &outcome),
         );
         let decision = retry::after_push(&self.state, &outcome, &self.delivery.settings.retry, self.delivery.now_ms());
         decision.apply(&mut self.state);
