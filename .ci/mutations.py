@@ -37,8 +37,8 @@ MUTATIONS = {
     ),
     "change-feed-read-with-nobody-waiting": (
         "src/feeds/coordination/changes.rs",
-        "if !always && !store.is_watched() {",
-        "if false {",
+        "let events_idle = !always && !store.is_watched();",
+        "let events_idle = false;",
         "test(idle_long_polls_cost_per_instance_not_per_feed)",
     ),
     "pdp-key-not-reloaded": (
@@ -702,6 +702,24 @@ MUTATIONS = {
         "let oldest = newest.segment.saturating_sub(STORED_ORIGIN_SEGMENTS - 1);",
         "let oldest = newest.segment.saturating_sub(1);",
         "test(a_restarted_import_finds_its_events_behind_cut_segments)",
+    ),
+    "repairer-repairs-imported-events": (
+        "src/feeds/events/repairer.rs",
+        "if doc.get(\"aseq\").is_some() {",
+        "if false {",
+        "test(a_page_gives_the_events_to_check_and_the_copies_it_brings)",
+    ),
+    "delivery-states-in-the-events-container": (
+        "src/feeds/subscriptions/delivery.rs",
+        "Self { container: store.cosmos().subscriptions.clone() }",
+        "Self { container: store.cosmos().container.clone() }",
+        "test(the_api_and_the_deliver_role_split_the_work)",
+    ),
+    "console-allows-inline-script": (
+        "src/api/console.rs",
+        "default-src 'none'; script-src 'self';",
+        "default-src 'none'; script-src 'self' 'unsafe-inline';",
+        "test(the_console_is_served_with_a_strict_content_security_policy)",
     ),
     "import-appends-heat-a-feed": (
         "src/feeds/events/writer.rs",
