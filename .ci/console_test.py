@@ -25,6 +25,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 BASE, OUT, AXE = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3]).read_text()
@@ -266,6 +267,14 @@ try:
     until("gone from the list", lambda: not any(r.get_attribute("data-id") == str(failing_id) for r in rows("subs-table")))
     owner = api("GET", "/localtest/token/org?org=ttd&scope=altinn:events/ttd/apps-test")[1]
     assert api("GET", f"/events/api/v1/subscriptions/{failing_id}", owner)[0] == 404
+    # Escape on the next confirmation deletes nothing (the last one's "ok"
+    # does not count again).
+    driver.find_element(By.CSS_SELECTOR, f"#subs-table tr[data-id='{inbox_id}'] button.danger").click()
+    until("the confirmation", lambda: driver.find_element(By.ID, "confirm").is_displayed())
+    webdriver.ActionChains(driver).send_keys(Keys.ESCAPE).perform()
+    until("closed", lambda: not driver.find_element(By.ID, "confirm").is_displayed())
+    time.sleep(0.5)
+    assert api("GET", f"/events/api/v1/subscriptions/{inbox_id}", owner)[0] == 200, "Escape deleted it"
 
     # A narrow screen: nothing wider than it but the scrolling tables.
     driver.set_window_size(390, 900)

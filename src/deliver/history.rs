@@ -31,6 +31,20 @@ pub fn attempt(time: String, event: &Value, attempt: u32, outcome: &PushOutcome)
     }
 }
 
+/// Which attempt at `event_id` the next push is: one more than the failed
+/// attempts at it that end the history (a replay's push of an event
+/// delivered before is its first; `enable`, which resets the failures to
+/// retry at once, does not start the count again). As far as the kept
+/// history goes.
+pub fn next_attempt(attempts: &[DeliveryAttempt], event_id: &str) -> u32 {
+    let failed = attempts
+        .iter()
+        .rev()
+        .take_while(|a| a.event_id == event_id && !a.status.is_some_and(|s| (200..300).contains(&s)))
+        .count();
+    u32::try_from(failed).unwrap_or(u32::MAX).saturating_add(1)
+}
+
 /// Keeps `attempt`, and the newest before it up to [`KEPT_ATTEMPTS`].
 pub fn record(attempts: &mut Vec<DeliveryAttempt>, attempt: DeliveryAttempt) {
     if attempts.len() >= KEPT_ATTEMPTS {
@@ -114,5 +128,29 @@ mod tests {
                 error: Some("the endpoint answered 503: busy".into()),
             }
         );
+    }
+
+    #[test]
+    fn attempts_at_an_event_are_counted_from_its_failures_that_end_the_history() {
+        let at = |id: &str, status: u16| DeliveryAttempt {
+            time: "2026-01-01T00:00:00Z".into(),
+            event_id: id.into(),
+            event_type: None,
+            attempt: 1,
+            status: Some(status),
+            latency_ms: 1,
+            error: None,
+        };
+        assert_eq!(next_attempt(&[], "a"), 1);
+        // Two failures of b after a went through: b's third attempt.
+        let history = [at("a", 200), at("b", 500), at("b", 503)];
+        assert_eq!(next_attempt(&history, "b"), 3);
+        // Another event, or b again after it went through (a replay): a first.
+        assert_eq!(next_attempt(&history, "c"), 1);
+        assert_eq!(next_attempt(&[at("b", 500), at("b", 200)], "b"), 1);
+        // No answer at all is a failure too.
+        let mut silent = at("b", 0);
+        silent.status = None;
+        assert_eq!(next_attempt(&[silent], "b"), 2);
     }
 }

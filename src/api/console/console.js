@@ -90,6 +90,11 @@
 
   function useToken(value) {
     token = value.trim() || null;
+    // Nothing the last identity was shown stays for the next.
+    subscriptions = [];
+    $("created").hidden = true;
+    $("created-secret").textContent = "";
+    clearSubscription();
     $("who").textContent = token ? describe(token) : "No token yet: lists and actions need one.";
     say("");
     route();
@@ -129,11 +134,16 @@
     }
   }
 
+  let pendingNote = "";
+
   function route() {
+    // Only the views' own hashes (#/...): the skip link's #main stays put.
+    if (location.hash && !location.hash.startsWith("#/")) return;
     const hash = location.hash || "#/subscriptions";
     const one = hash.match(/^#\/subscriptions\/(\d+)$/);
     say("");
-    note("");
+    note(pendingNote);
+    pendingNote = "";
     if (one) {
       show("subscription");
       loadSubscription(Number(one[1]));
@@ -149,6 +159,7 @@
     }
   }
   window.addEventListener("hashchange", () => {
+    if (location.hash && !location.hash.startsWith("#/")) return;
     route();
     $("main").focus();
   });
@@ -221,6 +232,8 @@
       subscriptions = list.subscriptions || [];
       renderSubscriptions();
     } catch (e) {
+      subscriptions = [];
+      renderSubscriptions();
       fail(e);
     }
   }
@@ -231,12 +244,16 @@
 
   const fields = ["endPoint", "resourceFilter", "sourceFilter", "subjectFilter", "typeFilter"];
 
-  /** The field a problem's detail is about, by the words Altinn's texts use. */
-  function fieldOf(detail) {
-    const d = (detail || "").toLowerCase();
+  /** The field a 400's detail is about: a field named in it, else by the
+   * words Altinn's texts use ("resource" before "source", which it contains). */
+  function fieldOf(problem) {
+    if (!(problem instanceof Problem) || problem.status !== 400) return null;
+    const d = (problem.detail || "").toLowerCase();
+    const named = fields.find((f) => d.includes(f.toLowerCase()));
+    if (named) return named;
     if (d.includes("endpoint") || d.includes("end point")) return "endPoint";
-    if (d.includes("source")) return "sourceFilter";
     if (d.includes("resource")) return "resourceFilter";
+    if (d.includes("source")) return "sourceFilter";
     if (d.includes("subject")) return "subjectFilter";
     if (d.includes("type")) return "typeFilter";
     return null;
@@ -264,10 +281,11 @@
       $("created-id").textContent = String(made.id);
       $("created-secret").textContent = made.secret || "";
       $("created").hidden = false;
+      $("created").querySelector("button.copy").focus();
       ev.target.reset();
       await loadSubscriptions();
     } catch (e) {
-      const field = e instanceof Problem ? fieldOf(e.detail) : null;
+      const field = fieldOf(e);
       if (field) {
         $(`e-${field}`).textContent = e.detail;
         $(`f-${field}`).setAttribute("aria-invalid", "true");
@@ -282,6 +300,8 @@
     return new Promise((resolve) => {
       const dialog = $("confirm");
       $("confirm-text").textContent = text;
+      // Escape closes it without a value: the last one must not count.
+      dialog.returnValue = "";
       dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
       dialog.showModal();
     });
@@ -291,10 +311,14 @@
     if (!(await confirmDialog(`Delete subscription ${id}? Its pushes stop and its id is not given out again.`))) return;
     try {
       await call("DELETE", `${API}/subscriptions/${id}`);
-      if (location.hash !== "#/subscriptions") location.hash = "#/subscriptions";
-      else await loadSubscriptions();
-      say("");
-      note(`Subscription ${id} deleted.`);
+      if (location.hash !== "#/subscriptions") {
+        pendingNote = `Subscription ${id} deleted.`;
+        location.hash = "#/subscriptions";
+      } else {
+        await loadSubscriptions();
+        note(`Subscription ${id} deleted.`);
+        $("subs-title").focus();
+      }
     } catch (e) {
       fail(e);
     }
@@ -306,12 +330,24 @@
     list.append(el("dt", { text: name }), el("dd", { text: value === undefined || value === null ? "–" : String(value) }));
   }
 
+  /** Forgets what is shown of a subscription (another one, or none). */
+  function clearSubscription() {
+    $("rotated").hidden = true;
+    $("sub-facts").replaceChildren();
+    $("deliveries").tBodies[0].replaceChildren();
+    $("chart").replaceChildren();
+    $("next-retry").textContent = "";
+  }
+
   async function loadSubscription(id) {
     // A secret just shown stays while its subscription is reloaded.
-    if (current !== id) $("rotated").hidden = true;
+    if (current !== id) clearSubscription();
     current = id;
     $("sub-title").textContent = `Subscription ${id}`;
-    if (!token) return;
+    if (!token) {
+      clearSubscription();
+      return;
+    }
     try {
       const [s, list] = await Promise.all([
         call("GET", `${API}/subscriptions/${id}`),
@@ -332,6 +368,7 @@
       $("next-retry").textContent =
         d && d.nextRetry ? `Next retry ${new Date(d.nextRetry).toLocaleString()} (${d.failures} failed so far).` : "";
     } catch (e) {
+      if (current === id) clearSubscription();
       fail(e);
     }
   }
@@ -397,14 +434,15 @@
     svg.append(label);
   }
 
-  async function act(path, done, body) {
+  async function act(path, done, body, failed) {
     say("");
     try {
       const result = await call("POST", `${API}/subscriptions/${current}/${path}`, body);
       if (done) done(result);
       await loadSubscription(current);
     } catch (e) {
-      fail(e);
+      if (failed && e instanceof Problem && e.status === 400) failed(e);
+      else fail(e);
     }
   }
 
@@ -418,6 +456,7 @@
     act("secret/rotate", (r) => {
       $("rotated-secret").textContent = r.secret;
       $("rotated").hidden = false;
+      $("rotated").querySelector("button.copy").focus();
     }),
   );
   $("act-delete").addEventListener("click", () => remove(current));
@@ -428,7 +467,15 @@
     $("e-replay").textContent = "";
     const value = $("replay-value").value.trim();
     const body = $("replay-kind").value === "from" ? { from: value } : { after: value || "0" };
-    act("replay", () => note(`Subscription ${current}: replaying ${JSON.stringify(body)}.`), body);
+    act(
+      "replay",
+      () => note(`Subscription ${current}: replaying ${JSON.stringify(body)}.`),
+      body,
+      (e) => {
+        $("e-replay").textContent = e.detail;
+        $("replay-value").focus();
+      },
+    );
   });
 
   for (const button of document.querySelectorAll("button.copy")) {

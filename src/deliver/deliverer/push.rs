@@ -78,9 +78,8 @@ impl Deliverer {
         metrics::histogram!("delivery_push_duration_seconds").record(outcome.latency.as_secs_f64());
         let now = self.delivery.feeds.clock().now_utc();
         self.unsaved = true;
-        // The failures so far are the event's at the checkpoint: this one's
-        // (later events wait behind it).
-        let attempt = self.state.failures.saturating_add(1);
+        let id = event.get("id").and_then(Value::as_str).unwrap_or_default();
+        let attempt = history::next_attempt(&self.state.attempts, id);
         history::record(
             &mut self.state.attempts,
             history::attempt(crate::domain::cloud_event::format_time(now), event, attempt, &outcome),
