@@ -92,6 +92,27 @@ impl Cosmos {
     }
 }
 
+/// Every document of logical partition `pk` of `container`, as stored;
+/// `what` names the read in errors.
+pub(crate) async fn partition_documents(
+    container: &ContainerClient,
+    pk: &str,
+    what: &'static str,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    use futures::StreamExt;
+    let q = azure_data_cosmos::Query::from("SELECT * FROM c");
+    let mut pages = container
+        .query_items::<serde_json::Value>(q, azure_data_cosmos::FeedScope::partition(pk.to_owned()), None)
+        .await
+        .map_err(StoreError::cosmos(what))?
+        .into_pages();
+    let mut docs = Vec::new();
+    while let Some(page) = pages.next().await {
+        docs.extend(page.map_err(StoreError::cosmos(what))?.into_items());
+    }
+    Ok(docs)
+}
+
 /// The partition that held the subscriptions when they lived in the events
 /// container (and holds them in the subscriptions container).
 pub(crate) const SUBSCRIPTIONS_PK: &str = "subscriptions";

@@ -315,19 +315,7 @@ impl FeedStore {
         at: crate::feeds::StoredIn,
         pk: &str,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        use futures::StreamExt;
-        let q = azure_data_cosmos::Query::from("SELECT * FROM c");
-        let mut pages = self
-            .container_of(at)
-            .query_items::<serde_json::Value>(q, azure_data_cosmos::FeedScope::partition(pk.to_owned()), None)
-            .await
-            .map_err(StoreError::cosmos("documents at rest"))?
-            .into_pages();
-        let mut docs = Vec::new();
-        while let Some(page) = pages.next().await {
-            docs.extend(page.map_err(StoreError::cosmos("documents at rest"))?.into_items());
-        }
-        Ok(docs)
+        crate::feeds::cosmos::partition_documents(self.container_of(at), pk, "documents at rest").await
     }
 
     /// Writes a document as it is (its `pk` and `id` in it) where an

@@ -13,13 +13,13 @@
 //! half-moved store. Run it with every instance stopped: an old one would
 //! go on writing where nothing is read any more.
 
+use azure_data_cosmos::ContainerClient;
 use azure_data_cosmos::options::ItemWriteOptions;
-use azure_data_cosmos::{ContainerClient, FeedScope, Query};
-use futures::StreamExt;
 use serde_json::Value;
 
 use super::PK;
 use super::delivery::{STATE_ID, state_pk};
+use crate::feeds::cosmos::partition_documents;
 use crate::feeds::{FeedStore, StoreError};
 
 /// What a move did.
@@ -35,6 +35,9 @@ pub struct MoveReport {
     pub deleted: u64,
 }
 
+/// What a failed read of a partition to move is called in errors.
+const READ: &str = "read a partition to move";
+
 /// The partitions of the leases and presences in the events container.
 const COORDINATION_PKS: [&str; 2] = ["delivery-buckets", "delivery-instances"];
 
@@ -47,7 +50,7 @@ pub async fn move_from_events_container(store: &FeedStore) -> Result<MoveReport,
     }
     let (events, subscriptions) = (&store.cosmos().container, &store.cosmos().subscriptions);
     let mut report = MoveReport::default();
-    let docs = all_in(events, PK).await?;
+    let docs = partition_documents(events, PK, READ).await?;
     let mut states = Vec::new();
     for doc in &docs {
         if copy(subscriptions, PK, doc).await? {
@@ -76,7 +79,7 @@ pub async fn move_from_events_container(store: &FeedStore) -> Result<MoveReport,
         report.deleted += u64::from(delete(events, pk, STATE_ID).await?);
     }
     for pk in COORDINATION_PKS {
-        for doc in all_in(events, pk).await? {
+        for doc in partition_documents(events, pk, READ).await? {
             if let Some(id) = doc.get("id").and_then(Value::as_str) {
                 report.deleted += u64::from(delete(events, pk, id).await?);
             }
@@ -88,20 +91,6 @@ pub async fn move_from_events_container(store: &FeedStore) -> Result<MoveReport,
         }
     }
     Ok(report)
-}
-
-/// Every document of partition `pk`.
-async fn all_in(container: &ContainerClient, pk: &str) -> Result<Vec<Value>, StoreError> {
-    let mut pages = container
-        .query_items::<Value>(Query::from("SELECT * FROM c"), FeedScope::partition(pk.to_owned()), None)
-        .await
-        .map_err(StoreError::cosmos("read a partition to move"))?
-        .into_pages();
-    let mut docs = Vec::new();
-    while let Some(page) = pages.next().await {
-        docs.extend(page.map_err(StoreError::cosmos("read a partition to move"))?.into_items());
-    }
-    Ok(docs)
 }
 
 /// Creates `doc` (without Cosmos DB's own properties) in `container`;
